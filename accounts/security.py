@@ -1,0 +1,83 @@
+"""Password hashing (argon2id) and JWT access tokens (HS256 pinned, iss/aud/exp checked)."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from accounts.errors import InvalidToken
+from core.config import get_settings
+from core.models import utcnow
+
+ALGORITHM = "HS256"  # pinned: tokens claiming any other algorithm (incl. "none") are refused
+_hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory defaults
+# Verifying against a dummy hash for unknown users keeps login timing uniform.
+_DUMMY_HASH = _hasher.hash("dummy-password-for-timing")
+
+
+def hash_password(password: str) -> str:
+    """argon2id hash of a password."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """True when the password matches; constant work for unknown users."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@lru_cache
+def _secret() -> str:
+    configured = get_settings().jwt_secret
+    if configured:
+        return configured
+    # Dev/test: a random key per installation, kept under .data (never committed).
+    path = Path(get_settings().data_dir) / "jwt.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_access_token(user_id: int, role: str) -> str:
+    """A short-lived signed access token."""
+    s = get_settings()
+    now = utcnow()
+    claims = {"sub": str(user_id), "role": role, "typ": "access", "iss": s.jwt_issuer, "aud": s.jwt_audience,
+              "iat": now, "exp": now + timedelta(seconds=s.access_token_ttl_s), "jti": secrets.token_hex(8)}
+    return jwt.encode(claims, _secret(), algorithm=ALGORITHM)
+
+
+def decode_access_token(token: str) -> int:
+    """The user id of a valid access token; raises InvalidToken otherwise."""
+    s = get_settings()
+    try:
+        claims = jwt.decode(token, _secret(), algorithms=[ALGORITHM], audience=s.jwt_audience, issuer=s.jwt_issuer,
+                            options={"require": ["exp", "iss", "aud", "sub"]})
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("The access token has expired.", code="token_expired")
+    except jwt.PyJWTError:
+        raise InvalidToken()
+    if claims.get("typ") != "access" or not str(claims["sub"]).isdigit():
+        raise InvalidToken()
+    return int(claims["sub"])
+
+
+def new_refresh_token() -> tuple[str, str]:
+    """A random refresh token and its sha256 (only the hash is stored)."""
+    token = secrets.token_urlsafe(32)
+    return token, sha256_hex(token)
+
+
+def sha256_hex(value: str) -> str:
+    """Hex sha256 of a string."""
+    return hashlib.sha256(value.encode()).hexdigest()

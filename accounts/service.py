@@ -1,0 +1,132 @@
+"""Account verbs: register, log in, refresh, freeze."""
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from accounts import lockout
+from accounts.errors import (InvalidCredentials, InvalidToken, RoleNotAllowed, UserFrozen, UsernameTaken,
+                             WeakPassword, WrongRole)
+from accounts.models import ROLES, RefreshToken, User
+from accounts.schemas import TokenPair
+from accounts.security import (create_access_token, decode_access_token, hash_password, new_refresh_token,
+                               sha256_hex, verify_password)
+from core.config import get_settings
+from core.errors import InvalidInput, NotFound
+from core.models import utcnow
+
+MIN_PASSWORD_LENGTH = 8
+
+
+def get(*, db_session: Session, user_id: int) -> User:
+    """A user by id, or NotFound."""
+    user = db_session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user.", code="user_not_found")
+    return user
+
+
+def create(*, db_session: Session, username: str, password: str, role: str, display_name: str = "",
+           self_service: bool = True) -> User:
+    """Create a user; self-service registration may only make workers and merchants."""
+    if role not in ROLES:
+        raise InvalidInput(f"Unknown role {role!r}.", code="invalid_role")
+    if self_service and role not in ("worker", "merchant"):
+        raise RoleNotAllowed()
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPassword()
+    user = User(username=username, password_hash=hash_password(password), role=role,
+                display_name=display_name or username)
+    db_session.add(user)
+    try:
+        db_session.flush()
+    except IntegrityError:
+        db_session.rollback()
+        raise UsernameTaken()
+    db_session.commit()
+    return user
+
+
+def login(*, db_session: Session, username: str, password: str, ip: str | None) -> TokenPair:
+    """Check the password (with lock-out) and issue a token pair."""
+    lockout.check_not_locked(username, ip)
+    user = db_session.scalar(select(User).where(User.username == username))
+    if not verify_password(user.password_hash if user else None, password):
+        lockout.record_failure(username, ip)
+        raise InvalidCredentials()
+    lockout.record_success(username)
+    ensure_active(user)
+    pair = _issue(db_session, user, family=secrets.token_hex(16))
+    db_session.commit()
+    return pair
+
+
+def _issue(db_session: Session, user: User, *, family: str) -> TokenPair:
+    token, digest = new_refresh_token()
+    ttl = get_settings().refresh_token_ttl_s
+    db_session.add(RefreshToken(user_id=user.id, token_sha256=digest, family=family,
+                                expires_at=utcnow() + timedelta(seconds=ttl)))
+    return TokenPair(access_token=create_access_token(user.id, user.role), refresh_token=token,
+                     expires_in=get_settings().access_token_ttl_s)
+
+
+def refresh(*, db_session: Session, refresh_token: str) -> TokenPair:
+    """Rotate a refresh token; presenting a used one revokes its whole family (theft signal)."""
+    row = db_session.scalar(select(RefreshToken).where(RefreshToken.token_sha256 == sha256_hex(refresh_token))
+                            .with_for_update())
+    now = utcnow()
+    if row is None or row.revoked_at is not None or row.expires_at < now:
+        raise InvalidToken("The refresh token is invalid or expired.")
+    if row.used_at is not None:
+        db_session.execute(update(RefreshToken).where(RefreshToken.family == row.family)
+                           .values(revoked_at=now))
+        db_session.commit()
+        raise InvalidToken("This refresh token was already used; all sessions of this login were ended.",
+                           code="refresh_token_reused")
+    row.used_at = now
+    user = get(db_session=db_session, user_id=row.user_id)
+    ensure_active(user)
+    pair = _issue(db_session, user, family=row.family)
+    db_session.commit()
+    return pair
+
+
+def authenticate(*, db_session: Session, access_token: str) -> User:
+    """The active user behind an access token."""
+    user = db_session.get(User, decode_access_token(access_token))
+    if user is None:
+        raise InvalidToken()
+    ensure_active(user)
+    return user
+
+
+def ensure_active(user: User) -> None:
+    """Frozen users are refused everywhere."""
+    if user.frozen_at is not None:
+        raise UserFrozen(f"This account is frozen: {user.frozen_reason or 'no reason given'}.")
+
+
+def require_role(user: User, *roles: str) -> None:
+    """Raise WrongRole unless the user has one of the roles (admin may act as ops)."""
+    if user.role in roles or (user.role == "admin" and "ops" in roles):
+        return
+    raise WrongRole(f"This needs the role {' or '.join(roles)}; you are {user.role}.")
+
+
+def freeze(*, db_session: Session, actor: User, user_id: int, reason: str, frozen: bool = True) -> User:
+    """Freeze (or unfreeze) a user and revoke their refresh tokens."""
+    require_role(actor, "ops")
+    user = get(db_session=db_session, user_id=user_id)
+    if user.role in ("ops", "admin") and actor.role != "admin":
+        raise WrongRole("Only an admin can freeze ops or admin accounts.")
+    user.frozen_at = utcnow() if frozen else None
+    user.frozen_reason = reason if frozen else None
+    if frozen:
+        db_session.execute(update(RefreshToken).where(RefreshToken.user_id == user.id,
+                                                      RefreshToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    db_session.commit()
+    return user

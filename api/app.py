@@ -1,0 +1,26 @@
+"""The FastAPI application."""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import errors
+from api.middleware import EdgeMiddleware
+from api.routers import auth, health, users
+from core.logging import configure_logging
+
+ROUTERS = [health.router, auth.router, users.router]
+
+
+def create_app() -> FastAPI:
+    """Build the app with its routers, error table and middleware."""
+    configure_logging()
+    app = FastAPI(title="Fieldproof", version="0.1.0", openapi_url="/openapi.json",
+                  description="Verified offline field work: geofenced check-ins, photo evidence, escrow payouts.")
+    errors.register(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(EdgeMiddleware)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,140 @@
+"""The ``fieldproof`` command line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+# Other packages' verbs register themselves through these modules' ``register(subparsers)``.
+PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli_demo"]
+
+
+def _db(args: argparse.Namespace) -> int:
+    from core import localservices
+
+    if args.action == "up":
+        localservices.up()
+    elif args.action == "down":
+        localservices.down()
+    print(json.dumps(_status()))
+    return 0
+
+
+def _status() -> dict:
+    from core import localservices
+    from core.db import database_url
+    from core.redis import redis_url
+
+    info = {"database_url": _redact(database_url()), "redis_url": redis_url(), "external": localservices.external()}
+    if not info["external"]:
+        svc = localservices.LocalServices.from_settings()
+        info.update(postgres_running=svc.pg_running(), redis_running=svc.redis_running())
+    return info
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    head, tail = url.split("@", 1)
+    return head.rsplit(":", 1)[0] + ":***@" + tail
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from core.migrate import upgrade
+
+    upgrade(revision=args.revision)
+    print(f"migrated to {args.revision}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from core.config import get_settings
+
+    s = get_settings()
+    uvicorn.run("api.app:app", host=args.host or s.api_host, port=args.port or s.api_port,
+                workers=args.workers, log_level=s.log_level.lower(), access_log=False)
+    return 0
+
+
+def _celery(argv: list[str]) -> int:
+    return subprocess.call([sys.executable, "-m", "celery", "-A", "workers.celery_app:app", *argv])
+
+
+def _worker(args: argparse.Namespace) -> int:
+    return _celery(["worker", "-Q", "default,evidence,maintenance", "--concurrency", str(args.concurrency),
+                    "--loglevel", "INFO"])
+
+
+def _beat(args: argparse.Namespace) -> int:
+    from core.config import get_settings
+
+    schedule = os.path.join(str(get_settings().data_dir), "celerybeat-schedule")
+    return _celery(["beat", "--loglevel", "INFO", "--schedule", schedule])
+
+
+def _users_create(args: argparse.Namespace) -> int:
+    from accounts import service as accounts
+    from core.db import session_scope
+
+    password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else __import__("getpass").getpass()
+    with session_scope() as db:
+        user = accounts.create(db_session=db, username=args.username, password=password, role=args.role,
+                               display_name=args.display_name or args.username, self_service=False)
+        print(json.dumps({"id": user.id, "username": user.username, "role": user.role}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="fieldproof", description="Fieldproof: verified offline field work.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="project-local PostGIS and Redis")
+    db.add_argument("action", choices=["up", "down", "status"])
+    db.set_defaults(func=_db)
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("--revision", default="head")
+    mig.set_defaults(func=_migrate)
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--host")
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=_serve)
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=2)
+    worker.set_defaults(func=_worker)
+    sub.add_parser("beat", help="run Celery beat").set_defaults(func=_beat)
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
+    create = users.add_parser("create", help="create a user (password from standard input)")
+    create.add_argument("username")
+    create.add_argument("--role", required=True, choices=["worker", "merchant", "ops", "admin"])
+    create.add_argument("--display-name")
+    create.set_defaults(func=_users_create)
+    for name in PLUGIN_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script."""
+    from core.errors import FieldproofError
+
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except FieldproofError as exc:
+        print(json.dumps(exc.to_dict()), file=sys.stderr)
+        code = 2
+    sys.exit(code or 0)
+if __name__ == "__main__":
+    main()

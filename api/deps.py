@@ -1,0 +1,68 @@
+"""Request-scoped dependencies: the DB session, the unit of work, the current user, rate limits."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
+
+from accounts import service as accounts
+from accounts.models import User
+from api.ratelimit import limit_user
+from core.db import UnitOfWork, new_session
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
+
+
+def get_db() -> Iterator[Session]:
+    """One session per request; services commit, this closes."""
+    session = new_session()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_uow_factory() -> Callable[[], UnitOfWork]:
+    """Makes units of work (tests override this to join their transaction)."""
+    return UnitOfWork
+
+
+DbSession = Annotated[Session, Depends(get_db)]
+UowFactory = Annotated[Callable[[], UnitOfWork], Depends(get_uow_factory)]
+
+
+def current_user(db_session: DbSession, token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+    """The authenticated, non-frozen user; also applies the per-user rate limit."""
+    if not token:
+        from accounts.errors import InvalidToken
+
+        raise InvalidToken("Authentication required: send 'Authorization: Bearer <token>'.", code="unauthenticated")
+    user = accounts.authenticate(db_session=db_session, access_token=token)
+    limit_user(user.id)
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def role(*roles: str) -> Callable[[User], User]:
+    """Dependency factory: the current user, who must have one of ``roles``."""
+
+    def _dep(user: CurrentUser) -> User:
+        accounts.require_role(user, *roles)
+        return user
+
+    return _dep
+
+
+Worker = Annotated[User, Depends(role("worker"))]
+Merchant = Annotated[User, Depends(role("merchant"))]
+Ops = Annotated[User, Depends(role("ops"))]
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer address (a reverse proxy in front would set it via --proxy-headers)."""
+    return request.client.host if request.client else None

@@ -1,0 +1,76 @@
+"""One table mapping domain error classes to HTTP statuses, registered in a loop."""
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import errors as e
+from core.logging import get_logger
+
+log = get_logger("api.errors")
+
+# Most specific first: the first class in this table that matches wins.
+STATUS_BY_ERROR: dict[type[e.FieldproofError], int] = {
+    e.Unauthenticated: 401,
+    e.Forbidden: 403,
+    e.NotFound: 404,
+    e.Conflict: 409,
+    e.TooLarge: 413,
+    e.UnsupportedMedia: 415,
+    e.InvalidInput: 422,
+    e.RateLimited: 429,
+    e.FieldproofError: 400,
+}
+
+
+def status_for(exc: e.FieldproofError) -> int:
+    """The HTTP status of a domain error."""
+    for cls, status in STATUS_BY_ERROR.items():
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def error_response(exc: e.FieldproofError) -> JSONResponse:
+    """The JSON response for a domain error."""
+    headers = {}
+    if isinstance(exc, e.Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"
+    if "retry_after_s" in exc.extra:
+        headers["Retry-After"] = str(exc.extra["retry_after_s"])
+    return JSONResponse(exc.to_dict(), status_code=status_for(exc), headers=headers)
+
+
+async def _domain(request: Request, exc: e.FieldproofError) -> JSONResponse:
+    return error_response(exc)
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+              for err in exc.errors()]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid"}
+    where = ".".join(str(p) for p in first["loc"][1:] or first["loc"])
+    return JSONResponse({"code": "validation_error", "detail": f"{where}: {first['msg']}", "errors": errors},
+                        status_code=422)
+
+
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 403: "forbidden"}
+    code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    return JSONResponse({"code": code, "detail": str(exc.detail)}, status_code=exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", path=request.url.path)
+    return JSONResponse({"code": "internal_error", "detail": "An internal error occurred."}, status_code=500)
+
+
+def register(app: FastAPI) -> None:
+    """Install the handlers on the app."""
+    app.add_exception_handler(e.FieldproofError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

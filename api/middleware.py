@@ -1,0 +1,87 @@
+"""ASGI middleware: request-size caps, per-IP rate limit, Prometheus request metrics."""
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_response
+from api.ratelimit import limit_ip
+from core.config import get_settings
+from core.errors import RateLimited, TooLarge
+
+REQUESTS = Counter("fieldproof_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("fieldproof_http_request_seconds", "HTTP request latency", ["method", "route"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+UPLOAD_SUFFIXES = ("/evidence",)
+UNLIMITED_PATHS = ("/healthz", "/metrics")
+
+
+class EdgeMiddleware:
+    """Caps body size (Content-Length and streamed), limits per IP, records metrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        settings = get_settings()
+        cap = settings.max_upload_bytes if path.endswith(UPLOAD_SUFFIXES) else settings.max_json_body_bytes
+        started = time.perf_counter()
+        status = {"code": 500}
+        try:
+            self._check_length(scope, cap)
+            if scope.get("client") and path not in UNLIMITED_PATHS:
+                limit_ip(scope["client"][0])
+        except (TooLarge, RateLimited) as exc:
+            return await error_response(exc)(scope, receive, send)
+
+        seen = 0
+        state = {"started": False, "rejected": False}
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap and not state["started"]:
+                    # Answer 413 ourselves and tell the app the client went away.
+                    state["rejected"] = True
+                    await error_response(TooLarge(f"The request body exceeds {cap} bytes."))(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if state["rejected"]:
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except Exception:
+            if not state["rejected"]:
+                raise
+        finally:
+            if state["rejected"]:
+                status["code"] = 413
+            route = scope.get("route")
+            label = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], label, str(status["code"])).inc()
+            LATENCY.labels(scope["method"], label).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _check_length(scope: Scope, cap: int) -> None:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise TooLarge("Invalid Content-Length.", code="invalid_content_length")
+                if length > cap:
+                    raise TooLarge(f"The request body is {length} bytes; the limit here is {cap}.")

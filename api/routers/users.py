@@ -1,0 +1,25 @@
+"""Users: who am I, and ops freezing accounts."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from accounts import service as accounts
+from accounts.schemas import FreezeRequest, UserRead
+from api.deps import CurrentUser, Ops
+from api.idempotent import IdempotentRun
+from api.views import user_read
+
+router = APIRouter(prefix="/v1", tags=["users"])
+
+
+@router.get("/me", response_model=UserRead)
+def me(user: CurrentUser) -> UserRead:
+    """The caller's own account."""
+    return user_read(user)
+
+
+@router.post("/users/{user_id}/freeze", response_model=UserRead)
+def freeze(user_id: int, body: FreezeRequest, actor: Ops, idem: IdempotentRun):
+    """Freeze or unfreeze an account (ops)."""
+    return idem.run(actor.id, lambda db: user_read(accounts.freeze(
+        db_session=db, actor=actor, user_id=user_id, reason=body.reason, frozen=body.frozen)))

@@ -1,0 +1,59 @@
+"""Settings for the whole service, read once from the environment (prefix ``FIELDPROOF_``)."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Service settings; every field can be set as FIELDPROOF_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="FIELDPROOF_", env_file=".env", extra="ignore")
+
+    # Empty means "use the project-local servers that `fieldproof db up` manages".
+    database_url: str = ""
+    redis_url: str = ""
+    data_dir: Path = ROOT / ".data"
+    # Name of the database on the project-local cluster; tests use their own.
+    database_name: str = "fieldproof"
+    env: str = "dev"
+
+    # Auth. The dev default key is replaced by a random per-install key file (see core.secrets).
+    jwt_secret: str = ""
+    jwt_issuer: str = "fieldproof"
+    jwt_audience: str = "fieldproof-api"
+    # Short-lived access tokens limit the damage of a leaked token; refresh tokens rotate.
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    # Lock-out: 5 wrong passwords in 15 minutes locks the account for 15 minutes
+    # (OWASP's guidance range); an IP gets more room because many workers share NAT.
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_ip: int = 30
+    login_lockout_window_s: int = 15 * 60
+
+    # HTTP edge limits.
+    max_json_body_bytes: int = 256 * 1024
+    max_upload_bytes: int = 25 * 1024 * 1024
+    rate_limit_per_minute_user: int = 600
+    rate_limit_per_minute_ip: int = 1200
+    # Phones retry for up to a few days on bad networks; keep keys 72 h.
+    idempotency_ttl_s: int = 72 * 3600
+    # A request still "in flight" after this long is assumed dead and may be retried.
+    idempotency_inflight_timeout_s: int = 120
+
+    evidence_dir: Path = ROOT / ".data" / "evidence"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings object."""
+    return Settings()

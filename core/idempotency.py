@@ -1,0 +1,114 @@
+"""Idempotency keys: a phone's retried POST returns the first result and changes nothing.
+
+A request runs inside one outer transaction that also stores its response, so the
+business change and the stored response commit together or not at all. A
+transaction-scoped advisory lock on (user, route, key) makes a concurrent duplicate
+see 'in flight' (409) instead of running twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Integer, String, delete, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from core.config import get_settings
+from core.errors import Conflict, InvalidInput
+from core.models import Base, created_at, utcnow
+
+MAX_KEY_LENGTH = 200
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """Same key, different request body."""
+
+    code = "idempotency_key_reused"
+    detail = "This Idempotency-Key was already used with a different request."
+
+
+class IdempotencyInFlight(Conflict):
+    """The first request with this key has not finished."""
+
+    code = "idempotency_in_flight"
+    detail = "A request with this Idempotency-Key is still being processed; retry shortly."
+
+
+class IdempotencyKeyInvalid(InvalidInput):
+    """Key empty or too long."""
+
+    code = "invalid_idempotency_key"
+    detail = f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters."
+
+
+class IdempotencyRecord(Base):
+    """A finished request: the key per user and route, its body hash and stored response."""
+
+    __tablename__ = "idempotency_record"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    route: Mapped[str] = mapped_column(String(300), primary_key=True)
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    status_code: Mapped[int] = mapped_column(Integer, nullable=False)
+    response: Mapped[Any] = mapped_column(JSONB, nullable=True)
+    created_at: Mapped[datetime] = created_at()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A response to replay."""
+
+    status_code: int
+    body: Any
+
+
+def body_hash(body: bytes) -> str:
+    """sha256 of the raw request body (canonicalised when it is JSON)."""
+    try:
+        body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, UnicodeDecodeError):
+        pass
+    return hashlib.sha256(body).hexdigest()
+
+
+def check_key(key: str) -> str:
+    """Validate an Idempotency-Key header value."""
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise IdempotencyKeyInvalid()
+    return key
+
+
+def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: str) -> StoredResponse | None:
+    """Lock the key for this transaction; return the stored response if the request already ran."""
+    lock_id = int.from_bytes(hashlib.sha256(f"{user_id}|{route}|{key}".encode()).digest()[:8], "big", signed=True)
+    got = db_session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id}).scalar_one()
+    if not got:
+        raise IdempotencyInFlight()
+    rec = db_session.get(IdempotencyRecord, (user_id, route, key))
+    if rec is None or rec.expires_at < utcnow():
+        return None
+    if rec.body_sha256 != digest:
+        raise IdempotencyKeyReused()
+    return StoredResponse(rec.status_code, rec.response)
+
+
+def store(db_session: Session, *, user_id: int, route: str, key: str, digest: str,
+          status_code: int, body: Any) -> None:
+    """Record the response in the same transaction as the work it describes."""
+    ttl = timedelta(seconds=get_settings().idempotency_ttl_s)
+    db_session.merge(IdempotencyRecord(user_id=user_id, route=route, key=key, body_sha256=digest,
+                                       status_code=status_code, response=body, expires_at=utcnow() + ttl))
+    db_session.flush()
+
+
+def purge_expired(*, db_session: Session) -> int:
+    """Delete records past their 72 h life; returns how many."""
+    res = db_session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < func.now()))
+    db_session.commit()
+    return res.rowcount or 0

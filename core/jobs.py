@@ -1,0 +1,99 @@
+"""Durable background jobs: a DB row is the truth, Redis only carries the nudge.
+
+Work is recorded as a ``job`` row in the same transaction as the change that needs it
+(an outbox). After commit the caller enqueues the Celery task; if Redis loses the
+message, or a worker dies, the sweeper finds rows still ``pending`` past their lease
+and enqueues them again. Handlers must be idempotent.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import DateTime, Integer, String, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from core.models import Base, created_at, pk, utcnow
+
+# A job not finished this long after it was last handed out is assumed lost.
+LEASE_S = 300
+MAX_ATTEMPTS = 10
+
+
+class Job(Base):
+    """One unit of background work and its state."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = pk()
+    kind: Mapped[str] = mapped_column(String(64), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, default=dict)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(2000))
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = created_at()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+HANDLERS: dict[str, Callable[..., None]] = {}
+
+
+def handler(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register the service function that performs jobs of ``kind``."""
+
+    def deco(fn: Callable[..., None]) -> Callable[..., None]:
+        HANDLERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def add(db_session: Session, kind: str, **payload: Any) -> Job:
+    """Record a job in the caller's transaction (flushes, does not commit)."""
+    job = Job(kind=kind, payload=payload, leased_until=utcnow() + timedelta(seconds=LEASE_S))
+    db_session.add(job)
+    db_session.flush()
+    return job
+
+
+def run(*, db_session: Session, job_id: int) -> str:
+    """Perform one job if still pending; safe to call twice or concurrently."""
+    job = db_session.scalar(select(Job).where(Job.id == job_id).with_for_update(skip_locked=True))
+    if job is None:
+        return "busy_or_missing"
+    if job.state != "pending":
+        return job.state
+    job.attempts += 1
+    try:
+        HANDLERS[job.kind](db_session=db_session, **job.payload)
+    except Exception as exc:  # recorded on the row; the sweeper retries until MAX_ATTEMPTS
+        db_session.rollback()
+        _record_failure(db_session, job_id, exc)
+        raise
+    job.state, job.finished_at = "done", utcnow()
+    db_session.commit()
+    return "done"
+
+
+def _record_failure(db_session: Session, job_id: int, exc: Exception) -> None:
+    job = db_session.get(Job, job_id)
+    job.attempts += 1
+    job.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+    if job.attempts >= MAX_ATTEMPTS:
+        job.state = "failed"
+    db_session.commit()
+
+
+def due_for_retry(*, db_session: Session, limit: int = 500) -> list[int]:
+    """Pending jobs whose lease expired: lease them again and return their ids."""
+    now = utcnow()
+    ids = db_session.scalars(
+        update(Job).where(Job.id.in_(
+            select(Job.id).where(Job.state == "pending", Job.leased_until < now)
+            .order_by(Job.id).limit(limit).with_for_update(skip_locked=True)))
+        .values(leased_until=now + timedelta(seconds=LEASE_S)).returning(Job.id)).all()
+    db_session.commit()
+    return list(ids)

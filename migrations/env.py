@@ -1,0 +1,32 @@
+"""Alembic environment: URL from our settings, GeoAlchemy2's helpers for spatial columns."""
+from __future__ import annotations
+
+from alembic import context
+from geoalchemy2 import alembic_helpers
+from sqlalchemy import create_engine
+
+from core.db import database_url
+from core.registry import metadata
+
+config = context.config
+
+
+def run_migrations_online() -> None:
+    """Run migrations on a live connection (there is no offline mode)."""
+    url = config.attributes.get("database_url") or database_url()
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            include_object=alembic_helpers.include_object,
+            process_revision_directives=alembic_helpers.writer,
+            render_item=alembic_helpers.render_item,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+run_migrations_online()

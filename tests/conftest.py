@@ -1,0 +1,123 @@
+"""Test session: a real PostGIS and Redis, a fresh test database migrated once,
+every test inside a transaction that is rolled back (SQLAlchemy's external-transaction recipe)."""
+from __future__ import annotations
+
+import os
+
+# Configure before any project module caches settings or engines.
+os.environ.setdefault("FIELDPROOF_ENV", "test")
+os.environ.setdefault("FIELDPROOF_LOG_LEVEL", "WARNING")
+
+from core import localservices  # noqa: E402
+from core.config import get_settings  # noqa: E402
+
+TEST_REDIS_DB = 15
+
+
+def _configure_test_servers() -> str:
+    """Start local servers if needed; point settings at a separate test database. Returns the admin URL."""
+    external = localservices.external()
+    if not external:
+        localservices.up()
+    from core.db import database_url
+    from core.redis import redis_url
+
+    admin_url = database_url()
+    base, name = admin_url.rsplit("/", 1)
+    test_name = name if name.endswith("_test") else name + "_test"
+    os.environ["FIELDPROOF_DATABASE_URL"] = f"{base}/{test_name}"
+    os.environ["FIELDPROOF_REDIS_URL"] = redis_url().rsplit("/", 1)[0] + f"/{TEST_REDIS_DB}"
+    get_settings.cache_clear()
+    return f"{base}/postgres"
+
+
+_ADMIN_URL = _configure_test_servers()
+
+import pytest  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+from core.db import UnitOfWork, database_url, get_engine  # noqa: E402
+from core.redis import get_redis  # noqa: E402
+
+
+def _recreate_test_database() -> None:
+    test_url = database_url()
+    name = test_url.rsplit("/", 1)[1]
+    admin = create_engine(_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    from core.migrate import upgrade
+
+    upgrade(test_url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_database():
+    """A fresh database for this session, migrated once."""
+    _recreate_test_database()
+    yield
+    get_engine().dispose()
+
+
+@pytest.fixture(autouse=True)
+def clean_redis():
+    """Counters (rate limits, lock-outs) start from zero in every test."""
+    get_redis().flushdb()
+    yield
+
+
+@pytest.fixture
+def connection(test_database):
+    """A connection in an outer transaction that is rolled back after the test."""
+    conn = get_engine().connect()
+    trans = conn.begin()
+    yield conn
+    trans.rollback()
+    conn.close()
+
+
+@pytest.fixture
+def db(connection) -> Session:
+    """A session joined to the test's transaction: service commits become savepoints."""
+    session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def app(connection):
+    """The real app whose sessions and units of work join the test's transaction."""
+    from api import deps
+    from api.app import create_app
+
+    application = create_app()
+
+    def _db():
+        # Release (not roll back) this session's savepoint at the end: a unit of work nested
+        # inside it during the request must survive, as it would on its own connection.
+        session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+        try:
+            yield session
+        except Exception:
+            session.rollback()
+            raise
+        else:
+            session.commit()
+        finally:
+            session.close()
+
+    application.dependency_overrides[deps.get_db] = _db
+    application.dependency_overrides[deps.get_uow_factory] = lambda: (lambda: UnitOfWork(connection=connection))
+    return application
+
+
+@pytest.fixture
+def client(app):
+    """An HTTP client talking to the real app in-process."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c

@@ -1,0 +1,121 @@
+"""Registration, tokens, lock-out, frozen users, token tampering."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import jwt
+
+from accounts.security import _secret
+from core.config import get_settings
+from core.models import utcnow
+from tests.helpers import PASSWORD, auth_for, login, make_user, unique
+
+
+def test_register_login_refresh_and_me(client):
+    name = unique("w")
+    r = client.post("/v1/auth/register", json={"username": name, "password": PASSWORD, "role": "worker",
+                                               "display_name": "小王"})
+    assert r.status_code == 201, r.text
+    assert r.json()["role"] == "worker" and r.json()["display_name"] == "小王"
+    tok = client.post("/v1/auth/token", data={"username": name, "password": PASSWORD}).json()
+    me = client.get("/v1/me", headers={"Authorization": f"Bearer {tok['access_token']}"})
+    assert me.status_code == 200 and me.json()["username"] == name
+    new = client.post("/v1/auth/refresh", json={"refresh_token": tok["refresh_token"]})
+    assert new.status_code == 200 and new.json()["refresh_token"] != tok["refresh_token"]
+    assert client.get("/v1/me", headers={"Authorization": f"Bearer {new.json()['access_token']}"}).status_code == 200
+
+
+def test_refresh_token_reuse_revokes_family(client, db):
+    user = make_user(db)
+    tok = client.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD}).json()
+    second = client.post("/v1/auth/refresh", json={"refresh_token": tok["refresh_token"]}).json()
+    reuse = client.post("/v1/auth/refresh", json={"refresh_token": tok["refresh_token"]})
+    assert reuse.status_code == 401 and reuse.json()["code"] == "refresh_token_reused"
+    # the thief's rotation killed the legitimate chain too
+    later = client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    assert later.status_code == 401
+
+
+def test_register_refuses_ops_and_duplicates_and_weak_passwords(client):
+    name = unique("m")
+    ops = client.post("/v1/auth/register", json={"username": name, "password": PASSWORD, "role": "ops"})
+    assert ops.status_code == 422 and ops.json()["code"] == "validation_error"
+    ok = client.post("/v1/auth/register", json={"username": name, "password": PASSWORD, "role": "merchant"})
+    assert ok.status_code == 201
+    dup = client.post("/v1/auth/register", json={"username": name, "password": PASSWORD, "role": "merchant"})
+    assert dup.status_code == 409 and dup.json()["code"] == "username_taken"
+    weak = client.post("/v1/auth/register", json={"username": unique("m"), "password": "short", "role": "worker"})
+    assert weak.status_code == 422 and weak.json()["code"] == "weak_password"
+
+
+def test_wrong_password_and_unknown_user(client, db):
+    user = make_user(db)
+    bad = client.post("/v1/auth/token", data={"username": user.username, "password": "wrong-password"})
+    assert bad.status_code == 401 and bad.json()["code"] == "invalid_credentials"
+    ghost = client.post("/v1/auth/token", data={"username": "nobody-here", "password": "whatever1"})
+    assert ghost.status_code == 401 and ghost.json()["code"] == "invalid_credentials"
+
+
+def test_lockout_after_repeated_failures(client, db):
+    user = make_user(db)
+    limit = get_settings().login_max_failures_per_account
+    for _ in range(limit):
+        assert client.post("/v1/auth/token", data={"username": user.username, "password": "nope-nope"}).status_code == 401
+    locked = client.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+    assert locked.status_code == 429 and locked.json()["code"] == "login_locked"
+    assert int(locked.headers["Retry-After"]) > 0
+
+
+def test_lockout_per_ip_across_accounts(client, db, monkeypatch):
+    monkeypatch.setattr(get_settings(), "login_max_failures_per_ip", 3)
+    for _ in range(3):
+        client.post("/v1/auth/token", data={"username": unique("x"), "password": "nope-nope"})
+    user = make_user(db)
+    r = client.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+    assert r.status_code == 429 and r.json()["code"] == "login_locked"
+
+
+def test_frozen_user_rejected_everywhere(client, db):
+    worker, headers = auth_for(client, db, "worker")
+    _, ops_headers = auth_for(client, db, "ops")
+    tok = client.post("/v1/auth/token", data={"username": worker.username, "password": PASSWORD}).json()
+    r = client.post(f"/v1/users/{worker.id}/freeze", json={"reason": "device farm"}, headers=ops_headers)
+    assert r.status_code == 200 and r.json()["frozen"] is True
+    me = client.get("/v1/me", headers=headers)
+    assert me.status_code == 403 and me.json()["code"] == "user_frozen"
+    again = client.post("/v1/auth/token", data={"username": worker.username, "password": PASSWORD})
+    assert again.status_code == 403 and again.json()["code"] == "user_frozen"
+    assert client.post("/v1/auth/refresh", json={"refresh_token": tok["refresh_token"]}).status_code == 401
+
+
+def test_only_ops_can_freeze(client, db):
+    worker, headers = auth_for(client, db, "worker")
+    victim = make_user(db)
+    r = client.post(f"/v1/users/{victim.id}/freeze", json={"reason": "x"}, headers=headers)
+    assert r.status_code == 403 and r.json()["code"] == "wrong_role"
+
+
+def _claims(**over):
+    s = get_settings()
+    now = utcnow()
+    base = {"sub": "1", "typ": "access", "iss": s.jwt_issuer, "aud": s.jwt_audience, "iat": now,
+            "exp": now + timedelta(minutes=5)}
+    base.update(over)
+    return base
+
+
+def test_expired_tampered_and_alg_none_tokens(client, db):
+    user = make_user(db)
+    expired = jwt.encode(_claims(sub=str(user.id), exp=utcnow() - timedelta(seconds=5)), _secret(), algorithm="HS256")
+    r = client.get("/v1/me", headers={"Authorization": f"Bearer {expired}"})
+    assert r.status_code == 401 and r.json()["code"] == "token_expired"
+    good = login(client, user.username)["Authorization"].split()[1]
+    head, payload, sig = good.split(".")
+    tampered = ".".join([head, payload, sig[:-4] + ("AAAA" if not sig.endswith("AAAA") else "BBBB")])
+    assert client.get("/v1/me", headers={"Authorization": f"Bearer {tampered}"}).status_code == 401
+    none_tok = jwt.encode(_claims(sub=str(user.id)), None, algorithm="none")
+    r = client.get("/v1/me", headers={"Authorization": f"Bearer {none_tok}"})
+    assert r.status_code == 401 and r.json()["code"] == "invalid_token"
+    wrong_aud = jwt.encode(_claims(sub=str(user.id), aud="someone-else"), _secret(), algorithm="HS256")
+    assert client.get("/v1/me", headers={"Authorization": f"Bearer {wrong_aud}"}).status_code == 401
+    assert client.get("/v1/me").status_code == 401

@@ -1,0 +1,165 @@
+"""The HTTP edge: idempotency keys, rate limits, size caps, error format, health, metrics."""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import func, select
+
+from accounts.models import User
+from core.config import get_settings
+from core.idempotency import IdempotencyRecord
+from tests.helpers import PASSWORD, auth_for, unique
+
+
+def _register(client, name, key, role="worker"):
+    return client.post("/v1/auth/register", json={"username": name, "password": PASSWORD, "role": role},
+                       headers={"Idempotency-Key": key})
+
+
+def test_idempotent_replay_returns_first_result_and_changes_nothing(client, db):
+    name = unique("idem")
+    first = _register(client, name, "key-1")
+    assert first.status_code == 201
+    again = _register(client, name, "key-1")
+    assert again.status_code == 201 and again.json() == first.json()
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert db.scalar(select(func.count()).select_from(User).where(User.username == name)) == 1
+    # without a key the same body is a new request and hits the uniqueness rule
+    assert client.post("/v1/auth/register", json={"username": name, "password": PASSWORD,
+                                                  "role": "worker"}).status_code == 409
+
+
+def test_same_key_other_body_is_422(client):
+    assert _register(client, unique("idem"), "key-2").status_code == 201
+    r = _register(client, unique("idem"), "key-2")
+    assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
+
+
+def test_key_in_flight_is_409(client, connection, db):
+    """A second request with the key while the first still holds it gets 409."""
+    from core.db import UnitOfWork
+    from core import idempotency
+
+    digest = idempotency.body_hash(b'{"a":1}')
+    holder = {}
+
+    def hold():
+        # another connection, as another API process would have
+        with UnitOfWork() as uow:
+            idempotency.acquire(uow.session, user_id=0, route="POST /v1/auth/register", key="busy-key", digest=digest)
+            holder["held"] = True
+            time.sleep(1.5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    while "held" not in holder:
+        time.sleep(0.02)
+    r = _register(client, unique("idem"), "busy-key")
+    t.join()
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_in_flight"
+
+
+def test_failed_request_is_not_stored(client, db):
+    name = unique("idem")
+    assert client.post("/v1/auth/register", json={"username": name, "password": PASSWORD, "role": "worker"}).status_code == 201
+    dup = _register(client, name, "key-3")
+    assert dup.status_code == 409
+    assert db.scalar(select(func.count()).select_from(IdempotencyRecord).where(IdempotencyRecord.key == "key-3")) == 0
+
+
+def test_bad_idempotency_key(client):
+    r = _register(client, unique("idem"), "x" * 500)
+    assert r.status_code == 422 and r.json()["code"] == "invalid_idempotency_key"
+
+
+def test_rate_limit_per_user(client, db, monkeypatch):
+    monkeypatch.setattr(get_settings(), "rate_limit_per_minute_user", 3)
+    _, headers = auth_for(client, db)
+    codes = [client.get("/v1/me", headers=headers).status_code for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+    r = client.get("/v1/me", headers=headers)
+    assert r.json()["code"] == "rate_limited" and "Retry-After" in r.headers
+
+
+def test_rate_limit_per_ip(client, monkeypatch):
+    monkeypatch.setattr(get_settings(), "rate_limit_per_minute_ip", 4)
+    codes = [client.get("/openapi.json").status_code for _ in range(6)]
+    assert codes.count(429) == 2
+    assert client.get("/healthz").status_code in (200, 503)  # health is never rate limited
+
+
+def test_oversized_body_is_413(client):
+    big = "x" * (get_settings().max_json_body_bytes + 10)
+    r = client.post("/v1/auth/register", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+def test_oversized_streamed_body_without_length_is_413(client):
+    cap = get_settings().max_json_body_bytes
+
+    def chunks():
+        for _ in range(cap // 1000 + 5):
+            yield b"x" * 1000
+
+    r = client.post("/v1/auth/register", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+@pytest.mark.parametrize("body", ["{not json", "[]", '{"username": 5}', '{"username":"abc","password":"p","role":"x"}'])
+def test_bad_input_is_4xx_with_code_and_detail(client, body):
+    r = client.post("/v1/auth/register", content=body, headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500
+    assert set(r.json()) >= {"code", "detail"}
+
+
+def test_unknown_route_and_method(client):
+    r = client.get("/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    r = client.delete("/v1/auth/token")
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+
+
+def test_metrics_and_openapi(client):
+    client.get("/healthz")
+    m = client.get("/metrics")
+    assert m.status_code == 200 and "fieldproof_http_requests_total" in m.text
+    spec = client.get("/openapi.json").json()
+    assert "/v1/auth/token" in spec["paths"]
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_healthz_reports_stopped_redis(client, monkeypatch, tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        own = redis_lib.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+        for _ in range(50):
+            try:
+                own.ping()
+                break
+            except redis_lib.ConnectionError:
+                time.sleep(0.1)
+        monkeypatch.setattr("core.health.get_redis", lambda: own)
+        ok = client.get("/healthz")
+        assert ok.status_code == 200 and ok.json()["status"] == "ok", ok.text
+        assert ok.json()["checks"]["database"]["detail"].startswith("postgis")
+        own.shutdown(nosave=True)
+    finally:
+        proc.wait(timeout=10)
+    down = client.get("/healthz")
+    assert down.status_code == 503
+    body = down.json()
+    assert body["status"] == "degraded" and body["checks"]["redis"]["ok"] is False
+    assert body["checks"]["database"]["ok"] is True

@@ -1,0 +1,33 @@
+"""The Celery app: Redis broker, JSON only, late acks for idempotent tasks."""
+from __future__ import annotations
+
+from celery import Celery
+
+from core.redis import redis_url
+from workers.schedule import BEAT_SCHEDULE
+
+# The longest task is bounded by its hard time limit; the broker's visibility timeout must
+# exceed it, or Redis would hand a still-running task to a second worker.
+TASK_TIME_LIMIT_S = 600
+VISIBILITY_TIMEOUT_S = 2 * TASK_TIME_LIMIT_S
+
+app = Celery("fieldproof", include=["workers.tasks"])
+app.conf.update(
+    broker_url=redis_url(),
+    result_backend=None,
+    task_ignore_result=True,
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_time_limit=TASK_TIME_LIMIT_S,
+    task_soft_time_limit=TASK_TIME_LIMIT_S - 30,
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    broker_connection_retry_on_startup=True,
+    task_default_queue="default",
+    beat_schedule=BEAT_SCHEDULE,
+    timezone="UTC",
+    enable_utc=True,
+)

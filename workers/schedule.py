@@ -1,0 +1,9 @@
+"""The beat schedule, in one place (task names only; bodies live in workers/tasks.py)."""
+from __future__ import annotations
+
+BEAT_SCHEDULE: dict[str, dict] = {
+    "purge-idempotency-records": {"task": "fieldproof.purge_idempotency_records", "schedule": 3600.0,
+                                  "options": {"queue": "maintenance"}},
+    "sweep-unfinished-jobs": {"task": "fieldproof.sweep_unfinished_jobs", "schedule": 60.0,
+                              "options": {"queue": "maintenance"}},
+}

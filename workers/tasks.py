@@ -1,0 +1,44 @@
+"""Thin Celery tasks: each names itself, its queue and retry policy, then calls one service."""
+from __future__ import annotations
+
+from core import idempotency, jobs
+from core.db import session_scope
+from core.logging import get_logger
+from workers.celery_app import app
+
+log = get_logger("workers")
+
+
+@app.task(name="fieldproof.run_job", queue="default", acks_late=True, max_retries=5,
+          autoretry_for=(Exception,), retry_backoff=True, retry_jitter=True)
+def run_job(job_id: int) -> str:
+    """Perform one durable job (idempotent: a second delivery finds it done)."""
+    with session_scope() as db:
+        return jobs.run(db_session=db, job_id=job_id)
+
+
+@app.task(name="fieldproof.sweep_unfinished_jobs", queue="maintenance", acks_late=True)
+def sweep_unfinished_jobs() -> int:
+    """Re-enqueue jobs whose message was lost (Redis flushed, worker died)."""
+    with session_scope() as db:
+        ids = jobs.due_for_retry(db_session=db)
+    for job_id in ids:
+        run_job.delay(job_id)
+    if ids:
+        log.info("requeued_jobs", count=len(ids))
+    return len(ids)
+
+
+@app.task(name="fieldproof.purge_idempotency_records", queue="maintenance", acks_late=True)
+def purge_idempotency_records() -> int:
+    """Delete idempotency records older than their retention."""
+    with session_scope() as db:
+        return idempotency.purge_expired(db_session=db)
+
+
+def enqueue_job(job_id: int) -> None:
+    """Nudge a worker after the job row committed; if this fails the sweeper catches it."""
+    try:
+        run_job.delay(job_id)
+    except Exception:  # the DB row is the truth; a lost nudge is only a delay
+        log.warning("enqueue_failed", job_id=job_id)
