@@ -5,10 +5,10 @@ from fastapi import FastAPI
 
 from api import errors
 from api.middleware import EdgeMiddleware
-from api.routers import auth, health, users
+from api.routers import auth, claims, health, tasks, users
 from core.logging import configure_logging
 
-ROUTERS = [health.router, auth.router, users.router]
+ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router]
 
 
 def create_app() -> FastAPI:

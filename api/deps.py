@@ -64,5 +64,11 @@ Ops = Annotated[User, Depends(role("ops"))]
 
 
 def client_ip(request: Request) -> str | None:
-    """The peer address (a reverse proxy in front would set it via --proxy-headers)."""
-    return request.client.host if request.client else None
+    """The peer address if it is an IP (a reverse proxy in front would set it via --proxy-headers)."""
+    import ipaddress
+
+    host = request.client.host if request.client else None
+    try:
+        return str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        return None

@@ -10,3 +10,44 @@ def user_read(user: User) -> UserRead:
     return UserRead(id=user.id, username=user.username, role=user.role, display_name=user.display_name,
                     real_name_verified=user.real_name_verified, frozen=user.frozen_at is not None,
                     created_at=user.created_at)
+
+
+def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
+    """A task with its fence and centre in the caller's crs."""
+    from geoalchemy2.shape import to_shape
+
+    from geo import crs as geocrs
+    from geo.geojson import fence_geojson
+    from tasks.schemas import EvidenceRequirements, TaskRead
+
+    center = to_shape(task.center)
+    clat, clon = geocrs.from_wgs84(center.y, center.x, crs)
+    return TaskRead(id=task.id, merchant_id=task.merchant_id, title=task.title, description=task.description,
+                    type=task.type, state=task.state, reward_fen=task.reward_fen, slots=task.slots,
+                    slots_taken=task.slots_taken, starts_at=task.starts_at, ends_at=task.ends_at, crs=crs,
+                    center=[clon, clat], radius_m=task.radius_m, geofence=fence_geojson(to_shape(task.fence), crs),
+                    hard_fence=task.hard_fence,
+                    evidence=EvidenceRequirements(photos_min=task.photos_min, video=task.video_required),
+                    min_credit=task.min_credit, min_dwell_s=task.min_dwell_s, review_reason=task.review_reason,
+                    distance_m=None if distance_m is None else round(distance_m, 1))
+
+
+def claim_read(claim):
+    """A claim as the API shows it."""
+    from tasks.schemas import ClaimRead
+
+    return ClaimRead.model_validate(claim, from_attributes=True)
+
+
+def checkin_read(row, crs: str | None = None, dwell_s: int | None = None):
+    """A fix's verdict; coordinates in the crs the phone sent (or the one asked for)."""
+    from checkin.schemas import CheckinRead
+    from geo import crs as geocrs
+
+    out_crs = crs or row.raw_crs
+    lat, lon = geocrs.from_wgs84(row.lat, row.lon, out_crs)
+    return CheckinRead(id=row.id, claim_id=row.claim_id, kind=row.kind, verdict=row.verdict,
+                       distance_m=round(row.distance_m, 1), accuracy_95_m=round(row.accuracy_95_m, 1),
+                       risk_score=row.risk_score, reasons=row.reasons, signals=row.signals, remark=row.remark,
+                       lat=lat, lon=lon, crs=out_crs, client_time=row.client_time, server_time=row.server_time,
+                       dwell_s=dwell_s)

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # A request still "in flight" after this long is assumed dead and may be retried.
     idempotency_inflight_timeout_s: int = 120
 
+    # A claim not checked in within 2 h is released so the slot goes back to the hall.
+    claim_checkin_window_s: int = 2 * 3600
+    # The task hall never returns more than this many tasks in one page.
+    nearby_max_results: int = 100
+
     evidence_dir: Path = ROOT / ".data" / "evidence"
 
     api_host: str = "127.0.0.1"

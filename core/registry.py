@@ -3,5 +3,7 @@ from core.models import Base
 import core.idempotency  # noqa: F401
 import accounts.models  # noqa: F401
 import core.jobs  # noqa: F401
+import tasks.models  # noqa: F401
+import checkin.models  # noqa: F401
 
 metadata = Base.metadata

@@ -6,4 +6,6 @@ BEAT_SCHEDULE: dict[str, dict] = {
                                   "options": {"queue": "maintenance"}},
     "sweep-unfinished-jobs": {"task": "fieldproof.sweep_unfinished_jobs", "schedule": 60.0,
                               "options": {"queue": "maintenance"}},
+    "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
+                            "options": {"queue": "maintenance"}},
 }

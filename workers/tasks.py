@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from core import idempotency, jobs
+from tasks import claims
 from core.db import session_scope
 from core.logging import get_logger
 from workers.celery_app import app
@@ -42,3 +43,10 @@ def enqueue_job(job_id: int) -> None:
         run_job.delay(job_id)
     except Exception:  # the DB row is the truth; a lost nudge is only a delay
         log.warning("enqueue_failed", job_id=job_id)
+
+
+@app.task(name="fieldproof.expire_stale_claims", queue="maintenance", acks_late=True)
+def expire_stale_claims() -> int:
+    """Release claims never checked in; the guarded UPDATE makes a second run a no-op."""
+    with session_scope() as db:
+        return claims.expire_stale(db_session=db)

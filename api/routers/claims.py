@@ -1,0 +1,63 @@
+"""Claims: the worker's check-in/check-out, reads for the worker, merchant and ops."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from api.deps import CurrentUser, DbSession, Worker, client_ip
+from api.idempotent import IdempotentRun
+from api.views import checkin_read, claim_read
+from checkin import service as checkins
+from checkin.schemas import CheckinCreate, CheckinRead
+from tasks import claims
+from tasks.schemas import ClaimRead
+
+router = APIRouter(prefix="/v1", tags=["claims"])
+
+
+@router.post("/claims/{claim_id}/checkins", status_code=201, response_model=CheckinRead)
+def check_in(claim_id: int, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
+    """Check in from the phone: verdict, distance, risk score and reasons."""
+    ip = client_ip(request)
+    return idem.run(worker.id, lambda db: checkin_read(checkins.check_in(
+        db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip)), status_code=201)
+
+
+@router.post("/claims/{claim_id}/checkouts", status_code=201, response_model=CheckinRead)
+def check_out(claim_id: int, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
+    """Check out: the fix plus the dwell time since check-in."""
+    ip = client_ip(request)
+
+    def run(db):
+        row = checkins.check_out(db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip)
+        return checkin_read(row, dwell_s=claims.get_own(db_session=db, worker=worker, claim_id=claim_id).dwell_s)
+
+    return idem.run(worker.id, run, status_code=201)
+
+
+@router.post("/claims/{claim_id}/cancel", response_model=ClaimRead)
+def cancel(claim_id: int, worker: Worker, idem: IdempotentRun):
+    """Give the slot back before checking in."""
+    return idem.run(worker.id, lambda db: claim_read(claims.cancel(db_session=db, worker=worker, claim_id=claim_id)))
+
+
+@router.get("/me/claims", response_model=list[ClaimRead])
+def my_claims(worker: Worker, db_session: DbSession, state: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=200)] = 100):
+    """The worker's own claims."""
+    return [claim_read(c) for c in claims.list_for_worker(db_session=db_session, worker=worker, state=state,
+                                                          limit=limit)]
+
+
+@router.get("/claims/{claim_id}", response_model=ClaimRead)
+def get_claim(claim_id: int, user: CurrentUser, db_session: DbSession):
+    """One claim: its worker, the task's merchant, or ops."""
+    return claim_read(claims.get_for(db_session=db_session, user=user, claim_id=claim_id))
+
+
+@router.get("/claims/{claim_id}/checkins", response_model=list[CheckinRead])
+def claim_checkins(claim_id: int, user: CurrentUser, db_session: DbSession):
+    """The claim's fixes with verdicts and signals."""
+    _, rows = checkins.for_claim(db_session=db_session, user=user, claim_id=claim_id)
+    return [checkin_read(r) for r in rows]

@@ -1,0 +1,59 @@
+"""Check-in and check-out fixes with their verdicts and risk signals."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from geoalchemy2 import Geography
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models import Base, pk
+
+
+class Checkin(Base):
+    """One fix a phone sent for a claim (kind 'in' or 'out'), stored in WGS-84 with the raw input kept."""
+
+    __tablename__ = "checkin"
+    __table_args__ = (
+        CheckConstraint("kind IN ('in','out')", name="kind"),
+        CheckConstraint("verdict IN ('inside','uncertain','outside')", name="verdict"),
+        Index("ix_checkin_worker_client_time", "worker_id", "client_time"),
+        Index("ix_checkin_device_id", "device_id", "worker_id"),
+        Index("ix_checkin_ip_server_time", "ip", "server_time"),
+        Index("ix_checkin_raw_coord_key", "raw_coord_key"),
+        Index("ix_checkin_point", "point", postgresql_using="gist"),
+    )
+
+    id: Mapped[int] = pk()
+    claim_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("claim.id"), nullable=False, index=True)
+    worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), nullable=False)
+    task_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("task.id"), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(3), nullable=False)
+    point: Mapped[Any] = mapped_column(Geography("POINT", srid=4326, spatial_index=False), nullable=False)
+    lat: Mapped[float] = mapped_column(Float, nullable=False)
+    lon: Mapped[float] = mapped_column(Float, nullable=False)
+    raw_lat: Mapped[float] = mapped_column(Float, nullable=False)
+    raw_lon: Mapped[float] = mapped_column(Float, nullable=False)
+    raw_crs: Mapped[str] = mapped_column(String(8), nullable=False)
+    # Reported coordinates at 6 decimals (~0.1 m): real GPS never repeats them exactly.
+    raw_coord_key: Mapped[str] = mapped_column(String(40), nullable=False)
+    accuracy_m: Mapped[float] = mapped_column(Float, nullable=False)
+    accuracy_95_m: Mapped[float] = mapped_column(Float, nullable=False)
+    provider: Mapped[str] = mapped_column(String(20), nullable=False)
+    platform: Mapped[str | None] = mapped_column(String(20))
+    mock_location: Mapped[bool | None] = mapped_column()
+    altitude: Mapped[float | None] = mapped_column(Float)
+    speed: Mapped[float | None] = mapped_column(Float)
+    bearing: Mapped[float | None] = mapped_column(Float)
+    device_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    ip: Mapped[str | None] = mapped_column(INET)
+    client_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    server_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    verdict: Mapped[str] = mapped_column(String(10), nullable=False)
+    distance_m: Mapped[float] = mapped_column(Float, nullable=False)
+    risk_score: Mapped[int] = mapped_column(Integer, nullable=False)
+    reasons: Mapped[list[str]] = mapped_column(ARRAY(String(40)), nullable=False, default=list)
+    signals: Mapped[list[dict]] = mapped_column(JSONB, nullable=False, default=list)
+    remark: Mapped[str | None] = mapped_column(String(300))

@@ -1,0 +1,55 @@
+"""Check-in request and response bodies."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+
+class CheckinCreate(BaseModel):
+    """A fix as the phone reports it; coordinates in ``crs`` (converted to WGS-84 on arrival)."""
+
+    lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    crs: Literal["wgs84", "gcj02", "bd09"] = "wgs84"
+    accuracy_m: float = Field(ge=0, allow_inf_nan=False)
+    client_time: AwareDatetime
+    device_id: str = Field(min_length=4, max_length=128)
+    provider: str = Field(default="gps", max_length=20, pattern=r"^[a-z0-9_\-]+$")
+    platform: Literal["android", "ios", "browser", "amap", "tencent", "baidu", "other"] | None = None
+    mock_location: bool | None = None
+    altitude: float | None = Field(default=None, allow_inf_nan=False)
+    speed: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    bearing: float | None = Field(default=None, ge=0, le=360, allow_inf_nan=False)
+    # The phone's clock when it sent this (lets us tell a queued upload from a wrong clock).
+    sent_at: AwareDatetime | None = None
+
+
+class SignalRead(BaseModel):
+    """One risk signal with its reason code."""
+
+    code: str
+    weight: int
+    detail: str
+
+
+class CheckinRead(BaseModel):
+    """The verdict on a fix and every risk signal behind its score."""
+
+    id: int
+    claim_id: int
+    kind: str
+    verdict: Literal["inside", "uncertain", "outside"]
+    distance_m: float
+    accuracy_95_m: float
+    risk_score: int
+    reasons: list[str]
+    signals: list[SignalRead]
+    remark: str | None
+    lat: float
+    lon: float
+    crs: str
+    client_time: datetime
+    server_time: datetime
+    dwell_s: int | None = None

@@ -1,0 +1,137 @@
+"""Claim verbs: claim a slot, guarded transitions with audit rows, expiry, reads."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from accounts.models import User
+from accounts.service import require_role
+from core.config import get_settings
+from core.models import utcnow
+from tasks.errors import (AlreadyClaimed, ClaimNotFound, CreditTooLow, InvalidTransition, SlotsFull, TaskNotFound,
+                          TaskNotOpen)
+from tasks.models import Claim, ClaimEvent, Task, WorkerCredit
+
+DEFAULT_CREDIT = 100
+
+
+def credit_of(db_session: Session, worker_id: int) -> int:
+    """The worker's credit score (100 until anything changes it)."""
+    score = db_session.scalar(select(WorkerCredit.score).where(WorkerCredit.worker_id == worker_id))
+    return DEFAULT_CREDIT if score is None else score
+
+
+def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
+    """Take one slot. The slot counter moves in one guarded UPDATE, so slots are never oversold."""
+    require_role(worker, "worker")
+    task = db_session.get(Task, task_id)
+    if task is None or task.state not in ("published", "paused", "closed"):
+        raise TaskNotFound()
+    if credit_of(db_session, worker.id) < task.min_credit:
+        raise CreditTooLow(f"This task needs credit {task.min_credit}; yours is {credit_of(db_session, worker.id)}.")
+    now = utcnow()
+    taken = db_session.execute(
+        update(Task).where(Task.id == task_id, Task.state == "published", Task.slots_taken < Task.slots,
+                           Task.ends_at > now)
+        .values(slots_taken=Task.slots_taken + 1).returning(Task.id)).first()
+    if taken is None:
+        db_session.rollback()
+        task = db_session.get(Task, task_id)
+        if task.state != "published" or task.ends_at <= now:
+            raise TaskNotOpen(f"Task {task_id} is {task.state} and not open for claims.")
+        raise SlotsFull()
+    expires = min(now + timedelta(seconds=get_settings().claim_checkin_window_s), task.ends_at)
+    new = Claim(task_id=task_id, worker_id=worker.id, state="claimed", expires_at=expires, risk_score=0, flags=[])
+    db_session.add(new)
+    try:
+        db_session.flush()
+    except IntegrityError:
+        db_session.rollback()  # also undoes the slot increment above
+        raise AlreadyClaimed()
+    audit(db_session, new.id, None, "claimed", worker.id)
+    db_session.commit()
+    return new
+
+
+def audit(db_session: Session, claim_id: int, from_state: str | None, to_state: str, actor_id: int | None,
+          reason: str | None = None, data: dict | None = None) -> None:
+    """Add the audit row of a claim state change."""
+    db_session.add(ClaimEvent(claim_id=claim_id, from_state=from_state, to_state=to_state, actor_id=actor_id,
+                              reason=reason, data=data))
+
+
+def transition(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
+               actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> Claim:
+    """Guarded claim state change (``WHERE state IN from_states``) plus its audit row; flushes only."""
+    row = db_session.execute(
+        update(Claim).where(Claim.id == claim_id, Claim.state.in_(from_states))
+        .values(state=to_state, **values).returning(Claim.id)).first()
+    if row is None:
+        current = db_session.scalar(select(Claim.state).where(Claim.id == claim_id))
+        raise InvalidTransition(f"Claim {claim_id} is {current}; this needs {' or '.join(from_states)}.",
+                                state=current)
+    audit(db_session, claim_id, None if len(from_states) > 1 else from_states[0], to_state, actor_id, reason, data)
+    db_session.flush()
+    obj = db_session.get(Claim, claim_id)
+    db_session.refresh(obj)
+    return obj
+
+
+def get_for(*, db_session: Session, user: User, claim_id: int, for_update: bool = False) -> Claim:
+    """A claim the user may see: its worker, the task's merchant, or ops. Others get 404."""
+    stmt = select(Claim).where(Claim.id == claim_id)
+    found = db_session.scalar(stmt.with_for_update() if for_update else stmt)
+    if found is None:
+        raise ClaimNotFound()
+    if user.role in ("ops", "admin") or found.worker_id == user.id:
+        return found
+    if user.role == "merchant":
+        owner = db_session.scalar(select(Task.merchant_id).where(Task.id == found.task_id))
+        if owner == user.id:
+            return found
+    raise ClaimNotFound()
+
+
+def get_own(*, db_session: Session, worker: User, claim_id: int, for_update: bool = False) -> Claim:
+    """A claim held by this worker (404 for anyone else's)."""
+    found = get_for(db_session=db_session, user=worker, claim_id=claim_id, for_update=for_update)
+    if found.worker_id != worker.id:
+        raise ClaimNotFound()
+    return found
+
+
+def list_for_worker(*, db_session: Session, worker: User, state: str | None = None, limit: int = 100) -> list[Claim]:
+    """The worker's own claims, newest first."""
+    stmt = select(Claim).where(Claim.worker_id == worker.id).order_by(Claim.id.desc()).limit(limit)
+    if state:
+        stmt = stmt.where(Claim.state == state)
+    return list(db_session.scalars(stmt))
+
+
+def cancel(*, db_session: Session, worker: User, claim_id: int) -> Claim:
+    """The worker gives a claimed slot back before checking in."""
+    get_own(db_session=db_session, worker=worker, claim_id=claim_id)
+    found = transition(db_session, claim_id, ("claimed",), "cancelled", actor_id=worker.id)
+    _free_slot(db_session, found.task_id)
+    db_session.commit()
+    return found
+
+
+def _free_slot(db_session: Session, task_id: int) -> None:
+    db_session.execute(update(Task).where(Task.id == task_id, Task.slots_taken > 0)
+                       .values(slots_taken=Task.slots_taken - 1))
+
+
+def expire_stale(*, db_session: Session, limit: int = 1000) -> int:
+    """Release claims never checked in before their deadline; safe to run twice or on several hosts."""
+    ids = db_session.scalars(select(Claim.id).where(Claim.state == "claimed", Claim.expires_at < func.now())
+                             .order_by(Claim.id).limit(limit).with_for_update(skip_locked=True)).all()
+    for claim_id in ids:
+        found = transition(db_session, claim_id, ("claimed",), "expired", actor_id=None,
+                           reason="not checked in before the claim deadline")
+        _free_slot(db_session, found.task_id)
+    db_session.commit()
+    return len(ids)

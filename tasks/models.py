@@ -1,0 +1,129 @@
+"""Tasks, claims, their audit trails and worker credit."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from geoalchemy2 import Geography
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String,
+                        Text, text)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.models import Base, created_at, pk
+
+TASK_TYPES = ("store_visit", "flyer_run", "poster", "signup_drive", "shelf_audit", "other_offline")
+TASK_STATES = ("draft", "pending_review", "published", "rejected", "paused", "closed")
+CLAIM_STATES = ("claimed", "checked_in", "submitted", "confirmed", "spot_check", "accepted", "paid",
+                "rejected", "appealed", "closed", "expired", "cancelled")
+# A worker holds at most one claim per task in these states.
+ACTIVE_CLAIM_STATES = ("claimed", "checked_in", "submitted", "confirmed", "spot_check")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Task(Base):
+    """A piece of offline work at a place, with a geofence, reward and slots."""
+
+    __tablename__ = "task"
+    __table_args__ = (
+        CheckConstraint(_in("type", TASK_TYPES), name="type"),
+        CheckConstraint(_in("state", TASK_STATES), name="state"),
+        CheckConstraint("reward_fen > 0", name="reward_positive"),
+        CheckConstraint("slots > 0 AND slots_taken >= 0 AND slots_taken <= slots", name="slots"),
+        CheckConstraint("ends_at > starts_at", name="window"),
+        Index("ix_task_fence", "fence", postgresql_using="gist"),
+        # KNN for the task hall: only rows a worker can claim are in this index.
+        Index("ix_task_open_center", "center", postgresql_using="gist",
+              postgresql_where=text("state = 'published' AND slots_taken < slots")),
+    )
+
+    id: Mapped[int] = pk()
+    merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), nullable=False, index=True)
+    title: Mapped[str] = mapped_column(String(120), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    type: Mapped[str] = mapped_column(String(32), nullable=False)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="draft")
+    reward_fen: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    slots: Mapped[int] = mapped_column(Integer, nullable=False)
+    slots_taken: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # WGS-84 always; geography so distances are metres on the spheroid.
+    fence: Mapped[Any] = mapped_column(Geography("GEOMETRY", srid=4326, spatial_index=False), nullable=False)
+    center: Mapped[Any] = mapped_column(Geography("POINT", srid=4326, spatial_index=False), nullable=False)
+    fence_kind: Mapped[str] = mapped_column(String(10), nullable=False)
+    radius_m: Mapped[float | None] = mapped_column(Float)
+    area_m2: Mapped[float] = mapped_column(Float, nullable=False)
+    hard_fence: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    photos_min: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    video_required: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    min_credit: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    min_dwell_s: Mapped[int | None] = mapped_column(Integer)
+    review_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = created_at()
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TaskEvent(Base):
+    """Audit row for every task state change."""
+
+    __tablename__ = "task_event"
+
+    id: Mapped[int] = pk()
+    task_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("task.id"), nullable=False, index=True)
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20), nullable=False)
+    actor_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("app_user.id"))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    at: Mapped[datetime] = created_at()
+
+
+class Claim(Base):
+    """A worker's hold on one slot of a task, and its lifecycle."""
+
+    __tablename__ = "claim"
+    __table_args__ = (
+        CheckConstraint(_in("state", CLAIM_STATES), name="state"),
+        Index("uq_claim_active_per_worker", "task_id", "worker_id", unique=True,
+              postgresql_where=text(_in("state", ACTIVE_CLAIM_STATES))),
+        Index("ix_claim_state_expires_at", "state", "expires_at"),
+    )
+
+    id: Mapped[int] = pk()
+    task_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("task.id"), nullable=False, index=True)
+    worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), nullable=False, index=True)
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="claimed")
+    claimed_at: Mapped[datetime] = created_at()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    checked_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    checked_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dwell_s: Mapped[int | None] = mapped_column(Integer)
+    risk_score: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    flags: Mapped[list[str]] = mapped_column(ARRAY(String(40)), nullable=False, default=list)
+
+
+class ClaimEvent(Base):
+    """Audit row for every claim state change."""
+
+    __tablename__ = "claim_event"
+
+    id: Mapped[int] = pk()
+    claim_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("claim.id"), nullable=False, index=True)
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20), nullable=False)
+    actor_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("app_user.id"))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    data: Mapped[dict | None] = mapped_column(JSONB)
+    at: Mapped[datetime] = created_at()
+
+
+class WorkerCredit(Base):
+    """A worker's credit score (starts at 100); gates claims on tasks with a minimum."""
+
+    __tablename__ = "worker_credit"
+
+    worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), primary_key=True)
+    score: Mapped[int] = mapped_column(Integer, nullable=False, default=100)

@@ -1,0 +1,95 @@
+"""Task and claim bodies."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+
+from tasks.models import TASK_TYPES
+
+TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
+Crs = Literal["wgs84", "gcj02", "bd09"]
+
+
+class EvidenceRequirements(BaseModel):
+    """What a submission must include."""
+
+    photos_min: int = Field(default=1, ge=0, le=20)
+    video: bool = False
+
+
+class TaskCreate(BaseModel):
+    """A merchant's new task (a draft until published and approved)."""
+
+    title: str = Field(min_length=2, max_length=120)
+    description: str = Field(default="", max_length=4000)
+    type: TaskType
+    reward_fen: int = Field(gt=0, le=10_000_000)
+    slots: int = Field(gt=0, le=10_000)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    crs: Crs = "wgs84"
+    geofence: dict[str, Any]
+    hard_fence: bool = True
+    evidence: EvidenceRequirements = EvidenceRequirements()
+    min_credit: int = Field(default=0, ge=0, le=1000)
+    min_dwell_s: int | None = Field(default=None, ge=0, le=86_400)
+
+
+class TaskRead(BaseModel):
+    """A task as its merchant, ops or a worker sees it; coordinates in the requested crs."""
+
+    id: int
+    merchant_id: int
+    title: str
+    description: str
+    type: str
+    state: str
+    reward_fen: int
+    slots: int
+    slots_taken: int
+    starts_at: datetime
+    ends_at: datetime
+    crs: str
+    center: list[float]
+    radius_m: float | None
+    geofence: dict[str, Any]
+    hard_fence: bool
+    evidence: EvidenceRequirements
+    min_credit: int
+    min_dwell_s: int | None
+    review_reason: str | None
+    distance_m: float | None = None
+
+
+class ReviewDecision(BaseModel):
+    """Ops' decision on a task awaiting review."""
+
+    decision: Literal["approve", "reject"]
+    reason: str = Field(default="", max_length=500)
+
+
+class ClaimRead(BaseModel):
+    """A claim as its worker (or the task's merchant, or ops) sees it."""
+
+    id: int
+    task_id: int
+    worker_id: int
+    state: str
+    claimed_at: datetime
+    expires_at: datetime
+    checked_in_at: datetime | None
+    checked_out_at: datetime | None
+    dwell_s: int | None
+    risk_score: int
+    flags: list[str]
+
+
+class TaskProgress(BaseModel):
+    """Counts of a task's claims by state."""
+
+    task_id: int
+    slots: int
+    slots_taken: int
+    by_state: dict[str, int]

@@ -1,0 +1,178 @@
+"""Task verbs: create, publish, review, pause/resume/close, read, and the worker's task hall."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from geoalchemy2.shape import from_shape
+from shapely.geometry import Point
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from accounts.models import User
+from accounts.service import require_role
+from core.models import utcnow
+from geo import crs as geocrs
+from geo.fence import parse_fence
+from geo.sql import point_geog
+from tasks.errors import InvalidTransition, InvalidWindow, ProhibitedTask, TaskNotFound
+from tasks.models import Claim, Task, TaskEvent
+from tasks.schemas import TaskCreate
+
+# Tasks that buy fake orders, reviews or engagement are not field work; refuse them at the door.
+# Ops review catches the rest; this stops the blatant ones before they reach the queue.
+PROHIBITED = re.compile(r"刷单|刷好评|好评返现|刷评|刷量|刷赞|买粉|涨粉|点赞|关注.{0,6}(账号|公众号|抖音)|"
+                        r"fake (order|review)|buy (likes|followers)|click farm", re.IGNORECASE)
+
+
+def create(*, db_session: Session, merchant: User, body: TaskCreate) -> Task:
+    """Create a draft task; the fence is converted to WGS-84 and validated."""
+    require_role(merchant, "merchant")
+    if PROHIBITED.search(f"{body.title} {body.description}"):
+        raise ProhibitedTask()
+    if body.ends_at <= body.starts_at or body.ends_at <= utcnow():
+        raise InvalidWindow()
+    fence = parse_fence(body.geofence, body.crs)
+    task = Task(merchant_id=merchant.id, title=body.title, description=body.description, type=body.type,
+                reward_fen=body.reward_fen, slots=body.slots, starts_at=body.starts_at, ends_at=body.ends_at,
+                fence=from_shape(fence.geometry, srid=4326), center=from_shape(Point(*fence.center), srid=4326),
+                fence_kind=fence.kind, radius_m=fence.radius_m, area_m2=fence.area_m2, hard_fence=body.hard_fence,
+                photos_min=body.evidence.photos_min, video_required=body.evidence.video,
+                min_credit=body.min_credit, min_dwell_s=body.min_dwell_s, state="draft", slots_taken=0)
+    db_session.add(task)
+    db_session.flush()
+    _audit(db_session, task.id, None, "draft", merchant.id, None)
+    db_session.commit()
+    return task
+
+
+def get(*, db_session: Session, user: User, task_id: int) -> Task:
+    """A task the user may see: its merchant, ops, or any worker once published."""
+    task = db_session.get(Task, task_id)
+    if task is None or not _may_see(user, task):
+        raise TaskNotFound()
+    return task
+
+
+def _may_see(user: User, task: Task) -> bool:
+    if user.role in ("ops", "admin"):
+        return True
+    if user.role == "merchant":
+        return task.merchant_id == user.id
+    return task.state == "published"
+
+
+def get_own(*, db_session: Session, merchant: User, task_id: int, for_update: bool = False) -> Task:
+    """A task of this merchant (ops may act on any)."""
+    stmt = select(Task).where(Task.id == task_id)
+    task = db_session.scalar(stmt.with_for_update() if for_update else stmt)
+    if task is None or (merchant.role == "merchant" and task.merchant_id != merchant.id) or merchant.role == "worker":
+        raise TaskNotFound()
+    return task
+
+
+def list_for_merchant(*, db_session: Session, merchant: User, limit: int = 100, offset: int = 0) -> list[Task]:
+    """The merchant's own tasks, newest first."""
+    stmt = select(Task).where(Task.merchant_id == merchant.id).order_by(Task.id.desc()).limit(limit).offset(offset)
+    return list(db_session.scalars(stmt))
+
+
+def _audit(db_session: Session, task_id: int, from_state: str | None, to_state: str, actor_id: int | None,
+           reason: str | None) -> None:
+    db_session.add(TaskEvent(task_id=task_id, from_state=from_state, to_state=to_state, actor_id=actor_id,
+                             reason=reason))
+
+
+def transition(db_session: Session, task_id: int, from_states: tuple[str, ...], to_state: str, *,
+               actor_id: int | None, reason: str | None = None, **values) -> Task:
+    """Guarded task state change plus its audit row (flushes, does not commit)."""
+    current = db_session.scalar(select(Task.state).where(Task.id == task_id))
+    row = db_session.execute(
+        update(Task).where(Task.id == task_id, Task.state.in_(from_states))
+        .values(state=to_state, **values).returning(Task.id)).first()
+    if row is None:
+        raise InvalidTransition(f"Task {task_id} is {current}; expected one of {', '.join(from_states)}.")
+    _audit(db_session, task_id, current, to_state, actor_id, reason)
+    db_session.flush()
+    task = db_session.get(Task, task_id)
+    db_session.refresh(task)
+    return task
+
+
+def publish(*, db_session: Session, merchant: User, task_id: int) -> Task:
+    """Send a draft (or a rejected task, after edits) to platform review."""
+    get_own(db_session=db_session, merchant=merchant, task_id=task_id)
+    task = transition(db_session, task_id, ("draft", "rejected"), "pending_review", actor_id=merchant.id)
+    db_session.commit()
+    return task
+
+
+def review(*, db_session: Session, ops: User, task_id: int, decision: str, reason: str) -> Task:
+    """Ops approve (task goes live) or reject (with a reason the merchant sees)."""
+    require_role(ops, "ops")
+    if decision == "reject" and not reason.strip():
+        from core.errors import InvalidInput
+
+        raise InvalidInput("A rejection needs a reason the merchant can act on.", code="reason_required")
+    if db_session.get(Task, task_id) is None:
+        raise TaskNotFound()
+    if decision == "approve":
+        task = transition(db_session, task_id, ("pending_review",), "published", actor_id=ops.id, reason=reason,
+                          published_at=utcnow(), review_reason=reason or None)
+    else:
+        task = transition(db_session, task_id, ("pending_review",), "rejected", actor_id=ops.id, reason=reason,
+                          review_reason=reason)
+    db_session.commit()
+    return task
+
+
+def set_paused(*, db_session: Session, merchant: User, task_id: int, paused: bool) -> Task:
+    """Pause (hide from the hall, keep claims) or resume a published task."""
+    get_own(db_session=db_session, merchant=merchant, task_id=task_id)
+    src, dst = (("published",), "paused") if paused else (("paused",), "published")
+    task = transition(db_session, task_id, src, dst, actor_id=merchant.id)
+    db_session.commit()
+    return task
+
+
+def close(*, db_session: Session, merchant: User, task_id: int, reason: str = "") -> Task:
+    """Close a task for good: no new claims; open claims may still finish."""
+    get_own(db_session=db_session, merchant=merchant, task_id=task_id)
+    task = transition(db_session, task_id, ("draft", "pending_review", "published", "paused", "rejected"), "closed",
+                      actor_id=merchant.id, reason=reason or None)
+    db_session.commit()
+    return task
+
+
+@dataclass(frozen=True)
+class NearbyTask:
+    """A task in the hall with its distance from the worker."""
+
+    task: Task
+    distance_m: float
+
+
+def nearby(*, db_session: Session, lat: float, lon: float, crs: str, radius_m: float, type: str | None = None,
+           min_reward: int | None = None, limit: int = 50) -> list[NearbyTask]:
+    """Published tasks with free slots within radius, nearest first (KNN on the partial GiST index)."""
+    wlat, wlon = geocrs.to_wgs84(lat, lon, crs)
+    here = point_geog(wlon, wlat)
+    dist = func.ST_Distance(Task.center, here).label("distance_m")
+    stmt = (select(Task, dist)
+            .where(Task.state == "published", Task.slots_taken < Task.slots, Task.ends_at > func.now(),
+                   func.ST_DWithin(Task.center, here, radius_m))
+            .order_by(Task.center.op("<->")(here)).limit(limit))
+    if type:
+        stmt = stmt.where(Task.type == type)
+    if min_reward:
+        stmt = stmt.where(Task.reward_fen >= min_reward)
+    return [NearbyTask(task, d) for task, d in db_session.execute(stmt)]
+
+
+def progress(*, db_session: Session, merchant: User, task_id: int) -> dict:
+    """Claim counts by state for one of the merchant's tasks."""
+    task = get_own(db_session=db_session, merchant=merchant, task_id=task_id)
+    rows = db_session.execute(select(Claim.state, func.count()).where(Claim.task_id == task_id)
+                              .group_by(Claim.state)).all()
+    return {"task_id": task.id, "slots": task.slots, "slots_taken": task.slots_taken,
+            "by_state": {state: n for state, n in rows}}

@@ -1,0 +1,141 @@
+"""Claims: one per worker per task, never oversold under concurrency, expiry frees the slot."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from geoalchemy2.shape import from_shape
+from shapely.geometry import Point
+from sqlalchemy import delete, func, select, text, update
+
+from accounts.models import User
+from core.db import new_session
+from core.errors import FieldproofError
+from core.models import utcnow
+from tasks import claims
+from tasks.models import Claim, ClaimEvent, Task, TaskEvent
+from tests.fieldwork import STORE, claimed, published_task
+from tests.helpers import auth_for, unique
+
+
+def test_one_active_claim_per_worker_and_audit_rows(client, db):
+    task, _, w, _ = claimed(client, db)
+    again = client.post(f"/v1/tasks/{task['id']}/claims", headers=w)
+    assert again.status_code == 409 and again.json()["code"] == "already_claimed"
+    t = db.get(Task, task["id"])
+    db.refresh(t)
+    assert t.slots_taken == 1
+    events = db.scalars(select(ClaimEvent.to_state).join(Claim).where(Claim.task_id == task["id"])).all()
+    assert events == ["claimed"]
+
+
+def test_slots_full_and_cancel_frees_slot(client, db):
+    task, m = published_task(client, db, slots=1)
+    _, w1 = auth_for(client, db, "worker")
+    _, w2 = auth_for(client, db, "worker")
+    c1 = client.post(f"/v1/tasks/{task['id']}/claims", headers=w1).json()
+    full = client.post(f"/v1/tasks/{task['id']}/claims", headers=w2)
+    assert full.status_code == 409 and full.json()["code"] == "slots_full"
+    assert client.post(f"/v1/claims/{c1['id']}/cancel", headers=w1).json()["state"] == "cancelled"
+    assert client.post(f"/v1/tasks/{task['id']}/claims", headers=w2).status_code == 201
+    progress = client.get(f"/v1/tasks/{task['id']}/progress", headers=m).json()
+    assert progress["by_state"] == {"cancelled": 1, "claimed": 1} and progress["slots_taken"] == 1
+
+
+def test_credit_gate(client, db):
+    task, _ = published_task(client, db, min_credit=150)
+    _, w = auth_for(client, db, "worker")
+    r = client.post(f"/v1/tasks/{task['id']}/claims", headers=w)
+    assert r.status_code == 403 and r.json()["code"] == "credit_too_low"
+
+
+def test_expiry_frees_slot_and_is_safe_twice(client, db):
+    task, _, w, _ = claimed(client, db)
+    cid = client.get("/v1/me/claims", headers=w).json()[0]["id"]
+    db.execute(update(Claim).where(Claim.id == cid).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.flush()
+    assert claims.expire_stale(db_session=db) >= 1
+    assert claims.expire_stale(db_session=db) == 0
+    assert client.get(f"/v1/claims/{cid}", headers=w).json()["state"] == "expired"
+    t = db.get(Task, task["id"])
+    db.refresh(t)
+    assert t.slots_taken == 0
+
+
+def test_every_forbidden_claim_transition_is_refused(db, client):
+    _, claim, _, _ = claimed(client, db)
+    for bad_from in [("checked_in",), ("submitted",), ("accepted",)]:
+        with pytest.raises(FieldproofError) as exc:
+            claims.transition(db, claim["id"], bad_from, "paid", actor_id=None)
+        assert exc.value.code == "invalid_transition"
+
+
+N_WORKERS = 200
+SLOTS = 5
+
+
+@pytest.fixture
+def committed_race():
+    """A committed task and 200 committed workers (the race needs real, separate transactions)."""
+    s = new_session()
+    merchant = User(username=unique("race_m"), password_hash="x", role="merchant", display_name="m")
+    workers = [User(username=unique("race_w"), password_hash="x", role="worker", display_name="w")
+               for _ in range(N_WORKERS)]
+    s.add_all([merchant, *workers])
+    s.flush()
+    pt = from_shape(Point(STORE[1], STORE[0]), srid=4326)
+    task = Task(merchant_id=merchant.id, title="race", type="poster", state="published", reward_fen=100,
+                slots=SLOTS, slots_taken=0, starts_at=utcnow() - timedelta(hours=1),
+                ends_at=utcnow() + timedelta(hours=5), fence=from_shape(Point(STORE[1], STORE[0]).buffer(0.001), srid=4326),
+                center=pt, fence_kind="polygon", area_m2=1e4, hard_fence=True, photos_min=0, video_required=False,
+                min_credit=0)
+    s.add(task)
+    s.commit()
+    ids = (task.id, [w.id for w in workers], merchant.id)
+    s.close()
+    yield ids
+    s = new_session()
+    s.execute(delete(ClaimEvent).where(ClaimEvent.claim_id.in_(select(Claim.id).where(Claim.task_id == ids[0]))))
+    s.execute(delete(Claim).where(Claim.task_id == ids[0]))
+    s.execute(delete(TaskEvent).where(TaskEvent.task_id == ids[0]))
+    s.execute(delete(Task).where(Task.id == ids[0]))
+    s.execute(delete(User).where(User.id.in_([*ids[1], ids[2]])))
+    s.commit()
+    s.close()
+
+
+def test_concurrent_claims_never_oversell(committed_race):
+    task_id, worker_ids, _ = committed_race
+    barrier = threading.Barrier(50)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def attempt(wid: int, sync: bool) -> None:
+        s = new_session()
+        try:
+            if sync:
+                barrier.wait(timeout=30)
+            claims.claim(db_session=s, worker=s.get(User, wid), task_id=task_id)
+            outcome = "ok"
+        except FieldproofError as exc:
+            outcome = exc.code
+        finally:
+            s.close()
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=attempt, args=(wid, i < 50)) for i, wid in enumerate(worker_ids)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == N_WORKERS
+    assert results.count("ok") == SLOTS
+    assert set(results) == {"ok", "slots_full"}
+    s = new_session()
+    try:
+        assert s.scalar(select(Task.slots_taken).where(Task.id == task_id)) == SLOTS
+        assert s.scalar(select(func.count()).select_from(Claim).where(Claim.task_id == task_id)) == SLOTS
+    finally:
+        s.close()
