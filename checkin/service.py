@@ -41,6 +41,12 @@ def _prior(row: Checkin) -> sig.PriorFix:
                         altitude=row.altitude, speed=row.speed, bearing=row.bearing, worker_id=row.worker_id)
 
 
+def _distinct_workers(db_session: Session, cap: int, *where) -> int:
+    """Distinct other accounts matching ``where``, counted only up to ``cap`` (enough to decide)."""
+    sub = select(Checkin.worker_id).where(*where).distinct().limit(cap).subquery()
+    return db_session.scalar(select(func.count()).select_from(sub)) or 0
+
+
 def _context(db_session: Session, worker_id: int, task: Task, fix: sig.Fix, coord_key: str) -> sig.SignalContext:
     """Everything the signals need from history, gathered with indexed queries."""
     s = get_checkin_settings()
@@ -49,18 +55,18 @@ def _context(db_session: Session, worker_id: int, task: Task, fix: sig.Fix, coor
     repeats = db_session.scalar(select(func.count()).select_from(Checkin).where(
         Checkin.raw_coord_key == coord_key,
         (Checkin.worker_id != worker_id) | (func.date(Checkin.client_time) != fix.client_time.date())))
-    devices = db_session.scalar(select(func.count(func.distinct(Checkin.worker_id))).where(
-        Checkin.device_id == fix.device_id, Checkin.worker_id != worker_id))
+    devices = _distinct_workers(db_session, s.shared_device_min_accounts + 1, Checkin.device_id == fix.device_id,
+                                Checkin.worker_id != worker_id)
     ips = 0
     if fix.ip:
-        ips = db_session.scalar(select(func.count(func.distinct(Checkin.worker_id))).where(
-            Checkin.ip == fix.ip, Checkin.worker_id != worker_id,
-            Checkin.server_time > fix.server_time - timedelta(seconds=s.shared_ip_window_s)))
+        ips = _distinct_workers(db_session, s.shared_ip_min_accounts + 1, Checkin.ip == fix.ip,
+                                Checkin.worker_id != worker_id,
+                                Checkin.server_time > fix.server_time - timedelta(seconds=s.shared_ip_window_s))
     center = db_session.execute(select(func.ST_X(func.geometry(Task.center)), func.ST_Y(func.geometry(Task.center)))
                                 .where(Task.id == task.id)).one()
     return sig.SignalContext(previous_fix=_prior(recent[0]) if recent else None,
                              recent_fixes=[_prior(r) for r in recent], exact_repeat_count=repeats or 0,
-                             device_account_count=devices or 0, ip_account_count=ips or 0,
+                             device_account_count=devices, ip_account_count=ips,
                              fence_center=(center[0], center[1]), poi=None)
 
 

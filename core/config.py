@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     # The task hall never returns more than this many tasks in one page.
     nearby_max_results: int = 100
 
+    # Acceptance. MTurk and Upwork auto-release after days; our merchants confirm same-day work, so 24 h.
+    auto_confirm_after_s: int = 24 * 3600
+    # A worker asked for changes gets 48 h to resubmit.
+    changes_deadline_s: int = 48 * 3600
+    # Share of clean confirmed claims ops re-check; raised by risk, 100 % for hard flags.
+    spot_check_base_rate: float = 0.05
+    # Seed of the per-claim sampling draw (change it to re-randomise; fixed so retries sample alike).
+    spot_check_seed: str = "fieldproof"
+    default_commission_bp: int = 500
+
     evidence_dir: Path = ROOT / ".data" / "evidence"
 
     api_host: str = "127.0.0.1"

@@ -5,5 +5,6 @@ import accounts.models  # noqa: F401
 import core.jobs  # noqa: F401
 import tasks.models  # noqa: F401
 import checkin.models  # noqa: F401
+import evidence.models  # noqa: F401
 
 metadata = Base.metadata

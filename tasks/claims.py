@@ -135,3 +135,15 @@ def expire_stale(*, db_session: Session, limit: int = 1000) -> int:
         _free_slot(db_session, found.task_id)
     db_session.commit()
     return len(ids)
+
+
+def list_for_task(*, db_session: Session, merchant: User, task_id: int, state: str | None,
+                  limit: int = 100) -> list[Claim]:
+    """Claims of one of the merchant's tasks (ops: any task)."""
+    owner = db_session.scalar(select(Task.merchant_id).where(Task.id == task_id))
+    if owner is None or (merchant.role == "merchant" and owner != merchant.id):
+        raise TaskNotFound()
+    stmt = select(Claim).where(Claim.task_id == task_id).order_by(Claim.id).limit(limit)
+    if state:
+        stmt = stmt.where(Claim.state == state)
+    return list(db_session.scalars(stmt))

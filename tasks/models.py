@@ -14,10 +14,10 @@ from core.models import Base, created_at, pk
 
 TASK_TYPES = ("store_visit", "flyer_run", "poster", "signup_drive", "shelf_audit", "other_offline")
 TASK_STATES = ("draft", "pending_review", "published", "rejected", "paused", "closed")
-CLAIM_STATES = ("claimed", "checked_in", "submitted", "confirmed", "spot_check", "accepted", "paid",
-                "rejected", "appealed", "closed", "expired", "cancelled")
+CLAIM_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "confirmed", "spot_check", "accepted",
+                "paid", "rejected", "appealed", "closed", "expired", "cancelled")
 # A worker holds at most one claim per task in these states.
-ACTIVE_CLAIM_STATES = ("claimed", "checked_in", "submitted", "confirmed", "spot_check")
+ACTIVE_CLAIM_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "confirmed", "spot_check")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -62,6 +62,8 @@ class Task(Base):
     video_required: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     min_credit: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     min_dwell_s: Mapped[int | None] = mapped_column(Integer)
+    # Platform commission in basis points (500 = 5 %), fixed when the task is published.
+    commission_bp: Mapped[int] = mapped_column(Integer, nullable=False, default=500, server_default="500")
     review_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = created_at()
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -101,6 +103,10 @@ class Claim(Base):
     checked_in_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     checked_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dwell_s: Mapped[int | None] = mapped_column(Integer)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    changes_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
     risk_score: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     flags: Mapped[list[str]] = mapped_column(ARRAY(String(40)), nullable=False, default=list)
 
@@ -127,3 +133,38 @@ class WorkerCredit(Base):
 
     worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), primary_key=True)
     score: Mapped[int] = mapped_column(Integer, nullable=False, default=100)
+
+
+class SpotCheck(Base):
+    """The sampling decision for a confirmed claim and, if sampled, ops' verdict."""
+
+    __tablename__ = "spot_check"
+    __table_args__ = (CheckConstraint("state IN ('not_sampled','open','passed','failed')", name="state"),)
+
+    id: Mapped[int] = pk()
+    claim_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("claim.id"), nullable=False, unique=True)
+    probability: Mapped[float] = mapped_column(Float, nullable=False)
+    stratum: Mapped[str] = mapped_column(String(20), nullable=False)
+    state: Mapped[str] = mapped_column(String(12), nullable=False)
+    reviewer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("app_user.id"))
+    verdict_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = created_at()
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Appeal(Base):
+    """A worker's appeal against a rejection or a failed spot check."""
+
+    __tablename__ = "appeal"
+    __table_args__ = (CheckConstraint("state IN ('open','overturned','denied')", name="state"),)
+
+    id: Mapped[int] = pk()
+    claim_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("claim.id"), nullable=False, index=True)
+    worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), nullable=False)
+    from_state: Mapped[str] = mapped_column(String(20), nullable=False)
+    reason: Mapped[str] = mapped_column(String(1000), nullable=False)
+    state: Mapped[str] = mapped_column(String(12), nullable=False)
+    decided_by: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("app_user.id"))
+    decision_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = created_at()
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -82,6 +82,8 @@ class ClaimRead(BaseModel):
     checked_in_at: datetime | None
     checked_out_at: datetime | None
     dwell_s: int | None
+    submitted_at: datetime | None = None
+    confirmed_at: datetime | None = None
     risk_score: int
     flags: list[str]
 
@@ -93,3 +95,64 @@ class TaskProgress(BaseModel):
     slots: int
     slots_taken: int
     by_state: dict[str, int]
+
+
+class RejectRequest(BaseModel):
+    """A merchant's rejection: a reason code and text the worker sees."""
+
+    reason_code: Literal["not_at_location", "evidence_insufficient", "evidence_fake", "work_not_done",
+                         "other"] = "other"
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ChangesRequest(BaseModel):
+    """What the worker must fix before resubmitting."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class SpotCheckVerdict(BaseModel):
+    """Ops' verdict on a sampled claim."""
+
+    verdict: Literal["pass", "fail"]
+    reason: str = Field(default="", max_length=500)
+
+
+class SpotCheckRead(BaseModel):
+    """A spot check with what ops need to decide."""
+
+    id: int
+    claim_id: int
+    probability: float
+    stratum: str
+    state: str
+    verdict_reason: str | None
+    claim: ClaimRead | None = None
+    checkins: list[dict] = []
+    evidence: list[dict] = []
+
+
+class AppealCreate(BaseModel):
+    """The worker's case."""
+
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class AppealDecision(BaseModel):
+    """Ops' decision on an appeal."""
+
+    decision: Literal["overturn", "deny"]
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class AppealRead(BaseModel):
+    """An appeal."""
+
+    id: int
+    claim_id: int
+    worker_id: int
+    from_state: str
+    reason: str
+    state: str
+    decision_reason: str | None
+    created_at: datetime

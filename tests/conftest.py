@@ -119,5 +119,6 @@ def client(app):
     """An HTTP client talking to the real app in-process."""
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as c:
+    # A documentation-range address (RFC 5737) so IP-based rules see a real IP.
+    with TestClient(app, client=("192.0.2.10", 50000)) as c:
         yield c

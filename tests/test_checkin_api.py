@@ -72,6 +72,7 @@ def test_accuracy_edges(client, db):
     _, claim, w, _ = claimed(client, db, geofence=circle(radius_m=100), hard_fence=False)
     far = _checkin(client, claim, w, fix(LAT + 0.01, LON, accuracy_m=300))
     assert far.status_code == 201 and far.json()["verdict"] == "outside"
+    _, claim, w, _ = claimed(client, db, geofence=circle(radius_m=100), hard_fence=False)
     r = _checkin(client, claim, w, fix(accuracy_m=5000))
     assert r.status_code == 422 and r.json()["code"] == "accuracy_too_low"
     r = _checkin(client, claim, w, fix(accuracy_m=-1))

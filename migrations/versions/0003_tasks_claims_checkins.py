@@ -1,8 +1,8 @@
-"""tasks claims checkins
+"""tasks claims checkins evidence
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-24 14:19:43.475137
+Create Date: 2026-11-24 14:56:21.170493
 """
 from alembic import op
 import geoalchemy2
@@ -41,6 +41,7 @@ def upgrade() -> None:
     sa.Column('video_required', sa.Boolean(), nullable=False),
     sa.Column('min_credit', sa.Integer(), nullable=False),
     sa.Column('min_dwell_s', sa.Integer(), nullable=True),
+    sa.Column('commission_bp', sa.Integer(), server_default='500', nullable=False),
     sa.Column('review_reason', sa.String(length=500), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),
@@ -71,9 +72,13 @@ def upgrade() -> None:
     sa.Column('checked_in_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('checked_out_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('dwell_s', sa.Integer(), nullable=True),
+    sa.Column('submitted_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('changes_requested', sa.Boolean(), server_default='false', nullable=False),
     sa.Column('risk_score', sa.Integer(), nullable=False),
     sa.Column('flags', postgresql.ARRAY(sa.String(length=40)), nullable=False),
-    sa.CheckConstraint("state IN ('claimed', 'checked_in', 'submitted', 'confirmed', 'spot_check', 'accepted', 'paid', 'rejected', 'appealed', 'closed', 'expired', 'cancelled')", name=op.f('ck_claim_state')),
+    sa.CheckConstraint("state IN ('claimed', 'checked_in', 'submitted', 'changes_requested', 'confirmed', 'spot_check', 'accepted', 'paid', 'rejected', 'appealed', 'closed', 'expired', 'cancelled')", name=op.f('ck_claim_state')),
     sa.ForeignKeyConstraint(['task_id'], ['task.id'], name=op.f('fk_claim_task_id_task')),
     sa.ForeignKeyConstraint(['worker_id'], ['app_user.id'], name=op.f('fk_claim_worker_id_app_user')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_claim'))
@@ -81,7 +86,7 @@ def upgrade() -> None:
     op.create_index('ix_claim_state_expires_at', 'claim', ['state', 'expires_at'], unique=False)
     op.create_index(op.f('ix_claim_task_id'), 'claim', ['task_id'], unique=False)
     op.create_index(op.f('ix_claim_worker_id'), 'claim', ['worker_id'], unique=False)
-    op.create_index('uq_claim_active_per_worker', 'claim', ['task_id', 'worker_id'], unique=True, postgresql_where=sa.text("state IN ('claimed', 'checked_in', 'submitted', 'confirmed', 'spot_check')"))
+    op.create_index('uq_claim_active_per_worker', 'claim', ['task_id', 'worker_id'], unique=True, postgresql_where=sa.text("state IN ('claimed', 'checked_in', 'submitted', 'changes_requested', 'confirmed', 'spot_check')"))
     op.create_table('task_event',
     sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
     sa.Column('task_id', sa.BigInteger(), nullable=False),
@@ -95,6 +100,24 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_task_event'))
     )
     op.create_index(op.f('ix_task_event_task_id'), 'task_event', ['task_id'], unique=False)
+    op.create_table('appeal',
+    sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
+    sa.Column('claim_id', sa.BigInteger(), nullable=False),
+    sa.Column('worker_id', sa.BigInteger(), nullable=False),
+    sa.Column('from_state', sa.String(length=20), nullable=False),
+    sa.Column('reason', sa.String(length=1000), nullable=False),
+    sa.Column('state', sa.String(length=12), nullable=False),
+    sa.Column('decided_by', sa.BigInteger(), nullable=True),
+    sa.Column('decision_reason', sa.String(length=500), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("state IN ('open','overturned','denied')", name=op.f('ck_appeal_state')),
+    sa.ForeignKeyConstraint(['claim_id'], ['claim.id'], name=op.f('fk_appeal_claim_id_claim')),
+    sa.ForeignKeyConstraint(['decided_by'], ['app_user.id'], name=op.f('fk_appeal_decided_by_app_user')),
+    sa.ForeignKeyConstraint(['worker_id'], ['app_user.id'], name=op.f('fk_appeal_worker_id_app_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_appeal'))
+    )
+    op.create_index(op.f('ix_appeal_claim_id'), 'appeal', ['claim_id'], unique=False)
     op.create_geospatial_table('checkin',
     sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
     sa.Column('claim_id', sa.BigInteger(), nullable=False),
@@ -154,11 +177,83 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_claim_event'))
     )
     op.create_index(op.f('ix_claim_event_claim_id'), 'claim_event', ['claim_id'], unique=False)
+    op.create_table('evidence',
+    sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
+    sa.Column('claim_id', sa.BigInteger(), nullable=False),
+    sa.Column('worker_id', sa.BigInteger(), nullable=False),
+    sa.Column('task_id', sa.BigInteger(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=5), nullable=False),
+    sa.Column('mime', sa.String(length=40), nullable=False),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('width', sa.Integer(), nullable=True),
+    sa.Column('height', sa.Integer(), nullable=True),
+    sa.Column('duration_s', sa.Float(), nullable=True),
+    sa.Column('exif', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    sa.Column('phash', sa.BigInteger(), nullable=True),
+    sa.Column('dhash', sa.BigInteger(), nullable=True),
+    sa.Column('hashes', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+    sa.Column('state', sa.String(length=10), nullable=False),
+    sa.Column('reasons', postgresql.ARRAY(sa.String(length=40)), nullable=False),
+    sa.Column('error', sa.String(length=500), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('processed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("kind IN ('image','video')", name=op.f('ck_evidence_kind')),
+    sa.CheckConstraint("state IN ('received','processed','failed')", name=op.f('ck_evidence_state')),
+    sa.ForeignKeyConstraint(['claim_id'], ['claim.id'], name=op.f('fk_evidence_claim_id_claim')),
+    sa.ForeignKeyConstraint(['task_id'], ['task.id'], name=op.f('fk_evidence_task_id_task')),
+    sa.ForeignKeyConstraint(['worker_id'], ['app_user.id'], name=op.f('fk_evidence_worker_id_app_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_evidence')),
+    sa.UniqueConstraint('claim_id', 'sha256', name='uq_evidence_claim_sha256')
+    )
+    op.create_index(op.f('ix_evidence_claim_id'), 'evidence', ['claim_id'], unique=False)
+    op.create_index('ix_evidence_sha256', 'evidence', ['sha256'], unique=False)
+    op.create_index('ix_evidence_state_created_at', 'evidence', ['state', 'created_at'], unique=False)
+    op.create_index(op.f('ix_evidence_worker_id'), 'evidence', ['worker_id'], unique=False)
+    op.create_table('spot_check',
+    sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
+    sa.Column('claim_id', sa.BigInteger(), nullable=False),
+    sa.Column('probability', sa.Float(), nullable=False),
+    sa.Column('stratum', sa.String(length=20), nullable=False),
+    sa.Column('state', sa.String(length=12), nullable=False),
+    sa.Column('reviewer_id', sa.BigInteger(), nullable=True),
+    sa.Column('verdict_reason', sa.String(length=500), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint("state IN ('not_sampled','open','passed','failed')", name=op.f('ck_spot_check_state')),
+    sa.ForeignKeyConstraint(['claim_id'], ['claim.id'], name=op.f('fk_spot_check_claim_id_claim')),
+    sa.ForeignKeyConstraint(['reviewer_id'], ['app_user.id'], name=op.f('fk_spot_check_reviewer_id_app_user')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_spot_check')),
+    sa.UniqueConstraint('claim_id', name=op.f('uq_spot_check_claim_id'))
+    )
+    op.create_table('evidence_match',
+    sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
+    sa.Column('evidence_id', sa.BigInteger(), nullable=False),
+    sa.Column('matched_evidence_id', sa.BigInteger(), nullable=False),
+    sa.Column('distance', sa.Integer(), nullable=False),
+    sa.Column('method', sa.String(length=30), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.ForeignKeyConstraint(['evidence_id'], ['evidence.id'], name=op.f('fk_evidence_match_evidence_id_evidence')),
+    sa.ForeignKeyConstraint(['matched_evidence_id'], ['evidence.id'], name=op.f('fk_evidence_match_matched_evidence_id_evidence')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_evidence_match')),
+    sa.UniqueConstraint('evidence_id', 'matched_evidence_id', name='uq_evidence_match_pair')
+    )
+    op.create_index(op.f('ix_evidence_match_evidence_id'), 'evidence_match', ['evidence_id'], unique=False)
+    op.create_index(op.f('ix_evidence_match_matched_evidence_id'), 'evidence_match', ['matched_evidence_id'], unique=False)
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_index(op.f('ix_evidence_match_matched_evidence_id'), table_name='evidence_match')
+    op.drop_index(op.f('ix_evidence_match_evidence_id'), table_name='evidence_match')
+    op.drop_table('evidence_match')
+    op.drop_table('spot_check')
+    op.drop_index(op.f('ix_evidence_worker_id'), table_name='evidence')
+    op.drop_index('ix_evidence_state_created_at', table_name='evidence')
+    op.drop_index('ix_evidence_sha256', table_name='evidence')
+    op.drop_index(op.f('ix_evidence_claim_id'), table_name='evidence')
+    op.drop_table('evidence')
     op.drop_index(op.f('ix_claim_event_claim_id'), table_name='claim_event')
     op.drop_table('claim_event')
     op.drop_index('ix_checkin_worker_client_time', table_name='checkin')
@@ -169,9 +264,11 @@ def downgrade() -> None:
     op.drop_index('ix_checkin_device_id', table_name='checkin')
     op.drop_index(op.f('ix_checkin_claim_id'), table_name='checkin')
     op.drop_geospatial_table('checkin')
+    op.drop_index(op.f('ix_appeal_claim_id'), table_name='appeal')
+    op.drop_table('appeal')
     op.drop_index(op.f('ix_task_event_task_id'), table_name='task_event')
     op.drop_table('task_event')
-    op.drop_index('uq_claim_active_per_worker', table_name='claim', postgresql_where=sa.text("state IN ('claimed', 'checked_in', 'submitted', 'confirmed', 'spot_check')"))
+    op.drop_index('uq_claim_active_per_worker', table_name='claim', postgresql_where=sa.text("state IN ('claimed', 'checked_in', 'submitted', 'changes_requested', 'confirmed', 'spot_check')"))
     op.drop_index(op.f('ix_claim_worker_id'), table_name='claim')
     op.drop_index(op.f('ix_claim_task_id'), table_name='claim')
     op.drop_index('ix_claim_state_expires_at', table_name='claim')

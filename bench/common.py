@@ -1,0 +1,107 @@
+"""Shared benchmark plumbing: a separate bench database, percentiles, figure records."""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+BENCH_DB = "fieldproof_bench"
+
+
+def scale() -> float:
+    """FIELDPROOF_BENCH_SCALE shrinks data sizes for a quick run (1.0 = the sizes the goals name)."""
+    return float(os.environ.get("FIELDPROOF_BENCH_SCALE", "1.0"))
+
+
+def use_bench_database() -> str:
+    """Point this process (and children) at a migrated bench database; returns its URL."""
+    from core import localservices
+    from core.config import get_settings
+
+    localservices.up()
+    url = os.environ.get("FIELDPROOF_BENCH_DATABASE_URL")
+    if not url:
+        if localservices.external():
+            base = get_settings().database_url.rsplit("/", 1)[0]
+        else:
+            svc = localservices.LocalServices.from_settings()
+            svc.ensure_database(BENCH_DB)
+            base = svc.database_url(BENCH_DB).rsplit("/", 1)[0]
+        url = f"{base}/{BENCH_DB}"
+    os.environ["FIELDPROOF_DATABASE_URL"] = url
+    if not os.environ.get("FIELDPROOF_REDIS_URL"):
+        from core.redis import redis_url
+
+        os.environ["FIELDPROOF_REDIS_URL"] = redis_url().rsplit("/", 1)[0] + "/14"
+    get_settings.cache_clear()
+    from core.db import get_engine
+    from core.migrate import upgrade
+
+    get_engine.cache_clear()
+    upgrade(url)
+    return url
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]
+
+
+def figure(value: float, unit: str, baseline: float | None, bigger_is_better: bool, goal: str) -> dict:
+    """One result row; ratio is oriented so that bigger is always better."""
+    ratio = None
+    if baseline:
+        ratio = value / baseline if bigger_is_better else baseline / value
+    return {"value": round(value, 3), "unit": unit, "baseline": None if baseline is None else round(baseline, 3),
+            "ratio": None if ratio is None else round(ratio, 3), "goal": goal}
+
+
+def free_port() -> int:
+    """An unused loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(app_path: str, workers: int = 2):
+    """Run uvicorn on a free loopback port; yields the base URL."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000000",
+           "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000000", "FIELDPROOF_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app_path, "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", str(workers), "--no-access-log", "--log-level", "warning"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(base + "/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def summary(latencies_ms: list[float]) -> dict:
+    """Median and tail of a latency sample."""
+    return {"p50": statistics.median(latencies_ms), "p95": pct(latencies_ms, 95), "p99": pct(latencies_ms, 99)}

@@ -1,0 +1,62 @@
+"""Check-in thresholds, each with the reason for its value (env prefix FIELDPROOF_CHECKIN_)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CheckinSettings(BaseSettings):
+    """Verdict and risk-signal thresholds."""
+
+    model_config = SettingsConfigDict(env_prefix="FIELDPROOF_CHECKIN_", extra="ignore")
+
+    # Android's Location.getAccuracy() and iOS horizontalAccuracy are ~68 % radii; for a 2-D Gaussian the
+    # 95 % radius is sqrt(-2 ln 0.05) / sqrt(-2 ln 0.32) ≈ 1.62 times larger. The W3C Geolocation API
+    # already reports a 95 % radius.
+    accuracy_68_to_95: float = 1.62
+    # Fixes worse than 1 km (95 %) are cell-tower guesses: refuse them and ask the worker to retry outdoors.
+    max_accuracy_95_m: float = 1000.0
+    # However poor the fix, it may excuse at most 100 m outside the fence; otherwise accuracy_m=900 would
+    # pass a worker standing across town.
+    max_slack_m: float = 100.0
+
+    # Real GNSS receivers never report 0 m; under 1 m from a phone's GPS is implausible outside survey kit.
+    implausible_accuracy_m: float = 1.0
+    # Real fixes jitter: K identical accuracy/altitude/speed/bearing values in a row mean a script.
+    constant_fields_min_fixes: int = 4
+    # 350 km/h high-speed rail is the fastest ground travel a worker can do; ~100 m/s allows for it.
+    max_travel_speed_mps: float = 100.0
+    # Phone clocks are NTP-synced to seconds; 5 minutes of skew means a tampered clock or replay.
+    max_clock_skew_s: int = 300
+    # Phones queue check-ins offline; a queued fix older than 6 h no longer proves presence today.
+    max_queue_age_s: int = 6 * 3600
+    # Two accounts on one device is a device farm (shared family phones are rare for field workers).
+    shared_device_min_accounts: int = 1
+    # Carrier NAT puts many people behind one IP, so only many accounts in one hour count.
+    shared_ip_min_accounts: int = 8
+    shared_ip_window_s: int = 3600
+    # A fix within 1 m of the fence centre or POI pin was typed in, not measured (GPS scatter is metres).
+    fence_center_m: float = 1.0
+    # Minimum plausible dwell for a store visit when the task sets none: 2 minutes.
+    default_min_dwell_s: int = 120
+
+    weight_mock_location: int = 60
+    weight_accuracy_zero: int = 40
+    weight_accuracy_implausible: int = 20
+    weight_constant_fix_fields: int = 35
+    weight_impossible_travel: int = 50
+    weight_exact_coordinate_repeat: int = 45
+    weight_shared_device: int = 40
+    weight_shared_ip: int = 15
+    weight_client_clock_skew: int = 20
+    weight_queued_upload_too_old: int = 25
+    weight_at_fence_center: int = 35
+    weight_short_dwell: int = 25
+    weight_outside_soft_fence: int = 30
+
+
+@lru_cache
+def get_checkin_settings() -> CheckinSettings:
+    """The process-wide check-in settings."""
+    return CheckinSettings()
