@@ -5,10 +5,11 @@ from fastapi import FastAPI
 
 from api import errors
 from api.middleware import EdgeMiddleware
-from api.routers import auth, claims, health, tasks, users
+from api.routers import acceptance, auth, claims, health, money, tasks, users
 from core.logging import configure_logging
 
-ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router]
+ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, acceptance.router,
+           money.router]
 
 
 def create_app() -> FastAPI:

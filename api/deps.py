@@ -41,6 +41,9 @@ def current_user(db_session: DbSession, token: Annotated[str | None, Depends(oau
 
         raise InvalidToken("Authentication required: send 'Authorization: Bearer <token>'.", code="unauthenticated")
     user = accounts.authenticate(db_session=db_session, access_token=token)
+    # End the read transaction so this request holds no pooled connection while a unit of work runs:
+    # otherwise every busy thread would hold one connection and wait for a second.
+    db_session.commit()
     limit_user(user.id)
     return user
 

@@ -39,7 +39,7 @@ def _seed(n: int) -> list[tuple[int, int]]:
             RETURNING id"""), {"m": m, "n": n, "lon": CENTER[0], "lat": CENTER[1]}).scalar_one()
         rows = conn.execute(text("""
             WITH w AS (INSERT INTO app_user (username, password_hash, role, display_name)
-                       SELECT 'bench_' || :run || '_' || g, 'x', 'worker', 'w' FROM generate_series(1, :n) g
+                       SELECT 'bench_' || :run || '_' || g, 'x', 'worker', 'w' FROM generate_series(1, CAST(:n AS int)) g
                        RETURNING id)
             INSERT INTO claim (task_id, worker_id, state, expires_at, risk_score, flags)
             SELECT :t, id, 'claimed', now() + interval '1 day', 0, '{}' FROM w RETURNING id, worker_id"""),

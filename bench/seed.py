@@ -36,7 +36,7 @@ def published_tasks(conn, n: int) -> int:
                ST_Buffer(c, 100), c, 'circle', 100, 31415.9, true, 1, false, 0
         FROM (SELECT g, ST_SetSRID(ST_MakePoint(({lons})[1 + g % 10] + (random() - 0.5) * 0.6,
                                                 ({lats})[1 + g % 10] + (random() - 0.5) * 0.5), 4326)::geography c
-              FROM generate_series(:a, :b) g) s
+              FROM generate_series(CAST(:a AS int), CAST(:b AS int)) g) s
     """), {"m": merchant, "a": have + 1, "b": n})
     conn.execute(text("ANALYZE task"))
     return n

@@ -6,5 +6,6 @@ import core.jobs  # noqa: F401
 import tasks.models  # noqa: F401
 import checkin.models  # noqa: F401
 import evidence.models  # noqa: F401
+import ledger.models  # noqa: F401
 
 metadata = Base.metadata

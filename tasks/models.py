@@ -64,6 +64,8 @@ class Task(Base):
     min_dwell_s: Mapped[int | None] = mapped_column(Integer)
     # Platform commission in basis points (500 = 5 %), fixed when the task is published.
     commission_bp: Mapped[int] = mapped_column(Integer, nullable=False, default=500, server_default="500")
+    # This task's share of the merchant's escrow account (held − paid − released), kept with each posting.
+    escrow_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     review_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = created_at()
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -16,7 +16,8 @@ from geo import crs as geocrs
 from geo.fence import parse_fence
 from geo.sql import point_geog
 from tasks.errors import InvalidTransition, InvalidWindow, ProhibitedTask, TaskNotFound
-from tasks.models import Claim, Task, TaskEvent
+from ledger import service as ledger
+from tasks.models import ACTIVE_CLAIM_STATES, Claim, Task, TaskEvent
 from tasks.schemas import TaskCreate
 
 # Tasks that buy fake orders, reviews or engagement are not field work; refuse them at the door.
@@ -78,9 +79,11 @@ def list_for_merchant(*, db_session: Session, merchant: User, limit: int = 100, 
 
 
 def _audit(db_session: Session, task_id: int, from_state: str | None, to_state: str, actor_id: int | None,
-           reason: str | None) -> None:
-    db_session.add(TaskEvent(task_id=task_id, from_state=from_state, to_state=to_state, actor_id=actor_id,
-                             reason=reason))
+           reason: str | None) -> TaskEvent:
+    event = TaskEvent(task_id=task_id, from_state=from_state, to_state=to_state, actor_id=actor_id, reason=reason)
+    db_session.add(event)
+    db_session.flush()
+    return event
 
 
 def transition(db_session: Session, task_id: int, from_states: tuple[str, ...], to_state: str, *,
@@ -92,19 +95,33 @@ def transition(db_session: Session, task_id: int, from_states: tuple[str, ...], 
         .values(state=to_state, **values).returning(Task.id)).first()
     if row is None:
         raise InvalidTransition(f"Task {task_id} is {current}; expected one of {', '.join(from_states)}.")
-    _audit(db_session, task_id, current, to_state, actor_id, reason)
-    db_session.flush()
+    event = _audit(db_session, task_id, current, to_state, actor_id, reason)
     task = db_session.get(Task, task_id)
     db_session.refresh(task)
+    task.last_event_id = event.id  # not a column: the cause id for money moved by this change
     return task
 
 
 def publish(*, db_session: Session, merchant: User, task_id: int) -> Task:
-    """Send a draft (or a rejected task, after edits) to platform review."""
+    """Send a draft (or a rejected task) to review, holding slots × (reward + commission) in escrow."""
     get_own(db_session=db_session, merchant=merchant, task_id=task_id)
-    task = transition(db_session, task_id, ("draft", "rejected"), "pending_review", actor_id=merchant.id)
+    ledger.require_security_deposit(db_session, merchant.id)
+    rate = ledger.get_ledger_settings().commission_bp
+    task = transition(db_session, task_id, ("draft", "rejected"), "pending_review", actor_id=merchant.id,
+                      commission_bp=rate)
+    amount = ledger.escrow_for_task(task.reward_fen, task.slots, rate)
+    ledger.hold_escrow(db_session, merchant_id=merchant.id, cause=("task_event", task.last_event_id),
+                       amount_fen=amount)
+    task.escrow_fen += amount
     db_session.commit()
     return task
+
+
+def _release(db_session: Session, task: Task, amount: int) -> None:
+    """Give back ``amount`` of the task's escrow, caused by the task's latest state change."""
+    ledger.release_escrow(db_session, merchant_id=task.merchant_id, cause=("task_event", task.last_event_id),
+                          amount_fen=amount)
+    task.escrow_fen -= amount
 
 
 def review(*, db_session: Session, ops: User, task_id: int, decision: str, reason: str) -> Task:
@@ -122,6 +139,7 @@ def review(*, db_session: Session, ops: User, task_id: int, decision: str, reaso
     else:
         task = transition(db_session, task_id, ("pending_review",), "rejected", actor_id=ops.id, reason=reason,
                           review_reason=reason)
+        _release(db_session, task, task.escrow_fen)
     db_session.commit()
     return task
 
@@ -140,6 +158,10 @@ def close(*, db_session: Session, merchant: User, task_id: int, reason: str = ""
     get_own(db_session=db_session, merchant=merchant, task_id=task_id)
     task = transition(db_session, task_id, ("draft", "pending_review", "published", "paused", "rejected"), "closed",
                       actor_id=merchant.id, reason=reason or None)
+    open_claims = db_session.scalar(select(func.count()).select_from(Claim).where(
+        Claim.task_id == task_id, Claim.state.in_(ACTIVE_CLAIM_STATES + ("rejected", "appealed"))))
+    reserve = open_claims * (task.reward_fen + ledger.commission_for(task.reward_fen, task.commission_bp))
+    _release(db_session, task, max(0, task.escrow_fen - reserve))
     db_session.commit()
     return task
 

@@ -25,10 +25,19 @@ def task_body(geofence=None, crs="wgs84", **over) -> dict:
     return body
 
 
+def funded_merchant(client, db, available_fen: int = 1_000_000):
+    """A merchant with its security deposit paid and money to publish tasks with."""
+    user, headers = auth_for(client, db, "merchant")
+    for purpose, amount in (("security_deposit", 10_000), ("available", available_fen)):
+        r = client.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose}, headers=headers)
+        assert r.status_code == 201, r.text
+    return user, headers
+
+
 def published_task(client, db, merchant_headers=None, ops_headers=None, **body_over):
     """Create, publish and approve a task; returns (task json, merchant headers)."""
     if merchant_headers is None:
-        _, merchant_headers = auth_for(client, db, "merchant")
+        _, merchant_headers = funded_merchant(client, db)
     if ops_headers is None:
         _, ops_headers = auth_for(client, db, "ops")
     r = client.post("/v1/tasks", json=task_body(**body_over), headers=merchant_headers)

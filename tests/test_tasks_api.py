@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from geo import crs as geocrs
-from tests.fieldwork import STORE, circle, published_task, task_body
+from tests.fieldwork import STORE, circle, funded_merchant, published_task, task_body
 from tests.helpers import auth_for
 
 
@@ -41,7 +41,7 @@ def test_prohibited_fake_engagement_task_refused(client, db):
 
 
 def test_review_flow_and_roles(client, db):
-    _, m = auth_for(client, db, "merchant")
+    _, m = funded_merchant(client, db)
     _, w = auth_for(client, db, "worker")
     _, ops = auth_for(client, db, "ops")
     assert client.post("/v1/tasks", json=task_body(), headers=w).status_code == 403

@@ -42,6 +42,7 @@ def upgrade() -> None:
     sa.Column('min_credit', sa.Integer(), nullable=False),
     sa.Column('min_dwell_s', sa.Integer(), nullable=True),
     sa.Column('commission_bp', sa.Integer(), server_default='500', nullable=False),
+    sa.Column('escrow_fen', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('review_reason', sa.String(length=500), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=True),

@@ -1,0 +1,184 @@
+"""Postings, balances and the money movements of tasks. Helpers flush; the caller's transaction commits,
+so money moves atomically with the state change that causes it."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from ledger.errors import AlreadyPosted, InsufficientFunds, SecurityDepositRequired, UnbalancedTransaction
+from ledger.models import LedgerAccount, LedgerTransaction, Posting
+from ledger.provider import PaymentProvider
+from ledger.settings import get_ledger_settings
+
+Leg = tuple[int, int]  # (account id, signed amount in fen)
+
+
+def account(db_session: Session, owner_id: int | None, kind: str) -> int:
+    """The id of an owner's account of ``kind`` (platform accounts: owner None), created on first use."""
+    where = (LedgerAccount.owner_id.is_(None) if owner_id is None else LedgerAccount.owner_id == owner_id)
+    found = db_session.scalar(select(LedgerAccount.id).where(where, LedgerAccount.kind == kind))
+    if found is not None:
+        return found
+    stmt = insert(LedgerAccount).values(owner_id=owner_id, kind=kind, balance_fen=0)
+    stmt = (stmt.on_conflict_do_nothing(index_elements=["kind"], index_where=text("owner_id IS NULL"))
+            if owner_id is None else stmt.on_conflict_do_nothing(index_elements=["owner_id", "kind"]))
+    db_session.execute(stmt)
+    return db_session.scalar(select(LedgerAccount.id).where(where, LedgerAccount.kind == kind))
+
+
+def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, legs: list[Leg],
+             memo: str = "") -> LedgerTransaction:
+    """The one place postings are written: balanced, never negative, once per (kind, cause)."""
+    if not legs or sum(a for _, a in legs) != 0 or any(not isinstance(a, int) or a == 0 for _, a in legs):
+        raise UnbalancedTransaction(f"Legs {legs} do not balance.")
+    if db_session.scalar(select(LedgerTransaction.id).where(
+            LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause_type,
+            LedgerTransaction.cause_id == cause_id)) is not None:
+        raise AlreadyPosted(f"{kind} for {cause_type} {cause_id} is already recorded.")
+    ids = sorted({a for a, _ in legs})
+    # Lock in id order so concurrent transfers over the same accounts cannot deadlock.
+    rows = {r.id: r for r in db_session.scalars(select(LedgerAccount).where(LedgerAccount.id.in_(ids))
+                                                .order_by(LedgerAccount.id).with_for_update())}
+    for acc_id, amount in legs:
+        acc = rows[acc_id]
+        if acc.kind != "external" and acc.balance_fen + amount < 0:
+            raise InsufficientFunds(f"{acc.kind} holds {acc.balance_fen} fen; {-amount} fen needed.",
+                                    balance_fen=acc.balance_fen, needed_fen=-amount)
+    txn = LedgerTransaction(kind=kind, cause_type=cause_type, cause_id=cause_id, memo=memo)
+    db_session.add(txn)
+    db_session.flush()
+    for acc_id, amount in legs:
+        rows[acc_id].balance_fen += amount
+        db_session.add(Posting(transaction_id=txn.id, account_id=acc_id, amount_fen=amount,
+                               balance_after_fen=rows[acc_id].balance_fen))
+    db_session.flush()
+    return txn
+
+
+def _move(db_session: Session, *, kind: str, cause: tuple[str, int], src: int, dst: int, amount: int,
+          memo: str = "") -> LedgerTransaction:
+    return transfer(db_session, kind=kind, cause_type=cause[0], cause_id=cause[1],
+                    legs=[(src, -amount), (dst, amount)], memo=memo)
+
+
+def commission_for(reward_fen: int, rate_bp: int | None = None) -> int:
+    """Commission in fen, rounded half up (integer arithmetic, no floats)."""
+    bp = get_ledger_settings().commission_bp if rate_bp is None else rate_bp
+    return (reward_fen * bp + 5_000) // 10_000
+
+
+def escrow_for_task(reward_fen: int, slots: int, rate_bp: int | None = None) -> int:
+    """What publishing a task holds: slots × (reward + commission)."""
+    return slots * (reward_fen + commission_for(reward_fen, rate_bp))
+
+
+def deposit(*, db_session: Session, merchant_id: int, amount_fen: int, provider: PaymentProvider,
+            idempotency_key: str, security: bool = False) -> LedgerTransaction:
+    """Charge the merchant through the provider and credit available (or the security deposit). Commits."""
+    result = provider.charge(idempotency_key=idempotency_key, payer_id=merchant_id, amount_fen=amount_fen)
+    cause_id = int(db_session.scalar(text("SELECT nextval('ledger_cause_seq')")))
+    dst = account(db_session, merchant_id, "merchant_deposit" if security else "merchant_available")
+    txn = _move(db_session, kind="deposit", cause=("deposit", cause_id), src=account(db_session, None, "external"),
+                dst=dst, amount=amount_fen, memo=f"provider {result.reference}")
+    db_session.commit()
+    return txn
+
+
+def require_security_deposit(db_session: Session, merchant_id: int) -> None:
+    """Publishing needs the security deposit in place."""
+    need = get_ledger_settings().security_deposit_fen
+    have = balances(db_session, merchant_id).get("merchant_deposit", 0)
+    if have < need:
+        raise SecurityDepositRequired(f"Publishing needs a security deposit of {need} fen; you have {have} fen.",
+                                      needed_fen=need, balance_fen=have)
+
+
+def hold_escrow(db_session: Session, *, merchant_id: int, cause: tuple[str, int], amount_fen: int) -> None:
+    """Move the task's budget from the merchant's available balance to escrow."""
+    _move(db_session, kind="escrow_hold", cause=cause, src=account(db_session, merchant_id, "merchant_available"),
+          dst=account(db_session, merchant_id, "merchant_escrow"), amount=amount_fen)
+
+
+def release_escrow(db_session: Session, *, merchant_id: int, cause: tuple[str, int], amount_fen: int) -> None:
+    """Return unused escrow to the merchant's available balance."""
+    if amount_fen > 0:
+        _move(db_session, kind="escrow_release", cause=cause, src=account(db_session, merchant_id, "merchant_escrow"),
+              dst=account(db_session, merchant_id, "merchant_available"), amount=amount_fen)
+
+
+def pay_claim(db_session: Session, *, merchant_id: int, worker_id: int, claim_id: int, reward_fen: int,
+              commission_fen: int) -> LedgerTransaction:
+    """Pay an accepted claim from escrow: reward to the worker, commission to the platform. Once per claim."""
+    escrow = account(db_session, merchant_id, "merchant_escrow")
+    legs = [(escrow, -(reward_fen + commission_fen)), (account(db_session, worker_id, "worker_available"), reward_fen)]
+    if commission_fen:
+        legs.append((account(db_session, None, "platform_revenue"), commission_fen))
+    return transfer(db_session, kind="claim_payout", cause_type="claim", cause_id=claim_id, legs=legs)
+
+
+def forfeit_security_deposit(db_session: Session, *, merchant_id: int, cause: tuple[str, int], amount_fen: int) -> None:
+    """Ops decision: the merchant's security deposit goes to the platform."""
+    _move(db_session, kind="deposit_forfeit", cause=cause, src=account(db_session, merchant_id, "merchant_deposit"),
+          dst=account(db_session, None, "platform_revenue"), amount=amount_fen)
+
+
+def balances(db_session: Session, owner_id: int) -> dict[str, int]:
+    """An owner's balances by account kind (fen)."""
+    rows = db_session.execute(select(LedgerAccount.kind, LedgerAccount.balance_fen)
+                              .where(LedgerAccount.owner_id == owner_id)).all()
+    return {k: v for k, v in rows}
+
+
+def statement(db_session: Session, owner_id: int, since: datetime | None = None,
+              until: datetime | None = None) -> list[dict]:
+    """Every posting on the owner's accounts, oldest first, with the balance after it."""
+    stmt = (select(Posting.created_at, LedgerAccount.kind, LedgerTransaction.kind, LedgerTransaction.cause_type,
+                   LedgerTransaction.cause_id, Posting.amount_fen, Posting.balance_after_fen, LedgerTransaction.memo)
+            .join(LedgerAccount, Posting.account_id == LedgerAccount.id)
+            .join(LedgerTransaction, Posting.transaction_id == LedgerTransaction.id)
+            .where(LedgerAccount.owner_id == owner_id).order_by(Posting.id))
+    if since:
+        stmt = stmt.where(Posting.created_at >= since)
+    if until:
+        stmt = stmt.where(Posting.created_at < until)
+    keys = ("at", "account", "kind", "cause_type", "cause_id", "amount_fen", "balance_after_fen", "memo")
+    return [dict(zip(keys, row)) for row in db_session.execute(stmt)]
+
+
+def finance_report(db_session: Session, period: str = "day") -> list[dict]:
+    """Platform revenue per day, week or month."""
+    if period not in ("day", "week", "month"):
+        from core.errors import InvalidInput
+
+        raise InvalidInput("period must be day, week or month.", code="invalid_period")
+    bucket = func.date_trunc(period, Posting.created_at)
+    rows = db_session.execute(
+        select(bucket, func.sum(Posting.amount_fen), func.count())
+        .join(LedgerAccount, Posting.account_id == LedgerAccount.id)
+        .where(LedgerAccount.kind == "platform_revenue", LedgerAccount.owner_id.is_(None))
+        .group_by(bucket).order_by(bucket)).all()
+    return [{"period_start": b, "revenue_fen": int(s), "postings": n} for b, s, n in rows]
+
+
+def check(db_session: Session) -> list[str]:
+    """Invariant violations on the live ledger; an empty list means clean."""
+    problems = []
+    unbalanced = db_session.execute(select(Posting.transaction_id, func.sum(Posting.amount_fen))
+                                    .group_by(Posting.transaction_id)
+                                    .having(func.sum(Posting.amount_fen) != 0)).all()
+    problems += [f"transaction {t} postings sum to {s}, not 0" for t, s in unbalanced]
+    total = db_session.scalar(select(func.coalesce(func.sum(Posting.amount_fen), 0)))
+    if total != 0:
+        problems.append(f"all postings sum to {total}, not 0")
+    sums = select(Posting.account_id, func.sum(Posting.amount_fen).label("s")).group_by(Posting.account_id).subquery()
+    drift = db_session.execute(select(LedgerAccount.id, LedgerAccount.balance_fen, func.coalesce(sums.c.s, 0))
+                               .outerjoin(sums, sums.c.account_id == LedgerAccount.id)
+                               .where(LedgerAccount.balance_fen != func.coalesce(sums.c.s, 0))).all()
+    problems += [f"account {a} balance {b} != postings {s}" for a, b, s in drift]
+    negative = db_session.execute(select(LedgerAccount.id, LedgerAccount.balance_fen)
+                                  .where(LedgerAccount.kind != "external", LedgerAccount.balance_fen < 0)).all()
+    problems += [f"account {a} is negative ({b})" for a, b in negative]
+    return problems

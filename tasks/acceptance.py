@@ -1,0 +1,151 @@
+"""Acceptance: submit, merchant confirm/reject/request changes, auto-confirm, spot checks, payment.
+
+Every step is a guarded claim transition with its audit row; money moves in the same transaction.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from accounts.models import User
+from accounts.service import require_role
+from core.config import get_settings
+from core.errors import Conflict, InvalidInput
+from core.models import utcnow
+from ledger import service as ledger
+from tasks import claims, credit
+from tasks.models import Claim, SpotCheck, Task
+
+# Flags that always send a claim to a spot check, whatever the dice say.
+ALWAYS_SAMPLE = {"duplicate_evidence", "exact_duplicate_evidence", "mock_location", "impossible_travel",
+                 "exact_coordinate_repeat", "shared_device", "outside_soft_fence", "accuracy_zero"}
+
+
+class EvidenceIncomplete(Conflict):
+    code = "evidence_incomplete"
+    detail = "The task's evidence requirements are not met yet."
+
+
+def submit(*, db_session: Session, worker: User, claim_id: int) -> Claim:
+    """The worker submits a checked-in claim whose evidence meets the task's requirements."""
+    found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
+    task = db_session.get(Task, found.task_id)
+    photos, videos = _evidence_counts(db_session, claim_id)
+    if photos < task.photos_min or (task.video_required and videos < 1):
+        raise EvidenceIncomplete(f"Needs {task.photos_min} photo(s)" + (" and a video" if task.video_required else "")
+                                 + f"; you have {photos} photo(s) and {videos} video(s).")
+    claim = claims.transition(db_session, claim_id, ("checked_in", "changes_requested"), "submitted",
+                              actor_id=worker.id, submitted_at=utcnow())
+    db_session.commit()
+    return claim
+
+
+def _evidence_counts(db_session: Session, claim_id: int) -> tuple[int, int]:
+    from evidence.models import Evidence
+
+    rows = dict(db_session.execute(select(Evidence.kind, func.count()).where(Evidence.claim_id == claim_id)
+                                   .group_by(Evidence.kind)).all())
+    return rows.get("image", 0), rows.get("video", 0)
+
+
+def _merchant_claim(db_session: Session, merchant: User, claim_id: int) -> tuple[Claim, Task]:
+    require_role(merchant, "merchant")
+    found = claims.get_for(db_session=db_session, user=merchant, claim_id=claim_id, for_update=True)
+    return found, db_session.get(Task, found.task_id)
+
+
+def confirm(*, db_session: Session, merchant: User, claim_id: int) -> Claim:
+    """The merchant confirms the work; then it is sampled for a spot check or accepted and paid."""
+    found, task = _merchant_claim(db_session, merchant, claim_id)
+    claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=merchant.id,
+                              confirmed_at=utcnow())
+    claim = _after_confirmation(db_session, claim, task, actor_id=merchant.id)
+    db_session.commit()
+    return claim
+
+
+def reject(*, db_session: Session, merchant: User, claim_id: int, reason_code: str, reason: str) -> Claim:
+    """The merchant rejects with a reason code and text the worker sees (the worker may appeal)."""
+    if not reason.strip():
+        raise InvalidInput("A rejection needs a reason.", code="reason_required")
+    found, task = _merchant_claim(db_session, merchant, claim_id)
+    claim = claims.transition(db_session, claim_id, ("submitted",), "rejected", actor_id=merchant.id,
+                              reason=f"{reason_code}: {reason}", data={"reason_code": reason_code},
+                              resolved_at=utcnow())
+    db_session.commit()
+    return claim
+
+
+def request_changes(*, db_session: Session, merchant: User, claim_id: int, reason: str) -> Claim:
+    """Send the claim back to the worker once, with a deadline to resubmit."""
+    found, task = _merchant_claim(db_session, merchant, claim_id)
+    if found.changes_requested:
+        raise Conflict("Changes were already requested once for this claim; confirm or reject it.",
+                       code="changes_already_requested")
+    deadline = utcnow() + timedelta(seconds=get_settings().changes_deadline_s)
+    claim = claims.transition(db_session, claim_id, ("submitted",), "changes_requested", actor_id=merchant.id,
+                              reason=reason, changes_requested=True, expires_at=deadline)
+    db_session.commit()
+    return claim
+
+
+def auto_confirm_due(*, db_session: Session, limit: int = 500) -> int:
+    """Confirm claims the merchant left alone too long; safe to run twice and on several hosts."""
+    cutoff = utcnow() - timedelta(seconds=get_settings().auto_confirm_after_s)
+    ids = db_session.scalars(select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff)
+                             .order_by(Claim.id).limit(limit).with_for_update(skip_locked=True)).all()
+    for claim_id in ids:
+        claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=None,
+                                  reason="auto-confirmed: no merchant action in time", confirmed_at=utcnow())
+        _after_confirmation(db_session, claim, db_session.get(Task, claim.task_id), actor_id=None)
+    db_session.commit()
+    return len(ids)
+
+
+def sampling_probability(risk_score: int, flags: list[str]) -> float:
+    """Base rate raised linearly by the risk score; always 1 for the hard flags."""
+    if ALWAYS_SAMPLE & set(flags):
+        return 1.0
+    base = get_settings().spot_check_base_rate
+    return min(1.0, base + (1.0 - base) * risk_score / 100)
+
+
+def _draw(claim_id: int) -> float:
+    """A reproducible uniform draw per claim (so a retried confirmation samples the same way)."""
+    seed = f"{get_settings().spot_check_seed}:{claim_id}".encode()
+    return int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") / 2**64
+
+
+def _after_confirmation(db_session: Session, claim: Claim, task: Task, *, actor_id: int | None) -> Claim:
+    p = sampling_probability(claim.risk_score, claim.flags)
+    draw = _draw(claim.id)
+    stratum = _stratum(claim)
+    if draw < p:
+        db_session.add(SpotCheck(claim_id=claim.id, probability=p, stratum=stratum, state="open"))
+        return claims.transition(db_session, claim.id, ("confirmed",), "spot_check", actor_id=actor_id,
+                                 data={"probability": p, "draw": draw, "stratum": stratum})
+    db_session.add(SpotCheck(claim_id=claim.id, probability=p, stratum=stratum, state="not_sampled"))
+    return accept(db_session, claim, task, actor_id=actor_id, reason=f"not sampled (p={p:.3f})")
+
+
+def _stratum(claim: Claim) -> str:
+    if ALWAYS_SAMPLE & set(claim.flags):
+        return "flagged"
+    return "high_risk" if claim.risk_score >= 50 else "low_risk" if claim.risk_score > 0 else "clean"
+
+
+def accept(db_session: Session, claim: Claim, task: Task, *, actor_id: int | None, reason: str,
+           from_states: tuple[str, ...] = ("confirmed",)) -> Claim:
+    """Accept and pay the worker from escrow, in the caller's transaction (exactly once per claim)."""
+    claim = claims.transition(db_session, claim.id, from_states, "accepted", actor_id=actor_id, reason=reason,
+                              resolved_at=utcnow())
+    commission = ledger.commission_for(task.reward_fen, task.commission_bp)
+    ledger.pay_claim(db_session, merchant_id=task.merchant_id, worker_id=claim.worker_id, claim_id=claim.id,
+                     reward_fen=task.reward_fen, commission_fen=commission)
+    task.escrow_fen -= task.reward_fen + commission
+    credit.adjust(db_session, claim.worker_id, credit.ON_ACCEPTED)
+    return claims.transition(db_session, claim.id, ("accepted",), "paid", actor_id=actor_id,
+                             data={"reward_fen": task.reward_fen, "commission_fen": commission})

@@ -1,0 +1,128 @@
+"""Ops' side of acceptance: the spot-check queue and verdicts, appeals and their decisions."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from accounts.models import User
+from accounts.service import require_role
+from core.errors import Conflict, NotFound
+from core.models import utcnow
+from tasks import claims, credit
+from tasks.acceptance import accept
+from tasks.models import Appeal, Claim, SpotCheck, Task
+
+APPEAL_WINDOW = timedelta(days=7)
+
+
+def open_spot_checks(*, db_session: Session, ops: User, limit: int = 50) -> list[SpotCheck]:
+    """Sampled claims waiting for ops, oldest first."""
+    require_role(ops, "ops")
+    return list(db_session.scalars(select(SpotCheck).where(SpotCheck.state == "open")
+                                   .order_by(SpotCheck.id).limit(limit)))
+
+
+def spot_check_verdict(*, db_session: Session, ops: User, spot_check_id: int, passed: bool, reason: str) -> SpotCheck:
+    """Pass (accept and pay) or fail (close, credit −5) a sampled claim."""
+    require_role(ops, "ops")
+    check = db_session.scalar(select(SpotCheck).where(SpotCheck.id == spot_check_id).with_for_update())
+    if check is None:
+        raise NotFound("No such spot check.", code="spot_check_not_found")
+    if check.state != "open":
+        raise Conflict(f"This spot check is already {check.state}.", code="spot_check_decided")
+    claim = db_session.get(Claim, check.claim_id)
+    task = db_session.get(Task, claim.task_id)
+    if passed:
+        accept(db_session, claim, task, actor_id=ops.id, reason=f"spot check passed: {reason}",
+               from_states=("spot_check",))
+    else:
+        claims.transition(db_session, claim.id, ("spot_check",), "closed", actor_id=ops.id,
+                          reason=f"spot check failed: {reason}", resolved_at=utcnow())
+        credit.adjust(db_session, claim.worker_id, credit.ON_VIOLATION)
+    check.state, check.reviewer_id = ("passed" if passed else "failed"), ops.id
+    check.verdict_reason, check.decided_at = reason, utcnow()
+    db_session.commit()
+    return check
+
+
+def sampling_report(*, db_session: Session, ops: User) -> list[dict]:
+    """Per stratum: claims confirmed, sampled, failed — to tune the base rate."""
+    require_role(ops, "ops")
+    rows = db_session.execute(select(SpotCheck.stratum, SpotCheck.state, func.count())
+                              .group_by(SpotCheck.stratum, SpotCheck.state)).all()
+    out: dict[str, dict] = {}
+    for stratum, state, n in rows:
+        r = out.setdefault(stratum, {"stratum": stratum, "confirmed": 0, "sampled": 0, "failed": 0, "passed": 0})
+        r["confirmed"] += n
+        if state != "not_sampled":
+            r["sampled"] += n
+        if state in ("failed", "passed"):
+            r[state] += n
+    for r in out.values():
+        r["sampling_rate"] = round(r["sampled"] / r["confirmed"], 4) if r["confirmed"] else 0.0
+        decided = r["failed"] + r["passed"]
+        r["fraud_rate"] = round(r["failed"] / decided, 4) if decided else None
+    return sorted(out.values(), key=lambda r: r["stratum"])
+
+
+def appeal(*, db_session: Session, worker: User, claim_id: int, reason: str) -> Appeal:
+    """The worker appeals a rejection or failed spot check within the window."""
+    found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
+    if found.resolved_at and utcnow() - found.resolved_at > APPEAL_WINDOW:
+        raise Conflict("The appeal window of 7 days has passed.", code="appeal_window_closed")
+    prior = found.state
+    claims.transition(db_session, claim_id, ("rejected", "closed"), "appealed", actor_id=worker.id, reason=reason)
+    row = Appeal(claim_id=claim_id, worker_id=worker.id, from_state=prior, reason=reason, state="open")
+    db_session.add(row)
+    db_session.commit()
+    return row
+
+
+def open_appeals(*, db_session: Session, ops: User, limit: int = 50) -> list[Appeal]:
+    """Appeals waiting for ops."""
+    require_role(ops, "ops")
+    return list(db_session.scalars(select(Appeal).where(Appeal.state == "open").order_by(Appeal.id).limit(limit)))
+
+
+def decide_appeal(*, db_session: Session, ops: User, appeal_id: int, overturn: bool, reason: str) -> Appeal:
+    """Overturn (accept and pay) or uphold (close) an appeal; the money follows the decision."""
+    require_role(ops, "ops")
+    row = db_session.scalar(select(Appeal).where(Appeal.id == appeal_id).with_for_update())
+    if row is None:
+        raise NotFound("No such appeal.", code="appeal_not_found")
+    if row.state != "open":
+        raise Conflict(f"This appeal is already {row.state}.", code="appeal_decided")
+    claim = db_session.get(Claim, row.claim_id)
+    if overturn:
+        accept(db_session, claim, db_session.get(Task, claim.task_id), actor_id=ops.id,
+               reason=f"appeal upheld for the worker: {reason}", from_states=("appealed",))
+    else:
+        claims.transition(db_session, claim.id, ("appealed",), "closed", actor_id=ops.id,
+                          reason=f"appeal denied: {reason}")
+    row.state, row.decided_by, row.decision_reason, row.decided_at = (
+        "overturned" if overturn else "denied"), ops.id, reason, utcnow()
+    db_session.commit()
+    return row
+
+
+def spot_check_detail(*, db_session: Session, check: SpotCheck) -> dict:
+    """A spot check with the claim, its fixes (with reasons) and evidence (with matches) for ops."""
+    from checkin.models import Checkin
+    from evidence.models import Evidence, EvidenceMatch
+
+    claim = db_session.get(Claim, check.claim_id)
+    fixes = db_session.scalars(select(Checkin).where(Checkin.claim_id == claim.id).order_by(Checkin.id)).all()
+    files = db_session.scalars(select(Evidence).where(Evidence.claim_id == claim.id).order_by(Evidence.id)).all()
+    matches = {}
+    for ev in files:
+        matches[ev.id] = [{"matched_evidence_id": m.matched_evidence_id, "distance": m.distance, "method": m.method}
+                          for m in db_session.scalars(select(EvidenceMatch).where(EvidenceMatch.evidence_id == ev.id))]
+    return {"id": check.id, "claim_id": check.claim_id, "probability": check.probability, "stratum": check.stratum,
+            "state": check.state, "verdict_reason": check.verdict_reason,
+            "claim": {c.key: getattr(claim, c.key) for c in Claim.__table__.columns},
+            "checkins": [{"id": f.id, "kind": f.kind, "lat": f.lat, "lon": f.lon, "verdict": f.verdict,
+                          "distance_m": f.distance_m, "reasons": f.reasons, "signals": f.signals} for f in fixes],
+            "evidence": [{"id": e.id, "kind": e.kind, "sha256": e.sha256, "reasons": e.reasons,
+                          "matches": matches[e.id]} for e in files]}
