@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 # Other packages' verbs register themselves through these modules' ``register(subparsers)``.
-PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli_demo"]
+PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli_demo", "api.cli_ledger"]
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
                                   "options": {"queue": "maintenance"}},
     "sweep-unfinished-jobs": {"task": "fieldproof.sweep_unfinished_jobs", "schedule": 60.0,
                               "options": {"queue": "maintenance"}},
+    "auto-confirm": {"task": "fieldproof.auto_confirm", "schedule": 300.0, "options": {"queue": "maintenance"}},
+    "sweep-payouts": {"task": "fieldproof.sweep_payouts", "schedule": 60.0, "options": {"queue": "maintenance"}},
     "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
                             "options": {"queue": "maintenance"}},
 }

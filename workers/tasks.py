@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from core import idempotency, jobs
-from tasks import claims
+from ledger import withdrawals
+from ledger.provider import get_provider
+from tasks import acceptance, claims
 from core.db import session_scope
 from core.logging import get_logger
 from workers.celery_app import app
@@ -50,3 +52,28 @@ def expire_stale_claims() -> int:
     """Release claims never checked in; the guarded UPDATE makes a second run a no-op."""
     with session_scope() as db:
         return claims.expire_stale(db_session=db)
+
+
+@app.task(name="fieldproof.auto_confirm", queue="maintenance", acks_late=True)
+def auto_confirm() -> int:
+    """Confirm claims merchants left alone; row locks make concurrent runs on several hosts safe."""
+    with session_scope() as db:
+        return acceptance.auto_confirm_due(db_session=db)
+
+
+@app.task(name="fieldproof.execute_payout", queue="default", acks_late=True, max_retries=10,
+          autoretry_for=(Exception,), retry_backoff=True)
+def execute_payout(withdrawal_id: int) -> str:
+    """Pay one withdrawal; a redelivery after a crash reuses the provider key, so it pays once."""
+    with session_scope() as db:
+        return withdrawals.execute_payout(db_session=db, withdrawal_id=withdrawal_id, provider=get_provider(db)).state
+
+
+@app.task(name="fieldproof.sweep_payouts", queue="maintenance", acks_late=True)
+def sweep_payouts() -> int:
+    """Enqueue approved payouts and ones stuck mid-payment."""
+    with session_scope() as db:
+        ids = withdrawals.payouts_due(db_session=db)
+    for wid in ids:
+        execute_payout.delay(wid)
+    return len(ids)

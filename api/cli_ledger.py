@@ -1,0 +1,31 @@
+"""`fieldproof ledger check`: verify the money invariants on a live database."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _check(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from core.db import session_scope
+    from ledger import service as ledger
+    from ledger.models import LedgerTransaction, Posting
+
+    with session_scope() as db:
+        problems = ledger.check(db)
+        txns = db.scalar(select(func.count()).select_from(LedgerTransaction))
+        postings = db.scalar(select(func.count()).select_from(Posting))
+    for p in problems:
+        print(f"BREACH: {p}", file=sys.stderr)
+    if problems:
+        print(f"ledger check failed: {len(problems)} problem(s)")
+        return 1
+    print(f"ledger ok: {txns} transactions, {postings} postings, sum 0, no negative balance")
+    return 0
+
+
+def register(sub) -> None:
+    """Add the ``ledger`` command."""
+    ledger = sub.add_parser("ledger", help="money tools").add_subparsers(dest="ledger_command", required=True)
+    ledger.add_parser("check", help="verify ledger invariants; exit 1 on any breach").set_defaults(func=_check)

@@ -1,0 +1,184 @@
+"""The claim lifecycle with money: confirm, sampling, spot checks, appeals, changes, auto-confirm."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from core.config import get_settings
+from core.models import utcnow
+from ledger import service as ledger
+from ledger.models import LedgerTransaction
+from tasks import acceptance
+from tasks.models import Claim
+from tests.fieldwork import STORE, claimed, fix
+from tests.helpers import auth_for
+
+REWARD = 1500
+COMMISSION = 75  # 5 %
+
+
+@pytest.fixture
+def no_sampling(monkeypatch):
+    monkeypatch.setattr(get_settings(), "spot_check_base_rate", 0.0)
+
+
+def submitted(client, db, **fix_over):
+    """A checked-in, submitted claim on a task needing no photos."""
+    task, claim, w, m = claimed(client, db, evidence={"photos_min": 0, "video": False}, slots=2)
+    r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1], **fix_over),
+                    headers=w)
+    assert r.status_code == 201, r.text
+    r = client.post(f"/v1/claims/{claim['id']}/submit", headers=w)
+    assert r.status_code == 200 and r.json()["state"] == "submitted", r.text
+    return task, claim, w, m
+
+
+def _wallet(client, headers):
+    return client.get("/v1/me/wallet", headers=headers).json()["balances_fen"]
+
+
+def test_publish_holds_escrow_and_confirm_pays_once(client, db, no_sampling):
+    task, claim, w, m = submitted(client, db)
+    assert _wallet(client, m)["merchant_escrow"] == 2 * (REWARD + COMMISSION)
+    r = client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m)
+    assert r.status_code == 200 and r.json()["state"] == "paid", r.text
+    assert _wallet(client, w)["worker_available"] == REWARD
+    assert _wallet(client, m)["merchant_escrow"] == REWARD + COMMISSION
+    again = client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m)
+    assert again.status_code == 409
+    n = db.scalar(select(func.count()).select_from(LedgerTransaction).where(
+        LedgerTransaction.kind == "claim_payout", LedgerTransaction.cause_id == claim["id"]))
+    assert n == 1 and ledger.check(db) == []
+    wallet = client.get("/v1/me/wallet", headers=w).json()
+    assert wallet["credit_score"] == 101 and "accepted" in wallet["credit_formula"]
+
+
+def test_flagged_claim_always_sampled_then_spot_check_fail_and_appeal_overturn(client, db, no_sampling):
+    task, claim, w, m = submitted(client, db, mock_location=True)
+    _, ops = auth_for(client, db, "ops")
+    r = client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m)
+    assert r.json()["state"] == "spot_check"
+    queue = client.get("/v1/spot-checks", headers=ops).json()
+    check = next(c for c in queue if c["claim_id"] == claim["id"])
+    assert check["stratum"] == "flagged" and check["probability"] == 1.0
+    assert "mock_location" in check["checkins"][0]["reasons"]
+    assert client.get("/v1/spot-checks", headers=m).status_code == 403
+    r = client.post(f"/v1/spot-checks/{check['id']}/verdict", json={"verdict": "fail", "reason": "mock GPS"},
+                    headers=ops)
+    assert r.status_code == 200 and r.json()["state"] == "failed"
+    assert client.get(f"/v1/claims/{claim['id']}", headers=w).json()["state"] == "closed"
+    assert client.get("/v1/me/wallet", headers=w).json()["credit_score"] == 95
+    a = client.post(f"/v1/claims/{claim['id']}/appeals", json={"reason": "my phone's GPS app was on"}, headers=w)
+    assert a.status_code == 201, a.text
+    d = client.post(f"/v1/appeals/{a.json()['id']}/decision", json={"decision": "overturn", "reason": "video ok"},
+                    headers=ops)
+    assert d.status_code == 200 and d.json()["state"] == "overturned"
+    assert client.get(f"/v1/claims/{claim['id']}", headers=w).json()["state"] == "paid"
+    assert _wallet(client, w)["worker_available"] == REWARD
+    report = client.get("/v1/spot-checks/report", headers=ops).json()
+    assert any(r["stratum"] == "flagged" and r["failed"] >= 1 for r in report)
+
+
+def test_spot_check_pass_pays(client, db, no_sampling):
+    _, claim, w, m = submitted(client, db, accuracy_m=0)
+    _, ops = auth_for(client, db, "ops")
+    assert client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m).json()["state"] == "spot_check"
+    check = next(c for c in client.get("/v1/spot-checks", headers=ops).json() if c["claim_id"] == claim["id"])
+    r = client.post(f"/v1/spot-checks/{check['id']}/verdict", json={"verdict": "pass"}, headers=ops)
+    assert r.json()["state"] == "passed"
+    assert _wallet(client, w)["worker_available"] == REWARD
+    again = client.post(f"/v1/spot-checks/{check['id']}/verdict", json={"verdict": "pass"}, headers=ops)
+    assert again.status_code == 409
+
+
+def test_reject_then_appeal_denied_or_overturned(client, db):
+    _, claim, w, m = submitted(client, db)
+    _, ops = auth_for(client, db, "ops")
+    r = client.post(f"/v1/submissions/{claim['id']}/reject", json={"reason_code": "work_not_done", "reason": "no flyers"},
+                    headers=m)
+    assert r.json()["state"] == "rejected"
+    a = client.post(f"/v1/claims/{claim['id']}/appeals", json={"reason": "photos prove it"}, headers=w).json()
+    assert client.get("/v1/appeals", headers=ops).status_code == 200
+    d = client.post(f"/v1/appeals/{a['id']}/decision", json={"decision": "deny", "reason": "photos unrelated"},
+                    headers=ops)
+    assert d.json()["state"] == "denied"
+    assert client.get(f"/v1/claims/{claim['id']}", headers=w).json()["state"] == "closed"
+    assert _wallet(client, w).get("worker_available", 0) == 0
+
+
+def test_request_changes_once(client, db):
+    _, claim, w, m = submitted(client, db)
+    r = client.post(f"/v1/submissions/{claim['id']}/request-changes", json={"reason": "photo of the shelf"}, headers=m)
+    assert r.json()["state"] == "changes_requested"
+    assert client.post(f"/v1/claims/{claim['id']}/submit", headers=w).json()["state"] == "submitted"
+    again = client.post(f"/v1/submissions/{claim['id']}/request-changes", json={"reason": "more"}, headers=m)
+    assert again.status_code == 409 and again.json()["code"] == "changes_already_requested"
+
+
+def test_forbidden_transitions(client, db):
+    task, claim, w, m = claimed(client, db, evidence={"photos_min": 0, "video": False})
+    # submit before check-in, confirm before submit, appeal a live claim
+    assert client.post(f"/v1/claims/{claim['id']}/submit", headers=w).status_code == 409
+    assert client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m).status_code == 409
+    assert client.post(f"/v1/claims/{claim['id']}/appeals", json={"reason": "x"}, headers=w).status_code == 409
+
+
+def test_evidence_requirement_blocks_submit(client, db):
+    _, claim, w, _ = claimed(client, db)  # default task needs one photo
+    client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]), headers=w)
+    r = client.post(f"/v1/claims/{claim['id']}/submit", headers=w)
+    assert r.status_code == 409 and r.json()["code"] == "evidence_incomplete"
+
+
+def test_merchant_cannot_decide_another_merchants_claim(client, db):
+    _, claim, w, _ = submitted(client, db)
+    _, other = auth_for(client, db, "merchant")
+    for path in ("confirm", "reject", "request-changes"):
+        r = client.post(f"/v1/submissions/{claim['id']}/{path}", json={"reason": "x", "reason_code": "other"},
+                        headers=other)
+        assert r.status_code == 404, path
+    _, other_worker = auth_for(client, db, "worker")
+    assert client.post(f"/v1/claims/{claim['id']}/submit", headers=other_worker).status_code == 404
+    assert client.get(f"/v1/tasks/{claim['task_id']}/submissions", headers=other).status_code == 404
+
+
+def test_auto_confirm_is_safe_twice(client, db, no_sampling):
+    _, claim, w, _ = submitted(client, db)
+    db.execute(update(Claim).where(Claim.id == claim["id"]).values(submitted_at=utcnow() - timedelta(hours=25)))
+    db.flush()
+    assert acceptance.auto_confirm_due(db_session=db) >= 1
+    assert acceptance.auto_confirm_due(db_session=db) == 0
+    assert client.get(f"/v1/claims/{claim['id']}", headers=w).json()["state"] == "paid"
+    assert ledger.check(db) == []
+
+
+def test_sampling_probability_rises_with_risk():
+    base = get_settings().spot_check_base_rate
+    assert acceptance.sampling_probability(0, []) == pytest.approx(base)
+    assert base < acceptance.sampling_probability(40, []) < acceptance.sampling_probability(80, []) < 1
+    assert acceptance.sampling_probability(0, ["duplicate_evidence"]) == 1.0
+
+
+def test_close_returns_unused_escrow(client, db):
+    task, claim, w, m = claimed(client, db, slots=3)
+    before = _wallet(client, m)
+    r = client.post(f"/v1/tasks/{task['id']}/close", headers=m)
+    assert r.status_code == 200
+    after = _wallet(client, m)
+    per_slot = REWARD + COMMISSION
+    assert after["merchant_escrow"] == per_slot  # one claim still open keeps its slot's money
+    assert after["merchant_available"] == before["merchant_available"] + 2 * per_slot
+
+
+def test_publish_needs_security_deposit_and_funds(client, db):
+    from tests.fieldwork import task_body
+
+    _, m = auth_for(client, db, "merchant")
+    tid = client.post("/v1/tasks", json=task_body(), headers=m).json()["id"]
+    r = client.post(f"/v1/tasks/{tid}/publish", headers=m)
+    assert r.status_code == 409 and r.json()["code"] == "security_deposit_required"
+    client.post("/v1/me/deposits", json={"amount_fen": 10_000, "purpose": "security_deposit"}, headers=m)
+    r = client.post(f"/v1/tasks/{tid}/publish", headers=m)
+    assert r.status_code == 409 and r.json()["code"] == "insufficient_funds"
