@@ -5,11 +5,11 @@ from fastapi import FastAPI
 
 from api import errors
 from api.middleware import EdgeMiddleware
-from api.routers import acceptance, auth, claims, health, money, tasks, users
+from api.routers import acceptance, auth, claims, evidence, health, money, tasks, users
 from core.logging import configure_logging
 
-ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, acceptance.router,
-           money.router]
+ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, evidence.router,
+           acceptance.router, money.router]
 
 
 def create_app() -> FastAPI:
@@ -21,6 +21,10 @@ def create_app() -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(EdgeMiddleware)
+    from core import jobs
+    from workers.tasks import enqueue_job
+
+    jobs.set_dispatcher(enqueue_job)
     return app
 
 

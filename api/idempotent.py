@@ -1,6 +1,7 @@
 """Runs a write inside one unit of work that also stores its response under the Idempotency-Key."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -39,11 +40,27 @@ class Idempotent:
         return JSONResponse(body, status_code=status_code)
 
 
+async def _digest(request: Request) -> str:
+    """Hash of the request body; for multipart, of its fields and file contents (the stream is parsed once)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return idempotency.body_hash(await request.body())
+    h = hashlib.sha256()
+    for name, value in sorted((await request.form()).multi_items(), key=lambda kv: kv[0]):
+        h.update(name.encode() + b"\0")
+        if isinstance(value, str):
+            h.update(value.encode())
+        else:
+            h.update(await value.read())
+            await value.seek(0)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 async def idempotent(request: Request, uow_factory: UowFactory,
                      idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> Idempotent:
     """Dependency: reads the key and hashes the raw body (multipart included)."""
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
-    digest = idempotency.body_hash(await request.body()) if key else ""
+    digest = await _digest(request) if key else ""
     return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest=digest, uow_factory=uow_factory)
 
 

@@ -88,6 +88,9 @@ class UnitOfWork:
             self.session.commit()
         else:
             self._trans.commit()
+        from core import jobs
+
+        jobs.dispatch_pending(self.session)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:

@@ -51,12 +51,28 @@ def handler(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return deco
 
 
+_dispatcher: list[Callable[[int], None]] = []
+
+
+def set_dispatcher(fn: Callable[[int], None]) -> None:
+    """How to nudge a worker about a committed job (the Celery wiring registers itself here)."""
+    _dispatcher[:] = [fn]
+
+
 def add(db_session: Session, kind: str, **payload: Any) -> Job:
-    """Record a job in the caller's transaction (flushes, does not commit)."""
+    """Record a job in the caller's transaction (flushes, does not commit); dispatched after commit."""
     job = Job(kind=kind, payload=payload, leased_until=utcnow() + timedelta(seconds=LEASE_S))
     db_session.add(job)
     db_session.flush()
+    db_session.info.setdefault("pending_jobs", []).append(job.id)
     return job
+
+
+def dispatch_pending(db_session: Session) -> None:
+    """After the outer commit: nudge workers about the jobs this session recorded."""
+    for job_id in db_session.info.pop("pending_jobs", []):
+        for fn in _dispatcher:
+            fn(job_id)
 
 
 def run(*, db_session: Session, job_id: int) -> str:

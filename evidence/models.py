@@ -59,3 +59,13 @@ class EvidenceMatch(Base):
     distance: Mapped[int] = mapped_column(Integer, nullable=False)
     method: Mapped[str] = mapped_column(String(30), nullable=False)
     created_at: Mapped[datetime] = created_at()
+
+
+class EvidenceHash(Base):
+    """One searchable pHash of an evidence file (every region of every frame); feeds the duplicate index."""
+
+    __tablename__ = "evidence_hash"
+
+    id: Mapped[int] = pk()
+    evidence_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("evidence.id"), nullable=False, index=True)
+    phash: Mapped[int] = mapped_column(BigInteger, nullable=False)

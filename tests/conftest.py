@@ -7,6 +7,7 @@ import os
 # Configure before any project module caches settings or engines.
 os.environ.setdefault("FIELDPROOF_ENV", "test")
 os.environ.setdefault("FIELDPROOF_LOG_LEVEL", "WARNING")
+os.environ.setdefault("FIELDPROOF_EVIDENCE_DIR", __import__("tempfile").mkdtemp(prefix="fieldproof-evidence-"))
 
 from core import localservices  # noqa: E402
 from core.config import get_settings  # noqa: E402

@@ -1,0 +1,91 @@
+"""`fieldproof hash FILE...` and `fieldproof dedup PATH... [--threshold N]` (same rule as the service)."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+from pathlib import Path
+
+from core.errors import FieldproofError
+
+
+def _media(path: Path, *, variants: bool = False):
+    """(kind, sha256, [ImageHashes per frame], frame times) for a file."""
+    from evidence.hashing import hash_image
+    from evidence.intake import sniff
+    from evidence.video import hash_video
+
+    data = path.read_bytes()
+    mime = sniff(data)
+    sha = hashlib.sha256(data).hexdigest()
+    if mime is None:
+        raise ValueError("not a supported photo or video")
+    if mime.startswith("video/"):
+        frames = hash_video(data)
+        return "video", sha, [f.hashes for f in frames], [f.t for f in frames]
+    return "image", sha, [hash_image(data, with_variants=variants)], None
+
+
+def _hash(args: argparse.Namespace) -> int:
+    from evidence.hashing import to_hex
+
+    failed = False
+    for name in args.files:
+        out = {"path": name}
+        try:
+            kind, sha, frames, times = _media(Path(name))
+            out.update(sha256=sha, kind=kind)
+            if kind == "video":
+                out["frames"] = [{"t": t, "phash": to_hex(h.phash["full"]), "dhash": to_hex(h.dhash["full"])}
+                                 for t, h in zip(times, frames)]
+            else:
+                out.update(phash=to_hex(frames[0].phash["full"]), dhash=to_hex(frames[0].dhash["full"]))
+        except (OSError, ValueError, FieldproofError) as exc:
+            failed = True
+            out["error"] = getattr(exc, "detail", None) or str(exc)
+        print(json.dumps(out))
+    return 1 if failed else 0
+
+
+def _files(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return out
+
+
+def _dedup(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from evidence.match import compare_media
+
+    files, media = _files(args.paths), {}
+    for f in tqdm(files, desc="hashing", unit="file", file=sys.stderr, disable=len(files) < 50):
+        try:
+            media[f] = _media(f, variants=True)
+        except (OSError, ValueError, FieldproofError) as exc:
+            print(f"skipping {f}: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+    for a, b in itertools.combinations(sorted(media), 2):
+        (_, sha_a, ha, _), (_, sha_b, hb, _) = media[a], media[b]
+        if sha_a == sha_b:
+            print(json.dumps({"a": str(a), "b": str(b), "distance": 0, "method": "sha256"}))
+            continue
+        m = compare_media(ha, hb, args.threshold) or compare_media(hb, ha, args.threshold)
+        if m:
+            print(json.dumps({"a": str(a), "b": str(b), "distance": m.distance, "method": m.method}))
+    return 0
+
+
+def register(sub) -> None:
+    """Add the ``hash`` and ``dedup`` commands."""
+    from evidence.match import DEFAULT_THRESHOLD
+
+    h = sub.add_parser("hash", help="perceptual hashes of photos and videos, one JSON line per file")
+    h.add_argument("files", nargs="+")
+    h.set_defaults(func=_hash)
+    d = sub.add_parser("dedup", help="near-duplicate pairs among files and directories")
+    d.add_argument("paths", nargs="+")
+    d.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD)
+    d.set_defaults(func=_dedup)

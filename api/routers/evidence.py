@@ -1,0 +1,55 @@
+"""Evidence upload and reads."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from api.deps import CurrentUser, DbSession, Worker
+from api.idempotent import IdempotentRun
+from evidence import service
+from evidence.schemas import EvidenceRead, MatchRead
+
+router = APIRouter(prefix="/v1", tags=["evidence"])
+SIZES = {"thumb": 320, "large": 1600, "original": None}
+
+
+def evidence_read(db, ev) -> EvidenceRead:
+    """An evidence row with its matches; EXIF GPS is kept out of API responses too."""
+    exif = {k: v for k, v in (ev.exif or {}).items() if k != "gps"} or None
+    return EvidenceRead(id=ev.id, claim_id=ev.claim_id, kind=ev.kind, mime=ev.mime, sha256=ev.sha256,
+                        size_bytes=ev.size_bytes, width=ev.width, height=ev.height, state=ev.state,
+                        reasons=ev.reasons, exif=exif, created_at=ev.created_at,
+                        matches=[MatchRead(matched_evidence_id=m.matched_evidence_id, distance=m.distance,
+                                           method=m.method) for m in service.matches_of(db, ev.id)])
+
+
+@router.post("/claims/{claim_id}/evidence", status_code=201, response_model=EvidenceRead)
+async def upload(claim_id: int, worker: Worker, idem: IdempotentRun, file: Annotated[UploadFile, File()]):
+    """Upload a photo or video (type from content; EXIF is read, never served)."""
+    data = await file.read()
+    return await run_in_threadpool(idem.run, worker.id, lambda db: evidence_read(
+        db, service.upload(db_session=db, worker=worker, claim_id=claim_id, data=data)), status_code=201)
+
+
+@router.get("/claims/{claim_id}/evidence", response_model=list[EvidenceRead])
+def list_evidence(claim_id: int, user: CurrentUser, db_session: DbSession):
+    """The claim's files (its worker, the task's merchant, ops)."""
+    return [evidence_read(db_session, ev) for ev in service.for_claim(db_session=db_session, user=user,
+                                                                      claim_id=claim_id)]
+
+
+@router.get("/evidence/{evidence_id}", response_model=EvidenceRead)
+def get_evidence(evidence_id: int, user: CurrentUser, db_session: DbSession):
+    """One file's metadata, reasons and duplicates."""
+    return evidence_read(db_session, service.get_for(db_session=db_session, user=user, evidence_id=evidence_id))
+
+
+@router.get("/evidence/{evidence_id}/image")
+def image(evidence_id: int, user: CurrentUser, db_session: DbSession,
+          size: Literal["thumb", "large", "original"] = "large") -> Response:
+    """A re-encoded JPEG without metadata (no EXIF, no GPS), orientation applied."""
+    data = service.served_copy(db_session=db_session, user=user, evidence_id=evidence_id, max_side=SIZES[size])
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,125 @@
+"""Perceptual hashes (imagehash's pHash and dHash, 64 bits) computed fast and made robust.
+
+Speed: JPEGs are decoded with ``draft`` (DCT scaling) straight to a small greyscale image, which is
+what the 32×32 pHash needs anyway; hashes stay within a Hamming distance of 2 of a full decode.
+Robustness: besides the full frame we hash the largest non-uniform block (screenshot bars and
+letterboxing trimmed), two centred regions (80 % and 64 %) and the top and bottom 85 %, which survive
+moderate crops and a watermark band along an edge. Queries also hash the eight rotations/mirrors of each region (as PDQ does).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps
+
+WORK_SIDE = 256  # greyscale working size: 8× the 32 px pHash input, enough for the centred regions
+REGIONS = ("full", "core", "c80", "c64", "t85", "b85")
+# Rows/columns whose pixel std is below this (0-255 scale) are a uniform border or bar.
+BORDER_STD = 6.0
+DIHEDRAL = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
+            Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
+            Image.Transpose.TRANSVERSE)
+
+
+def to_int(h: imagehash.ImageHash) -> int:
+    """A 64-bit hash as an unsigned int (row-major bits, as imagehash prints them)."""
+    return int(str(h), 16)
+
+
+def to_hex(value: int) -> str:
+    """16 lowercase hex digits."""
+    return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def hamming(a: int, b: int) -> int:
+    """Bits that differ between two 64-bit hashes."""
+    return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
+
+
+@dataclass
+class ImageHashes:
+    """pHash/dHash per region, plus how much texture the centre has (low texture: hashes are weak)."""
+
+    phash: dict[str, int]
+    dhash: dict[str, int]
+    texture: float
+    variants: list[dict[str, int]] = field(default_factory=list)  # dihedral pHashes per region (queries only)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly form (hex strings)."""
+        return {"phash": {k: to_hex(v) for k, v in self.phash.items()},
+                "dhash": {k: to_hex(v) for k, v in self.dhash.items()}, "texture": round(self.texture, 2)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImageHashes":
+        """Inverse of to_dict."""
+        return cls({k: int(v, 16) for k, v in d["phash"].items()}, {k: int(v, 16) for k, v in d["dhash"].items()},
+                   d["texture"])
+
+
+def load_grey(source: bytes | str | Path | Image.Image) -> Image.Image:
+    """Decode to a small greyscale image, orientation applied; JPEGs via draft mode."""
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        if img.format == "JPEG":
+            img.draft("L", (WORK_SIDE, WORK_SIDE))
+    img = ImageOps.exif_transpose(img)
+    grey = img.convert("L")
+    if max(grey.size) > WORK_SIDE * 2:
+        grey.thumbnail((WORK_SIDE * 2, WORK_SIDE * 2), Image.Resampling.BOX)
+    return grey
+
+
+def _longest_run(mask: np.ndarray, min_share: float = 0.3) -> tuple[int, int]:
+    """Start and end of the longest run of True (the photo between bars); whole range if it is too short."""
+    best, start = (0, 0), None
+    for i, v in enumerate(np.append(mask, False)):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            if i - start > best[1] - best[0]:
+                best = (start, i)
+            start = None
+    return best if best[1] - best[0] >= min_share * len(mask) else (0, len(mask))
+
+
+def _trim_box(arr: np.ndarray) -> tuple[int, int, int, int]:
+    """Bounding box of the largest non-uniform block: drops screenshot bars, status bars, letterboxing, bands."""
+    top, bottom = _longest_run(arr.std(axis=1) >= BORDER_STD)
+    left, right = _longest_run(arr[top:bottom].std(axis=0) >= BORDER_STD)
+    return left, top, right, bottom
+
+
+def _centre(box: tuple[int, int, int, int], share: float) -> tuple[int, int, int, int]:
+    left, top, right, bottom = box
+    dx, dy = (right - left) * (1 - share) / 2, (bottom - top) * (1 - share) / 2
+    return int(left + dx), int(top + dy), int(right - dx), int(bottom - dy)
+
+
+def regions(grey: Image.Image) -> dict[str, Image.Image]:
+    """The four hashed regions of a greyscale image."""
+    core = _trim_box(np.asarray(grey, dtype=np.float32))
+    left, top, right, bottom = core
+    cut = int((bottom - top) * 0.15)
+    return {"full": grey, "core": grey.crop(core), "c80": grey.crop(_centre(core, 0.8)),
+            "c64": grey.crop(_centre(core, 0.64)), "t85": grey.crop((left, top, right, bottom - cut)),
+            "b85": grey.crop((left, top + cut, right, bottom))}
+
+
+def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool = False) -> ImageHashes:
+    """pHash and dHash of every region; with_variants adds the 8 dihedral pHashes per region."""
+    parts = regions(load_grey(source))
+    ph = {k: to_int(imagehash.phash(im)) for k, im in parts.items()}
+    dh = {k: to_int(imagehash.dhash(im)) for k, im in parts.items()}
+    texture = float(np.asarray(parts["c64"].resize((64, 64)), dtype=np.float32).std())
+    out = ImageHashes(ph, dh, texture)
+    if with_variants:
+        out.variants = [{k: to_int(imagehash.phash(im if t is None else im.transpose(t))) for k, im in parts.items()}
+                        for t in DIHEDRAL]
+    return out

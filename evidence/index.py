@@ -1,0 +1,65 @@
+"""Exact Hamming-radius search over 64-bit hashes.
+
+Chosen by measurement on this 2-core machine (numpy 2, whose ``bitwise_count`` is a native popcount):
+a vectorised scan of a contiguous uint64 array checks 4 M hashes in ~8 ms. Multi-index hashing on four
+16-bit bands was exact too but no faster at radius 4 and 5× slower at the service's radius of 12 (each band
+probes 697 values and the candidates cost more than the scan); splitting the scan over threads was slower
+still (memory-bound). So: one array, one scan, no false negatives by construction.
+New entries go to a small tail list that is folded into the array when it grows.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+MERGE_AT = 4096
+
+
+def popcount64(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64."""
+    return np.bitwise_count(x)
+
+
+class HashIndex:
+    """Ids and 64-bit hashes; ``search`` returns every (id, distance) within the radius."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = np.empty(0, dtype=np.int64)
+        self._hashes = np.empty(0, dtype=np.uint64)
+        self._tail: list[tuple[int, int]] = []
+
+    @classmethod
+    def from_arrays(cls, ids, hashes) -> "HashIndex":
+        """Bulk-build (hashes as uint64, or int64 as PostgreSQL stores them)."""
+        idx = cls()
+        idx._ids = np.asarray(ids, dtype=np.int64)
+        idx._hashes = np.asarray(hashes).astype(np.uint64)
+        return idx
+
+    def __len__(self) -> int:
+        return len(self._ids) + len(self._tail)
+
+    def add(self, id_: int, h: int) -> None:
+        """Add one entry (thread-safe)."""
+        with self._lock:
+            self._tail.append((int(id_), int(h) & 0xFFFFFFFFFFFFFFFF))
+            if len(self._tail) >= MERGE_AT:
+                self._fold()
+
+    def _fold(self) -> None:
+        ids, hashes = zip(*self._tail)
+        self._ids = np.concatenate([self._ids, np.asarray(ids, dtype=np.int64)])
+        self._hashes = np.concatenate([self._hashes, np.asarray(hashes, dtype=np.uint64)])
+        self._tail = []
+
+    def search(self, h: int, radius: int) -> list[tuple[int, int]]:
+        """Every (id, distance) with distance ≤ radius, nearest first."""
+        with self._lock:
+            if self._tail:
+                self._fold()
+            dist = popcount64(self._hashes ^ np.uint64(int(h) & 0xFFFFFFFFFFFFFFFF))
+            rows = np.nonzero(dist <= radius)[0]
+            hits = list(zip(self._ids[rows].tolist(), dist[rows].tolist()))
+        return sorted(hits, key=lambda x: (x[1], x[0]))

@@ -1,0 +1,40 @@
+"""The process-wide duplicate index, loaded from ``evidence_hash`` and caught up incrementally.
+
+PostgreSQL is the truth: the index only ever holds committed rows, is rebuilt after a restart on first
+use, and is brought up to date (rows with a higher id) under the advisory lock before every search.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from evidence.index import HashIndex
+from evidence.models import EvidenceHash
+
+LOCK_KEY = 7_146_031_001  # advisory lock id serialising duplicate search + insert
+_lock = threading.Lock()
+_state = {"index": HashIndex(), "loaded_upto": 0, "db": None}
+
+
+def current(db_session: Session) -> HashIndex:
+    """The index with every committed hash of this database."""
+    bind = db_session.get_bind()
+    db_key = str(getattr(bind, "url", None) or bind.engine.url)
+    with _lock:
+        if _state["db"] != db_key:
+            _state.update(index=HashIndex(), loaded_upto=0, db=db_key)
+        rows = db_session.execute(select(EvidenceHash.id, EvidenceHash.evidence_id, EvidenceHash.phash)
+                                  .where(EvidenceHash.id > _state["loaded_upto"]).order_by(EvidenceHash.id)).all()
+        if rows:
+            arr = np.asarray(rows, dtype=np.int64)
+            idx: HashIndex = _state["index"]
+            if len(idx) == 0:
+                _state["index"] = HashIndex.from_arrays(arr[:, 1], arr[:, 2].view(np.uint64))
+            else:
+                for _, eid, h in rows:
+                    idx.add(eid, h)
+            _state["loaded_upto"] = int(arr[-1, 0])
+        return _state["index"]

@@ -1,0 +1,178 @@
+"""Evidence verbs: upload (commit the row, queue processing), process (hash, EXIF checks, duplicates), serve."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from accounts.models import User
+from core import jobs
+from core.config import get_settings
+from core.errors import Conflict, NotFound
+from core.models import utcnow
+from evidence import index_store
+from evidence.exif import strip_and_orient
+from evidence.hashing import ImageHashes, hash_image
+from evidence.intake import inspect_upload
+from evidence.match import DEFAULT_THRESHOLD, compare_media
+from evidence.models import Evidence, EvidenceHash, EvidenceMatch
+from evidence.storage import get_store
+from geo.fence import haversine_m
+from tasks import claims
+from tasks.models import Claim
+
+PROCESS_JOB = "evidence.process"
+MAX_PIXELS = 50_000_000  # 50 MP: above any phone camera; a bigger image is a decompression bomb
+EXIF_TIME_SLACK_S = 2 * 3600  # a photo taken more than 2 h from the check-in is not from this visit
+EXIF_GPS_SLACK_M = 1000  # camera GPS is coarse indoors; beyond 1 km it is another place
+
+
+def upload(*, db_session: Session, worker: User, claim_id: int, data: bytes) -> Evidence:
+    """Accept a file for the worker's checked-in claim; processing happens in a worker after commit."""
+    found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id)
+    if found.state not in ("checked_in", "changes_requested"):
+        raise Conflict(f"Evidence can be added after check-in and before submission; the claim is {found.state}.",
+                       code="evidence_not_accepted")
+    info = inspect_upload(data, max_bytes=get_settings().max_upload_bytes, max_pixels=MAX_PIXELS)
+    existing = db_session.scalar(select(Evidence).where(Evidence.claim_id == claim_id, Evidence.sha256 == info.sha256))
+    if existing is not None:
+        return existing  # the same file twice on one claim is one piece of evidence
+    get_store().put(info.sha256, data)  # content-addressed: an orphan after a crash is harmless
+    ev = Evidence(claim_id=claim_id, worker_id=worker.id, task_id=found.task_id, sha256=info.sha256, kind=info.kind,
+                  mime=info.mime, size_bytes=info.size_bytes, width=info.width, height=info.height,
+                  duration_s=info.duration_s, exif=info.exif or None, state="received", reasons=[])
+    db_session.add(ev)
+    db_session.flush()
+    jobs.add(db_session, PROCESS_JOB, evidence_id=ev.id)
+    db_session.commit()
+    return ev
+
+
+def _frames(ev: Evidence, data: bytes) -> list[ImageHashes]:
+    if ev.kind == "video":
+        from evidence.video import hash_video
+
+        return [f.hashes for f in hash_video(data)]
+    return [hash_image(data, with_variants=True)]
+
+
+def _exif_reasons(db_session: Session, ev: Evidence) -> list[str]:
+    """Disagreements between the photo's EXIF and the claim's check-in."""
+    from checkin.models import Checkin
+
+    fix = db_session.scalar(select(Checkin).where(Checkin.claim_id == ev.claim_id, Checkin.kind == "in"))
+    exif, out = ev.exif or {}, []
+    if fix is None:
+        return out
+    if exif.get("capture_time"):
+        taken = datetime.fromisoformat(exif["capture_time"])
+        ref = fix.client_time if taken.tzinfo else fix.client_time.replace(tzinfo=None)
+        # Without an offset the camera's local time is unknown: allow the 8 h of China Standard Time too.
+        slack = EXIF_TIME_SLACK_S + (0 if taken.tzinfo else 8 * 3600)
+        if abs((taken - ref).total_seconds()) > slack:
+            out.append("exif_time_mismatch")
+    gps = exif.get("gps")
+    if gps and haversine_m(gps["lon"], gps["lat"], fix.lon, fix.lat) > EXIF_GPS_SLACK_M:
+        out.append("exif_gps_far")
+    return out
+
+
+@jobs.handler(PROCESS_JOB)
+def process(*, db_session: Session, evidence_id: int) -> None:
+    """Hash, check EXIF, find duplicates across all claims, record matches; idempotent."""
+    ev = db_session.scalar(select(Evidence).where(Evidence.id == evidence_id).with_for_update())
+    if ev is None or ev.state != "received":
+        return
+    frames = _frames(ev, get_store().get(ev.sha256))
+    reasons = _exif_reasons(db_session, ev)
+    # One processor at a time compares and inserts, so two copies processed at once still see each other;
+    # each pair is recorded once, by whichever of the two is processed second.
+    db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": index_store.LOCK_KEY})
+    exact = _exact_matches(db_session, ev)
+    seen = {m[0] for m in exact}
+    matches = exact + [m for m in _near_matches(db_session, ev, frames) if m[0] not in seen]
+    if matches:
+        reasons.append("exact_duplicate_evidence" if any(m[2] == "sha256" for m in matches) else "duplicate_evidence")
+    _record_matches(db_session, ev, matches)
+    ev.hashes = {"frames": [f.to_dict() for f in frames]}
+    ev.phash, ev.dhash = _signed(frames[0].phash["full"]), _signed(frames[0].dhash["full"])
+    db_session.add_all(EvidenceHash(evidence_id=ev.id, phash=_signed(h)) for f in frames for h in f.phash.values())
+    ev.reasons, ev.state, ev.processed_at = sorted(set(reasons)), "processed", utcnow()
+    db_session.flush()
+
+
+def _signed(h: int) -> int:
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def _exact_matches(db_session: Session, ev: Evidence) -> list[tuple[int, int, str]]:
+    rows = db_session.scalars(select(Evidence.id).where(Evidence.sha256 == ev.sha256, Evidence.claim_id != ev.claim_id,
+                                                        Evidence.state == "processed"))
+    return [(other, 0, "sha256") for other in rows]
+
+
+def _near_matches(db_session: Session, ev: Evidence, frames: list[ImageHashes]) -> list[tuple[int, int, str]]:
+    """Candidates from the index (exact within the radius), confirmed by the full decision rule."""
+    idx = index_store.current(db_session)
+    queries = {h for f in frames for var in (f.variants or [f.phash]) for h in var.values()}
+    candidates = {eid for q in queries for eid, _ in idx.search(q, DEFAULT_THRESHOLD)}
+    if not candidates:
+        return []
+    rows = db_session.execute(select(Evidence.id, Evidence.hashes).where(
+        Evidence.id.in_(candidates), Evidence.claim_id != ev.claim_id, Evidence.state == "processed")).all()
+    out = []
+    for other_id, stored in rows:
+        m = compare_media(frames, [ImageHashes.from_dict(d) for d in stored["frames"]])
+        if m:
+            out.append((other_id, m.distance, m.method))
+    return out
+
+
+def _record_matches(db_session: Session, ev: Evidence, matches: list[tuple[int, int, str]]) -> None:
+    """Both directions, and flag both claims so they are always spot-checked."""
+    claim_ids = {ev.claim_id}
+    for other_id, distance, method in matches:
+        db_session.add(EvidenceMatch(evidence_id=ev.id, matched_evidence_id=other_id, distance=distance, method=method))
+        db_session.add(EvidenceMatch(evidence_id=other_id, matched_evidence_id=ev.id, distance=distance, method=method))
+        other = db_session.get(Evidence, other_id)
+        other.reasons = sorted(set(other.reasons) | {"duplicate_evidence"})
+        claim_ids.add(other.claim_id)
+    if matches:
+        for claim in db_session.scalars(select(Claim).where(Claim.id.in_(claim_ids)).order_by(Claim.id)
+                                        .with_for_update()):
+            claim.flags = sorted(set(claim.flags) | {"duplicate_evidence"})
+
+
+def get_for(*, db_session: Session, user: User, evidence_id: int) -> Evidence:
+    """Evidence the user may see (through the claim's rules)."""
+    ev = db_session.get(Evidence, evidence_id)
+    if ev is None:
+        raise NotFound("No such evidence.", code="evidence_not_found")
+    claims.get_for(db_session=db_session, user=user, claim_id=ev.claim_id)
+    return ev
+
+
+def matches_of(db_session: Session, evidence_id: int) -> list[EvidenceMatch]:
+    """Duplicates found for one file."""
+    return list(db_session.scalars(select(EvidenceMatch).where(EvidenceMatch.evidence_id == evidence_id)))
+
+
+def served_copy(*, db_session: Session, user: User, evidence_id: int, max_side: int | None) -> bytes:
+    """A re-encoded copy without any metadata, orientation applied."""
+    ev = get_for(db_session=db_session, user=user, evidence_id=evidence_id)
+    if ev.kind != "image":
+        raise NotFound("Videos have no image preview yet.", code="no_preview")
+    return strip_and_orient(get_store().get(ev.sha256), max_side)
+
+
+def for_claim(*, db_session: Session, user: User, claim_id: int) -> list[Evidence]:
+    """The claim's evidence."""
+    claims.get_for(db_session=db_session, user=user, claim_id=claim_id)
+    return list(db_session.scalars(select(Evidence).where(Evidence.claim_id == claim_id).order_by(Evidence.id)))
+
+
+def unfinished(*, db_session: Session, older_than_s: int = 300) -> list[int]:
+    """Evidence still 'received' long after upload (its job was lost)."""
+    return list(db_session.scalars(select(Evidence.id).where(
+        Evidence.state == "received", Evidence.created_at < func.now() - text(f"interval '{int(older_than_s)} seconds'"))))
