@@ -1,0 +1,41 @@
+"""CLI verbs that read the database: demo, checkin explain (run against the test transaction)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from sqlalchemy import func, select
+
+from api.cli import build_parser
+from ledger import service as ledger
+from tasks import demo
+from tasks.models import Task
+from tests.fieldwork import STORE, claimed, fix
+
+
+def _use(db, monkeypatch):
+    @contextmanager
+    def scope():
+        yield db
+
+    monkeypatch.setattr("core.db.session_scope", scope)
+
+
+def test_demo_loads_once_and_balances(db):
+    first = demo.load(db_session=db)
+    again = demo.load(db_session=db)
+    assert first == again
+    n = db.scalar(select(func.count()).select_from(Task).where(Task.merchant_id == first["merchant_demo"],
+                                                               Task.state == "published"))
+    assert n == len(demo.DEMO_TASKS)
+    assert ledger.check(db) == []
+
+
+def test_checkin_explain_prints_every_signal(client, db, monkeypatch, capsys):
+    _, claim, w, _ = claimed(client, db)
+    client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0], STORE[1], accuracy_m=0, mock_location=True),
+                headers=w)
+    _use(db, monkeypatch)
+    args = build_parser().parse_args(["checkin", "explain", str(claim["id"])])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "[mock_location]" in out and "[accuracy_zero]" in out and "[at_fence_center]" in out and "inside" in out
