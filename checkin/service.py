@@ -26,14 +26,15 @@ from tasks.models import Claim, Task
 ON_BOUNDARY_M = 0.01
 
 
-def _fence_distance(db_session: Session, task_id: int, lon: float, lat: float) -> float:
-    """Metres from the point to the fence (0 inside or on it), computed by PostGIS on the spheroid."""
+def _fence_distance(db_session: Session, task_id: int, lon: float, lat: float) -> tuple[float, tuple[float, float]]:
+    """Metres from the point to the fence (0 inside or on it) by PostGIS on the spheroid, and the fence centre."""
     here = point_geog(lon, lat)
     dist = case((Task.radius_m.is_not(None),
                  func.greatest(0.0, func.ST_Distance(Task.center, here) - Task.radius_m)),
                 else_=func.ST_Distance(Task.fence, here))
-    d = float(db_session.scalar(select(dist).where(Task.id == task_id)))
-    return 0.0 if d < ON_BOUNDARY_M else d
+    d, cx, cy = db_session.execute(select(dist, func.ST_X(func.geometry(Task.center)),
+                                          func.ST_Y(func.geometry(Task.center))).where(Task.id == task_id)).one()
+    return (0.0 if d < ON_BOUNDARY_M else float(d)), (cx, cy)
 
 
 def _prior(row: Checkin) -> sig.PriorFix:
@@ -47,7 +48,8 @@ def _distinct_workers(db_session: Session, cap: int, *where) -> int:
     return db_session.scalar(select(func.count()).select_from(sub)) or 0
 
 
-def _context(db_session: Session, worker_id: int, task: Task, fix: sig.Fix, coord_key: str) -> sig.SignalContext:
+def _context(db_session: Session, worker_id: int, center: tuple[float, float], fix: sig.Fix,
+             coord_key: str) -> sig.SignalContext:
     """Everything the signals need from history, gathered with indexed queries."""
     s = get_checkin_settings()
     recent = db_session.scalars(select(Checkin).where(Checkin.worker_id == worker_id)
@@ -62,12 +64,10 @@ def _context(db_session: Session, worker_id: int, task: Task, fix: sig.Fix, coor
         ips = _distinct_workers(db_session, s.shared_ip_min_accounts + 1, Checkin.ip == fix.ip,
                                 Checkin.worker_id != worker_id,
                                 Checkin.server_time > fix.server_time - timedelta(seconds=s.shared_ip_window_s))
-    center = db_session.execute(select(func.ST_X(func.geometry(Task.center)), func.ST_Y(func.geometry(Task.center)))
-                                .where(Task.id == task.id)).one()
     return sig.SignalContext(previous_fix=_prior(recent[0]) if recent else None,
                              recent_fixes=[_prior(r) for r in recent], exact_repeat_count=repeats or 0,
                              device_account_count=devices, ip_account_count=ips,
-                             fence_center=(center[0], center[1]), poi=None)
+                             fence_center=center, poi=None)
 
 
 def _fix_time(body: CheckinCreate, now: datetime) -> datetime:
@@ -80,13 +80,13 @@ def _record(db_session: Session, worker: User, found: Claim, task: Task, body: C
     """Measure, decide, score and insert one fix (flushes only)."""
     s = get_checkin_settings()
     lat, lon = geocrs.to_wgs84(body.lat, body.lon, body.crs)
-    distance = _fence_distance(db_session, task.id, lon, lat)
+    distance, center = _fence_distance(db_session, task.id, lon, lat)
     verdict = decide(distance, body.accuracy_m, body.provider, body.platform, s)
     fix = sig.Fix(lat=lat, lon=lon, accuracy_m=body.accuracy_m, client_time=body.client_time, server_time=now,
                   device_id=body.device_id, ip=ip, provider=body.provider, mock_location=body.mock_location,
                   altitude=body.altitude, speed=body.speed, bearing=body.bearing, sent_at=body.sent_at)
     coord_key = f"{body.lat:.6f},{body.lon:.6f}"
-    found_signals = sig.evaluate(fix, _context(db_session, worker.id, task, fix, coord_key), s)
+    found_signals = sig.evaluate(fix, _context(db_session, worker.id, center, fix, coord_key), s)
     remark = None
     if verdict.verdict == "outside":
         if task.hard_fence:
