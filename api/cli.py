@@ -5,7 +5,6 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 
 # Other packages' verbs register themselves through these modules' ``register(subparsers)``.
@@ -62,7 +61,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _celery(argv: list[str]) -> int:
-    return subprocess.call([sys.executable, "-m", "celery", "-A", "workers.celery_app:app", *argv])
+    # Replace this process, so signals (Ctrl-C, the supervisor's SIGINT) reach Celery itself.
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "workers.celery_app:app", *argv])
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:
