@@ -35,7 +35,9 @@ def main() -> int:
     base = f"http://{s.api_host}:{s.api_port}"
     procs = [_start(["serve"]), _start(["worker"]), _start(["beat"])]
     stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.update(now=True))
     try:
         if not _wait_healthy(base + "/healthz", procs):
             print("the API did not become healthy; see the logs above", file=sys.stderr)
@@ -49,9 +51,10 @@ def main() -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        print("stopping the API, worker and beat ...", file=sys.stderr, flush=True)
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.terminate()  # SIGTERM: uvicorn and Celery shut down gracefully on it
         for p in procs:
             try:
                 p.wait(timeout=15)
