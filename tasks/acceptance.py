@@ -17,7 +17,7 @@ from core.errors import Conflict, InvalidInput
 from core.models import utcnow
 from ledger import service as ledger
 from tasks import claims, credit
-from tasks.models import Claim, SpotCheck, Task
+from tasks.models import Claim, Rating, SpotCheck, Task
 
 # Flags that always send a claim to a spot check, whatever the dice say.
 ALWAYS_SAMPLE = {"duplicate_evidence", "exact_duplicate_evidence", "mock_location", "impossible_travel",
@@ -149,3 +149,33 @@ def accept(db_session: Session, claim: Claim, task: Task, *, actor_id: int | Non
     credit.adjust(db_session, claim.worker_id, credit.ON_ACCEPTED)
     return claims.transition(db_session, claim.id, ("accepted",), "paid", actor_id=actor_id,
                              data={"reward_fen": task.reward_fen, "commission_fen": commission})
+
+
+def rate(*, db_session: Session, merchant: User, claim_id: int, stars: int, comment: str) -> Rating:
+    """The merchant rates accepted work once (1-5)."""
+    found, _ = _merchant_claim(db_session, merchant, claim_id)
+    if found.state not in ("accepted", "paid"):
+        raise Conflict(f"Only accepted work can be rated; this claim is {found.state}.", code="not_ratable")
+    if db_session.scalar(select(Rating.id).where(Rating.claim_id == claim_id)) is not None:
+        raise Conflict("This claim is already rated.", code="already_rated")
+    row = Rating(claim_id=claim_id, merchant_id=merchant.id, worker_id=found.worker_id, stars=stars, comment=comment)
+    db_session.add(row)
+    db_session.commit()
+    return row
+
+
+def worker_profile(*, db_session: Session, viewer: User, worker_id: int) -> dict:
+    """What a merchant (who has worked with this worker) or ops sees: credit, ratings, track record."""
+    if viewer.role == "merchant":
+        worked = db_session.scalar(select(func.count()).select_from(Claim).join(Task, Task.id == Claim.task_id)
+                                   .where(Claim.worker_id == worker_id, Task.merchant_id == viewer.id))
+        if not worked:
+            from tasks.errors import ClaimNotFound
+
+            raise ClaimNotFound("No such worker among your tasks' claims.", code="worker_not_found")
+    avg, n = db_session.execute(select(func.avg(Rating.stars), func.count()).where(Rating.worker_id == worker_id)).one()
+    states = dict(db_session.execute(select(Claim.state, func.count()).where(Claim.worker_id == worker_id)
+                                     .group_by(Claim.state)).all())
+    return {"worker_id": worker_id, "credit_score": claims.credit_of(db_session, worker_id),
+            "credit_formula": credit.FORMULA, "rating_avg": None if avg is None else round(float(avg), 2),
+            "ratings": n, "claims_by_state": states}

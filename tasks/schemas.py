@@ -156,3 +156,21 @@ class AppealRead(BaseModel):
     state: str
     decision_reason: str | None
     created_at: datetime
+
+
+class RatingCreate(BaseModel):
+    """A merchant's rating of accepted work."""
+
+    stars: int = Field(ge=1, le=5)
+    comment: str = Field(default="", max_length=500)
+
+
+class RatingRead(BaseModel):
+    """A stored rating."""
+
+    id: int
+    claim_id: int
+    worker_id: int
+    stars: int
+    comment: str
+    created_at: datetime

@@ -182,3 +182,24 @@ def test_publish_needs_security_deposit_and_funds(client, db):
     client.post("/v1/me/deposits", json={"amount_fen": 10_000, "purpose": "security_deposit"}, headers=m)
     r = client.post(f"/v1/tasks/{tid}/publish", headers=m)
     assert r.status_code == 409 and r.json()["code"] == "insufficient_funds"
+
+
+def test_rating_and_merchant_view_of_worker(client, db, no_sampling):
+    _, claim, w, m = submitted(client, db)
+    early = client.post(f"/v1/submissions/{claim['id']}/rating", json={"stars": 5}, headers=m)
+    assert early.status_code == 409 and early.json()["code"] == "not_ratable"
+    client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m)
+    r = client.post(f"/v1/submissions/{claim['id']}/rating", json={"stars": 4, "comment": "tidy photos"}, headers=m)
+    assert r.status_code == 201 and r.json()["stars"] == 4
+    assert client.post(f"/v1/submissions/{claim['id']}/rating", json={"stars": 1}, headers=m).json()["code"] == \
+        "already_rated"
+    assert client.post(f"/v1/submissions/{claim['id']}/rating", json={"stars": 9}, headers=m).status_code == 422
+    worker_id = claim["worker_id"]
+    view = client.get(f"/v1/workers/{worker_id}", headers=m).json()
+    assert view["rating_avg"] == 4.0 and view["credit_score"] == 101 and view["claims_by_state"] == {"paid": 1}
+    _, stranger = auth_for(client, db, "merchant")
+    assert client.get(f"/v1/workers/{worker_id}", headers=stranger).status_code == 404
+    _, other_worker = auth_for(client, db, "worker")
+    assert client.get(f"/v1/workers/{worker_id}", headers=other_worker).status_code == 404
+    _, stranger_m = auth_for(client, db, "merchant")
+    assert client.post(f"/v1/submissions/{claim['id']}/rating", json={"stars": 3}, headers=stranger_m).status_code == 404

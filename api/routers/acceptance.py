@@ -5,12 +5,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import DbSession, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read
 from tasks import acceptance, claims, reviews
-from tasks.schemas import (AppealCreate, AppealDecision, AppealRead, ChangesRequest, ClaimRead, RejectRequest,
-                           SpotCheckRead, SpotCheckVerdict)
+from tasks.schemas import (AppealCreate, AppealDecision, AppealRead, ChangesRequest, ClaimRead, RatingCreate,
+                           RatingRead, RejectRequest, SpotCheckRead, SpotCheckVerdict)
 
 router = APIRouter(prefix="/v1", tags=["acceptance"])
 
@@ -92,3 +92,21 @@ def decide(appeal_id: int, body: AppealDecision, ops: Ops, idem: IdempotentRun):
     return idem.run(ops.id, lambda db: AppealRead.model_validate(reviews.decide_appeal(
         db_session=db, ops=ops, appeal_id=appeal_id, overturn=body.decision == "overturn", reason=body.reason),
         from_attributes=True))
+
+
+@router.post("/submissions/{claim_id}/rating", status_code=201, response_model=RatingRead)
+def rate(claim_id: int, body: RatingCreate, merchant: Merchant, idem: IdempotentRun):
+    """Rate accepted work 1-5 (once)."""
+    return idem.run(merchant.id, lambda db: RatingRead.model_validate(acceptance.rate(
+        db_session=db, merchant=merchant, claim_id=claim_id, stars=body.stars, comment=body.comment),
+        from_attributes=True), status_code=201)
+
+
+@router.get("/workers/{worker_id}")
+def worker_profile(worker_id: int, user: CurrentUser, db_session: DbSession) -> dict:
+    """A worker's credit and ratings, for merchants who worked with them and for ops."""
+    if user.role == "worker" and user.id != worker_id:
+        from tasks.errors import ClaimNotFound
+
+        raise ClaimNotFound("No such worker.", code="worker_not_found")
+    return acceptance.worker_profile(db_session=db_session, viewer=user, worker_id=worker_id)
