@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
 from accounts.models import User
@@ -37,36 +37,35 @@ def _fence_distance(db_session: Session, task_id: int, lon: float, lat: float) -
     return (0.0 if d < ON_BOUNDARY_M else float(d)), (cx, cy)
 
 
-def _prior(row: Checkin) -> sig.PriorFix:
-    return sig.PriorFix(lat=row.lat, lon=row.lon, accuracy_m=row.accuracy_m, client_time=row.client_time,
-                        altitude=row.altitude, speed=row.speed, bearing=row.bearing, worker_id=row.worker_id)
+PRIOR_COLUMNS = (Checkin.lat, Checkin.lon, Checkin.accuracy_m, Checkin.client_time, Checkin.altitude, Checkin.speed,
+                 Checkin.bearing, Checkin.worker_id)
 
 
-def _distinct_workers(db_session: Session, cap: int, *where) -> int:
+def _distinct_workers(cap: int, *where):
     """Distinct other accounts matching ``where``, counted only up to ``cap`` (enough to decide)."""
     sub = select(Checkin.worker_id).where(*where).distinct().limit(cap).subquery()
-    return db_session.scalar(select(func.count()).select_from(sub)) or 0
+    return select(func.count()).select_from(sub).scalar_subquery()
 
 
 def _context(db_session: Session, worker_id: int, center: tuple[float, float], fix: sig.Fix,
              coord_key: str) -> sig.SignalContext:
-    """Everything the signals need from history, gathered with indexed queries."""
+    """Everything the signals need from history: two indexed queries."""
     s = get_checkin_settings()
-    recent = db_session.scalars(select(Checkin).where(Checkin.worker_id == worker_id)
-                                .order_by(Checkin.client_time.desc()).limit(s.constant_fields_min_fixes)).all()
-    repeats = db_session.scalar(select(func.count()).select_from(Checkin).where(
+    recent = [sig.PriorFix(**row._mapping) for row in db_session.execute(
+        select(*PRIOR_COLUMNS).where(Checkin.worker_id == worker_id)
+        .order_by(Checkin.client_time.desc()).limit(s.constant_fields_min_fixes))]
+    repeats = select(func.count()).select_from(select(Checkin.id).where(
         Checkin.raw_coord_key == coord_key,
-        (Checkin.worker_id != worker_id) | (func.date(Checkin.client_time) != fix.client_time.date())))
-    devices = _distinct_workers(db_session, s.shared_device_min_accounts + 1, Checkin.device_id == fix.device_id,
+        (Checkin.worker_id != worker_id) | (func.date(Checkin.client_time) != fix.client_time.date()))
+        .limit(100).subquery()).scalar_subquery()
+    devices = _distinct_workers(s.shared_device_min_accounts + 1, Checkin.device_id == fix.device_id,
                                 Checkin.worker_id != worker_id)
-    ips = 0
-    if fix.ip:
-        ips = _distinct_workers(db_session, s.shared_ip_min_accounts + 1, Checkin.ip == fix.ip,
-                                Checkin.worker_id != worker_id,
-                                Checkin.server_time > fix.server_time - timedelta(seconds=s.shared_ip_window_s))
-    return sig.SignalContext(previous_fix=_prior(recent[0]) if recent else None,
-                             recent_fixes=[_prior(r) for r in recent], exact_repeat_count=repeats or 0,
-                             device_account_count=devices, ip_account_count=ips,
+    ips = _distinct_workers(s.shared_ip_min_accounts + 1, Checkin.ip == fix.ip, Checkin.worker_id != worker_id,
+                            Checkin.server_time > fix.server_time - timedelta(seconds=s.shared_ip_window_s)) \
+        if fix.ip else literal(0)
+    n_repeats, n_devices, n_ips = db_session.execute(select(repeats, devices, ips)).one()
+    return sig.SignalContext(previous_fix=recent[0] if recent else None, recent_fixes=recent,
+                             exact_repeat_count=n_repeats, device_account_count=n_devices, ip_account_count=n_ips,
                              fence_center=center, poi=None)
 
 

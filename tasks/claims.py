@@ -76,7 +76,9 @@ def transition(db_session: Session, claim_id: int, from_states: tuple[str, ...],
     audit(db_session, claim_id, None if len(from_states) > 1 else from_states[0], to_state, actor_id, reason, data)
     db_session.flush()
     obj = db_session.get(Claim, claim_id)
-    db_session.refresh(obj)
+    if obj is not None:
+        # The UPDATE bypassed the identity map: expire so the next attribute access reloads (lazily).
+        db_session.expire(obj)
     return obj
 
 
