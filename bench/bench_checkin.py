@@ -67,9 +67,12 @@ async def _drive(base: str, jobs: list[tuple[str, dict, dict]], duration_s: floa
         while queue and time.perf_counter() < deadline:
             path, body, headers = queue.pop()
             t = time.perf_counter()
-            r = await client.post(base + path, json=body, headers=headers)
+            try:
+                r = await client.post(base + path, json=body, headers=headers)
+                errors += r.status_code >= 400
+            except httpx.TransportError:  # counted, not fatal: a reset connection is a failed request
+                errors += 1
             latencies.append((time.perf_counter() - t) * 1000)
-            errors += r.status_code >= 400
 
     limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
