@@ -29,6 +29,7 @@ def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
                     hard_fence=task.hard_fence,
                     evidence=EvidenceRequirements(photos_min=task.photos_min, video=task.video_required),
                     min_credit=task.min_credit, min_dwell_s=task.min_dwell_s, review_reason=task.review_reason,
+                    premium=task.premium,
                     distance_m=None if distance_m is None else round(distance_m, 1))
 
 

@@ -119,10 +119,12 @@ def pay_claim(db_session: Session, *, merchant_id: int, worker_id: int, claim_id
     return transfer(db_session, kind="claim_payout", cause_type="claim", cause_id=claim_id, legs=legs)
 
 
-def forfeit_security_deposit(db_session: Session, *, merchant_id: int, cause: tuple[str, int], amount_fen: int) -> None:
-    """Ops decision: the merchant's security deposit goes to the platform."""
-    _move(db_session, kind="deposit_forfeit", cause=cause, src=account(db_session, merchant_id, "merchant_deposit"),
-          dst=account(db_session, None, "platform_revenue"), amount=amount_fen)
+def forfeit_security_deposit(db_session: Session, *, merchant_id: int, amount_fen: int, memo: str) -> None:
+    """Ops decision: the merchant's security deposit goes to the platform; the decision is the memo."""
+    cause_id = int(db_session.scalar(text("SELECT nextval('ledger_cause_seq')")))
+    _move(db_session, kind="deposit_forfeit", cause=("ops_decision", cause_id), memo=memo,
+          src=account(db_session, merchant_id, "merchant_deposit"), dst=account(db_session, None, "platform_revenue"),
+          amount=amount_fen)
 
 
 def balances(db_session: Session, owner_id: int) -> dict[str, int]:

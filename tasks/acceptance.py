@@ -146,7 +146,7 @@ def accept(db_session: Session, claim: Claim, task: Task, *, actor_id: int | Non
     ledger.pay_claim(db_session, merchant_id=task.merchant_id, worker_id=claim.worker_id, claim_id=claim.id,
                      reward_fen=task.reward_fen, commission_fen=commission)
     task.escrow_fen -= task.reward_fen + commission
-    credit.adjust(db_session, claim.worker_id, credit.ON_ACCEPTED)
+    credit.adjust(db_session, claim.worker_id, credit.ON_ACCEPTED, "accepted", claim.id)
     return claims.transition(db_session, claim.id, ("accepted",), "paid", actor_id=actor_id,
                              data={"reward_fen": task.reward_fen, "commission_fen": commission})
 

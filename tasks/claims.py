@@ -13,15 +13,13 @@ from core.config import get_settings
 from core.models import utcnow
 from tasks.errors import (AlreadyClaimed, ClaimNotFound, CreditTooLow, InvalidTransition, SlotsFull, TaskNotFound,
                           TaskNotOpen)
-from tasks.models import Claim, ClaimEvent, Task, WorkerCredit
-
-DEFAULT_CREDIT = 100
-
+from tasks.models import Claim, ClaimEvent, Task
 
 def credit_of(db_session: Session, worker_id: int) -> int:
-    """The worker's credit score (100 until anything changes it)."""
-    score = db_session.scalar(select(WorkerCredit.score).where(WorkerCredit.worker_id == worker_id))
-    return DEFAULT_CREDIT if score is None else score
+    """The worker's credit score (see tasks.credit for the formula)."""
+    from tasks import credit
+
+    return credit.score(db_session, worker_id)
 
 
 def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
@@ -30,8 +28,12 @@ def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
     task = db_session.get(Task, task_id)
     if task is None or task.state not in ("published", "paused", "closed"):
         raise TaskNotFound()
-    if credit_of(db_session, worker.id) < task.min_credit:
-        raise CreditTooLow(f"This task needs credit {task.min_credit}; yours is {credit_of(db_session, worker.id)}.")
+    from tasks.credit import PREMIUM_CREDIT
+
+    need = max(task.min_credit, PREMIUM_CREDIT if task.premium else 0)
+    have = credit_of(db_session, worker.id)
+    if have < need:
+        raise CreditTooLow(f"This task needs credit {need}; yours is {have}.")
     now = utcnow()
     taken = db_session.execute(
         update(Task).where(Task.id == task_id, Task.state == "published", Task.slots_taken < Task.slots,

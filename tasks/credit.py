@@ -1,33 +1,37 @@
 """Worker credit: a transparent score shown to the worker.
 
-score = 100 + (+1 per accepted claim) + (-5 per violation: failed spot check, upheld fraud appeal),
-clamped to 0..200. Stored as a running value with an audit trail in claim events.
+score = 100 + 1 per accepted claim − 5 per violation (failed spot check, upheld complaint), where a
+violation's weight halves every 90 days (people improve; old mistakes should not gate work forever),
+clamped to 0..200. Each change is a ``credit_event`` row; the score is computed from them when read.
 """
 from __future__ import annotations
 
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from tasks.models import WorkerCredit
+from tasks.models import CreditEvent
 
 START = 100
 ON_ACCEPTED = 1
 ON_VIOLATION = -5
 MIN, MAX = 0, 200
-FORMULA = "100 + 1 per accepted claim − 5 per violation (failed spot check), kept between 0 and 200"
+HALF_LIFE_DAYS = 90
+PREMIUM_CREDIT = 120  # premium tasks need a record of ~20 clean acceptances
+FORMULA = ("100 + 1 per accepted claim − 5 per violation (failed spot check or upheld complaint); a violation's "
+           f"weight halves every {HALF_LIFE_DAYS} days; kept between {MIN} and {MAX}; premium tasks need "
+           f"{PREMIUM_CREDIT}")
 
 
-def adjust(db_session: Session, worker_id: int, delta: int) -> None:
-    """Add ``delta`` to the worker's credit (flushes only)."""
-    db_session.execute(insert(WorkerCredit).values(worker_id=worker_id, score=START)
-                       .on_conflict_do_nothing(index_elements=["worker_id"]))
-    db_session.execute(update(WorkerCredit).where(WorkerCredit.worker_id == worker_id)
-                       .values(score=func_clamp(WorkerCredit.score + delta)))
+def score(db_session: Session, worker_id: int) -> int:
+    """The worker's current credit, from its events with decay."""
+    age_days = func.extract("epoch", func.now() - CreditEvent.at) / 86400.0
+    weight = case((CreditEvent.delta < 0, CreditEvent.delta * func.power(0.5, age_days / HALF_LIFE_DAYS)),
+                  else_=CreditEvent.delta)
+    total = db_session.scalar(select(func.coalesce(func.sum(weight), 0)).where(CreditEvent.worker_id == worker_id))
+    return max(MIN, min(MAX, START + int(round(float(total)))))
 
 
-def func_clamp(expr):
-    """SQL GREATEST/LEAST clamp into [MIN, MAX]."""
-    from sqlalchemy import func
-
-    return func.least(MAX, func.greatest(MIN, expr))
+def adjust(db_session: Session, worker_id: int, delta: int, reason: str, claim_id: int | None = None) -> None:
+    """Record a credit change (flushes only)."""
+    db_session.add(CreditEvent(worker_id=worker_id, delta=delta, reason=reason, claim_id=claim_id))
+    db_session.flush()

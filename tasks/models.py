@@ -66,6 +66,8 @@ class Task(Base):
     commission_bp: Mapped[int] = mapped_column(Integer, nullable=False, default=500, server_default="500")
     # This task's share of the merchant's escrow account (held − paid − released), kept with each posting.
     escrow_fen: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    # Premium tasks are shown to and claimable by workers at or above the premium credit only.
+    premium: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
     review_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = created_at()
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -128,13 +130,27 @@ class ClaimEvent(Base):
     at: Mapped[datetime] = created_at()
 
 
-class WorkerCredit(Base):
-    """A worker's credit score (starts at 100); gates claims on tasks with a minimum."""
+class CreditEvent(Base):
+    """One change to a worker's credit, with its reason; the score is derived from these with decay."""
 
-    __tablename__ = "worker_credit"
+    __tablename__ = "credit_event"
 
-    worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), primary_key=True)
-    score: Mapped[int] = mapped_column(Integer, nullable=False, default=100)
+    id: Mapped[int] = pk()
+    worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), nullable=False, index=True)
+    delta: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str] = mapped_column(String(100), nullable=False)
+    claim_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("claim.id"))
+    at: Mapped[datetime] = created_at()
+
+
+class MerchantTerms(Base):
+    """Per-merchant terms: member merchants get their own commission rate."""
+
+    __tablename__ = "merchant_terms"
+
+    merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), primary_key=True)
+    commission_bp: Mapped[int] = mapped_column(Integer, nullable=False)
+    note: Mapped[str] = mapped_column(String(200), nullable=False, default="")
 
 
 class SpotCheck(Base):
@@ -158,9 +174,13 @@ class Appeal(Base):
     """A worker's appeal against a rejection or a failed spot check."""
 
     __tablename__ = "appeal"
-    __table_args__ = (CheckConstraint("state IN ('open','overturned','denied')", name="state"),)
+    __table_args__ = (CheckConstraint("state IN ('open','overturned','denied','upheld','dismissed')", name="state"),
+                      CheckConstraint("kind IN ('appeal','complaint')", name="kind"))
 
     id: Mapped[int] = pk()
+    # 'appeal': a worker contests a rejection or failed spot check; 'complaint': a merchant reports a worker.
+    kind: Mapped[str] = mapped_column(String(10), nullable=False, default="appeal", server_default="appeal")
+    filed_by: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("app_user.id"))
     claim_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("claim.id"), nullable=False, index=True)
     worker_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("app_user.id"), nullable=False)
     from_state: Mapped[str] = mapped_column(String(20), nullable=False)

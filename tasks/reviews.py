@@ -40,7 +40,7 @@ def spot_check_verdict(*, db_session: Session, ops: User, spot_check_id: int, pa
     else:
         claims.transition(db_session, claim.id, ("spot_check",), "closed", actor_id=ops.id,
                           reason=f"spot check failed: {reason}", resolved_at=utcnow())
-        credit.adjust(db_session, claim.worker_id, credit.ON_VIOLATION)
+        credit.adjust(db_session, claim.worker_id, credit.ON_VIOLATION, "spot check failed", claim.id)
     check.state, check.reviewer_id = ("passed" if passed else "failed"), ops.id
     check.verdict_reason, check.decided_at = reason, utcnow()
     db_session.commit()
@@ -74,7 +74,8 @@ def appeal(*, db_session: Session, worker: User, claim_id: int, reason: str) -> 
         raise Conflict("The appeal window of 7 days has passed.", code="appeal_window_closed")
     prior = found.state
     claims.transition(db_session, claim_id, ("rejected", "closed"), "appealed", actor_id=worker.id, reason=reason)
-    row = Appeal(claim_id=claim_id, worker_id=worker.id, from_state=prior, reason=reason, state="open")
+    row = Appeal(kind="appeal", claim_id=claim_id, worker_id=worker.id, filed_by=worker.id, from_state=prior,
+                 reason=reason, state="open")
     db_session.add(row)
     db_session.commit()
     return row
@@ -89,7 +90,7 @@ def open_appeals(*, db_session: Session, ops: User, limit: int = 50) -> list[App
 def decide_appeal(*, db_session: Session, ops: User, appeal_id: int, overturn: bool, reason: str) -> Appeal:
     """Overturn (accept and pay) or uphold (close) an appeal; the money follows the decision."""
     require_role(ops, "ops")
-    row = db_session.scalar(select(Appeal).where(Appeal.id == appeal_id).with_for_update())
+    row = db_session.scalar(select(Appeal).where(Appeal.id == appeal_id, Appeal.kind == "appeal").with_for_update())
     if row is None:
         raise NotFound("No such appeal.", code="appeal_not_found")
     if row.state != "open":
@@ -126,3 +127,30 @@ def spot_check_detail(*, db_session: Session, check: SpotCheck) -> dict:
                           "distance_m": f.distance_m, "reasons": f.reasons, "signals": f.signals} for f in fixes],
             "evidence": [{"id": e.id, "kind": e.kind, "sha256": e.sha256, "reasons": e.reasons,
                           "matches": matches[e.id]} for e in files]}
+
+
+def complain(*, db_session: Session, merchant: User, claim_id: int, reason: str) -> Appeal:
+    """A merchant reports a worker about one of its task's claims; ops decide."""
+    require_role(merchant, "merchant")
+    found = claims.get_for(db_session=db_session, user=merchant, claim_id=claim_id)
+    row = Appeal(kind="complaint", claim_id=claim_id, worker_id=found.worker_id, filed_by=merchant.id,
+                 from_state=found.state, reason=reason, state="open")
+    db_session.add(row)
+    db_session.commit()
+    return row
+
+
+def decide_complaint(*, db_session: Session, ops: User, appeal_id: int, uphold: bool, reason: str) -> Appeal:
+    """Uphold (a violation: credit −5, decaying) or dismiss a merchant's complaint."""
+    require_role(ops, "ops")
+    row = db_session.scalar(select(Appeal).where(Appeal.id == appeal_id, Appeal.kind == "complaint").with_for_update())
+    if row is None:
+        raise NotFound("No such complaint.", code="complaint_not_found")
+    if row.state != "open":
+        raise Conflict(f"This complaint is already {row.state}.", code="complaint_decided")
+    if uphold:
+        credit.adjust(db_session, row.worker_id, credit.ON_VIOLATION, "complaint upheld", row.claim_id)
+    row.state, row.decided_by, row.decision_reason, row.decided_at = (
+        "upheld" if uphold else "dismissed"), ops.id, reason, utcnow()
+    db_session.commit()
+    return row

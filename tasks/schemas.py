@@ -35,6 +35,7 @@ class TaskCreate(BaseModel):
     evidence: EvidenceRequirements = EvidenceRequirements()
     min_credit: int = Field(default=0, ge=0, le=1000)
     min_dwell_s: int | None = Field(default=None, ge=0, le=86_400)
+    premium: bool = False
 
 
 class TaskRead(BaseModel):
@@ -60,6 +61,7 @@ class TaskRead(BaseModel):
     min_credit: int
     min_dwell_s: int | None
     review_reason: str | None
+    premium: bool = False
     distance_m: float | None = None
 
 
@@ -146,9 +148,10 @@ class AppealDecision(BaseModel):
 
 
 class AppealRead(BaseModel):
-    """An appeal."""
+    """An appeal (by a worker) or a complaint (by a merchant)."""
 
     id: int
+    kind: str = "appeal"
     claim_id: int
     worker_id: int
     from_state: str
@@ -174,3 +177,24 @@ class RatingRead(BaseModel):
     stars: int
     comment: str
     created_at: datetime
+
+
+class MerchantTermsUpdate(BaseModel):
+    """Ops set a member merchant's commission rate."""
+
+    commission_bp: int = Field(ge=0, le=3000)
+    note: str = Field(default="", max_length=200)
+
+
+class ForfeitRequest(BaseModel):
+    """Ops forfeit (part of) a merchant's security deposit."""
+
+    amount_fen: int = Field(gt=0)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ComplaintDecision(BaseModel):
+    """Ops' decision on a merchant's complaint."""
+
+    decision: Literal["uphold", "dismiss"]
+    reason: str = Field(min_length=1, max_length=500)

@@ -17,7 +17,7 @@ from geo.fence import parse_fence
 from geo.sql import point_geog
 from tasks.errors import InvalidTransition, InvalidWindow, ProhibitedTask, TaskNotFound
 from ledger import service as ledger
-from tasks.models import ACTIVE_CLAIM_STATES, Claim, Task, TaskEvent
+from tasks.models import ACTIVE_CLAIM_STATES, Claim, MerchantTerms, Task, TaskEvent
 from tasks.schemas import TaskCreate
 
 # Tasks that buy fake orders, reviews or engagement are not field work; refuse them at the door.
@@ -39,7 +39,8 @@ def create(*, db_session: Session, merchant: User, body: TaskCreate) -> Task:
                 fence=from_shape(fence.geometry, srid=4326), center=from_shape(Point(*fence.center), srid=4326),
                 fence_kind=fence.kind, radius_m=fence.radius_m, area_m2=fence.area_m2, hard_fence=body.hard_fence,
                 photos_min=body.evidence.photos_min, video_required=body.evidence.video,
-                min_credit=body.min_credit, min_dwell_s=body.min_dwell_s, state="draft", slots_taken=0)
+                min_credit=body.min_credit, min_dwell_s=body.min_dwell_s, premium=body.premium, state="draft",
+                slots_taken=0)
     db_session.add(task)
     db_session.flush()
     _audit(db_session, task.id, None, "draft", merchant.id, None)
@@ -106,7 +107,7 @@ def publish(*, db_session: Session, merchant: User, task_id: int) -> Task:
     """Send a draft (or a rejected task) to review, holding slots × (reward + commission) in escrow."""
     get_own(db_session=db_session, merchant=merchant, task_id=task_id)
     ledger.require_security_deposit(db_session, merchant.id)
-    rate = ledger.get_ledger_settings().commission_bp
+    rate = commission_rate(db_session, merchant.id)
     task = transition(db_session, task_id, ("draft", "rejected"), "pending_review", actor_id=merchant.id,
                       commission_bp=rate)
     amount = ledger.escrow_for_task(task.reward_fen, task.slots, rate)
@@ -115,6 +116,54 @@ def publish(*, db_session: Session, merchant: User, task_id: int) -> Task:
     task.escrow_fen += amount
     db_session.commit()
     return task
+
+
+def commission_rate(db_session: Session, merchant_id: int) -> int:
+    """The merchant's commission in basis points: member terms if any, else the platform default."""
+    own = db_session.scalar(select(MerchantTerms.commission_bp).where(MerchantTerms.merchant_id == merchant_id))
+    return ledger.get_ledger_settings().commission_bp if own is None else own
+
+
+def set_terms(*, db_session: Session, ops: User, merchant_id: int, commission_bp: int, note: str) -> MerchantTerms:
+    """Ops give a member merchant its own commission rate (applies to tasks published from now on)."""
+    require_role(ops, "ops")
+    terms = db_session.get(MerchantTerms, merchant_id) or MerchantTerms(merchant_id=merchant_id, commission_bp=0)
+    terms.commission_bp, terms.note = commission_bp, note
+    db_session.add(terms)
+    db_session.commit()
+    return terms
+
+
+def forfeit_deposit(*, db_session: Session, ops: User, merchant_id: int, amount_fen: int, reason: str) -> dict:
+    """Ops decision: (part of) the merchant's security deposit goes to the platform, recorded with its reason."""
+    require_role(ops, "ops")
+    merchant = db_session.get(User, merchant_id)
+    if merchant is None or merchant.role != "merchant":
+        raise TaskNotFound("No such merchant.", code="merchant_not_found")
+    ledger.forfeit_security_deposit(db_session, merchant_id=merchant_id, amount_fen=amount_fen,
+                                    memo=f"ops {ops.id}: {reason}"[:300])
+    db_session.commit()
+    return ledger.balances(db_session, merchant_id)
+
+
+def settle_ended(*, db_session: Session, limit: int = 200) -> int:
+    """Close tasks past their end time and return unused escrow; safe to run twice."""
+    ids = db_session.scalars(select(Task.id).where(Task.state.in_(("published", "paused")), Task.ends_at < func.now())
+                             .order_by(Task.id).limit(limit).with_for_update(skip_locked=True)).all()
+    for task_id in ids:
+        task = transition(db_session, task_id, ("published", "paused"), "closed", actor_id=None,
+                          reason="ended: time window over")
+        _release_unused(db_session, task)
+    db_session.commit()
+    return len(ids)
+
+
+def _release_unused(db_session: Session, task: Task) -> None:
+    """Release escrow beyond what open claims may still need."""
+    open_claims = db_session.scalar(select(func.count()).select_from(Claim).where(
+        Claim.task_id == task.id, Claim.state.in_(ACTIVE_CLAIM_STATES + ("rejected", "appealed"))))
+    reserve = open_claims * (task.reward_fen + ledger.commission_for(task.reward_fen, task.commission_bp))
+    _release(db_session, task, max(0, task.escrow_fen - reserve))
 
 
 def _release(db_session: Session, task: Task, amount: int) -> None:
@@ -158,10 +207,7 @@ def close(*, db_session: Session, merchant: User, task_id: int, reason: str = ""
     get_own(db_session=db_session, merchant=merchant, task_id=task_id)
     task = transition(db_session, task_id, ("draft", "pending_review", "published", "paused", "rejected"), "closed",
                       actor_id=merchant.id, reason=reason or None)
-    open_claims = db_session.scalar(select(func.count()).select_from(Claim).where(
-        Claim.task_id == task_id, Claim.state.in_(ACTIVE_CLAIM_STATES + ("rejected", "appealed"))))
-    reserve = open_claims * (task.reward_fen + ledger.commission_for(task.reward_fen, task.commission_bp))
-    _release(db_session, task, max(0, task.escrow_fen - reserve))
+    _release_unused(db_session, task)
     db_session.commit()
     return task
 
@@ -175,7 +221,7 @@ class NearbyTask:
 
 
 def nearby(*, db_session: Session, lat: float, lon: float, crs: str, radius_m: float, type: str | None = None,
-           min_reward: int | None = None, limit: int = 50) -> list[NearbyTask]:
+           min_reward: int | None = None, limit: int = 50, premium_ok: bool = True) -> list[NearbyTask]:
     """Published tasks with free slots within radius, nearest first (KNN on the partial GiST index)."""
     wlat, wlon = geocrs.to_wgs84(lat, lon, crs)
     here = point_geog(wlon, wlat)
@@ -188,6 +234,8 @@ def nearby(*, db_session: Session, lat: float, lon: float, crs: str, radius_m: f
         stmt = stmt.where(Task.type == type)
     if min_reward:
         stmt = stmt.where(Task.reward_fen >= min_reward)
+    if not premium_ok:
+        stmt = stmt.where(Task.premium.is_(False))
     return [NearbyTask(task, d) for task, d in db_session.execute(stmt)]
 
 

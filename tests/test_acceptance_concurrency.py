@@ -16,7 +16,7 @@ from ledger import service as ledger
 from ledger.models import LedgerAccount, LedgerTransaction, Posting, ProviderPayment
 from ledger.provider import LocalSandboxProvider
 from tasks import acceptance
-from tasks.models import Claim, ClaimEvent, SpotCheck, Task, TaskEvent, WorkerCredit
+from tasks.models import Claim, ClaimEvent, SpotCheck, Task, TaskEvent, CreditEvent
 from tests.fieldwork import STORE
 from tests.helpers import unique
 
@@ -61,11 +61,11 @@ def _cleanup(task_id: int, claim_ids: list[int], user_ids: list[int]) -> None:
         acc.balance_fen = s.scalar(select(func.coalesce(func.sum(Posting.amount_fen), 0)).where(Posting.account_id == acc.id))
     s.execute(delete(ProviderPayment).where(ProviderPayment.party_id.in_(user_ids)))
     s.execute(delete(SpotCheck).where(SpotCheck.claim_id.in_(claim_ids)))
+    s.execute(delete(CreditEvent).where(CreditEvent.worker_id.in_(user_ids)))
     s.execute(delete(ClaimEvent).where(ClaimEvent.claim_id.in_(claim_ids)))
     s.execute(delete(Claim).where(Claim.id.in_(claim_ids)))
     s.execute(delete(TaskEvent).where(TaskEvent.task_id == task_id))
     s.execute(delete(Task).where(Task.id == task_id))
-    s.execute(delete(WorkerCredit).where(WorkerCredit.worker_id.in_(user_ids)))
     s.execute(delete(User).where(User.id.in_(user_ids)))
     s.commit()
     s.close()

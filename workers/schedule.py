@@ -8,6 +8,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
                               "options": {"queue": "maintenance"}},
     "auto-confirm": {"task": "fieldproof.auto_confirm", "schedule": 300.0, "options": {"queue": "maintenance"}},
     "sweep-payouts": {"task": "fieldproof.sweep_payouts", "schedule": 60.0, "options": {"queue": "maintenance"}},
+    "settle-ended-tasks": {"task": "fieldproof.settle_ended_tasks", "schedule": 600.0,
+                           "options": {"queue": "maintenance"}},
     "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
                             "options": {"queue": "maintenance"}},
 }

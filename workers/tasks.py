@@ -6,6 +6,7 @@ import evidence.service  # noqa: F401  (registers the evidence.process job handl
 from ledger import withdrawals
 from ledger.provider import get_provider
 from tasks import acceptance, claims
+from tasks import service as tasks_service
 from core.db import session_scope
 from core.logging import get_logger
 from workers.celery_app import app
@@ -78,3 +79,10 @@ def sweep_payouts() -> int:
     for wid in ids:
         execute_payout.delay(wid)
     return len(ids)
+
+
+@app.task(name="fieldproof.settle_ended_tasks", queue="maintenance", acks_late=True)
+def settle_ended_tasks() -> int:
+    """Close tasks whose window is over and return their unused escrow."""
+    with session_scope() as db:
+        return tasks_service.settle_ended(db_session=db)

@@ -9,7 +9,8 @@ from api.deps import CurrentUser, DbSession, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read
 from tasks import acceptance, claims, reviews
-from tasks.schemas import (AppealCreate, AppealDecision, AppealRead, ChangesRequest, ClaimRead, RatingCreate,
+from tasks.schemas import (AppealCreate, AppealDecision, AppealRead, ChangesRequest, ClaimRead, ComplaintDecision,
+                           RatingCreate,
                            RatingRead, RejectRequest, SpotCheckRead, SpotCheckVerdict)
 
 router = APIRouter(prefix="/v1", tags=["acceptance"])
@@ -110,3 +111,19 @@ def worker_profile(worker_id: int, user: CurrentUser, db_session: DbSession) -> 
 
         raise ClaimNotFound("No such worker.", code="worker_not_found")
     return acceptance.worker_profile(db_session=db_session, viewer=user, worker_id=worker_id)
+
+
+@router.post("/claims/{claim_id}/complaints", status_code=201, response_model=AppealRead)
+def complain(claim_id: int, body: AppealCreate, merchant: Merchant, idem: IdempotentRun):
+    """A merchant reports a worker about a claim on its task."""
+    return idem.run(merchant.id, lambda db: AppealRead.model_validate(
+        reviews.complain(db_session=db, merchant=merchant, claim_id=claim_id, reason=body.reason),
+        from_attributes=True), status_code=201)
+
+
+@router.post("/complaints/{appeal_id}/decision", response_model=AppealRead)
+def decide_complaint(appeal_id: int, body: ComplaintDecision, ops: Ops, idem: IdempotentRun):
+    """Uphold or dismiss a complaint (upheld: a violation on the worker's credit)."""
+    return idem.run(ops.id, lambda db: AppealRead.model_validate(reviews.decide_complaint(
+        db_session=db, ops=ops, appeal_id=appeal_id, uphold=body.decision == "uphold", reason=body.reason),
+        from_attributes=True))

@@ -10,7 +10,9 @@ from api.idempotent import IdempotentRun
 from api.views import claim_read, task_read
 from core.config import get_settings
 from tasks import claims, service
-from tasks.schemas import ClaimRead, ReviewDecision, TaskCreate, TaskProgress, TaskRead, TaskType
+from tasks.credit import PREMIUM_CREDIT
+from tasks.schemas import (ClaimRead, ForfeitRequest, MerchantTermsUpdate, ReviewDecision, TaskCreate, TaskProgress,
+                           TaskRead, TaskType)
 
 router = APIRouter(prefix="/v1", tags=["tasks"])
 Crs = Literal["wgs84", "gcj02", "bd09"]
@@ -39,8 +41,9 @@ def nearby(worker: Worker, db_session: DbSession,
            min_reward: Annotated[int | None, Query(ge=0)] = None, limit: Annotated[int, Query(ge=1)] = 50):
     """The task hall: open tasks nearest first, coordinates in and out in ``crs``."""
     limit = min(limit, get_settings().nearby_max_results)
+    premium_ok = claims.credit_of(db_session, worker.id) >= PREMIUM_CREDIT
     found = service.nearby(db_session=db_session, lat=lat, lon=lon, crs=crs, radius_m=radius_m, type=type,
-                           min_reward=min_reward, limit=limit)
+                           min_reward=min_reward, limit=limit, premium_ok=premium_ok)
     return [task_read(n.task, crs, n.distance_m) for n in found]
 
 
@@ -96,3 +99,18 @@ def claim(task_id: int, worker: Worker, idem: IdempotentRun):
     """Take one slot of a published task."""
     return idem.run(worker.id, lambda db: claim_read(claims.claim(db_session=db, worker=worker, task_id=task_id)),
                     status_code=201)
+
+
+@router.put("/merchants/{merchant_id}/terms")
+def merchant_terms(merchant_id: int, body: MerchantTermsUpdate, ops: Ops, db_session: DbSession) -> dict:
+    """Ops set a member merchant's commission rate (basis points)."""
+    terms = service.set_terms(db_session=db_session, ops=ops, merchant_id=merchant_id,
+                              commission_bp=body.commission_bp, note=body.note)
+    return {"merchant_id": terms.merchant_id, "commission_bp": terms.commission_bp, "note": terms.note}
+
+
+@router.post("/merchants/{merchant_id}/deposit-forfeits")
+def forfeit(merchant_id: int, body: ForfeitRequest, ops: Ops, idem: IdempotentRun):
+    """Ops forfeit (part of) a merchant's security deposit, with the reason on record."""
+    return idem.run(ops.id, lambda db: {"balances_fen": service.forfeit_deposit(
+        db_session=db, ops=ops, merchant_id=merchant_id, amount_fen=body.amount_fen, reason=body.reason)})

@@ -1,0 +1,75 @@
+"""Credit with decay, the premium pool, member commission rates, deposit forfeiture, settling ended tasks."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from core.models import utcnow
+from ledger import service as ledger
+from tasks import credit
+from tasks import service as tasks
+from tasks.models import CreditEvent, Task
+from tests.fieldwork import STORE, claimed, funded_merchant, published_task
+from tests.helpers import auth_for, make_user
+
+
+def test_credit_violations_decay_with_a_90_day_half_life(db):
+    w = make_user(db, "worker")
+    credit.adjust(db, w.id, credit.ON_VIOLATION, "spot check failed")
+    assert credit.score(db, w.id) == 95
+    db.execute(update(CreditEvent).where(CreditEvent.worker_id == w.id).values(at=utcnow() - timedelta(days=180)))
+    assert credit.score(db, w.id) == 99  # two half-lives: −5 weighs −1.25
+    for _ in range(150):
+        credit.adjust(db, w.id, credit.ON_ACCEPTED, "accepted")
+    assert credit.score(db, w.id) == credit.MAX
+
+
+def test_premium_tasks_need_premium_credit(client, db):
+    task, _ = published_task(client, db, premium=True)
+    user, w = auth_for(client, db, "worker")
+    params = {"lat": STORE[0], "lon": STORE[1], "radius_m": 1000}
+    assert task["id"] not in [t["id"] for t in client.get("/v1/tasks/nearby", params=params, headers=w).json()]
+    r = client.post(f"/v1/tasks/{task['id']}/claims", headers=w)
+    assert r.status_code == 403 and r.json()["code"] == "credit_too_low"
+    for _ in range(credit.PREMIUM_CREDIT - credit.START):
+        credit.adjust(db, user.id, credit.ON_ACCEPTED, "accepted")
+    assert task["id"] in [t["id"] for t in client.get("/v1/tasks/nearby", params=params, headers=w).json()]
+    assert client.post(f"/v1/tasks/{task['id']}/claims", headers=w).status_code == 201
+
+
+def test_member_merchant_commission_rate(client, db):
+    merchant, m = funded_merchant(client, db)
+    _, ops = auth_for(client, db, "ops")
+    r = client.put(f"/v1/merchants/{merchant.id}/terms", json={"commission_bp": 200, "note": "member"}, headers=ops)
+    assert r.status_code == 200 and r.json()["commission_bp"] == 200
+    assert client.put(f"/v1/merchants/{merchant.id}/terms", json={"commission_bp": 1}, headers=m).status_code == 403
+    published_task(client, db, merchant_headers=m, ops_headers=ops, reward_fen=1000, slots=2)
+    assert client.get("/v1/me/wallet", headers=m).json()["balances_fen"]["merchant_escrow"] == 2 * (1000 + 20)
+
+
+def test_ops_forfeit_security_deposit(client, db):
+    merchant, m = funded_merchant(client, db)
+    _, ops = auth_for(client, db, "ops")
+    r = client.post(f"/v1/merchants/{merchant.id}/deposit-forfeits", json={"amount_fen": 4000, "reason": "fake task"},
+                    headers=ops)
+    assert r.status_code == 200 and r.json()["balances_fen"]["merchant_deposit"] == 6000
+    too_much = client.post(f"/v1/merchants/{merchant.id}/deposit-forfeits", json={"amount_fen": 7000, "reason": "x"},
+                           headers=ops)
+    assert too_much.status_code == 409 and too_much.json()["code"] == "insufficient_funds"
+    assert client.post(f"/v1/merchants/{merchant.id}/deposit-forfeits", json={"amount_fen": 1, "reason": "x"},
+                       headers=m).status_code == 403
+    assert ledger.check(db) == []
+
+
+def test_ended_tasks_close_and_return_unused_escrow(client, db):
+    task, claim, w, m = claimed(client, db, slots=3)
+    before = client.get("/v1/me/wallet", headers=m).json()["balances_fen"]
+    db.execute(update(Task).where(Task.id == task["id"]).values(ends_at=utcnow() - timedelta(minutes=1),
+                                                                  starts_at=utcnow() - timedelta(days=1)))
+    assert tasks.settle_ended(db_session=db) >= 1
+    assert tasks.settle_ended(db_session=db) == 0
+    after = client.get("/v1/me/wallet", headers=m).json()["balances_fen"]
+    assert after["merchant_escrow"] == 1575  # the one open claim keeps its slot's money
+    assert after["merchant_available"] == before["merchant_available"] + 2 * 1575
+    assert client.get(f"/v1/tasks/{task['id']}", headers=m).json()["state"] == "closed"
