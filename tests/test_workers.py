@@ -83,3 +83,53 @@ def test_sweeper_requeues_lost_jobs(worker_process):
         with session_scope() as db:
             db.execute(delete(jobs.Job).where(jobs.Job.id == job_id))
             db.commit()
+
+
+def test_payout_redelivered_to_a_real_worker_pays_once(worker_process):
+    """A payout whose first worker died mid-payment (state 'paying') is redelivered twice; one payment results."""
+    from sqlalchemy import func, select
+
+    from accounts.models import User
+    from core.models import utcnow
+    from ledger import service as ledger
+    from ledger import withdrawals
+    from ledger.models import LedgerTransaction, ProviderPayment, Withdrawal
+    from ledger.provider import LocalSandboxProvider
+    from tests.helpers import unique
+    from tests.test_ledger import _cleanup
+    from workers.tasks import execute_payout
+
+    with session_scope() as s:
+        w = User(username=unique("cel_w"), password_hash="x", role="worker", display_name="w", real_name_verified=True)
+        m = User(username=unique("cel_m"), password_hash="x", role="merchant", display_name="m")
+        s.add_all([w, m])
+        s.commit()
+        ledger.deposit(db_session=s, merchant_id=m.id, amount_fen=2000, provider=LocalSandboxProvider(s),
+                       idempotency_key=unique("cel_dep"))
+        ledger.hold_escrow(s, merchant_id=m.id, cause=("t", m.id), amount_fen=2000)
+        ledger.pay_claim(s, merchant_id=m.id, worker_id=w.id, claim_id=m.id, reward_fen=2000, commission_fen=0)
+        s.commit()
+        wid = withdrawals.request(db_session=s, worker=s.get(User, w.id), amount_fen=1500).id
+        s.get(Withdrawal, wid).state, s.get(Withdrawal, wid).paying_since = "paying", utcnow()
+        s.commit()
+        ids = [w.id, m.id]
+    try:
+        execute_payout.delay(wid)
+        execute_payout.delay(wid)
+
+        def paid():
+            with session_scope() as s:
+                return s.get(Withdrawal, wid).state == "paid"
+
+        assert _wait_for(paid)
+        time.sleep(1.0)
+        with session_scope() as s:
+            n = s.scalar(select(func.count()).select_from(LedgerTransaction).where(
+                LedgerTransaction.kind == "withdrawal_paid", LedgerTransaction.cause_id == wid))
+            calls = s.scalar(select(func.count()).select_from(ProviderPayment).where(
+                ProviderPayment.idempotency_key == f"withdrawal-{wid}"))
+            assert n == 1 and calls == 1 and ledger.check(s) == []
+    finally:
+        from core.db import new_session
+
+        _cleanup(new_session(), ids)
