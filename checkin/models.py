@@ -57,3 +57,5 @@ class Checkin(Base):
     reasons: Mapped[list[str]] = mapped_column(ARRAY(String(40)), nullable=False, default=list)
     signals: Mapped[list[dict]] = mapped_column(JSONB, nullable=False, default=list)
     remark: Mapped[str | None] = mapped_column(String(300))
+    # H3 cell (resolution 9) of the WGS-84 point, computed at write time for the heatmap roll-ups.
+    h3_r9: Mapped[int | None] = mapped_column(BigInteger)

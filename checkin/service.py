@@ -18,6 +18,7 @@ from checkin.settings import get_checkin_settings
 from checkin.verdict import decide
 from core.models import utcnow
 from geo import crs as geocrs
+from geo import h3cells
 from geo.sql import point_geog
 from tasks import claims
 from tasks.models import Claim, Task
@@ -102,7 +103,7 @@ def _record(db_session: Session, worker: User, found: Claim, task: Task, body: C
                   bearing=body.bearing, device_id=body.device_id, ip=ip, client_time=body.client_time,
                   server_time=now, verdict=verdict.verdict, distance_m=verdict.distance_m,
                   risk_score=sig.risk_score(found_signals), reasons=[x.code for x in found_signals],
-                  signals=[asdict(x) for x in found_signals], remark=remark)
+                  signals=[asdict(x) for x in found_signals], remark=remark, h3_r9=h3cells.cell(lat, lon))
     db_session.add(row)
     db_session.flush()
     return row

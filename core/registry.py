@@ -7,5 +7,6 @@ import tasks.models  # noqa: F401
 import checkin.models  # noqa: F401
 import evidence.models  # noqa: F401
 import ledger.models  # noqa: F401
+import geo.models  # noqa: F401
 
 metadata = Base.metadata

@@ -10,6 +10,7 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "sweep-payouts": {"task": "fieldproof.sweep_payouts", "schedule": 60.0, "options": {"queue": "maintenance"}},
     "settle-ended-tasks": {"task": "fieldproof.settle_ended_tasks", "schedule": 600.0,
                            "options": {"queue": "maintenance"}},
+    "roll-up-heatmap": {"task": "fieldproof.roll_up_heatmap", "schedule": 60.0, "options": {"queue": "maintenance"}},
     "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
                             "options": {"queue": "maintenance"}},
 }

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from core import idempotency, jobs
+from geo import heatmap
 import evidence.service  # noqa: F401  (registers the evidence.process job handler)
 from ledger import withdrawals
 from ledger.provider import get_provider
@@ -86,3 +87,10 @@ def settle_ended_tasks() -> int:
     """Close tasks whose window is over and return their unused escrow."""
     with session_scope() as db:
         return tasks_service.settle_ended(db_session=db)
+
+
+@app.task(name="fieldproof.roll_up_heatmap", queue="maintenance", acks_late=True)
+def roll_up_heatmap() -> int:
+    """Fold new check-ins into the heatmap tables (watermark row lock: safe twice)."""
+    with session_scope() as db:
+        return heatmap.roll_up(db_session=db)
