@@ -17,6 +17,16 @@ from tasks.models import Appeal, Claim, SpotCheck, Task
 APPEAL_WINDOW = timedelta(days=7)
 
 
+def _lock_open(db_session: Session, stmt, noun: str, code: str):
+    """The item to decide, row-locked: 404 if missing, 409 if already decided."""
+    row = db_session.scalar(stmt.with_for_update())
+    if row is None:
+        raise NotFound(f"No such {noun}.", code=f"{code}_not_found")
+    if row.state != "open":
+        raise Conflict(f"This {noun} is already {row.state}.", code=f"{code}_decided")
+    return row
+
+
 def open_spot_checks(*, db_session: Session, ops: User, limit: int = 50) -> list[SpotCheck]:
     """Sampled claims waiting for ops, oldest first."""
     require_role(ops, "ops")
@@ -27,11 +37,7 @@ def open_spot_checks(*, db_session: Session, ops: User, limit: int = 50) -> list
 def spot_check_verdict(*, db_session: Session, ops: User, spot_check_id: int, passed: bool, reason: str) -> SpotCheck:
     """Pass (accept and pay) or fail (close, credit −5) a sampled claim."""
     require_role(ops, "ops")
-    check = db_session.scalar(select(SpotCheck).where(SpotCheck.id == spot_check_id).with_for_update())
-    if check is None:
-        raise NotFound("No such spot check.", code="spot_check_not_found")
-    if check.state != "open":
-        raise Conflict(f"This spot check is already {check.state}.", code="spot_check_decided")
+    check = _lock_open(db_session, select(SpotCheck).where(SpotCheck.id == spot_check_id), "spot check", "spot_check")
     claim = db_session.get(Claim, check.claim_id)
     task = db_session.get(Task, claim.task_id)
     if passed:
@@ -90,11 +96,8 @@ def open_appeals(*, db_session: Session, ops: User, limit: int = 50) -> list[App
 def decide_appeal(*, db_session: Session, ops: User, appeal_id: int, overturn: bool, reason: str) -> Appeal:
     """Overturn (accept and pay) or uphold (close) an appeal; the money follows the decision."""
     require_role(ops, "ops")
-    row = db_session.scalar(select(Appeal).where(Appeal.id == appeal_id, Appeal.kind == "appeal").with_for_update())
-    if row is None:
-        raise NotFound("No such appeal.", code="appeal_not_found")
-    if row.state != "open":
-        raise Conflict(f"This appeal is already {row.state}.", code="appeal_decided")
+    row = _lock_open(db_session, select(Appeal).where(Appeal.id == appeal_id, Appeal.kind == "appeal"), "appeal",
+                     "appeal")
     claim = db_session.get(Claim, row.claim_id)
     if overturn:
         accept(db_session, claim, db_session.get(Task, claim.task_id), actor_id=ops.id,
@@ -143,11 +146,8 @@ def complain(*, db_session: Session, merchant: User, claim_id: int, reason: str)
 def decide_complaint(*, db_session: Session, ops: User, appeal_id: int, uphold: bool, reason: str) -> Appeal:
     """Uphold (a violation: credit −5, decaying) or dismiss a merchant's complaint."""
     require_role(ops, "ops")
-    row = db_session.scalar(select(Appeal).where(Appeal.id == appeal_id, Appeal.kind == "complaint").with_for_update())
-    if row is None:
-        raise NotFound("No such complaint.", code="complaint_not_found")
-    if row.state != "open":
-        raise Conflict(f"This complaint is already {row.state}.", code="complaint_decided")
+    row = _lock_open(db_session, select(Appeal).where(Appeal.id == appeal_id, Appeal.kind == "complaint"),
+                     "complaint", "complaint")
     if uphold:
         credit.adjust(db_session, row.worker_id, credit.ON_VIOLATION, "complaint upheld", row.claim_id)
     row.state, row.decided_by, row.decision_reason, row.decided_at = (
