@@ -48,3 +48,9 @@ class FreezeRequest(BaseModel):
 
     reason: str = Field(min_length=1, max_length=500)
     frozen: bool = True
+
+
+class RealNameUpdate(BaseModel):
+    """Outcome of a real-name check."""
+
+    verified: bool

@@ -130,3 +130,12 @@ def freeze(*, db_session: Session, actor: User, user_id: int, reason: str, froze
                                                       RefreshToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
     db_session.commit()
     return user
+
+
+def set_real_name(*, db_session: Session, actor: User, user_id: int, verified: bool) -> User:
+    """Ops record the outcome of a real-name check (a provider integration would call this too)."""
+    require_role(actor, "ops")
+    user = get(db_session=db_session, user_id=user_id)
+    user.real_name_verified = verified
+    db_session.commit()
+    return user

@@ -10,7 +10,7 @@ from ledger import service as ledger
 from tasks import credit
 from tasks import service as tasks
 from tasks.models import CreditEvent, Task
-from tests.fieldwork import STORE, claimed, funded_merchant, published_task
+from tests.fieldwork import STORE, claimed, fix, funded_merchant, published_task
 from tests.helpers import auth_for, make_user
 
 
@@ -73,3 +73,24 @@ def test_ended_tasks_close_and_return_unused_escrow(client, db):
     assert after["merchant_escrow"] == 1575  # the one open claim keeps its slot's money
     assert after["merchant_available"] == before["merchant_available"] + 2 * 1575
     assert client.get(f"/v1/tasks/{task['id']}", headers=m).json()["state"] == "closed"
+
+
+def test_withdrawal_through_the_api_after_real_name_check(client, db, monkeypatch):
+    from core.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "spot_check_base_rate", 0.0)
+    task, claim, w, m = claimed(client, db, evidence={"photos_min": 0, "video": False})
+    client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]), headers=w)
+    client.post(f"/v1/claims/{claim['id']}/submit", headers=w)
+    assert client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m).json()["state"] == "paid"
+    r = client.post("/v1/me/withdrawals", json={"amount_fen": 1000}, headers=w)
+    assert r.status_code == 403 and r.json()["code"] == "real_name_required"
+    _, ops = auth_for(client, db, "ops")
+    assert client.post(f"/v1/users/{claim['worker_id']}/real-name", json={"verified": True}, headers=m).status_code == 403
+    assert client.post(f"/v1/users/{claim['worker_id']}/real-name", json={"verified": True},
+                       headers=ops).json()["real_name_verified"] is True
+    r = client.post("/v1/me/withdrawals", json={"amount_fen": 1000}, headers=w)
+    assert r.status_code == 201 and r.json()["state"] == "approved"
+    wallet = client.get("/v1/me/wallet", headers=w).json()["balances_fen"]
+    assert wallet == {"worker_available": 500, "worker_withdrawing": 1000}
+    assert [x["id"] for x in client.get("/v1/me/withdrawals", headers=w).json()] == [r.json()["id"]]
