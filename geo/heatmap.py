@@ -122,3 +122,46 @@ def feature_collection(cells: list[tuple[int, int, int]], metric: str, res: int,
                          "geometry": {"type": "Polygon", "coordinates": [ring.round(7).tolist()]},
                          "properties": {"cell": h3cells.h3_str(c), "res": res, metric: value, "workers": workers}})
     return {"type": "FeatureCollection", "features": features, "metric": metric, "crs": crs}
+
+
+def zoom_to_res(z: int) -> int:
+    """H3 resolution whose hexagons read well at a web-map zoom (about 10-40 px across)."""
+    return max(5, min(9, round(z * 0.55 - 0.5)))
+
+
+def tile_bbox(z: int, x: int, y: int) -> tuple[float, float, float, float]:
+    """WGS-84 (min_lon, min_lat, max_lon, max_lat) of an XYZ web-mercator tile."""
+    import math
+
+    n = 2 ** z
+
+    def lat(yy: int) -> float:
+        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * yy / n))))
+
+    return x / n * 360 - 180, lat(y + 1), (x + 1) / n * 360 - 180, lat(y)
+
+
+def mvt_tile(*, db_session: Session, z: int, x: int, y: int, metric: str, since: datetime, until: datetime) -> bytes:
+    """A Mapbox Vector Tile of the visible cells, built by PostGIS (ST_AsMVT) from the roll-ups."""
+    from sqlalchemy import text
+
+    if not (0 <= z <= 22 and 0 <= x < 2 ** z and 0 <= y < 2 ** z):
+        raise InvalidInput("No such tile.", code="invalid_tile")
+    res = zoom_to_res(z)
+    min_lon, min_lat, max_lon, max_lat = tile_bbox(z, x, y)
+    # Cells whose centre lies just outside still overlap the tile: widen the search by one cell edge.
+    pad = 0.02 * 2 ** (9 - res)
+    cells = query(db_session=db_session, bbox=(min_lon - pad, min_lat - pad, max_lon + pad, max_lat + pad), res=res,
+                  metric=metric, since=since, until=until)
+    if not cells:
+        return b""
+    wkts = ["POLYGON((" + ",".join(f"{lon} {lat}" for lon, lat in h3cells.ring(c)) + "))" for c, _, _ in cells]
+    sql = text("""
+        SELECT ST_AsMVT(q, 'cells', 4096, 'geom') FROM (
+            SELECT ST_AsMVTGeom(ST_Transform(ST_GeomFromText(w, 4326), 3857), ST_TileEnvelope(:z, :x, :y)) AS geom,
+                   c AS cell, v AS value
+            FROM unnest(CAST(:wkts AS text[]), CAST(:cells AS text[]), CAST(:vals AS bigint[])) AS t(w, c, v)
+        ) q WHERE geom IS NOT NULL""")
+    data = db_session.scalar(sql, {"z": z, "x": x, "y": y, "wkts": wkts, "cells": [h3cells.h3_str(c) for c, _, _ in cells],
+                                   "vals": [v for _, v, _ in cells]})
+    return bytes(data or b"")

@@ -71,3 +71,30 @@ def test_heatmap_endpoint_geojson_in_requested_crs_and_ops_only(client, db):
         assert client.get("/v1/ops/heatmap", params=params, headers=headers).status_code == 403
     bad = client.get("/v1/ops/heatmap", params=dict(params, bbox="1,2,3"), headers=ops)
     assert bad.status_code == 422 and bad.json()["code"] == "invalid_bbox"
+
+
+def test_mvt_tile_decodes_with_the_expected_cell(client, db):
+    import math
+
+    import mapbox_vector_tile
+
+    _checkins(client, db, 6, spread=0.0)
+    _, ops = auth_for(client, db, "ops")
+    heatmap.roll_up(db_session=db)
+    z = 15  # → resolution 8
+    n = 2 ** z
+    x = int((STORE[1] + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(STORE[0]))) / math.pi) / 2 * n)
+    r = client.get(f"/v1/ops/tiles/{z}/{x}/{y}.mvt", headers=ops)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.mapbox-vector-tile"
+    layer = mapbox_vector_tile.decode(r.content)["cells"]
+    cell8 = h3cells.h3_str(h3cells.cell(STORE[0], STORE[1], heatmap.zoom_to_res(z)))
+    props = [f["properties"] for f in layer["features"]]
+    assert any(p["cell"] == cell8 and p["value"] >= 6 for p in props)
+    again = client.get(f"/v1/ops/tiles/{z}/{x}/{y}.mvt", headers={**ops, "If-None-Match": r.headers["ETag"]})
+    assert again.status_code == 304
+    empty = client.get(f"/v1/ops/tiles/{z}/0/0.mvt", headers=ops)
+    assert empty.status_code == 200 and empty.content == b""
+    assert client.get(f"/v1/ops/tiles/{z}/{n}/0.mvt", headers=ops).status_code == 422
+    _, merchant = auth_for(client, db, "merchant")
+    assert client.get(f"/v1/ops/tiles/{z}/{x}/{y}.mvt", headers=merchant).status_code == 403

@@ -4,7 +4,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+import hashlib
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from pydantic import AwareDatetime
 
 from api.deps import DbSession, Ops
@@ -24,3 +27,18 @@ def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int
     cells = heatmap.query(db_session=db_session, bbox=heatmap.parse_bbox(bbox, crs), res=res, metric=metric,
                           since=since, until=until)
     return heatmap.feature_collection(cells, metric, res, crs)
+
+
+@router.get("/tiles/{z}/{x}/{y}.mvt")
+def tile(z: int, x: int, y: int, ops: Ops, db_session: DbSession, request: Request,
+         metric: Literal["checkins", "workers", "spoof_flags", "duplicate_flags"] = "checkins",
+         days: Annotated[int, Query(ge=1, le=90)] = 7) -> Response:
+    """Vector tile of the heatmap (ST_AsMVT), resolution chosen from the zoom; ETag and a short cache."""
+    until = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    data = heatmap.mvt_tile(db_session=db_session, z=z, x=x, y=y, metric=metric, since=until - timedelta(days=days),
+                            until=until)
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=60"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="application/vnd.mapbox-vector-tile", headers=headers)
