@@ -170,9 +170,3 @@ def for_claim(*, db_session: Session, user: User, claim_id: int) -> list[Evidenc
     """The claim's evidence."""
     claims.get_for(db_session=db_session, user=user, claim_id=claim_id)
     return list(db_session.scalars(select(Evidence).where(Evidence.claim_id == claim_id).order_by(Evidence.id)))
-
-
-def unfinished(*, db_session: Session, older_than_s: int = 300) -> list[int]:
-    """Evidence still 'received' long after upload (its job was lost)."""
-    return list(db_session.scalars(select(Evidence.id).where(
-        Evidence.state == "received", Evidence.created_at < func.now() - text(f"interval '{int(older_than_s)} seconds'"))))
