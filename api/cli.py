@@ -8,7 +8,8 @@ import os
 import sys
 
 # Other packages' verbs register themselves through these modules' ``register(subparsers)``.
-PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli_demo", "api.cli_ledger"]
+PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli_demo", "api.cli_ledger",
+                  "api.cli_heatmap"]
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -165,3 +165,29 @@ def mvt_tile(*, db_session: Session, z: int, x: int, y: int, metric: str, since:
     data = db_session.scalar(sql, {"z": z, "x": x, "y": y, "wkts": wkts, "cells": [h3cells.h3_str(c) for c, _, _ in cells],
                                    "vals": [v for _, v, _ in cells]})
     return bytes(data or b"")
+
+
+def pending(*, db_session: Session) -> int:
+    """Check-ins not yet folded into the roll-ups."""
+    last = db_session.scalar(select(RollupState.last_id).where(RollupState.name == "checkin")) or 0
+    return db_session.scalar(select(func.count()).select_from(Checkin).where(Checkin.id > last)) or 0
+
+
+def regions(*, db_session: Session, since: datetime, until: datetime, k: int = DEFAULT_K) -> list[dict]:
+    """Per resolution-5 region (~250 km²): check-ins and flag rates, regions with fewer than k workers hidden."""
+    rows = db_session.execute(
+        select(HeatCellHour.cell, func.sum(HeatCellHour.checkins), func.sum(HeatCellHour.spoof_flags),
+               func.sum(HeatCellHour.duplicate_flags))
+        .where(HeatCellHour.res == 5, HeatCellHour.hour >= since, HeatCellHour.hour < until)
+        .group_by(HeatCellHour.cell)).all()
+    people = dict(db_session.execute(
+        select(HeatCellWorkerDay.cell, func.count(func.distinct(HeatCellWorkerDay.worker_id)))
+        .where(HeatCellWorkerDay.res == 5, HeatCellWorkerDay.day >= since.date(), HeatCellWorkerDay.day <= until.date())
+        .group_by(HeatCellWorkerDay.cell)).all())
+    out = []
+    for c, n, spoof, dup in rows:
+        if people.get(c, 0) >= k:
+            lat, lon = h3cells.centre(c)
+            out.append({"region": h3cells.h3_str(c), "lat": round(lat, 5), "lon": round(lon, 5), "checkins": int(n),
+                        "workers": people[c], "spoof_rate": round(spoof / n, 4), "duplicate_rate": round(dup / n, 4)})
+    return sorted(out, key=lambda r: -r["checkins"])

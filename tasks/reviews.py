@@ -154,3 +154,27 @@ def decide_complaint(*, db_session: Session, ops: User, appeal_id: int, uphold: 
         "upheld" if uphold else "dismissed"), ops.id, reason, utcnow()
     db_session.commit()
     return row
+
+
+def stats_by_type(*, db_session: Session, ops: User, since, until) -> list[dict]:
+    """Per task type: claims and how they ended, with acceptance, rejection and spot-check failure rates."""
+    require_role(ops, "ops")
+    rows = db_session.execute(select(Task.type, Claim.state, func.count()).join(Task, Task.id == Claim.task_id)
+                              .where(Claim.claimed_at >= since, Claim.claimed_at < until)
+                              .group_by(Task.type, Claim.state)).all()
+    failed = dict(db_session.execute(
+        select(Task.type, func.count()).select_from(SpotCheck).join(Claim, Claim.id == SpotCheck.claim_id)
+        .join(Task, Task.id == Claim.task_id).where(SpotCheck.state == "failed", Claim.claimed_at >= since,
+                                                    Claim.claimed_at < until).group_by(Task.type)).all())
+    out: dict[str, dict] = {}
+    for kind, state, n in rows:
+        r = out.setdefault(kind, {"type": kind, "claims": 0, "by_state": {}})
+        r["claims"] += n
+        r["by_state"][state] = n
+    for kind, r in out.items():
+        done = sum(r["by_state"].get(s, 0) for s in ("accepted", "paid", "rejected", "closed"))
+        paid = r["by_state"].get("paid", 0) + r["by_state"].get("accepted", 0)
+        r["acceptance_rate"] = round(paid / done, 4) if done else None
+        r["rejection_rate"] = round(r["by_state"].get("rejected", 0) / done, 4) if done else None
+        r["spot_check_failures"] = failed.get(kind, 0)
+    return sorted(out.values(), key=lambda r: r["type"])

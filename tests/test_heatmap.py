@@ -98,3 +98,27 @@ def test_mvt_tile_decodes_with_the_expected_cell(client, db):
     assert client.get(f"/v1/ops/tiles/{z}/{n}/0.mvt", headers=ops).status_code == 422
     _, merchant = auth_for(client, db, "merchant")
     assert client.get(f"/v1/ops/tiles/{z}/{x}/{y}.mvt", headers=merchant).status_code == 403
+
+
+def test_backfill_cli_and_ops_stats(client, db, monkeypatch, capsys):
+    from contextlib import contextmanager
+
+    from api.cli import build_parser
+
+    _checkins(client, db, 5, spread=0.0)
+
+    @contextmanager
+    def scope():
+        yield db
+
+    monkeypatch.setattr("core.db.session_scope", scope)
+    assert heatmap.pending(db_session=db) >= 5
+    args = build_parser().parse_args(["heatmap", "backfill", "--batch", "2"])
+    assert args.func(args) == 0 and heatmap.pending(db_session=db) == 0
+    _, ops = auth_for(client, db, "ops")
+    body = client.get("/v1/ops/stats", headers=ops).json()
+    store = next(r for r in body["by_type"] if r["type"] == "store_visit")
+    assert store["by_state"].get("checked_in", 0) >= 5
+    assert body["by_region"] and body["by_region"][0]["workers"] >= 5
+    _, merchant = auth_for(client, db, "merchant")
+    assert client.get("/v1/ops/stats", headers=merchant).status_code == 403

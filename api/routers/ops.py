@@ -12,6 +12,7 @@ from pydantic import AwareDatetime
 
 from api.deps import DbSession, Ops
 from geo import heatmap
+from tasks import reviews
 
 router = APIRouter(prefix="/v1/ops", tags=["ops"])
 
@@ -42,3 +43,14 @@ def tile(z: int, x: int, y: int, ops: Ops, db_session: DbSession, request: Reque
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     return Response(data, media_type="application/vnd.mapbox-vector-tile", headers=headers)
+
+
+@router.get("/stats")
+def stats(ops: Ops, db_session: DbSession, from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+          to: AwareDatetime | None = None) -> dict:
+    """Totals and rates per task type, and check-in/flag rates per region (k-anonymous)."""
+    until = to or datetime.now(timezone.utc) + timedelta(hours=1)
+    since = from_ or until - timedelta(days=30)
+    return {"from": since, "to": until,
+            "by_type": reviews.stats_by_type(db_session=db_session, ops=ops, since=since, until=until),
+            "by_region": heatmap.regions(db_session=db_session, since=since, until=until)}
