@@ -136,14 +136,28 @@ def check_coordinates(lon: np.ndarray, lat: np.ndarray) -> None:
                                  "(GeoJSON order is [lon, lat]).")
 
 
+def _shifted(lon: np.ndarray, lat: np.ndarray, src: str) -> np.ndarray:
+    """Which points providers shift, judged by where they really are (their WGS-84 position).
+
+    Judging an obfuscated point by its own coordinates would fail near the border, where a mainland
+    point's GCJ-02 image can fall just outside the outline.
+    """
+    if src == "wgs84":
+        return in_china(lon, lat)
+    x, y = lon, lat
+    for step in _STEPS[(src, "wgs84")]:
+        x, y = step(x, y)
+    return in_china(x, y)
+
+
 def convert_arrays(lon, lat, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:
-    """Convert (lon, lat) arrays; points outside mainland China (judged by the input) are unchanged."""
+    """Convert (lon, lat) arrays; points outside mainland China are returned unchanged."""
     check_crs(src), check_crs(dst)
     lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
     check_coordinates(lon, lat)
     if src == dst:
         return lon.copy(), lat.copy()
-    mask = in_china(lon, lat)
+    mask = _shifted(lon, lat, src)
     out_lon, out_lat = lon.copy(), lat.copy()
     if mask.any():
         x, y = lon[mask], lat[mask]

@@ -49,6 +49,14 @@ def test_known_tiananmen_offset():
 china = st.tuples(st.floats(21.0, 45.0), st.floats(100.0, 122.0)).filter(lambda p: crs.in_mainland_china(*p))
 
 
+def test_border_point_round_trips():
+    # Found by hypothesis: a mainland point near the Mongolian border whose GCJ-02 image lies outside the outline.
+    lat, lon = 42.5234375, 100.3125
+    assert crs.in_mainland_china(lat, lon)
+    back = crs.gcj02_to_wgs84(*crs.wgs84_to_gcj02(lat, lon))
+    assert abs(back[0] - lat) < 1e-7 and abs(back[1] - lon) < 1e-7
+
+
 @settings(max_examples=200, deadline=None)
 @given(china)
 def test_inverses_round_trip_to_1e7(p):
