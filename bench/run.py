@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bench.common import machine
 
-MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup"]
+MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup",
+           "bench.bench_heatmap"]
 OUT = Path(__file__).resolve().parent
 
 

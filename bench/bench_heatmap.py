@@ -1,0 +1,143 @@
+"""heatmap_viewport and mvt_tile at 10,000,000 check-ins.
+
+heatmap_viewport: p95 of a city-sized viewport (res 8, 7 days) from the roll-ups, against a direct GROUP BY
+over the raw check-ins for the same viewport (res 9 cells are stored per check-in) in the same run.
+mvt_tile: p95 of a zoom-14 tile in the busy centre (no baseline).
+Seeding: check-ins are spread over 50,000 distinct places around Beijing; their H3 cells are computed once in
+Python and the roll-up tables are then filled with set-based SQL (the beat job's incremental path is tested
+for exactness in tests/test_heatmap.py; here it would only be slow to replay).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from datetime import datetime, timedelta, timezone
+
+from bench.common import figure, pct, scale, use_bench_database
+
+CENTRE = (39.91, 116.40)
+PLACES = 50_000
+QUERIES = 40
+
+
+def _places(conn) -> None:
+    from sqlalchemy import text
+
+    from geo import h3cells
+
+    conn.execute(text("CREATE TABLE IF NOT EXISTS bench_place (pid int PRIMARY KEY, lat float8, lon float8, "
+                      "r5 bigint, r6 bigint, r7 bigint, r8 bigint, r9 bigint)"))
+    if conn.execute(text("SELECT count(*) FROM bench_place")).scalar_one() >= PLACES:
+        return
+    rng = random.Random(3)
+    rows = []
+    for pid in range(PLACES):
+        lat, lon = CENTRE[0] + rng.gauss(0, 0.08), CENTRE[1] + rng.gauss(0, 0.1)
+        r9 = h3cells.cell(lat, lon)
+        rows.append({"pid": pid, "lat": lat, "lon": lon, "r9": r9,
+                     **{f"r{r}": h3cells.parent(r9, r) for r in (5, 6, 7, 8)}})
+    conn.execute(text("INSERT INTO bench_place VALUES (:pid, :lat, :lon, :r5, :r6, :r7, :r8, :r9) "
+                      "ON CONFLICT DO NOTHING"), rows)
+
+
+def _seed(conn, n: int) -> None:
+    """n check-ins over the last 7 days by 20,000 workers, then the roll-ups by SQL."""
+    from sqlalchemy import text
+
+    from bench.bench_checkin import _seed as seed_claims
+
+    have = conn.execute(text("SELECT count(*) FROM checkin WHERE device_id LIKE 'hm-%'")).scalar_one()
+    if have >= n:
+        return
+    claim_id, worker_id = seed_claims(1)[0]
+    task_id = conn.execute(text("SELECT task_id FROM claim WHERE id = :c"), {"c": claim_id}).scalar_one()
+    conn.execute(text("""
+        INSERT INTO checkin (claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs,
+                             raw_coord_key, accuracy_m, accuracy_95_m, provider, device_id, client_time, server_time,
+                             verdict, distance_m, risk_score, reasons, signals, h3_r9)
+        SELECT :claim, :worker, :task, 'in', ST_MakePoint(p.lon, p.lat)::geography, p.lat, p.lon, p.lat, p.lon,
+               'wgs84', '', 10, 16, 'gps', 'hm-' || (g % 20000), t, t, 'inside', 0, 0,
+               CASE WHEN g % 50 = 0 THEN ARRAY['mock_location'] ELSE ARRAY[]::varchar[] END, '[]', p.r9
+        FROM generate_series(CAST(:a AS int), CAST(:b AS int)) g
+        JOIN bench_place p ON p.pid = (CAST(g AS bigint) * 7919) % :places
+        CROSS JOIN LATERAL (SELECT now() - (g % 604800) * interval '1 second' AS t) tt
+    """), {"claim": claim_id, "worker": worker_id, "task": task_id, "a": have + 1, "b": n, "places": PLACES})
+    conn.execute(text("TRUNCATE heat_cell_hour, heat_cell_worker_day"))
+    for res in (5, 6, 7, 8, 9):
+        conn.execute(text(f"""
+            INSERT INTO heat_cell_hour (res, cell, hour, lat, lon, checkins, spoof_flags, duplicate_flags)
+            SELECT {res}, p.r{res}, date_trunc('hour', c.server_time), avg(p.lat), avg(p.lon), count(*),
+                   count(*) FILTER (WHERE 'mock_location' = ANY(c.reasons)), 0
+            FROM checkin c JOIN bench_place p ON p.r9 = c.h3_r9 WHERE c.device_id LIKE 'hm-%'
+            GROUP BY p.r{res}, date_trunc('hour', c.server_time)"""))
+        conn.execute(text(f"""
+            INSERT INTO heat_cell_worker_day (res, cell, day, worker_id)
+            SELECT DISTINCT {res}, p.r{res}, c.server_time::date, ('x' || substr(md5(c.device_id), 1, 8))::bit(32)::int
+            FROM checkin c JOIN bench_place p ON p.r9 = c.h3_r9 WHERE c.device_id LIKE 'hm-%'"""))
+
+
+def _baseline(db, bbox, since, until) -> None:
+    from sqlalchemy import text
+
+    db.execute(text("""SELECT h3_r9, count(*), count(DISTINCT worker_id) FROM checkin
+                       WHERE lon BETWEEN :a AND :c AND lat BETWEEN :b AND :d AND server_time >= :s AND server_time < :u
+                       GROUP BY h3_r9"""), {"a": bbox[0], "b": bbox[1], "c": bbox[2], "d": bbox[3], "s": since,
+                                           "u": until}).all()
+
+
+def run() -> dict:
+    """Seed once, then time viewports and tiles."""
+    use_bench_database()
+    from core.db import get_engine, new_session
+    from geo import heatmap
+
+    n = int(10_000_000 * scale())
+    with get_engine().begin() as conn:
+        _places(conn)
+        _seed(conn, n)
+    # Fresh rows: set hint bits and the visibility map once, as autovacuum would, before timing.
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("VACUUM ANALYZE heat_cell_hour, heat_cell_worker_day, checkin"))
+    until = datetime.now(timezone.utc) + timedelta(hours=1)
+    since = until - timedelta(days=7)
+    rng = random.Random(5)
+    boxes = []
+    for _ in range(QUERIES):  # ~15 × 12 km: a district-to-city viewport
+        lat, lon = CENTRE[0] + rng.uniform(-0.03, 0.03), CENTRE[1] + rng.uniform(-0.03, 0.03)
+        boxes.append((lon - 0.09, lat - 0.055, lon + 0.09, lat + 0.055))
+    db = new_session()
+    ours, base, tiles = [], [], []
+    try:
+        for box in boxes[:3]:  # warm-up
+            heatmap.query(db_session=db, bbox=box, res=8, metric="checkins", since=since, until=until)
+            _baseline(db, box, since, until)
+        for box in boxes:
+            t = time.perf_counter()
+            heatmap.query(db_session=db, bbox=box, res=8, metric="checkins", since=since, until=until)
+            ours.append((time.perf_counter() - t) * 1000)
+        for box in boxes[: QUERIES // 4]:
+            t = time.perf_counter()
+            _baseline(db, box, since, until)
+            base.append((time.perf_counter() - t) * 1000)
+        z = 14
+        for _ in range(QUERIES):
+            lat, lon = CENTRE[0] + rng.uniform(-0.05, 0.05), CENTRE[1] + rng.uniform(-0.05, 0.05)
+            x = int((lon + 180) / 360 * 2 ** z)
+            y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2 ** z)
+            t = time.perf_counter()
+            heatmap.mvt_tile(db_session=db, z=z, x=x, y=y, metric="checkins", since=since, until=until)
+            tiles.append((time.perf_counter() - t) * 1000)
+    finally:
+        db.rollback()
+        db.close()
+    return {"heatmap_viewport": figure(pct(ours, 95), "ms", pct(base, 95), False,
+                                       f"p95 <= 100 ms and ratio >= 20 at {n} check-ins"),
+            "mvt_tile": figure(pct(tiles, 95), "ms", None, False, "p95 <= 50 ms")}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
