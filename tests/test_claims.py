@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, select, update
 
 from accounts.models import User
 from core.db import new_session
