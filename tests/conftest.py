@@ -12,7 +12,8 @@ os.environ.setdefault("FIELDPROOF_EVIDENCE_DIR", __import__("tempfile").mkdtemp(
 from core import localservices  # noqa: E402
 from core.config import get_settings  # noqa: E402
 
-TEST_REDIS_DB = 15
+# Parallel test sessions on one machine each take their own Redis DB (and FIELDPROOF_DATABASE_NAME).
+TEST_REDIS_DB = int(os.environ.get("FIELDPROOF_TEST_REDIS_DB", "15"))
 
 
 def _configure_test_servers() -> str:
