@@ -166,6 +166,21 @@ def served_copy(*, db_session: Session, user: User, evidence_id: int, max_side: 
     return strip_and_orient(get_store().get(ev.sha256), max_side)
 
 
+def served_match_copy(*, db_session: Session, user: User, evidence_id: int, matched_id: int,
+                      max_side: int | None) -> bytes:
+    """The file a duplicate match points at, for the merchant or ops judging ``evidence_id`` (not for workers)."""
+    get_for(db_session=db_session, user=user, evidence_id=evidence_id)
+    match = db_session.scalar(select(EvidenceMatch).where(EvidenceMatch.evidence_id == evidence_id,
+                                                          EvidenceMatch.matched_evidence_id == matched_id))
+    # Workers never see other workers' files; a merchant sees another claim's file only as a recorded duplicate.
+    if match is None or user.role == "worker":
+        raise NotFound("No such duplicate of this evidence.", code="match_not_found")
+    other = db_session.get(Evidence, matched_id)
+    if other is None or other.kind != "image":
+        raise NotFound("This duplicate has no image preview.", code="no_preview")
+    return strip_and_orient(get_store().get(other.sha256), max_side)
+
+
 def for_claim(*, db_session: Session, user: User, claim_id: int) -> list[Evidence]:
     """The claim's evidence."""
     claims.get_for(db_session=db_session, user=user, claim_id=claim_id)

@@ -79,6 +79,13 @@ def list_for_merchant(*, db_session: Session, merchant: User, limit: int = 100, 
     return list(db_session.scalars(stmt))
 
 
+def review_queue(*, db_session: Session, ops: User, limit: int = 50) -> list[Task]:
+    """Tasks waiting for platform review, oldest first (ops only)."""
+    require_role(ops, "ops")
+    stmt = select(Task).where(Task.state == "pending_review").order_by(Task.id).limit(limit)
+    return list(db_session.scalars(stmt))
+
+
 def _audit(db_session: Session, task_id: int, from_state: str | None, to_state: str, actor_id: int | None,
            reason: str | None) -> TaskEvent:
     event = TaskEvent(task_id=task_id, from_state=from_state, to_state=to_state, actor_id=actor_id, reason=reason)
@@ -148,7 +155,7 @@ def forfeit_deposit(*, db_session: Session, ops: User, merchant_id: int, amount_
 
 def settle_ended(*, db_session: Session, limit: int = 200) -> int:
     """Close tasks past their end time and return unused escrow; safe to run twice."""
-    ids = db_session.scalars(select(Task.id).where(Task.state.in_(("published", "paused")), Task.ends_at < func.now())
+    ids = db_session.scalars(select(Task.id).where(Task.state.in_(("published", "paused")), Task.ends_at < utcnow())
                              .order_by(Task.id).limit(limit).with_for_update(skip_locked=True)).all()
     for task_id in ids:
         task = transition(db_session, task_id, ("published", "paused"), "closed", actor_id=None,
@@ -227,7 +234,7 @@ def nearby(*, db_session: Session, lat: float, lon: float, crs: str, radius_m: f
     here = point_geog(wlon, wlat)
     dist = func.ST_Distance(Task.center, here).label("distance_m")
     stmt = (select(Task, dist)
-            .where(Task.state == "published", Task.slots_taken < Task.slots, Task.ends_at > func.now(),
+            .where(Task.state == "published", Task.slots_taken < Task.slots, Task.ends_at > utcnow(),
                    func.ST_DWithin(Task.center, here, radius_m))
             .order_by(Task.center.op("<->")(here)).limit(limit))
     if type:

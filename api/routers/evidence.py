@@ -53,3 +53,12 @@ def image(evidence_id: int, user: CurrentUser, db_session: DbSession,
     """A re-encoded JPEG without metadata (no EXIF, no GPS), orientation applied."""
     data = service.served_copy(db_session=db_session, user=user, evidence_id=evidence_id, max_side=SIZES[size])
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/evidence/{evidence_id}/matches/{matched_id}/image")
+def match_image(evidence_id: int, matched_id: int, user: CurrentUser, db_session: DbSession,
+                size: Literal["thumb", "large", "original"] = "thumb") -> Response:
+    """The duplicate of a file, to compare side by side (the task's merchant and ops)."""
+    data = service.served_match_copy(db_session=db_session, user=user, evidence_id=evidence_id,
+                                     matched_id=matched_id, max_side=SIZES[size])
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

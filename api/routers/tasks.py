@@ -47,6 +47,12 @@ def nearby(worker: Worker, db_session: DbSession,
     return [task_read(n.task, crs, n.distance_m) for n in found]
 
 
+@router.get("/tasks/review-queue", response_model=list[TaskRead])
+def review_queue(ops: Ops, db_session: DbSession, crs: Crs = "wgs84", limit: Annotated[int, Query(ge=1, le=200)] = 50):
+    """Ops: tasks waiting for platform review, oldest first."""
+    return [task_read(t, crs) for t in service.review_queue(db_session=db_session, ops=ops, limit=limit)]
+
+
 @router.get("/tasks/{task_id}", response_model=TaskRead)
 def get_task(task_id: int, user: CurrentUser, db_session: DbSession, crs: Crs = "wgs84"):
     """One task, if the caller may see it."""
