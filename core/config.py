@@ -1,6 +1,7 @@
 """Settings for the whole service, read once from the environment (prefix ``FIELDPROOF_``)."""
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -60,12 +61,28 @@ class Settings(BaseSettings):
     spot_check_seed: str = "fieldproof"
     default_commission_bp: int = 500
 
+    # Heatmap: cells seen by fewer distinct workers are hidden, so no one's movements can be read off the map.
+    heatmap_k: int = 5
+    # Roll-ups leave rows younger than this for the next run: a lower id may still be committing.
+    heatmap_settle_s: float = 30.0
+
     evidence_dir: Path = ROOT / ".data" / "evidence"
+
+    # Base-map tiles for the web pages, e.g. "https://tile.openstreetmap.org/{z}/{x}/{y}.png"; empty: no base
+    # map (fences, check-ins and the heatmap still draw on a plain background).
+    map_tile_url: str = ""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
     log_json: bool = False
+
+    # Simulated clock (core.clock) for `fieldproof simulate` only; refused when env is prod.
+    sim_clock_start: datetime | None = None
+    sim_clock_rate: float = 1.0
+    sim_clock_epoch: float | None = None
+    # Beat intervals are divided by the clock rate (down to this floor) so a fast day keeps its cadence.
+    beat_min_interval_s: float = 5.0
 
 
 @lru_cache

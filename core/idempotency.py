@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, delete, func, text
+from sqlalchemy import BigInteger, DateTime, Integer, String, delete, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -109,6 +109,6 @@ def store(db_session: Session, *, user_id: int, route: str, key: str, digest: st
 
 def purge_expired(*, db_session: Session) -> int:
     """Delete records past their 72 h life; returns how many."""
-    res = db_session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < func.now()))
+    res = db_session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.expires_at < utcnow()))
     db_session.commit()
     return res.rowcount or 0

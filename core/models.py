@@ -6,6 +6,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, MetaData, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from core import clock
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -27,12 +29,10 @@ def pk() -> Mapped[int]:
 
 
 def created_at() -> Mapped[datetime]:
-    """A server-side creation timestamp."""
-    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+    """A creation timestamp: the service clock from the ORM, the database's ``now()`` for raw SQL."""
+    return mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now(), nullable=False)
 
 
 def utcnow() -> datetime:
-    """Current time, aware, UTC."""
-    from datetime import timezone
-
-    return datetime.now(timezone.utc)
+    """Current time, aware, UTC, on the service clock (real unless a simulation configured one)."""
+    return clock.now()

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from accounts.models import User
 from accounts.service import require_role
@@ -68,14 +68,17 @@ def audit(db_session: Session, claim_id: int, from_state: str | None, to_state: 
 def transition(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
                actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> Claim:
     """Guarded claim state change (``WHERE state IN from_states``) plus its audit row; flushes only."""
-    row = db_session.execute(
-        update(Claim).where(Claim.id == claim_id, Claim.state.in_(from_states))
-        .values(state=to_state, **values).returning(Claim.id)).first()
-    if row is None:
+    # The self-join reads the row as it was before the UPDATE, so the audit names the real prior state;
+    # the guard stays on the updated row, which PostgreSQL re-checks if a concurrent change got there first.
+    before = aliased(Claim)
+    prior = db_session.execute(
+        update(Claim).where(Claim.id == claim_id, Claim.state.in_(from_states), before.id == Claim.id)
+        .values(state=to_state, **values).returning(before.state)).scalar()
+    if prior is None:
         current = db_session.scalar(select(Claim.state).where(Claim.id == claim_id))
         raise InvalidTransition(f"Claim {claim_id} is {current}; this needs {' or '.join(from_states)}.",
                                 state=current)
-    audit(db_session, claim_id, None if len(from_states) > 1 else from_states[0], to_state, actor_id, reason, data)
+    audit(db_session, claim_id, prior, to_state, actor_id, reason, data)
     db_session.flush()
     obj = db_session.get(Claim, claim_id)
     if obj is not None:
@@ -131,7 +134,7 @@ def _free_slot(db_session: Session, task_id: int) -> None:
 
 def expire_stale(*, db_session: Session, limit: int = 1000) -> int:
     """Release claims never checked in before their deadline; safe to run twice or on several hosts."""
-    ids = db_session.scalars(select(Claim.id).where(Claim.state == "claimed", Claim.expires_at < func.now())
+    ids = db_session.scalars(select(Claim.id).where(Claim.state == "claimed", Claim.expires_at < utcnow())
                              .order_by(Claim.id).limit(limit).with_for_update(skip_locked=True)).all()
     for claim_id in ids:
         found = transition(db_session, claim_id, ("claimed",), "expired", actor_id=None,

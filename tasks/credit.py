@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from core.models import utcnow
 from tasks.models import CreditEvent
 
 START = 100
@@ -24,7 +25,7 @@ FORMULA = ("100 + 1 per accepted claim − 5 per violation (failed spot check or
 
 def score(db_session: Session, worker_id: int) -> int:
     """The worker's current credit, from its events with decay."""
-    age_days = func.extract("epoch", func.now() - CreditEvent.at) / 86400.0
+    age_days = func.extract("epoch", utcnow() - CreditEvent.at) / 86400.0
     weight = case((CreditEvent.delta < 0, CreditEvent.delta * func.power(0.5, age_days / HALF_LIFE_DAYS)),
                   else_=CreditEvent.delta)
     total = db_session.scalar(select(func.coalesce(func.sum(weight), 0)).where(CreditEvent.worker_id == worker_id))

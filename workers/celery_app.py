@@ -4,7 +4,9 @@ from __future__ import annotations
 from celery import Celery
 
 from core.redis import redis_url
-from workers.schedule import BEAT_SCHEDULE
+from core import clock
+from core.config import get_settings
+from workers.schedule import BEAT_SCHEDULE, scaled
 
 # The longest task is bounded by its hard time limit; the broker's visibility timeout must
 # exceed it, or Redis would hand a still-running task to a second worker.
@@ -27,7 +29,7 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
     broker_connection_retry_on_startup=True,
     task_default_queue="default",
-    beat_schedule=BEAT_SCHEDULE,
+    beat_schedule=scaled(BEAT_SCHEDULE, clock.rate(), get_settings().beat_min_interval_s),
     timezone="UTC",
     enable_utc=True,
 )

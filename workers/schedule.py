@@ -14,3 +14,10 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
                             "options": {"queue": "maintenance"}},
 }
+
+
+def scaled(schedule: dict[str, dict], rate: float, floor_s: float) -> dict[str, dict]:
+    """The schedule with intervals divided by the clock rate (a simulated day keeps its cadence), floored."""
+    if rate == 1.0:
+        return schedule
+    return {name: {**entry, "schedule": max(floor_s, entry["schedule"] / rate)} for name, entry in schedule.items()}
