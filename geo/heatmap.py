@@ -1,74 +1,28 @@
-"""Heatmap roll-ups and queries. The roll-up reads check-ins past a watermark, so it is incremental and,
-holding the watermark row locked for its transaction, safe to run twice or on several hosts."""
+"""Heatmap queries over the roll-ups (geo.rollup maintains them): GeoJSON cells, vector tiles, region stats.
+
+A range reads whole UTC days from the day table and only its ragged ends from the hour table, so a week
+costs ~7 + 46 rows per cell rather than 168. Cells are hidden unless some single hour or day in the range
+saw at least k distinct workers: a lower bound of the range's distinct workers, so suppression errs towards
+hiding (a cell visited by k workers over a week but never k in one day stays hidden).
+"""
 from __future__ import annotations
 
-from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Select, func, select, union_all
 from sqlalchemy.orm import Session
 
-from checkin.models import Checkin
+from core.config import get_settings
 from core.errors import InvalidInput
 from geo import crs as geocrs
-from geo import h3cells
-from geo.models import HeatCellHour, HeatCellWorkerDay, RollupState
+from geo import dwell, h3cells
+from geo.models import HeatCellDay, HeatCellHour
+from geo.rollup import COUNTS, pending, roll_up  # noqa: F401  (the roll-up verbs live beside the queries' users)
 
-SPOOF_CODES = {"mock_location", "accuracy_zero", "impossible_travel", "exact_coordinate_repeat", "constant_fix_fields",
-               "at_fence_center"}
-METRICS = ("checkins", "workers", "spoof_flags", "duplicate_flags")
-DEFAULT_K = 5  # cells seen by fewer distinct workers are hidden so no one's movements can be read off the map
+METRICS = ("checkins", "workers", "completions", "rejections", "spot_check_failures", "duplicate_flags",
+           "spoof_flags", "median_dwell_s")
 MAX_CELLS = 20_000
-
-
-def _state(db_session: Session, name: str) -> RollupState:
-    db_session.execute(insert(RollupState).values(name=name, last_id=0).on_conflict_do_nothing())
-    return db_session.scalar(select(RollupState).where(RollupState.name == name).with_for_update())
-
-
-def roll_up(*, db_session: Session, batch: int = 20_000) -> int:
-    """Fold check-ins past the watermark into the per-cell-hour tables; returns how many were read."""
-    state = _state(db_session, "checkin")
-    rows = db_session.execute(select(Checkin.id, Checkin.h3_r9, Checkin.server_time, Checkin.worker_id,
-                                     Checkin.reasons, Checkin.lat, Checkin.lon)
-                              .where(Checkin.id > state.last_id).order_by(Checkin.id).limit(batch)).all()
-    if not rows:
-        db_session.commit()
-        return 0
-    counts: Counter = Counter()
-    workers = set()
-    for _, r9, at, worker_id, reasons, lat, lon in rows:
-        base = r9 if r9 is not None else h3cells.cell(lat, lon)
-        hour = at.replace(minute=0, second=0, microsecond=0)
-        spoof, dup = int(bool(SPOOF_CODES & set(reasons))), int("duplicate_evidence" in reasons)
-        for res in h3cells.ROLLUP_RES:
-            c = base if res == h3cells.BASE_RES else h3cells.parent(base, res)
-            counts[(res, c, hour, "checkins")] += 1
-            counts[(res, c, hour, "spoof_flags")] += spoof
-            counts[(res, c, hour, "duplicate_flags")] += dup
-            workers.add((res, c, hour.date(), worker_id))
-    _upsert(db_session, counts)
-    db_session.execute(insert(HeatCellWorkerDay).values(
-        [{"res": r, "cell": c, "day": d, "worker_id": w} for r, c, d, w in workers]).on_conflict_do_nothing())
-    state.last_id = rows[-1][0]
-    db_session.commit()
-    return len(rows)
-
-
-def _upsert(db_session: Session, counts: Counter) -> None:
-    cells: dict[tuple, dict] = {}
-    for (res, c, hour, metric), n in counts.items():
-        row = cells.setdefault((res, c, hour), {"res": res, "cell": c, "hour": hour, "checkins": 0, "spoof_flags": 0,
-                                                "duplicate_flags": 0})
-        row[metric] += n
-    for row in cells.values():
-        row["lat"], row["lon"] = h3cells.centre(row["cell"])
-    stmt = insert(HeatCellHour).values(list(cells.values()))
-    db_session.execute(stmt.on_conflict_do_update(
-        index_elements=["res", "cell", "hour"],
-        set_={m: getattr(HeatCellHour, m) + getattr(stmt.excluded, m) for m in ("checkins", "spoof_flags",
-                                                                             "duplicate_flags")}))
+DAY = timedelta(days=1)
 
 
 def parse_bbox(bbox: str, crs: str) -> tuple[float, float, float, float]:
@@ -84,44 +38,86 @@ def parse_bbox(bbox: str, crs: str) -> tuple[float, float, float, float]:
     return lon1, lat1, lon2, lat2
 
 
-def query(*, db_session: Session, bbox: tuple[float, float, float, float], res: int, metric: str,
-          since: datetime, until: datetime, k: int = DEFAULT_K) -> list[tuple[int, int, int]]:
-    """(cell, value, distinct workers) for cells in the viewport, hiding cells seen by fewer than k workers."""
-    if metric not in METRICS:
-        raise InvalidInput(f"metric must be one of {', '.join(METRICS)}.", code="invalid_metric")
+def _periods(since: datetime, until: datetime) -> list[tuple[type, object, object]]:
+    """(table, from, to) pieces covering [since, until): whole UTC days, hours at the ragged ends."""
+    since = since.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    until = until.astimezone(timezone.utc)
+    first_day = since.replace(hour=0)
+    if first_day < since:
+        first_day += DAY
+    last_day = until.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first_day >= last_day:
+        return [(HeatCellHour, since, until)]
+    pieces = [(HeatCellDay, first_day.date(), last_day.date())]
+    if since < first_day:
+        pieces.append((HeatCellHour, since, first_day))
+    if last_day < until:
+        pieces.append((HeatCellHour, last_day, until))
+    return pieces
+
+
+def _piece(model, lo, hi, res: int, bbox, with_dwell: bool) -> Select:
+    period = model.hour if model is HeatCellHour else model.day
+    cols = [model.cell, *(getattr(model, m) for m in COUNTS), model.workers]
+    where = [model.res == res, period >= lo, period < hi]
+    if bbox is not None:
+        min_lon, min_lat, max_lon, max_lat = bbox
+        where += [model.lon.between(min_lon, max_lon), model.lat.between(min_lat, max_lat)]
+    return select(*cols, *([model.dwell_hist] if with_dwell else [])).where(*where)
+
+
+def measures(*, db_session: Session, res: int, since: datetime, until: datetime,
+             bbox: tuple[float, float, float, float] | None = None, k: int | None = None,
+             with_dwell: bool = False) -> list[dict]:
+    """Every measure per cell over [since, until), cells seen by fewer than k workers hidden."""
     if res not in h3cells.ROLLUP_RES:
         raise InvalidInput(f"res must be one of {h3cells.ROLLUP_RES}.", code="invalid_resolution")
-    min_lon, min_lat, max_lon, max_lat = bbox
-    in_view = and_(HeatCellHour.res == res, HeatCellHour.hour >= since, HeatCellHour.hour < until,
-                   HeatCellHour.lon.between(min_lon, max_lon), HeatCellHour.lat.between(min_lat, max_lat))
-    totals = select(HeatCellHour.cell, func.sum(HeatCellHour.checkins).label("checkins"),
-                    func.sum(HeatCellHour.spoof_flags).label("spoof_flags"),
-                    func.sum(HeatCellHour.duplicate_flags).label("duplicate_flags")) \
-        .where(in_view).group_by(HeatCellHour.cell).subquery()
-    people = select(HeatCellWorkerDay.cell, func.count(func.distinct(HeatCellWorkerDay.worker_id)).label("workers")) \
-        .where(HeatCellWorkerDay.res == res, HeatCellWorkerDay.day >= since.date(), HeatCellWorkerDay.day <= until.date(),
-               HeatCellWorkerDay.cell.in_(select(totals.c.cell))) \
-        .group_by(HeatCellWorkerDay.cell).subquery()
-    value = people.c.workers if metric == "workers" else getattr(totals.c, metric)
-    stmt = (select(totals.c.cell, value, people.c.workers).join(people, people.c.cell == totals.c.cell)
-            .where(people.c.workers >= k).limit(MAX_CELLS))
-    return [(int(c), int(v), int(w)) for c, v, w in db_session.execute(stmt)]
+    if until <= since:
+        raise InvalidInput("'from' must be before 'to'.", code="invalid_time_range")
+    k = get_settings().heatmap_k if k is None else k
+    u = union_all(*(_piece(m, lo, hi, res, bbox, with_dwell) for m, lo, hi in _periods(since, until))).subquery()
+    workers = func.max(u.c.workers)
+    cols = [u.c.cell, *(func.sum(u.c[m]).label(m) for m in COUNTS), workers.label("workers")]
+    if with_dwell:
+        cols.append(func.hist_sum(u.c.dwell_hist).label("dwell_hist"))
+    stmt = select(*cols).group_by(u.c.cell).having(workers >= k).limit(MAX_CELLS)
+    out = []
+    for row in db_session.execute(stmt).mappings():
+        cell = {"cell": int(row["cell"]), "workers": int(row["workers"]), **{m: int(row[m]) for m in COUNTS}}
+        if with_dwell:
+            cell["median_dwell_s"] = dwell.median(row["dwell_hist"] or [])
+        out.append(cell)
+    return out
 
 
-def feature_collection(cells: list[tuple[int, int, int]], metric: str, res: int, crs: str) -> dict:
-    """GeoJSON (RFC 7946) FeatureCollection of hexagons, coordinates in ``crs``."""
+def query(*, db_session: Session, bbox: tuple[float, float, float, float], res: int, metric: str,
+          since: datetime, until: datetime, k: int | None = None) -> list[dict]:
+    """Cells in the viewport with every measure and ``value`` = the chosen metric."""
+    if metric not in METRICS:
+        raise InvalidInput(f"metric must be one of {', '.join(METRICS)}.", code="invalid_metric")
+    cells = measures(db_session=db_session, res=res, since=since, until=until, bbox=bbox, k=k,
+                     with_dwell=metric == "median_dwell_s")
+    for cell in cells:
+        cell["value"] = cell[metric]
+    return [c for c in cells if c["value"] is not None]
+
+
+def feature_collection(cells: list[dict], metric: str, res: int, crs: str) -> dict:
+    """GeoJSON (RFC 7946) FeatureCollection of hexagons, coordinates in ``crs``, every measure as a property."""
     import numpy as np
 
     features = []
-    for c, value, workers in cells:
-        ring = np.asarray(h3cells.ring(c))
+    for cell in cells:
+        ring = np.asarray(h3cells.ring(cell["cell"]))
         if crs != "wgs84":
             x, y = geocrs.convert_arrays(ring[:, 0], ring[:, 1], "wgs84", crs)
             ring = np.column_stack([x, y])
-        features.append({"type": "Feature", "id": h3cells.h3_str(c),
+        name = h3cells.h3_str(cell["cell"])
+        features.append({"type": "Feature", "id": name,
                          "geometry": {"type": "Polygon", "coordinates": [ring.round(7).tolist()]},
-                         "properties": {"cell": h3cells.h3_str(c), "res": res, metric: value, "workers": workers}})
-    return {"type": "FeatureCollection", "features": features, "metric": metric, "crs": crs}
+                         "properties": {**cell, "cell": name, "res": res}})
+    return {"type": "FeatureCollection", "features": features, "metric": metric, "metrics": list(METRICS),
+            "crs": crs, "k": get_settings().heatmap_k}
 
 
 def zoom_to_res(z: int) -> int:
@@ -155,39 +151,30 @@ def mvt_tile(*, db_session: Session, z: int, x: int, y: int, metric: str, since:
                   metric=metric, since=since, until=until)
     if not cells:
         return b""
-    wkts = ["POLYGON((" + ",".join(f"{lon} {lat}" for lon, lat in h3cells.ring(c)) + "))" for c, _, _ in cells]
+    wkts = ["POLYGON((" + ",".join(f"{lon} {lat}" for lon, lat in h3cells.ring(c["cell"])) + "))" for c in cells]
     sql = text("""
         SELECT ST_AsMVT(q, 'cells', 4096, 'geom') FROM (
             SELECT ST_AsMVTGeom(ST_Transform(ST_GeomFromText(w, 4326), 3857), ST_TileEnvelope(:z, :x, :y)) AS geom,
-                   c AS cell, v AS value
-            FROM unnest(CAST(:wkts AS text[]), CAST(:cells AS text[]), CAST(:vals AS bigint[])) AS t(w, c, v)
+                   c AS cell, v AS value, n AS workers
+            FROM unnest(CAST(:wkts AS text[]), CAST(:cells AS text[]), CAST(:vals AS float8[]), CAST(:ns AS int[]))
+                 AS t(w, c, v, n)
         ) q WHERE geom IS NOT NULL""")
-    data = db_session.scalar(sql, {"z": z, "x": x, "y": y, "wkts": wkts, "cells": [h3cells.h3_str(c) for c, _, _ in cells],
-                                   "vals": [v for _, v, _ in cells]})
+    data = db_session.scalar(sql, {"z": z, "x": x, "y": y, "wkts": wkts,
+                                   "cells": [h3cells.h3_str(c["cell"]) for c in cells],
+                                   "vals": [c["value"] for c in cells], "ns": [c["workers"] for c in cells]})
     return bytes(data or b"")
 
 
-def pending(*, db_session: Session) -> int:
-    """Check-ins not yet folded into the roll-ups."""
-    last = db_session.scalar(select(RollupState.last_id).where(RollupState.name == "checkin")) or 0
-    return db_session.scalar(select(func.count()).select_from(Checkin).where(Checkin.id > last)) or 0
-
-
-def regions(*, db_session: Session, since: datetime, until: datetime, k: int = DEFAULT_K) -> list[dict]:
-    """Per resolution-5 region (~250 km²): check-ins and flag rates, regions with fewer than k workers hidden."""
-    rows = db_session.execute(
-        select(HeatCellHour.cell, func.sum(HeatCellHour.checkins), func.sum(HeatCellHour.spoof_flags),
-               func.sum(HeatCellHour.duplicate_flags))
-        .where(HeatCellHour.res == 5, HeatCellHour.hour >= since, HeatCellHour.hour < until)
-        .group_by(HeatCellHour.cell)).all()
-    people = dict(db_session.execute(
-        select(HeatCellWorkerDay.cell, func.count(func.distinct(HeatCellWorkerDay.worker_id)))
-        .where(HeatCellWorkerDay.res == 5, HeatCellWorkerDay.day >= since.date(), HeatCellWorkerDay.day <= until.date())
-        .group_by(HeatCellWorkerDay.cell)).all())
+def regions(*, db_session: Session, since: datetime, until: datetime, k: int | None = None) -> list[dict]:
+    """Per resolution-5 region (~250 km²): totals and rates, regions seen by fewer than k workers hidden."""
     out = []
-    for c, n, spoof, dup in rows:
-        if people.get(c, 0) >= k:
-            lat, lon = h3cells.centre(c)
-            out.append({"region": h3cells.h3_str(c), "lat": round(lat, 5), "lon": round(lon, 5), "checkins": int(n),
-                        "workers": people[c], "spoof_rate": round(spoof / n, 4), "duplicate_rate": round(dup / n, 4)})
+    for r in measures(db_session=db_session, res=5, since=since, until=until, k=k, with_dwell=True):
+        lat, lon = h3cells.centre(r["cell"])
+        n, done = r["checkins"], r["completions"] + r["rejections"]
+        out.append({"region": h3cells.h3_str(r["cell"]), "lat": round(lat, 5), "lon": round(lon, 5), "checkins": n,
+                    "workers": r["workers"], "completions": r["completions"], "rejections": r["rejections"],
+                    "spot_check_failures": r["spot_check_failures"], "median_dwell_s": r["median_dwell_s"],
+                    "spoof_rate": round(r["spoof_flags"] / n, 4) if n else None,
+                    "duplicate_rate": round(r["duplicate_flags"] / n, 4) if n else None,
+                    "rejection_rate": round(r["rejections"] / done, 4) if done else None})
     return sorted(out, key=lambda r: -r["checkins"])

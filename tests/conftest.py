@@ -7,6 +7,8 @@ import os
 # Configure before any project module caches settings or engines.
 os.environ.setdefault("FIELDPROOF_ENV", "test")
 os.environ.setdefault("FIELDPROOF_LOG_LEVEL", "WARNING")
+# Roll-ups wait for in-flight transactions in production; a test commits before it rolls up.
+os.environ.setdefault("FIELDPROOF_HEATMAP_SETTLE_S", "0")
 os.environ.setdefault("FIELDPROOF_EVIDENCE_DIR", __import__("tempfile").mkdtemp(prefix="fieldproof-evidence-"))
 
 from core import localservices  # noqa: E402

@@ -1,7 +1,7 @@
 """Ops views: the heatmap."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Annotated, Literal
 
 import hashlib
@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime
 
 from api.deps import DbSession, Ops
+from core.models import utcnow
 from geo import heatmap
 from tasks import reviews
 
@@ -19,11 +20,11 @@ router = APIRouter(prefix="/v1/ops", tags=["ops"])
 
 @router.get("/heatmap")
 def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int, Query(ge=5, le=9)] = 8,
-                  metric: Literal["checkins", "workers", "spoof_flags", "duplicate_flags"] = "checkins",
+                  metric: str = "checkins",
                   from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
                   to: AwareDatetime | None = None, crs: Literal["wgs84", "gcj02", "bd09"] = "wgs84") -> dict:
-    """H3 cells in a viewport with a metric over a time range (cells seen by < k workers are hidden)."""
-    until = to or datetime.now(timezone.utc)
+    """H3 cells in a viewport with every measure over a time range (cells seen by < k workers hidden)."""
+    until = to or utcnow()
     since = from_ or until - timedelta(days=7)
     cells = heatmap.query(db_session=db_session, bbox=heatmap.parse_bbox(bbox, crs), res=res, metric=metric,
                           since=since, until=until)
@@ -32,10 +33,10 @@ def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int
 
 @router.get("/tiles/{z}/{x}/{y}.mvt")
 def tile(z: int, x: int, y: int, ops: Ops, db_session: DbSession, request: Request,
-         metric: Literal["checkins", "workers", "spoof_flags", "duplicate_flags"] = "checkins",
+         metric: str = "checkins",
          days: Annotated[int, Query(ge=1, le=90)] = 7) -> Response:
     """Vector tile of the heatmap (ST_AsMVT), resolution chosen from the zoom; ETag and a short cache."""
-    until = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    until = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     data = heatmap.mvt_tile(db_session=db_session, z=z, x=x, y=y, metric=metric, since=until - timedelta(days=days),
                             until=until)
     etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
@@ -49,7 +50,7 @@ def tile(z: int, x: int, y: int, ops: Ops, db_session: DbSession, request: Reque
 def stats(ops: Ops, db_session: DbSession, from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
           to: AwareDatetime | None = None) -> dict:
     """Totals and rates per task type, and check-in/flag rates per region (k-anonymous)."""
-    until = to or datetime.now(timezone.utc) + timedelta(hours=1)
+    until = to or utcnow() + timedelta(hours=1)
     since = from_ or until - timedelta(days=30)
     return {"from": since, "to": until,
             "by_type": reviews.stats_by_type(db_session=db_session, ops=ops, since=since, until=until),

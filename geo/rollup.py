@@ -1,0 +1,212 @@
+"""Heatmap roll-ups, maintained incrementally from check-ins and claim outcomes.
+
+Each source is read past a watermark (its last folded id) whose row is locked for the transaction, so the
+beat job is safe to run twice or on several hosts. Rows newer than a settle window are left for the next
+run: ids come from a sequence at insert time, so a row with a lower id may still be committing; waiting
+until every transaction that could hold such a row has ended keeps the watermark from skipping it.
+Distinct workers are exact per hour and per UTC day: worker sets are kept for the periods still being
+filled and pruned behind the watermark.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import ARRAY, BigInteger, Date, DateTime, Float, Integer, SmallInteger, Text, and_, cast, func, select
+from sqlalchemy import bindparam, delete
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from checkin.models import Checkin
+from core.config import get_settings
+from core.models import utcnow
+from geo import dwell, h3cells
+from geo.models import HeatCellDay, HeatCellHour, HeatCellWorkerDay, HeatCellWorkerHour, RollupState
+from tasks.models import Claim, ClaimEvent
+
+SPOOF_CODES = {"mock_location", "accuracy_zero", "impossible_travel", "exact_coordinate_repeat", "constant_fix_fields",
+               "at_fence_center"}
+COUNTS = ("checkins", "spoof_flags", "duplicate_flags", "completions", "rejections", "spot_check_failures")
+KEEP_WORKER_HOURS = timedelta(hours=3)
+KEEP_WORKER_DAYS = timedelta(days=2)
+
+
+def _state(db_session: Session, name: str) -> RollupState:
+    db_session.execute(insert(RollupState).values(name=name, last_id=0).on_conflict_do_nothing())
+    return db_session.scalar(select(RollupState).where(RollupState.name == name).with_for_update())
+
+
+def _settled(rows: list, at_index: int, cutoff: datetime) -> list:
+    """The leading rows older than the cutoff (rows come in id order)."""
+    for i, row in enumerate(rows):
+        if row[at_index] > cutoff:
+            return rows[:i]
+    return rows
+
+
+class _Batch:
+    """Measures and worker sets of one batch, per cell at every roll-up resolution and per hour."""
+
+    def __init__(self) -> None:
+        self.hours: dict[tuple[int, int, datetime], Counter] = {}
+        self.hists: dict[tuple[int, int, datetime], list[int]] = {}
+        self.workers: set[tuple[int, int, datetime, int]] = set()
+        self._parents: dict[int, list[tuple[int, int]]] = {}
+
+    def _cells(self, base: int) -> list[tuple[int, int]]:
+        if base not in self._parents:
+            self._parents[base] = [(r, base if r == h3cells.BASE_RES else h3cells.parent(base, r))
+                                   for r in h3cells.ROLLUP_RES]
+        return self._parents[base]
+
+    def add(self, base: int, at: datetime, *, worker_id: int | None = None, dwell_s: int | None = None,
+            **counts: int) -> None:
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        for res, cell in self._cells(base):
+            key = (res, cell, hour)
+            self.hours.setdefault(key, Counter()).update(counts)
+            if dwell_s is not None:
+                self.hists[key] = dwell.add(self.hists.get(key, []), dwell.one_hot(dwell_s))
+            if worker_id is not None:
+                self.workers.add((res, cell, hour, worker_id))
+
+    def write(self, db_session: Session) -> None:
+        """Upsert the hour and day rows, counting workers new to each cell-hour and cell-day."""
+        if not self.hours:
+            return
+        new_by_hour = _insert_workers(db_session, HeatCellWorkerHour, "hour", self.workers)
+        new_by_day = _insert_workers(db_session, HeatCellWorkerDay, "day",
+                                     {(r, c, h.date(), w) for r, c, h, w in self.workers})
+        days: dict[tuple[int, int, date], Counter] = {}
+        day_hists: dict[tuple[int, int, date], list[int]] = {}
+        for (res, cell, hour), counts in self.hours.items():
+            day_key = (res, cell, hour.date())
+            days.setdefault(day_key, Counter()).update(counts)
+            day_hists[day_key] = dwell.add(day_hists.get(day_key, []), self.hists.get((res, cell, hour), []))
+        for key, n in new_by_hour.items():
+            self.hours[key]["workers"] += n
+        for key, n in new_by_day.items():
+            days[key]["workers"] += n
+        _upsert(db_session, HeatCellHour, "hour", self.hours, self.hists)
+        _upsert(db_session, HeatCellDay, "day", days, day_hists)
+
+
+def _arrays(values: dict[str, list], types: dict[str, type]):
+    """A table-valued unnest of parallel arrays: one round trip, four parameters, any number of rows."""
+    cols = [bindparam(name, vals, type_=ARRAY(types[name])) for name, vals in values.items()]
+    return func.unnest(*cols).table_valued(*values.keys()).render_derived(name="batch")
+
+
+def _insert_workers(db_session: Session, model, period: str, rows: set) -> Counter:
+    """Insert (res, cell, period, worker) sets; returns how many were new per (res, cell, period)."""
+    if not rows:
+        return Counter()
+    res, cells, periods, workers = (list(x) for x in zip(*rows))
+    tv = _arrays({"res": res, "cell": cells, period: periods, "worker_id": workers},
+                 {"res": SmallInteger, "cell": BigInteger, period: DateTime(timezone=True) if period == "hour" else Date,
+                  "worker_id": BigInteger})
+    stmt = (insert(model).from_select(["res", "cell", period, "worker_id"], select(tv))
+            .on_conflict_do_nothing().returning(model.res, model.cell, getattr(model, period)))
+    return Counter(tuple(r) for r in db_session.execute(stmt))
+
+
+def _upsert(db_session: Session, model, period: str, rows: dict, hists: dict) -> None:
+    """Add the batch's measures to the period rows (insert or increment)."""
+    keys = list(rows)
+    centres = [h3cells.centre(cell) for _, cell, _ in keys]
+    values = {"res": [k[0] for k in keys], "cell": [k[1] for k in keys], period: [k[2] for k in keys],
+              "lat": [c[0] for c in centres], "lon": [c[1] for c in centres]}
+    types = {"res": SmallInteger, "cell": BigInteger, period: DateTime(timezone=True) if period == "hour" else Date,
+             "lat": Float, "lon": Float, "dwell_hist": Text}
+    for name in COUNTS + ("workers",):
+        values[name] = [rows[k][name] for k in keys]
+        types[name] = Integer
+    # Histograms travel as array literals: unnest would flatten an array of arrays.
+    values["dwell_hist"] = ["{" + ",".join(map(str, hists.get(k, []))) + "}" for k in keys]
+    tv = _arrays(values, types)
+    cols = [tv.c[name] for name in values if name != "dwell_hist"] + [cast(tv.c.dwell_hist, ARRAY(Integer))]
+    stmt = insert(model).from_select(list(values), select(*cols))
+    added = {name: getattr(model, name) + getattr(stmt.excluded, name) for name in COUNTS + ("workers",)}
+    added["dwell_hist"] = func.hist_add(model.dwell_hist, stmt.excluded.dwell_hist)
+    db_session.execute(stmt.on_conflict_do_update(index_elements=["res", "cell", period], set_=added))
+
+
+def _fold_checkins(db_session: Session, batch: int, cutoff: datetime) -> int:
+    state = _state(db_session, "checkin")
+    rows = db_session.execute(
+        select(Checkin.id, Checkin.server_time, Checkin.h3_r9, Checkin.lat, Checkin.lon, Checkin.worker_id,
+               Checkin.kind, Checkin.reasons, Claim.dwell_s)
+        .outerjoin(Claim, and_(Claim.id == Checkin.claim_id, Checkin.kind == "out"))
+        .where(Checkin.id > state.last_id).order_by(Checkin.id).limit(batch)).all()
+    rows = _settled(rows, 1, cutoff)
+    if not rows:
+        return 0
+    acc = _Batch()
+    for _, at, r9, lat, lon, worker_id, kind, reasons, dwell_s in rows:
+        base = r9 if r9 is not None else h3cells.cell(lat, lon)
+        if kind == "in":
+            acc.add(base, at, worker_id=worker_id, checkins=1, spoof_flags=int(bool(SPOOF_CODES & set(reasons))))
+        else:
+            acc.add(base, at, worker_id=worker_id, dwell_s=dwell_s)
+    acc.write(db_session)
+    _prune_worker_sets(db_session, rows[-1][1])
+    state.last_id = rows[-1][0]
+    return len(rows)
+
+
+def _outcome(from_state: str | None, to_state: str, flags: list[str]) -> dict[str, int]:
+    """Which heatmap measures a claim transition adds to (empty for transitions the map does not show)."""
+    if to_state == "accepted":
+        return {"completions": 1}
+    if to_state == "rejected":
+        return {"rejections": 1}
+    if from_state == "spot_check" and to_state == "closed":
+        return {"spot_check_failures": 1}
+    if from_state == "checked_in" and to_state == "submitted" and "duplicate_evidence" in flags:
+        return {"duplicate_flags": 1}  # counted once per claim, at its first submission
+    return {}
+
+
+def _fold_claim_events(db_session: Session, batch: int, cutoff: datetime) -> int:
+    state = _state(db_session, "claim_event")
+    # A claim is placed where its worker first checked in for it.
+    place = (select(Checkin.h3_r9).where(Checkin.claim_id == Claim.id, Checkin.kind == "in")
+             .order_by(Checkin.id).limit(1).scalar_subquery())
+    rows = db_session.execute(
+        select(ClaimEvent.id, ClaimEvent.at, ClaimEvent.from_state, ClaimEvent.to_state, Claim.flags, place)
+        .join(Claim, Claim.id == ClaimEvent.claim_id)
+        .where(ClaimEvent.id > state.last_id).order_by(ClaimEvent.id).limit(batch)).all()
+    rows = _settled(rows, 1, cutoff)
+    if not rows:
+        return 0
+    acc = _Batch()
+    for _, at, from_state, to_state, flags, base in rows:
+        counts = _outcome(from_state, to_state, flags or [])
+        if counts and base is not None:
+            acc.add(base, at, **counts)
+    acc.write(db_session)
+    state.last_id = rows[-1][0]
+    return len(rows)
+
+
+def _prune_worker_sets(db_session: Session, reached: datetime) -> None:
+    """Drop worker sets of periods the watermark has left behind (new check-ins land in the current period)."""
+    db_session.execute(delete(HeatCellWorkerHour).where(HeatCellWorkerHour.hour < reached - KEEP_WORKER_HOURS))
+    db_session.execute(delete(HeatCellWorkerDay).where(HeatCellWorkerDay.day < (reached - KEEP_WORKER_DAYS).date()))
+
+
+def roll_up(*, db_session: Session, batch: int = 20_000, settle_s: float | None = None) -> int:
+    """Fold new check-ins and claim outcomes into the roll-ups; returns how many source rows were read."""
+    settle = get_settings().heatmap_settle_s if settle_s is None else settle_s
+    cutoff = utcnow() - timedelta(seconds=settle)
+    n = _fold_checkins(db_session, batch, cutoff) + _fold_claim_events(db_session, batch, cutoff)
+    db_session.commit()
+    return n
+
+
+def pending(*, db_session: Session) -> int:
+    """Check-ins and claim events not yet folded into the roll-ups."""
+    marks = dict(db_session.execute(select(RollupState.name, RollupState.last_id)).all())
+    checkins = select(func.count()).select_from(Checkin).where(Checkin.id > marks.get("checkin", 0))
+    events = select(func.count()).select_from(ClaimEvent).where(ClaimEvent.id > marks.get("claim_event", 0))
+    return (db_session.scalar(checkins) or 0) + (db_session.scalar(events) or 0)
