@@ -4,7 +4,7 @@ heatmap_viewport: p95 of a city-sized viewport (res 8, 7 days) from the roll-ups
 over the raw check-ins for the same viewport (res 9 cells are stored per check-in) in the same run.
 mvt_tile: p95 of a zoom-14 tile in the busy centre (no baseline).
 Seeding: check-ins are spread over 50,000 distinct places around Beijing; their H3 cells are computed once in
-Python and the roll-up tables are then filled with set-based SQL (the beat job's incremental path is tested
+Python and the hour and day roll-up tables are then filled with set-based SQL (the beat job's incremental path is tested
 for exactness in tests/test_heatmap.py; here it would only be slow to replay).
 """
 from __future__ import annotations
@@ -64,18 +64,19 @@ def _seed(conn, n: int) -> None:
         JOIN bench_place p ON p.pid = (CAST(g AS bigint) * 7919) % :places
         CROSS JOIN LATERAL (SELECT now() - (g % 604800) * interval '1 second' AS t) tt
     """), {"claim": claim_id, "worker": worker_id, "task": task_id, "a": have + 1, "b": n, "places": PLACES})
-    conn.execute(text("TRUNCATE heat_cell_hour, heat_cell_worker_day"))
+    conn.execute(text("TRUNCATE heat_cell_hour, heat_cell_day, heat_cell_worker_hour, heat_cell_worker_day"))
+    # Distinct workers are told apart by device here (the seeded rows share one worker account).
     for res in (5, 6, 7, 8, 9):
-        conn.execute(text(f"""
-            INSERT INTO heat_cell_hour (res, cell, hour, lat, lon, checkins, spoof_flags, duplicate_flags)
-            SELECT {res}, p.r{res}, date_trunc('hour', c.server_time), avg(p.lat), avg(p.lon), count(*),
-                   count(*) FILTER (WHERE 'mock_location' = ANY(c.reasons)), 0
-            FROM checkin c JOIN bench_place p ON p.r9 = c.h3_r9 WHERE c.device_id LIKE 'hm-%'
-            GROUP BY p.r{res}, date_trunc('hour', c.server_time)"""))
-        conn.execute(text(f"""
-            INSERT INTO heat_cell_worker_day (res, cell, day, worker_id)
-            SELECT DISTINCT {res}, p.r{res}, c.server_time::date, ('x' || substr(md5(c.device_id), 1, 8))::bit(32)::int
-            FROM checkin c JOIN bench_place p ON p.r9 = c.h3_r9 WHERE c.device_id LIKE 'hm-%'"""))
+        for table, period_col, period in (("heat_cell_hour", "hour", "date_trunc('hour', c.server_time)"),
+                                          ("heat_cell_day", "day", "(c.server_time AT TIME ZONE 'UTC')::date")):
+            conn.execute(text(f"""
+                INSERT INTO {table} (res, cell, {period_col}, lat, lon, checkins, spoof_flags, duplicate_flags,
+                                     completions, rejections, spot_check_failures, workers, dwell_hist)
+                SELECT {res}, p.r{res}, {period}, avg(p.lat), avg(p.lon), count(*),
+                       count(*) FILTER (WHERE 'mock_location' = ANY(c.reasons)), 0, 0, 0, 0,
+                       count(DISTINCT c.device_id), '{{}}'
+                FROM checkin c JOIN bench_place p ON p.r9 = c.h3_r9 WHERE c.device_id LIKE 'hm-%'
+                GROUP BY p.r{res}, {period}"""))
 
 
 def _baseline(db, bbox, since, until) -> None:
@@ -101,7 +102,7 @@ def run() -> dict:
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         from sqlalchemy import text
 
-        conn.execute(text("VACUUM ANALYZE heat_cell_hour, heat_cell_worker_day, checkin"))
+        conn.execute(text("VACUUM ANALYZE heat_cell_hour, heat_cell_day, checkin"))
     until = datetime.now(timezone.utc) + timedelta(hours=1)
     since = until - timedelta(days=7)
     rng = random.Random(5)
@@ -135,8 +136,9 @@ def run() -> dict:
         db.rollback()
         db.close()
     return {"heatmap_viewport": figure(pct(ours, 95), "ms", pct(base, 95), False,
-                                       f"p95 <= 100 ms and ratio >= 20 at {n} check-ins"),
-            "mvt_tile": figure(pct(tiles, 95), "ms", None, False, "p95 <= 50 ms")}
+                                       f"p95 <= 100 ms and ratio >= 20 at {n} check-ins", at_most=100,
+                                       min_ratio=20),
+            "mvt_tile": figure(pct(tiles, 95), "ms", None, False, "p95 <= 50 ms", at_most=50)}
 
 
 if __name__ == "__main__":

@@ -54,13 +54,22 @@ def pct(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def figure(value: float, unit: str, baseline: float | None, bigger_is_better: bool, goal: str) -> dict:
-    """One result row; ratio is oriented so that bigger is always better."""
+def figure(value: float, unit: str, baseline: float | None, bigger_is_better: bool, goal: str, *,
+           at_most: float | None = None, at_least: float | None = None, min_ratio: float | None = None) -> dict:
+    """One result row; ratio is oriented so that bigger is always better; ``met`` checks the goal's bounds."""
     ratio = None
     if baseline:
         ratio = value / baseline if bigger_is_better else baseline / value
+    checks = []
+    if at_most is not None:
+        checks.append(value <= at_most)
+    if at_least is not None:
+        checks.append(value >= at_least)
+    if min_ratio is not None:
+        checks.append(ratio is not None and ratio >= min_ratio)
     return {"value": round(value, 3), "unit": unit, "baseline": None if baseline is None else round(baseline, 3),
-            "ratio": None if ratio is None else round(ratio, 3), "goal": goal}
+            "ratio": None if ratio is None else round(ratio, 3), "goal": goal,
+            "met": all(checks) if checks else None}
 
 
 def free_port() -> int:

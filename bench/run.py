@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.common import machine
 
 MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup",
-           "bench.bench_heatmap"]
+           "bench.bench_heatmap", "bench.bench_upload"]
 OUT = Path(__file__).resolve().parent
 
 
@@ -43,10 +43,12 @@ def main() -> int:
 
 def markdown(doc: dict) -> str:
     """A short table of the figures with their goals."""
-    lines = ["| figure | value | unit | baseline | ratio | goal |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| figure | value | unit | baseline | ratio | goal | met |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    marks = {True: "yes", False: "**no**", None: "-"}
     for name, r in doc["results"].items():
         lines.append(f"| {name} | {r['value']} | {r['unit']} | {r.get('baseline')} | {r.get('ratio')} | "
-                     f"{r.get('goal', '')} |")
+                     f"{r.get('goal', '')} | {marks[r.get('met')]} |")
     m = doc["machine"]
     return "\n".join(lines) + f"\n\nMachine: {m['cpus']} CPUs, {m['memory_gb']} GB, {m['platform']}, Python {m['python']}\n"
 
