@@ -9,7 +9,7 @@ import sys
 
 # Other packages' verbs register themselves through these modules' ``register(subparsers)``.
 PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli_demo", "api.cli_ledger",
-                  "api.cli_heatmap"]
+                  "api.cli_heatmap", "api.cli_sim"]
 
 
 def _db(args: argparse.Namespace) -> int:

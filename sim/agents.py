@@ -1,0 +1,245 @@
+"""People of the simulated day: honest workers, four kinds of fraud, merchants and ops.
+
+Each worker runs in its own thread, sleeping in real time until the simulated time of its next act;
+what it sends is what a phone would, stamped with simulated ``client_time``. The fraud kind is this
+simulator's ground truth; the service never sees it.
+"""
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from core.clock import ClockConfig
+from sim import gps, photos
+from sim.client import ApiError, Session
+from sim.world import Shop, distance_m, fence_center_gcj, offset
+
+HONEST = "honest"
+FRAUD_KINDS = ("gps_spoofer_mock", "gps_spoofer_hidden", "photo_reuser", "checkin_and_leave", "device_farm")
+DWELL_MIN = {"store_visit": (10, 20), "shelf_audit": (15, 30), "flyer_run": (30, 60), "poster": (20, 40),
+             "signup_drive": (40, 80), "other_offline": (15, 30)}
+
+
+@dataclass
+class Visit:
+    """What the simulator knows about one claim (its own truth plus what the API answered)."""
+
+    claim_id: int
+    task_id: int
+    worker: str
+    kind: str
+    fraud: bool  # this claim itself was done dishonestly
+    reused_photos: list = field(default_factory=list)  # transform names
+    checkin_reasons: list = field(default_factory=list)
+    checkin_risk: int = 0
+    submitted: bool = False
+    evidence_ids: list = field(default_factory=list)
+
+
+class Day:
+    """Shared state of the simulated day: clock, shops by task, the photo pool, the stop flag."""
+
+    def __init__(self, clock: ClockConfig, start: datetime, end: datetime, tasks: dict[int, Shop],
+                 task_types: dict[int, str], photos_min: dict[int, int]) -> None:
+        self.clock, self.start, self.end = clock, start, end
+        self.tasks, self.task_types, self.photos_min = tasks, task_types, photos_min
+        self.visits: list[Visit] = []
+        self.shared_photos: list[bytes] = []  # honest photos circulating in chat groups
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+
+    def now(self) -> datetime:
+        return self.clock.at(time.time())
+
+    def wait_until(self, at: datetime) -> bool:
+        """Sleep (real time) until simulated ``at``; False if the day was stopped."""
+        while not self.stop.is_set():
+            left = (at - self.now()).total_seconds() / self.clock.rate
+            if left <= 0:
+                return True
+            self.stop.wait(min(left, 1.0))
+        return False
+
+    def record(self, visit: Visit) -> None:
+        with self.lock:
+            self.visits.append(visit)
+
+
+class WorkerAgent:
+    """A field worker; ``kind`` selects the behaviour (honest or one fraud kind)."""
+
+    def __init__(self, day: Day, session: Session, kind: str, phone: gps.Phone, home: tuple[float, float],
+                 seed: int) -> None:
+        self.day, self.s, self.kind, self.phone = day, session, kind, phone
+        self.rng = random.Random(seed)
+        self.lat, self.lon = home
+        self.done_tasks: set[int] = set()
+        self.camera_roll: list[bytes] = []
+        self.photo_seed = seed * 1000
+        self.style = self._style()
+
+    def _style(self) -> gps.SpoofStyle | None:
+        if self.kind == "gps_spoofer_mock":
+            return gps.SpoofStyle(mock_flag=True, jitter_m=3.0)
+        if self.kind == "gps_spoofer_hidden":
+            st = gps.SpoofStyle(constant_fields=self.rng.random() < 0.6, pin_center=self.rng.random() < 0.5,
+                                accuracy=self.rng.choice([1.0, 3.0, 5.0, 10.0]), jitter_m=self.rng.uniform(0, 4))
+            return st
+        return None
+
+    @property
+    def spoofer(self) -> bool:
+        return self.kind.startswith("gps_spoofer")
+
+    # ---- the day -------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Work from the start of the shift until the end of the day."""
+        try:
+            shift = self.day.start + timedelta(minutes=self.rng.uniform(0, 60))
+            if not self.day.wait_until(shift):
+                return
+            lunch_done = False
+            while not self.day.stop.is_set() and self.day.now() < self.day.end - timedelta(minutes=40):
+                now = self.day.now()
+                if not lunch_done and now.hour >= 4 and self.rng.random() < 0.5:  # ~12:00 CST
+                    lunch_done = True
+                    self.day.wait_until(now + timedelta(minutes=self.rng.uniform(30, 60)))
+                    continue
+                if not self.one_visit():
+                    self.day.wait_until(self.day.now() + timedelta(minutes=self.rng.uniform(10, 20)))
+        except Exception as exc:  # keep the day going; the report lists what broke
+            self.day.failures.append(f"{self.s.username}: {type(exc).__name__}: {exc}")
+
+    def _pick(self) -> tuple[dict, Shop] | None:
+        glat, glon = gps.geocrs.wgs84_to_gcj02(self.lat, self.lon)
+        radius = 20000 if self.spoofer else 4000
+        r = self.s.call("GET", "/v1/tasks/nearby", params={"lat": round(glat, 6), "lon": round(glon, 6),
+                                                           "crs": "gcj02", "radius_m": radius})
+        options = [t for t in r.json() if t["id"] not in self.done_tasks and t["id"] in self.day.tasks]
+        if not options:
+            return None
+        if self.spoofer:  # teleporters take whatever pays, anywhere in the city
+            self.rng.shuffle(options)
+        else:
+            options = options[:6]
+        for task in options[:3] if not self.spoofer else options[:5]:
+            try:
+                claim = self.s.call("POST", f"/v1/tasks/{task['id']}/claims", ok=(201,)).json()
+            except ApiError as exc:
+                if exc.code in ("slots_full", "task_not_open", "already_claimed"):
+                    self.done_tasks.add(task["id"])
+                    continue
+                raise
+            self.done_tasks.add(task["id"])
+            return claim, self.day.tasks[task["id"]]
+        return None
+
+    def one_visit(self) -> bool:
+        """Find, claim, travel, check in, dwell with photos, check out, submit. False if nothing to do."""
+        picked = self._pick()
+        if picked is None:
+            return False
+        claim, shop = picked
+        task_id = claim["task_id"]
+        visit = Visit(claim["id"], task_id, self.s.username, self.kind, fraud=self.kind != HONEST)
+        self.day.record(visit)
+        self._travel(shop)
+        spot = self._spot_in(shop)
+        if not self._check(visit, shop, spot, "checkins"):
+            return True
+        lo, hi = DWELL_MIN[self.day.task_types[task_id]]
+        dwell = self.rng.uniform(20, 90) if self.kind == "checkin_and_leave" else \
+            self.rng.uniform(3, 8) * 60 if self.spoofer else self.rng.uniform(lo, hi) * 60
+        t0 = self.day.now()
+        need = self.day.photos_min[task_id]
+        for i in range(max(1, need)):
+            if not self.day.wait_until(t0 + timedelta(seconds=dwell * (i + 1) / (need + 1))):
+                return True
+            self._upload(visit, i)
+        if not self.day.wait_until(t0 + timedelta(seconds=dwell)):
+            return True
+        if not self._check(visit, shop, self._spot_in(shop, near=spot), "checkouts"):
+            return True
+        self.s.call("POST", f"/v1/claims/{visit.claim_id}/submit")
+        visit.submitted = True
+        if self.spoofer:  # a teleport: 'at' the next place within minutes
+            self.day.wait_until(self.day.now() + timedelta(minutes=self.rng.uniform(1, 4)))
+        return True
+
+    def _travel(self, shop: Shop) -> None:
+        """Walk (short hops) or ride an e-bike; spoofers stay where they are."""
+        if self.spoofer:
+            self.day.wait_until(self.day.now() + timedelta(minutes=self.rng.uniform(1, 3)))
+            return
+        d = distance_m(self.lat, self.lon, shop.lat, shop.lon) * 1.3  # streets are not straight lines
+        speed = 1.3 * self.rng.uniform(0.85, 1.15) if d < 1200 else self.rng.uniform(4.0, 6.0)
+        self.day.wait_until(self.day.now() + timedelta(seconds=d / speed + self.rng.uniform(60, 240)))
+        self.lat, self.lon = shop.lat, shop.lon
+
+    def _spot_in(self, shop: Shop, near: tuple[float, float] | None = None) -> tuple[float, float]:
+        """Where inside the shop the worker stands (WGS-84): within a third of the fence's half-size."""
+        base = near or (shop.lat, shop.lon)
+        r = (3.0 if near else shop.size_m / 3) * math.sqrt(self.rng.random())
+        a = self.rng.uniform(0, 2 * math.pi)
+        return offset(*base, r * math.cos(a), r * math.sin(a))
+
+    def _fix(self, shop: Shop, spot: tuple[float, float]) -> dict:
+        now = self.day.now()
+        taken = now - timedelta(seconds=self.rng.uniform(1, 8))
+        if self.spoofer:
+            return gps.spoof_fix(self.rng, self.phone, self.style, fence_center_gcj(shop), spot, taken, now)
+        return gps.honest_fix(self.rng, self.phone, *spot, taken, now)
+
+    def _check(self, visit: Visit, shop: Shop, spot: tuple[float, float], what: str) -> bool:
+        """Check in or out; a fix outside the fence or too coarse is retried like a phone would."""
+        for _ in range(6):
+            try:
+                r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/{what}", json=self._fix(shop, spot),
+                                ok=(201,)).json()
+            except ApiError as exc:
+                if exc.code in ("outside_fence", "accuracy_too_low"):
+                    if not self.day.wait_until(self.day.now() + timedelta(seconds=self.rng.uniform(20, 60))):
+                        return False
+                    continue
+                raise
+            visit.checkin_reasons = sorted(set(visit.checkin_reasons) | set(r["reasons"]))
+            visit.checkin_risk = max(visit.checkin_risk, r["risk_score"])
+            return True
+        return False
+
+    def _upload(self, visit: Visit, i: int) -> None:
+        """A photo: a new scene, or for re-users (after their first visit) an old one made to look new."""
+        data, reused = self._photo(visit)
+        r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/evidence", ok=(201,),
+                        files={"file": (f"IMG_{visit.claim_id}_{i}.jpg", data, "image/jpeg")})
+        visit.evidence_ids.append(r.json()["id"])
+        if reused:
+            visit.reused_photos.append(reused)
+
+    def _photo(self, visit: Visit) -> tuple[bytes, str | None]:
+        if self.kind == "photo_reuser" and self.camera_roll and self.rng.random() < 0.85:
+            pool = self.camera_roll
+            with self.day.lock:
+                if self.day.shared_photos and self.rng.random() < 0.5:
+                    pool = self.day.shared_photos
+                old = self.rng.choice(pool)
+            transform = self.rng.choice(photos.REUSE_TRANSFORMS)
+            return photos.reuse(old, transform), ("own:" if pool is self.camera_roll else "other:") + transform
+        self.photo_seed += 1
+        taken = self.day.now().astimezone(_CST)
+        data = photos.camera_jpeg(photos.scene(self.photo_seed), taken)
+        self.camera_roll.append(data)
+        if self.kind == HONEST and self.rng.random() < 0.05:
+            with self.day.lock:
+                self.day.shared_photos.append(data)
+        return data, None
+
+
+from datetime import timezone  # noqa: E402
+
+_CST = timezone(timedelta(hours=8))

@@ -1,0 +1,132 @@
+"""The day's report: throughput, 5xx, and how well the service caught each labelled fraud kind."""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+from sim.agents import FRAUD_KINDS, HONEST
+from tasks.acceptance import ALWAYS_SAMPLE
+
+# A claim counts as flagged when ops would always see it (a hard flag) or its score reaches the weight of a
+# single standalone signal (25: short dwell); weaker contextual signals (shared IP 15, clock skew 20) alone do not.
+FLAG_SCORE = 25
+DUP_FLAGS = {"duplicate_evidence", "exact_duplicate_evidence"}
+
+
+def flagged(claim: dict, ignore: set[str] = frozenset()) -> bool:
+    """The report's notion of 'flagged' for one claim (optionally ignoring some flags)."""
+    flags = set(claim["flags"]) - ignore
+    return bool(flags & ALWAYS_SAMPLE) or (claim["risk_score"] >= FLAG_SCORE and bool(flags))
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def build(data: dict) -> dict:
+    """Numbers only (JSON-ready)."""
+    claims, visits, stats, t = data["claims"], data["visits"], data["stats"], data["timings"]
+    kind_of = {w.s.username: w.kind for w in data["workers"]}
+    by_kind_workers = Counter(kind_of.values())
+    per_kind = defaultdict(lambda: {"claims": 0, "claims_flagged": 0, "reasons": Counter(), "workers_flagged": set()})
+    honest_reasons, honest_flagged_workers, honest_claims = Counter(), set(), 0
+    risk_tp = risk_fp = risk_fn = dup_tp = dup_fp = dup_fn = 0
+    for v in visits:
+        c = claims.get(v.claim_id)
+        if c is None or not v.submitted:
+            continue
+        fraud_claim = v.kind != HONEST and (v.kind != "photo_reuser" or bool(v.reused_photos))
+        is_flagged, dup = flagged(c), bool(set(c["flags"]) & DUP_FLAGS)
+        risk_flag = flagged(c, ignore=DUP_FLAGS)
+        gps_fraud = v.kind in ("gps_spoofer_mock", "gps_spoofer_hidden", "checkin_and_leave", "device_farm")
+        risk_tp += risk_flag and gps_fraud
+        risk_fp += risk_flag and not gps_fraud
+        risk_fn += gps_fraud and not risk_flag
+        reused = bool(v.reused_photos)
+        dup_tp += dup and reused
+        dup_fp += dup and not reused
+        dup_fn += reused and not dup
+        if v.kind == HONEST:
+            honest_claims += 1
+            honest_reasons.update(c["flags"])
+            if is_flagged:
+                honest_flagged_workers.add(v.worker)
+            continue
+        if not fraud_claim:
+            continue
+        k = per_kind[v.kind]
+        k["claims"] += 1
+        k["claims_flagged"] += is_flagged
+        k["reasons"].update(c["flags"])
+        if is_flagged:
+            k["workers_flagged"].add(v.worker)
+    kinds = {}
+    for kind in FRAUD_KINDS:
+        k = per_kind[kind]
+        kinds[kind] = {"workers": by_kind_workers[kind], "workers_flagged": len(k["workers_flagged"]),
+                       "worker_recall": _ratio(len(k["workers_flagged"]), by_kind_workers[kind]),
+                       "claims": k["claims"], "claims_flagged": k["claims_flagged"],
+                       "claim_recall": _ratio(k["claims_flagged"], k["claims"]),
+                       "by_reason": dict(k["reasons"].most_common())}
+    day_s = t["day_s"]
+    return {
+        "seed": data["seed"], "hours": data["hours"], "clock_rate": round(data["rate"], 2),
+        "duration_s": {k: round(v, 1) for k, v in t.items() if k.endswith("_s")},
+        "requests": stats.total, "requests_per_s_day": round(t["day_requests"] / day_s, 1) if day_s else None,
+        "requests_per_s_overall": round(stats.total / t["total_s"], 1),
+        "by_endpoint": dict(sorted(stats.by_route.items())), "by_status": {str(k): v for k, v in
+                                                                           sorted(stats.by_status.items())},
+        "errors_5xx": len(stats.errors_5xx), "errors_5xx_samples": stats.errors_5xx[:5],
+        "transport_errors": stats.transport_errors, "agent_failures": data["failures"][:20],
+        "evidence_unprocessed": data["evidence_unprocessed"],
+        "claims_total": len(claims), "claims_by_state": dict(Counter(c["state"] for c in claims.values())),
+        "ledger_check": data["ledger"],
+        "merchants": {"confirmed": sum(m.confirmed for m in data["merchants"]),
+                      "rejected": sum(m.rejected for m in data["merchants"]),
+                      "lazy": sum(m.lazy for m in data["merchants"])},
+        "spot_checks": {"passed": data["ops"].passed, "failed": data["ops"].failed},
+        "fraud": kinds,
+        "honest": {"workers": by_kind_workers[HONEST], "workers_flagged": len(honest_flagged_workers),
+                   "flagged_share": _ratio(len(honest_flagged_workers), by_kind_workers[HONEST]),
+                   "claims": honest_claims, "signals_seen": dict(honest_reasons.most_common())},
+        "risk_score": {"precision": _ratio(risk_tp, risk_tp + risk_fp), "recall": _ratio(risk_tp, risk_tp + risk_fn),
+                       "tp": risk_tp, "fp": risk_fp, "fn": risk_fn},
+        "duplicate_detection": {"precision": _ratio(dup_tp, dup_tp + dup_fp), "recall": _ratio(dup_tp, dup_tp + dup_fn),
+                                "tp": dup_tp, "fp": dup_fp, "fn": dup_fn},
+    }
+
+
+def render(rep: dict) -> str:
+    """The human table."""
+    d = rep["duration_s"]
+    lines = [f"Simulated {rep['hours']} h (clock x{rep['clock_rate']}, seed {rep['seed']}) in {d['total_s']} s "
+             f"(startup {d['startup_s']}, setup {d['setup_s']}, day {d['day_s']}, drain {d['drain_s']})",
+             f"Requests {rep['requests']}  ({rep['requests_per_s_day']} req/s during the day, "
+             f"{rep['requests_per_s_overall']} overall)  5xx: {rep['errors_5xx']}  transport errors: "
+             f"{rep['transport_errors']}  evidence unprocessed: {rep['evidence_unprocessed']}",
+             f"Ledger check: {'ok' if rep['ledger_check']['ok'] else 'FAILED'} — {rep['ledger_check']['output']}",
+             "", f"{'endpoint':<48}{'count':>8}"]
+    lines += [f"{route:<48}{n:>8}" for route, n in rep["by_endpoint"].items()]
+    lines += ["", f"Claims by state: {rep['claims_by_state']}", f"Merchants: {rep['merchants']}  "
+              f"Spot checks: {rep['spot_checks']}", "",
+              f"{'kind':<22}{'workers':>8}{'caught':>8}{'recall':>8}{'claims':>8}{'flagged':>8}{'recall':>8}  reasons"]
+    for kind, k in rep["fraud"].items():
+        reasons = ", ".join(f"{r} {n}" for r, n in k["by_reason"].items())
+        lines.append(f"{kind:<22}{k['workers']:>8}{k['workers_flagged']:>8}{_fmt(k['worker_recall']):>8}"
+                     f"{k['claims']:>8}{k['claims_flagged']:>8}{_fmt(k['claim_recall']):>8}  {reasons}")
+    h = rep["honest"]
+    lines += [f"{'honest':<22}{h['workers']:>8}{h['workers_flagged']:>8}{_fmt(h['flagged_share']):>8}"
+              f"{h['claims']:>8}{'':>8}{'':>8}  signals seen: {h['signals_seen']}", "",
+              f"Risk score (check-in signals): precision {_fmt(rep['risk_score']['precision'])}, recall "
+              f"{_fmt(rep['risk_score']['recall'])}  {rep['risk_score']}",
+              f"Duplicate detection: precision {_fmt(rep['duplicate_detection']['precision'])}, recall "
+              f"{_fmt(rep['duplicate_detection']['recall'])}  {rep['duplicate_detection']}"]
+    if rep["agent_failures"]:
+        lines += ["", "Agent failures:"] + [f"  {f}" for f in rep["agent_failures"]]
+    if rep["errors_5xx_samples"]:
+        lines += ["", "5xx samples:"] + [f"  {json.dumps(e, ensure_ascii=False)}" for e in rep["errors_5xx_samples"]]
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
