@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 FP     := $(VENV)/bin/fieldproof
 
-.PHONY: run test bench venv up down clean
+.PHONY: run test bench venv web browser up down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,15 +14,30 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# Browser libraries for the web pages (Leaflet), from the npm registry into gitignored node_modules.
+# Without npm the pages still load, with lists instead of maps.
+WEB := api/web
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the web pages will load without maps (install Node.js 20 and rerun make)"; fi
+
+web: $(WEB)/node_modules/.installed
+
+# Debian's Chromium for the browser tests (apt-get update only if the first install fails); without it they skip.
+browser:
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } \
+	  || echo "chromium could not be installed: the browser tests will skip"
+
 up: venv
 	$(FP) db up
 
-run: up
+run: up web
 	$(FP) migrate
 	$(FP) demo
 	$(PY) -m api.supervise
 
-test: up
+test: up web browser
 	$(PY) -m pytest
 
 bench: up

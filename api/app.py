@@ -5,11 +5,11 @@ from fastapi import FastAPI
 
 from api import errors
 from api.middleware import EdgeMiddleware
-from api.routers import acceptance, auth, claims, evidence, health, money, ops, tasks, users
+from api.routers import acceptance, auth, claims, evidence, health, money, ops, pages, tasks, users
 from core.logging import configure_logging
 
 ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, evidence.router,
-           acceptance.router, money.router, ops.router]
+           acceptance.router, money.router, ops.router, pages.router]
 
 
 def create_app() -> FastAPI:

@@ -1,0 +1,414 @@
+"""The three web pages in a real browser: Debian's Chromium driven by Playwright against a real uvicorn server.
+
+The server commits, so it runs on its own throwaway database (created and migrated here, dropped at the end):
+the rolled-back tests sharing the test database never see these rows. Geolocation is emulated by Playwright.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.orm import Session
+
+from accounts import service as accounts
+from checkin.models import Checkin
+from core.db import database_url
+from core.idempotency import IdempotencyRecord
+from core.migrate import upgrade
+from tasks.models import Claim, Task
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip("Debian's chromium is not installed (`apt-get install -y chromium`, done by `make test` as root)",
+                allow_module_level=True)
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PHOTO = Path(__file__).parent / "data" / "photos" / "coffee.jpg"
+PASSWORD = "browser tests 123"
+RUN = uuid.uuid4().hex[:6]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+# Each test works at its own place (Shanghai, far from other tests' Beijing data), so task halls do not mix.
+PLACES = {"inside": (31.2304, 121.4737), "outside": (31.2404, 121.4937), "offline": (31.2204, 121.4537),
+          "merchant": (31.2104, 121.4337), "heatmap": (31.2504, 121.5137)}
+M_PER_DEG_LAT = 111_320.0
+
+
+def north(place: tuple[float, float], metres: float) -> tuple[float, float]:
+    return place[0] + metres / M_PER_DEG_LAT, place[1]
+
+
+@dataclass
+class Server:
+    url: str
+    engine: object
+    env: dict
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/app/config.json", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError("uvicorn did not start")
+
+
+@pytest.fixture(scope="module")
+def server(test_database):
+    """uvicorn on a free loopback port, on a fresh database next to the test database."""
+    base, name = database_url().rsplit("/", 1)
+    db_name = f"{name}_browser"
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
+    url = f"{base}/{db_name}"
+    upgrade(url)
+    env = {**os.environ, "FIELDPROOF_DATABASE_URL": url, "FIELDPROOF_LOG_LEVEL": "WARNING",
+           "FIELDPROOF_HEATMAP_SETTLE_S": "0"}
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
+                             str(port), "--log-level", "warning"], env=env)
+    engine = create_engine(url)
+    try:
+        _wait_until_up(f"http://127.0.0.1:{port}", proc)
+        yield Server(f"http://127.0.0.1:{port}", engine, env)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def new_phone(browser, server, place):
+    """A phone-sized context that has granted geolocation, standing at ``place``."""
+    ctx = browser.new_context(base_url=server.url, geolocation={"latitude": place[0], "longitude": place[1],
+                                                                "accuracy": 12}, permissions=["geolocation"], **PHONE)
+    ctx.set_default_timeout(20_000)
+    return ctx
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"pages-{name}.png"), full_page=True)
+
+
+def watch_errors(page) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
+
+
+# ---- data through the real API ------------------------------------------------------------------------------
+
+_n = iter(range(1, 10_000))
+
+
+def register(server, role: str) -> tuple[str, dict]:
+    """A new worker or merchant; returns (username, auth headers)."""
+    username = f"web_{role}_{next(_n)}_{RUN}"
+    with server.http() as c:
+        r = c.post("/v1/auth/register", json={"username": username, "password": PASSWORD, "role": role,
+                                              "display_name": f"{role} {username[-6:]}"})
+        assert r.status_code == 201, r.text
+    return username, login_headers(server, username)
+
+
+def login_headers(server, username: str) -> dict:
+    with server.http() as c:
+        r = c.post("/v1/auth/token", data={"username": username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def ops_user(server) -> tuple[str, dict]:
+    username = f"web_ops_{next(_n)}_{RUN}"
+    with server.session() as s:
+        accounts.create(db_session=s, username=username, password=PASSWORD, role="ops", self_service=False)
+    return username, login_headers(server, username)
+
+
+def funded_merchant(server) -> tuple[str, dict]:
+    username, headers = register(server, "merchant")
+    with server.http() as c:
+        for purpose, amount in (("security_deposit", 10_000), ("available", 1_000_000)):
+            r = c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose}, headers=headers)
+            assert r.status_code == 201, r.text
+    return username, headers
+
+
+def published_task(server, place, merchant=None, radius_m=100.0, slots=10, title="Store visit") -> tuple[dict, dict]:
+    """A published task with a circle fence at ``place``; returns (task, merchant headers)."""
+    _, m = merchant or funded_merchant(server)
+    _, ops = ops_user(server)
+    now = datetime.now(timezone.utc)
+    body = {"title": f"{title} {RUN}", "type": "store_visit", "reward_fen": 1500, "slots": slots,
+            "starts_at": (now - timedelta(hours=1)).isoformat(), "ends_at": (now + timedelta(days=1)).isoformat(),
+            "crs": "wgs84", "geofence": {"center": [place[1], place[0]], "radius_m": radius_m},
+            "evidence": {"photos_min": 1, "video": False}}
+    with server.http() as c:
+        r = c.post("/v1/tasks", json=body, headers=m)
+        assert r.status_code == 201, r.text
+        tid = r.json()["id"]
+        assert c.post(f"/v1/tasks/{tid}/publish", headers=m).status_code == 200
+        r = c.post(f"/v1/tasks/{tid}/review", json={"decision": "approve", "reason": "ok"}, headers=ops)
+        assert r.status_code == 200, r.text
+    return r.json(), m
+
+
+def fix(lat, lon, device: str) -> dict:
+    return {"lat": lat, "lon": lon, "crs": "wgs84", "accuracy_m": 11.5, "client_time": datetime.now(timezone.utc)
+            .isoformat(), "device_id": device, "provider": "gps", "platform": "android", "mock_location": False}
+
+
+def claim_and_check_in(server, task, worker_headers, place) -> dict:
+    with server.http() as c:
+        r = c.post(f"/v1/tasks/{task['id']}/claims", headers=worker_headers)
+        assert r.status_code == 201, r.text
+        claim = r.json()
+        lat, lon = north(place, 25)
+        r = c.post(f"/v1/claims/{claim['id']}/checkins", json=fix(lat, lon, f"dev-{uuid.uuid4().hex[:10]}"),
+                   headers=worker_headers)
+        assert r.status_code == 201, r.text
+    return claim
+
+
+def sign_in(page, path: str, username: str) -> None:
+    page.goto(path)
+    page.fill("#login input[name=username]", username)
+    page.fill("#login input[name=password]", PASSWORD)
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#app:not([hidden])")
+
+
+def checkins_of(server, claim_id: int) -> int:
+    with server.session() as s:
+        return s.scalar(select(func.count()).select_from(Checkin).where(Checkin.claim_id == claim_id))
+
+
+# ---- tests --------------------------------------------------------------------------------------------------
+
+def test_pages_and_assets_are_served(server):
+    with server.http() as c:
+        for page in ("worker", "merchant", "ops"):
+            r = c.get(f"/app/{page}")
+            assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+            assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert c.get("/app/static/common.js").headers["content-type"].startswith("text/javascript")
+        assert c.get("/app/config.json").json() == {"tile_url": "", "leaflet": True}
+        assert c.get("/app/vendor/leaflet/leaflet-src.esm.js").status_code == 200
+        r = c.get("/app/static/..%2F..%2Frouters%2Fpages.py")
+        assert r.status_code == 404 and r.json()["code"] == "file_not_found"
+        assert c.get("/app/nope").json()["code"] == "page_not_found"
+
+
+def test_worker_checks_in_inside_then_outside_a_fence(server, browser):
+    task_in, _ = published_task(server, PLACES["inside"], title="Inside")
+    task_out, _ = published_task(server, PLACES["outside"], title="Outside")
+    username, _ = register(server, "worker")
+    ctx = new_phone(browser, server, north(PLACES["inside"], 30))
+    page = ctx.new_page()
+    errors = watch_errors(page)
+    sign_in(page, "/app/worker", username)
+
+    # Nearby tasks come from the emulated position; claim, check in, see the verdict.
+    page.click(f"#nearby [data-task='{task_in['id']}'] button")
+    page.locator("#claims .item[data-state=claimed] button.checkin").click()
+    verdict = page.locator("#claims .verdict .verdict-text").first
+    verdict.wait_for()
+    assert verdict.inner_text() == "inside"
+    shot(page, "worker-inside")
+
+    # Photo from the camera input, then submit: the claim is waiting for the merchant.
+    page.locator("#claims input.photo-input").set_input_files(str(PHOTO))
+    page.wait_for_selector("#claims .thumbs img")
+    page.click("#claims button.submit")
+    page.wait_for_selector("#claims .item[data-state=submitted]")
+
+    # 600 m north of the second task's 100 m hard fence: refused, with the reason shown.
+    far = north(PLACES["outside"], 600)
+    ctx.set_geolocation({"latitude": far[0], "longitude": far[1], "accuracy": 12})
+    page.click("#nearby-refresh")
+    page.wait_for_selector(f"#position:has-text('{far[0]:.5f}')")
+    page.click(f"#nearby [data-task='{task_out['id']}'] button")
+    page.locator("#claims .item[data-state=claimed] button.checkin").click()
+    refused = page.locator("#claims .verdict.error").first
+    refused.wait_for()
+    assert "outside_fence" in refused.inner_text() and "outside the fence" in refused.inner_text()
+    shot(page, "worker-outside")
+    with server.session() as s:
+        claims = {c.task_id: c for c in s.scalars(select(Claim).where(Claim.task_id.in_([task_in["id"], task_out["id"]])))}
+        assert claims[task_in["id"]].state == "submitted"
+        assert claims[task_out["id"]].state == "claimed"
+        assert checkins_of(server, claims[task_out["id"]].id) == 0
+    assert errors == []
+    ctx.close()
+
+
+def test_offline_check_in_is_replayed_with_the_same_key(server, browser):
+    task, _ = published_task(server, PLACES["offline"], title="Offline")
+    username, worker = register(server, "worker")
+    with server.http() as c:
+        claim = c.post(f"/v1/tasks/{task['id']}/claims", headers=worker).json()
+    ctx = new_phone(browser, server, north(PLACES["offline"], 20))
+    page = ctx.new_page()
+    errors = watch_errors(page)
+    sent_keys: list[str] = []
+    page.on("request", lambda r: sent_keys.append(r.headers.get("idempotency-key"))
+            if r.method == "POST" and r.url.endswith(f"/v1/claims/{claim['id']}/checkins") else None)
+    sign_in(page, "/app/worker", username)
+    page.wait_for_selector(f"#claims .item[data-claim='{claim['id']}'] button.checkin")
+
+    ctx.set_offline(True)
+    page.click(f"#claims .item[data-claim='{claim['id']}'] button.checkin")
+    page.wait_for_selector("#claims .verdict.queued")
+    page.wait_for_selector("#net.offline")
+    shot(page, "worker-offline-queued")
+    queue = page.evaluate("JSON.parse(localStorage.getItem('fp.queue'))")
+    assert len(queue) == 1 and queue[0]["path"] == f"/v1/claims/{claim['id']}/checkins"
+    key, body = queue[0]["key"], queue[0]["json"]
+    assert checkins_of(server, claim["id"]) == 0
+
+    ctx.set_offline(False)  # the page's "online" handler sends the queue
+    page.wait_for_selector(f"#claims .item[data-claim='{claim['id']}'] .verdict.inside")
+    assert page.evaluate("JSON.parse(localStorage.getItem('fp.queue'))") == []
+    assert sent_keys and set(sent_keys) == {key}
+    assert checkins_of(server, claim["id"]) == 1
+    with server.session() as s:
+        assert s.scalar(select(func.count()).select_from(IdempotencyRecord).where(IdempotencyRecord.key == key)) == 1
+
+    # The phone resending the same queued request (say the answer was lost) gets the stored answer: still one.
+    with server.http() as c:
+        r = c.post(f"/v1/claims/{claim['id']}/checkins", json=body, headers={**worker, "Idempotency-Key": key})
+    assert r.status_code == 201 and r.headers.get("idempotent-replayed") == "true", r.text
+    assert checkins_of(server, claim["id"]) == 1
+    shot(page, "worker-offline-replayed")
+    assert errors == []
+    ctx.close()
+
+
+def test_merchant_confirms_a_submission_and_draws_a_task(server, browser):
+    merchant = funded_merchant(server)
+    task, _ = published_task(server, PLACES["merchant"], merchant=merchant, title="Confirm me")
+    _, worker = register(server, "worker")
+    claim = claim_and_check_in(server, task, worker, PLACES["merchant"])
+    with server.http() as c:
+        r = c.post(f"/v1/claims/{claim['id']}/evidence", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")},
+                   headers=worker)
+        assert r.status_code == 201, r.text
+        assert c.post(f"/v1/claims/{claim['id']}/submit", headers=worker).status_code == 200
+
+    ctx = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000})
+    ctx.set_default_timeout(20_000)
+    page = ctx.new_page()
+    errors = watch_errors(page)
+    sign_in(page, "/app/merchant", merchant[0])
+    page.click(f"#tasks [data-task='{task['id']}'] button.open-queue")
+    card = page.locator(f"#queue .submission[data-claim='{claim['id']}']")
+    card.locator(".thumbs img").wait_for()
+    card.locator(".leaflet-interactive").first.wait_for()  # the fence and the check-in point on the map
+    assert card.locator(".thumbs img").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert "inside" in card.locator(".fixes").inner_text()
+    shot(page, "merchant-queue")
+    card.locator("button.confirm").click()
+    page.wait_for_selector(f"#queue .submission[data-claim='{claim['id']}']", state="detached")
+    with server.session() as s:
+        assert s.get(Claim, claim["id"]).state in ("confirmed", "accepted", "spot_check", "paid")
+
+    # Draw a circle (centre, then a point on the edge) and publish: the task goes to ops' review.
+    page.select_option("#draw-mode", "circle")
+    draw = page.locator("#draw-map")
+    draw.scroll_into_view_if_needed()
+    box = draw.bounding_box()
+    draw.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+    draw.click(position={"x": box["width"] / 2 + 60, "y": box["height"] / 2})
+    assert float(page.input_value("#task-form input[name=radius_m]")) > 0
+    title = f"Drawn task {RUN}"
+    page.fill("#task-form input[name=title]", title)
+    page.click("#task-form button[type=submit]")
+    page.wait_for_selector(f"#tasks .item:has-text('{title}') .badge.pending_review")
+    shot(page, "merchant-drawn")
+    with server.session() as s:
+        drawn = s.scalar(select(Task).where(Task.title == title))
+        assert drawn.state == "pending_review" and drawn.fence_kind == "circle" and drawn.radius_m > 10
+    assert errors == []
+    ctx.close()
+
+
+def _heat_summary(page) -> tuple[int, int]:
+    s = page.locator("#heat-summary")
+    return int(s.get_attribute("data-cells") or 0), int(s.get_attribute("data-total") or 0)
+
+
+def test_ops_heatmap_changes_after_check_ins_are_rolled_up(server, browser):
+    place = PLACES["heatmap"]
+    username, _ = ops_user(server)
+    ctx = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000})
+    ctx.set_default_timeout(20_000)
+    page = ctx.new_page()
+    errors = watch_errors(page)
+    sign_in(page, f"/app/ops#{place[0]},{place[1]},14", username)
+    page.wait_for_selector("#heat-summary[data-cells]")
+    before = _heat_summary(page)
+    metrics = page.eval_on_selector_all("#heat-metric option", "os => os.map(o => o.value)")
+    assert "checkins" in metrics and "workers" in metrics
+
+    # Five distinct workers (the k-anonymity floor) check in at one place; then the real roll-up task runs.
+    task, _ = published_task(server, place, slots=10, title="Heat")
+    for _ in range(5):
+        claim_and_check_in(server, task, register(server, "worker")[1], place)
+    page.click("#heat-form button[type=submit]")
+    page.wait_for_timeout(500)
+    assert _heat_summary(page) == before  # not rolled up yet: the map has not changed
+    out = subprocess.run([sys.executable, "-c", "from workers.tasks import roll_up_heatmap; print(roll_up_heatmap())"],
+                         env=server.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    page.click("#heat-form button[type=submit]")
+    page.wait_for_selector(f"#heat-summary:not([data-total='{before[1]}'])")
+    cells, total = _heat_summary(page)
+    assert cells > before[0] and total >= before[1] + 5
+    page.locator("#heat-map .leaflet-interactive").first.wait_for()
+    shot(page, "ops-heatmap")
+    page.wait_for_selector("#stats table")
+    assert errors == []
+    ctx.close()
