@@ -16,20 +16,34 @@ from core.config import get_settings
 from core.models import utcnow
 
 ALGORITHM = "HS256"  # pinned: tokens claiming any other algorithm (incl. "none") are refused
-_hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory defaults
-# Verifying against a dummy hash for unknown users keeps login timing uniform.
-_DUMMY_HASH = _hasher.hash("dummy-password-for-timing")
+# OWASP's floor for argon2id (19 MiB, 2 passes); only a simulation may go below it, never prod.
+MIN_MEMORY_KIB, MIN_TIME_COST = 19 * 1024, 2
+
+
+@lru_cache
+def _hasher() -> PasswordHasher:
+    """argon2id; defaults are the library's RFC 9106 low-memory profile (64 MiB, 3 passes)."""
+    s = get_settings()
+    if s.env == "prod" and (s.argon2_memory_kib < MIN_MEMORY_KIB or s.argon2_time_cost < MIN_TIME_COST):
+        raise RuntimeError("argon2 parameters below the OWASP minimum are refused in prod")
+    return PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib, parallelism=4)
+
+
+@lru_cache
+def _dummy_hash() -> str:
+    # Verifying against a dummy hash for unknown users keeps login timing uniform.
+    return _hasher().hash("dummy-password-for-timing")
 
 
 def hash_password(password: str) -> str:
     """argon2id hash of a password."""
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when the password matches; constant work for unknown users."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

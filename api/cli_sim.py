@@ -6,8 +6,14 @@ import json
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
     from sim import report
     from sim.driver import Options, Simulation
+
+    # SIGTERM unwinds like Ctrl-C, so the API, worker and beat we started are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     opts = Options(workers=args.workers, merchants=args.merchants, hours=args.hours, seed=args.seed, rate=args.rate,
                    database=args.database, redis_db=args.redis_db, progress=not args.no_progress,

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = 5
     login_max_failures_per_ip: int = 30
     login_lockout_window_s: int = 15 * 60
+    # argon2id cost (RFC 9106 low-memory profile); below OWASP's floor is refused in prod (simulations only).
+    argon2_memory_kib: int = 64 * 1024
+    argon2_time_cost: int = 3
 
     # HTTP edge limits.
     max_json_body_bytes: int = 256 * 1024

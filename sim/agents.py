@@ -70,6 +70,13 @@ class Day:
             self.visits.append(visit)
 
 
+def travel_seconds(rng: random.Random, straight_m: float) -> float:
+    """Door to door: walk (~1.3 m/s) up to 1.2 km of street, else an e-bike (4-6 m/s); plus parking/finding it."""
+    street = straight_m * 1.3  # streets are not straight lines
+    speed = 1.3 * rng.uniform(0.85, 1.15) if street < 1200 else rng.uniform(4.0, 6.0)
+    return street / speed + rng.uniform(60, 240)
+
+
 class WorkerAgent:
     """A field worker; ``kind`` selects the behaviour (honest or one fraud kind)."""
 
@@ -176,9 +183,8 @@ class WorkerAgent:
         if self.spoofer:
             self.day.wait_until(self.day.now() + timedelta(minutes=self.rng.uniform(1, 3)))
             return
-        d = distance_m(self.lat, self.lon, shop.lat, shop.lon) * 1.3  # streets are not straight lines
-        speed = 1.3 * self.rng.uniform(0.85, 1.15) if d < 1200 else self.rng.uniform(4.0, 6.0)
-        self.day.wait_until(self.day.now() + timedelta(seconds=d / speed + self.rng.uniform(60, 240)))
+        d = distance_m(self.lat, self.lon, shop.lat, shop.lon)
+        self.day.wait_until(self.day.now() + timedelta(seconds=travel_seconds(self.rng, d)))
         self.lat, self.lon = shop.lat, shop.lon
 
     def _spot_in(self, shop: Shop, near: tuple[float, float] | None = None) -> tuple[float, float]:

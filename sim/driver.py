@@ -92,7 +92,7 @@ class Simulation:
         for shop in shops:
             kind = self.rng.choice(list(world_task_types()))
             body = {"title": f"{TITLES[kind]} {shop.name}", "type": kind,
-                    "reward_fen": self.rng.choice([800, 1200, 1500, 2000, 3000]), "slots": self.rng.randint(8, 20),
+                    "reward_fen": self.rng.choice([800, 1200, 1500, 2000, 3000]), "slots": self.rng.randint(15, 30),
                     "starts_at": self.sim_start.isoformat(), "ends_at": (day_end + timedelta(hours=8)).isoformat(),
                     "crs": "gcj02", "geofence": shop.fence,
                     "evidence": {"photos_min": self.rng.choice([1, 1, 2]), "video": False}}
@@ -106,7 +106,7 @@ class Simulation:
         """Users, money, tasks and agents (in parallel, through the API)."""
         o, rng = self.o, self.rng
         n_merchants = o.merchants or max(2, o.workers // 10)
-        tasks_each = max(4, round(1.3 * o.workers / n_merchants))
+        tasks_each = max(4, round(0.6 * o.workers / n_merchants))
         shops = world.make_shops(rng, n_merchants * tasks_each)
         ops = self._ops()
         day_start = self.sim_start + timedelta(minutes=30)

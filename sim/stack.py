@@ -77,6 +77,10 @@ class Stack:
             "FIELDPROOF_LOGIN_MAX_FAILURES_PER_IP": "1000000",
             # Hourly instead of 15-minute tokens: the day still crosses expiries, with 4x fewer refreshes.
             "FIELDPROOF_ACCESS_TOKEN_TTL_S": "3600",
+            # Hundreds of sign-ups on two cores: a cheap argon2 (8 MiB, 1 pass; refused in prod) so setup
+            # measures the service, not the password hash. Verification reads the cost from each hash.
+            "FIELDPROOF_ARGON2_MEMORY_KIB": "8192",
+            "FIELDPROOF_ARGON2_TIME_COST": "1",
             "FIELDPROOF_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
         })
