@@ -411,4 +411,13 @@ def test_ops_heatmap_changes_after_check_ins_are_rolled_up(server, browser):
     shot(page, "ops-heatmap")
     page.wait_for_selector("#stats table")
     assert errors == []
+
+    # Without Leaflet (not installed, or blocked) the page still loads and lists the cells.
+    bare = ctx.new_page()
+    bare.route("**/app/vendor/**", lambda route: route.abort())
+    bare.goto(f"/app/ops#{place[0]},{place[1]},14")  # same browser storage: already signed in
+    bare.wait_for_selector("#heat-map.map-missing")
+    bare.wait_for_selector("#heat-table:not([hidden]) tbody tr")
+    assert int(bare.locator("#heat-summary").get_attribute("data-cells")) == cells
+    shot(bare, "ops-without-leaflet")
     ctx.close()

@@ -58,7 +58,10 @@ async function loadNearby() {
   $("#nearby").replaceChildren(...(found.length ? found.map(taskCard) : [el("p", { class: "muted" }, "No open tasks within 5 km.")]));
 }
 
+const ACTIVE = ["claimed", "checked_in", "submitted", "changes_requested"];
+
 function taskCard(t) {
+  const mine = lastClaims.find((c) => c.task_id === t.id && ACTIVE.includes(c.state));
   return el("div", { class: "item", dataset: { task: t.id } },
     el("div", { class: "row" },
       el("div", { class: "grow" },
@@ -66,11 +69,12 @@ function taskCard(t) {
         el("div", { class: "muted" }, `${t.type.replace("_", " ")} · ${Math.round(t.distance_m ?? 0)} m away · `
           + `${t.slots - t.slots_taken} of ${t.slots} slots · ${t.evidence.photos_min} photo(s)`)),
       el("div", { class: "stat" }, yuan(t.reward_fen))),
-    el("button", {
+    mine ? el("span", { class: `badge ${mine.state}` }, `yours: ${mine.state.replace("_", " ")}`) : el("button", {
       class: "primary", type: "button", onclick: action(async () => {
         await post(`/v1/tasks/${t.id}/claims`);
         toast("Claimed. Go to the place and check in.", "ok");
-        await Promise.all([loadClaims(), loadNearby()]);
+        await loadClaims();
+        await loadNearby();
       }),
     }, "Claim"));
 }
