@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, String, delete, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.config import get_settings
@@ -102,9 +102,12 @@ def store(db_session: Session, *, user_id: int, route: str, key: str, digest: st
           status_code: int, body: Any) -> None:
     """Record the response in the same transaction as the work it describes."""
     ttl = timedelta(seconds=get_settings().idempotency_ttl_s)
-    db_session.merge(IdempotencyRecord(user_id=user_id, route=route, key=key, body_sha256=digest,
-                                       status_code=status_code, response=body, expires_at=utcnow() + ttl))
-    db_session.flush()
+    # One upsert, not merge(): merge would SELECT first. The row exists already only when it had expired.
+    stmt = insert(IdempotencyRecord).values(user_id=user_id, route=route, key=key, body_sha256=digest,
+                                            status_code=status_code, response=body, expires_at=utcnow() + ttl)
+    db_session.execute(stmt.on_conflict_do_update(
+        index_elements=["user_id", "route", "key"],
+        set_={c: stmt.excluded[c] for c in ("body_sha256", "status_code", "response", "expires_at", "created_at")}))
 
 
 def purge_expired(*, db_session: Session) -> int:
