@@ -93,16 +93,25 @@ def request_changes(*, db_session: Session, merchant: User, claim_id: int, reaso
 
 
 def auto_confirm_due(*, db_session: Session, limit: int = 500) -> int:
-    """Confirm claims the merchant left alone too long; safe to run twice and on several hosts."""
+    """Confirm claims the merchant left alone too long; safe to run twice and on several hosts.
+
+    One transaction per claim: paying locks the task, the merchant's escrow and the platform account, and
+    holding those across many claims (in claim order, not lock order) deadlocked with merchants confirming
+    their own submissions at the same time (found by `fieldproof simulate`).
+    """
     cutoff = utcnow() - timedelta(seconds=get_settings().auto_confirm_after_s)
-    ids = db_session.scalars(select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff)
-                             .order_by(Claim.id).limit(limit).with_for_update(skip_locked=True)).all()
-    for claim_id in ids:
+    done = 0
+    while done < limit:
+        claim_id = db_session.scalar(select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff)
+                                     .order_by(Claim.id).limit(1).with_for_update(skip_locked=True))
+        if claim_id is None:
+            break
         claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=None,
                                   reason="auto-confirmed: no merchant action in time", confirmed_at=utcnow())
         _after_confirmation(db_session, claim, db_session.get(Task, claim.task_id), actor_id=None)
-    db_session.commit()
-    return len(ids)
+        db_session.commit()
+        done += 1
+    return done
 
 
 def sampling_probability(risk_score: int, flags: list[str]) -> float:
