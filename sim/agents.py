@@ -117,7 +117,13 @@ class WorkerAgent:
                     lunch_done = True
                     self.day.wait_until(now + timedelta(minutes=self.rng.uniform(30, 60)))
                     continue
-                if not self.one_visit():
+                try:
+                    found = self.one_visit()
+                except ApiError as exc:  # a 5xx is counted by the client; the phone gives up on that visit
+                    if exc.response.status_code < 500:
+                        raise
+                    found = True
+                if not found:
                     self.day.wait_until(self.day.now() + timedelta(minutes=self.rng.uniform(10, 20)))
         except Exception as exc:  # keep the day going; the report lists what broke
             self.day.failures.append(f"{self.s.username}: {type(exc).__name__}: {exc}")

@@ -43,8 +43,8 @@ class MerchantAgent:
                         self.s.call("POST", f"/v1/submissions/{sub['id']}/confirm")
                         self.confirmed += 1
                 except ApiError as exc:
-                    if exc.code != "invalid_transition":  # beat auto-confirmed it meanwhile
-                        raise
+                    if exc.code != "invalid_transition" and exc.response.status_code < 500:
+                        raise  # invalid_transition: beat auto-confirmed it meanwhile; 5xx: counted, next round
 
 
 class OpsAgent:
@@ -79,6 +79,8 @@ class OpsAgent:
                                 json={"verdict": "fail" if fail else "pass",
                                       "reason": ", ".join(sorted(flags & OPS_FAIL_FLAGS)) or "evidence fine"})
                 except ApiError as exc:
+                    if exc.response.status_code >= 500:  # counted by the client; retried next round
+                        return done
                     if exc.code != "invalid_transition" and not (exc.code or "").endswith("_decided"):
                         raise
                     continue
