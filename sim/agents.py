@@ -86,7 +86,7 @@ class WorkerAgent:
         self.rng = random.Random(seed)
         self.lat, self.lon = home
         self.done_tasks: set[int] = set()
-        self.camera_roll: list[bytes] = []
+        self.camera_roll: list[tuple[int, bytes]] = []  # (claim id, photo)
         self.photo_seed = seed * 1000
         self.style = self._style()
 
@@ -176,7 +176,9 @@ class WorkerAgent:
             self._upload(visit, i)
         if not self.day.wait_until(t0 + timedelta(seconds=dwell)):
             return True
-        if not self._check(visit, shop, self._spot_in(shop, near=spot), "checkouts"):
+        # The phone's fix is taken when the dwell ends, even if the request leaves later (a slow server at a
+        # 70x clock turns one real second into a simulated minute, which would stretch every dwell).
+        if not self._check(visit, shop, self._spot_in(shop, near=spot), "checkouts", taken=t0 + timedelta(seconds=dwell)):
             return True
         self.s.call("POST", f"/v1/claims/{visit.claim_id}/submit")
         visit.submitted = True
@@ -200,18 +202,19 @@ class WorkerAgent:
         a = self.rng.uniform(0, 2 * math.pi)
         return offset(*base, r * math.cos(a), r * math.sin(a))
 
-    def _fix(self, shop: Shop, spot: tuple[float, float]) -> dict:
+    def _fix(self, shop: Shop, spot: tuple[float, float], taken: datetime | None = None) -> dict:
         now = self.day.now()
-        taken = now - timedelta(seconds=self.rng.uniform(1, 8))
+        taken = min(now, taken) if taken else now - timedelta(seconds=self.rng.uniform(1, 8))
         if self.spoofer:
             return gps.spoof_fix(self.rng, self.phone, self.style, fence_center_gcj(shop), spot, taken, now)
         return gps.honest_fix(self.rng, self.phone, *spot, taken, now)
 
-    def _check(self, visit: Visit, shop: Shop, spot: tuple[float, float], what: str) -> bool:
+    def _check(self, visit: Visit, shop: Shop, spot: tuple[float, float], what: str,
+               taken: datetime | None = None) -> bool:
         """Check in or out; a fix outside the fence or too coarse is retried like a phone would."""
         for _ in range(6):
             try:
-                r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/{what}", json=self._fix(shop, spot),
+                r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/{what}", json=self._fix(shop, spot, taken),
                                 ok=(201,)).json()
             except ApiError as exc:
                 if exc.code in ("outside_fence", "accuracy_too_low"):
@@ -234,18 +237,19 @@ class WorkerAgent:
             visit.reused_photos.append(reused)
 
     def _photo(self, visit: Visit) -> tuple[bytes, str | None]:
-        if self.kind == "photo_reuser" and self.camera_roll and self.rng.random() < 0.85:
-            pool = self.camera_roll
+        own_old = [data for claim_id, data in self.camera_roll if claim_id != visit.claim_id]
+        if self.kind == "photo_reuser" and own_old and self.rng.random() < 0.85:
+            pool = own_old
             with self.day.lock:
                 if self.day.shared_photos and self.rng.random() < 0.5:
                     pool = self.day.shared_photos
                 old = self.rng.choice(pool)
             transform = self.rng.choice(photos.REUSE_TRANSFORMS)
-            return photos.reuse(old, transform), ("own:" if pool is self.camera_roll else "other:") + transform
+            return photos.reuse(old, transform), ("own:" if pool is own_old else "other:") + transform
         self.photo_seed += 1
         taken = self.day.now().astimezone(_CST)
         data = photos.camera_jpeg(photos.scene(self.photo_seed), taken)
-        self.camera_roll.append(data)
+        self.camera_roll.append((visit.claim_id, data))
         if self.kind == HONEST and self.rng.random() < 0.05:
             with self.day.lock:
                 self.day.shared_photos.append(data)

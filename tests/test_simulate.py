@@ -1,0 +1,128 @@
+"""The simulator: its pure parts (movement, GPS noise, photos) and a small real day through the real stack."""
+from __future__ import annotations
+
+import io
+import math
+import os
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from evidence.hashing import hash_image
+from evidence.match import compare
+from sim import gps, photos, world
+from sim.agents import FRAUD_KINDS, HONEST, travel_seconds
+from sim.driver import cast
+
+T0 = datetime(2026, 3, 2, 2, 0, tzinfo=timezone.utc)
+STORE = world.DISTRICTS["wangfujing"]
+
+
+def test_travel_speeds_are_walking_or_e_bike():
+    rng = random.Random(1)
+    for straight in (300.0, 800.0, 2500.0, 6000.0):
+        for _ in range(50):
+            seconds = travel_seconds(rng, straight)
+            overhead = 60  # at least a minute to park, find the door
+            speed = straight * 1.3 / max(1.0, seconds - overhead)
+            assert speed <= 6.0 * 1.01, (straight, speed)
+            if straight * 1.3 < 1200:
+                assert speed <= 1.3 * 1.15 * 1.01  # walking
+    assert travel_seconds(random.Random(2), 5000) < 5000 * 1.3 / 4.0 + 240  # rides, does not walk 5 km
+
+
+def test_offset_and_distance_agree():
+    lat, lon = world.offset(*STORE, 300.0, -400.0)
+    assert abs(world.distance_m(*STORE, lat, lon) - 500.0) < 0.5
+
+
+def test_honest_gps_noise_matches_reported_accuracy():
+    rng = random.Random(3)
+    phone = gps.Phone("dev-test-0001", "android")
+    inside, accs, n = 0, [], 3000
+    for _ in range(n):
+        fix = gps.honest_fix(rng, phone, *STORE, T0, T0)
+        assert fix["crs"] == "gcj02" and fix["mock_location"] is False
+        wlat, wlon = gps.geocrs.gcj02_to_wgs84(fix["lat"], fix["lon"])
+        err = world.distance_m(*STORE, wlat, wlon)
+        accs.append(fix["accuracy_m"])
+        inside += err <= fix["accuracy_m"]
+    # Android accuracy is a 68 % radius: roughly that share lies within it (a few multipath fixes do not).
+    assert 0.60 <= inside / n <= 0.72
+    assert sum(5 <= a <= 30 for a in accs) / n > 0.9 and max(accs) <= 150 and min(accs) >= 5
+
+
+def test_browser_fixes_are_wgs84_without_motion_fields():
+    fix = gps.honest_fix(random.Random(4), gps.Phone("dev-test-0002", "browser"), *STORE, T0, T0)
+    assert fix["crs"] == "wgs84" and fix["altitude"] is None and fix["speed"] is None and fix["bearing"] is None
+
+
+def test_spoofed_fixes_carry_their_traits():
+    rng, phone = random.Random(5), gps.Phone("dev-test-0003", "android")
+    center = (39.9135, 116.4170)
+    style = gps.SpoofStyle(constant_fields=True, pin_center=True, accuracy=3.0)
+    a, b = (gps.spoof_fix(rng, phone, style, center, STORE, T0, T0) for _ in range(2))
+    assert (a["lat"], a["lon"]) == center and (a["accuracy_m"], a["altitude"], a["speed"], a["bearing"]) == \
+        (b["accuracy_m"], b["altitude"], b["speed"], b["bearing"])
+    assert gps.spoof_fix(rng, phone, gps.SpoofStyle(mock_flag=True), center, STORE, T0, T0)["mock_location"] is True
+
+
+def _hashes(data: bytes):
+    return hash_image(data, with_variants=True)
+
+
+def test_generated_scenes_are_unique_under_the_service_rule():
+    scenes = [_hashes(photos.camera_jpeg(photos.scene(seed))) for seed in range(12)]
+    for i in range(len(scenes)):
+        for j in range(len(scenes)):
+            if i != j:
+                assert compare(scenes[i], scenes[j]) is None, (i, j)
+
+
+@pytest.mark.parametrize("transform", photos.REUSE_TRANSFORMS)
+def test_a_reused_transformed_photo_still_matches(transform):
+    original = photos.camera_jpeg(photos.scene(99), T0)
+    copy = photos.reuse(original, transform)
+    assert compare(_hashes(copy), _hashes(original)) is not None
+
+
+def test_scene_carries_capture_time_in_exif():
+    from PIL import Image
+
+    from evidence.exif import read_exif
+
+    taken = T0.astimezone(timezone(timedelta(hours=8)))
+    exif = read_exif(Image.open(io.BytesIO(photos.camera_jpeg(photos.scene(1), taken))))
+    assert datetime.fromisoformat(exif["capture_time"]) == taken
+
+
+def test_cast_has_every_kind_from_ten_workers():
+    kinds = cast(12)
+    assert len(kinds) == 12 and set(FRAUD_KINDS) <= set(kinds) and kinds.count("device_farm") >= 2
+    big = cast(200)
+    assert big.count(HONEST) >= 140
+
+
+def test_a_small_day_through_the_real_stack():
+    """12 workers, 2 simulated hours: no 5xx, ledger clean, every fraud kind caught at least partly."""
+    from sim import report
+    from sim.driver import Options, Simulation
+
+    from core.config import get_settings
+
+    redis_db = (int(os.environ.get("FIELDPROOF_TEST_REDIS_DB", "15")) + 5) % 16
+    opts = Options(workers=12, hours=2, seed=11, rate=400, database=f"{get_settings().database_name}_simtest",
+                   redis_db=redis_db, progress=False)
+    rep = report.build(Simulation(opts).run())
+    print(report.render(rep))
+    assert rep["errors_5xx"] == 0, rep["errors_5xx_samples"]
+    assert rep["ledger_check"]["ok"], rep["ledger_check"]
+    assert not rep["agent_failures"], rep["agent_failures"]
+    assert rep["evidence_unprocessed"] == 0
+    assert rep["requests"] > 100 and rep["claims_total"] >= 12
+    for kind, k in rep["fraud"].items():
+        if k["claims"]:
+            assert k["claims_flagged"] >= 1, (kind, k)
+    assert rep["honest"]["workers_flagged"] == 0, rep["honest"]
+    assert math.isfinite(rep["requests_per_s_day"])
