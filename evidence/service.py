@@ -25,7 +25,9 @@ from tasks.models import Claim
 PROCESS_JOB = "evidence.process"
 MAX_PIXELS = 50_000_000  # 50 MP: above any phone camera; a bigger image is a decompression bomb
 EXIF_TIME_SLACK_S = 2 * 3600  # a photo taken more than 2 h from the check-in is not from this visit
-EXIF_GPS_SLACK_M = 1000  # camera GPS is coarse indoors; beyond 1 km it is another place
+EXIF_GPS_SLACK_M = 1000
+# The earlier file of a duplicate pair: shown to the merchant and ops beside the match, never a sampling trigger.
+REUSED_LATER = "evidence_reused_later"  # camera GPS is coarse indoors; beyond 1 km it is another place
 
 
 def upload(*, db_session: Session, worker: User, claim_id: int, data: bytes) -> Evidence:
@@ -92,9 +94,8 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     exact = _exact_matches(db_session, ev)
     seen = {m[0] for m in exact}
     matches = exact + [m for m in _near_matches(db_session, ev, frames) if m[0] not in seen]
-    if matches:
-        reasons.append("exact_duplicate_evidence" if any(m[2] == "sha256" for m in matches) else "duplicate_evidence")
     _record_matches(db_session, ev, matches)
+    reasons += ev.reasons
     ev.hashes = {"frames": [f.to_dict() for f in frames]}
     ev.phash, ev.dhash = _signed(frames[0].phash["full"]), _signed(frames[0].dhash["full"])
     db_session.add_all(EvidenceHash(evidence_id=ev.id, phash=_signed(h)) for f in frames for h in f.phash.values())
@@ -129,19 +130,26 @@ def _near_matches(db_session: Session, ev: Evidence, frames: list[ImageHashes]) 
     return out
 
 
+def _duplicate_reason(method: str) -> str:
+    return "exact_duplicate_evidence" if method == "sha256" else "duplicate_evidence"
+
+
 def _record_matches(db_session: Session, ev: Evidence, matches: list[tuple[int, int, str]]) -> None:
-    """Both directions, and flag both claims so they are always spot-checked."""
-    claim_ids = {ev.claim_id}
+    """Record each pair both ways. The later upload of a pair is the duplicate: its claim is flagged (always
+    spot-checked); the earlier one only gets a note, so a worker whose photo someone else reused is not punished."""
+    flags: dict[int, set[str]] = {}
     for other_id, distance, method in matches:
         db_session.add(EvidenceMatch(evidence_id=ev.id, matched_evidence_id=other_id, distance=distance, method=method))
         db_session.add(EvidenceMatch(evidence_id=other_id, matched_evidence_id=ev.id, distance=distance, method=method))
         other = db_session.get(Evidence, other_id)
-        other.reasons = sorted(set(other.reasons) | {"duplicate_evidence"})
-        claim_ids.add(other.claim_id)
-    if matches:
-        for claim in db_session.scalars(select(Claim).where(Claim.id.in_(claim_ids)).order_by(Claim.id)
-                                        .with_for_update()):
-            claim.flags = sorted(set(claim.flags) | {"duplicate_evidence"})
+        earlier, later = (other, ev) if other.id < ev.id else (ev, other)
+        later.reasons = sorted(set(later.reasons) | {_duplicate_reason(method)})
+        earlier.reasons = sorted(set(earlier.reasons) | {REUSED_LATER})
+        flags.setdefault(later.claim_id, set()).add("duplicate_evidence")
+        if earlier.claim_id != later.claim_id:
+            flags.setdefault(earlier.claim_id, set()).add(REUSED_LATER)
+    for claim in db_session.scalars(select(Claim).where(Claim.id.in_(flags)).order_by(Claim.id).with_for_update()):
+        claim.flags = sorted(set(claim.flags) | flags[claim.id])
 
 
 def get_for(*, db_session: Session, user: User, evidence_id: int) -> Evidence:

@@ -35,7 +35,7 @@ def process_all(db):
         jobs.run(db_session=db, job_id=job.id)
 
 
-def test_duplicate_across_two_workers_flags_both_claims(client, db):
+def test_duplicate_across_two_workers_flags_the_later_claim_and_notes_the_earlier(client, db):
     _, c1, w1, _ = checked_in(client, db)
     _, c2, w2, _ = checked_in(client, db)
     original = (PHOTOS / "chelsea.jpg").read_bytes()
@@ -48,10 +48,13 @@ def test_duplicate_across_two_workers_flags_both_claims(client, db):
     ev2 = client.get(f"/v1/evidence/{r.json()['id']}", headers=w2).json()
     assert ev2["state"] == "processed" and "duplicate_evidence" in ev2["reasons"]
     assert ev2["matches"] and ev2["matches"][0]["method"].startswith("phash")
-    for cid in (c1["id"], c2["id"]):
-        assert "duplicate_evidence" in db.get(Claim, cid).flags
+    assert "duplicate_evidence" in db.get(Claim, c2["id"]).flags
+    # The worker whose photo was reused later is not flagged: the earlier claim only carries a note.
+    first = db.get(Claim, c1["id"])
+    assert "duplicate_evidence" not in first.flags and "evidence_reused_later" in first.flags
     ev1 = client.get(f"/v1/claims/{c1['id']}/evidence", headers=w1).json()[0]
     assert ev1["matches"][0]["matched_evidence_id"] == ev2["id"]
+    assert "evidence_reused_later" in ev1["reasons"] and "duplicate_evidence" not in ev1["reasons"]
 
 
 def test_exact_repeat_is_its_own_reason_and_distinct_photos_are_clean(client, db):
