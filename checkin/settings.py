@@ -27,6 +27,10 @@ class CheckinSettings(BaseSettings):
     constant_fields_min_fixes: int = 4
     # 350 km/h high-speed rail is the fastest ground travel a worker can do; ~100 m/s allows for it.
     max_travel_speed_mps: float = 100.0
+    # Rail only helps between cities. Within one (hops under 50 km) door-to-door travel tops out near urban
+    # expressway speed: 120 km/h (33 m/s) already grants a taxi that never meets a light; e-bikes do 6 m/s.
+    urban_hop_m: float = 50_000.0
+    max_urban_speed_mps: float = 33.0
     # Phone clocks are NTP-synced to seconds; 5 minutes of skew means a tampered clock or replay.
     max_clock_skew_s: int = 300
     # Phones queue check-ins offline; a queued fix older than 6 h no longer proves presence today.
@@ -36,8 +40,10 @@ class CheckinSettings(BaseSettings):
     # Carrier NAT puts many people behind one IP, so only many accounts in one hour count.
     shared_ip_min_accounts: int = 8
     shared_ip_window_s: int = 3600
-    # A fix within 1 m of the fence centre or POI pin was typed in, not measured (GPS scatter is metres).
-    fence_center_m: float = 1.0
+    # A fix within 25 cm of the fence centre or POI pin is the pin itself (typed in or dropped on the map;
+    # six decimals are ~0.1 m). Real fixes scatter by metres: an honest one lands that close about once in
+    # several thousand (1 m flagged ~1 honest visit in 250 in the city simulation).
+    fence_center_m: float = 0.25
     # Minimum plausible dwell for a store visit when the task sets none: 2 minutes.
     default_min_dwell_s: int = 120
 

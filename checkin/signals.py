@@ -104,11 +104,12 @@ def _travel(fix: Fix, ctx: SignalContext, s) -> list[Signal]:
         return []
     # A jump with no time between fixes (or a fix dated before its predecessor) is treated as 1 s apart.
     speed = effective / max(dt, 1.0)
-    if speed <= s.max_travel_speed_mps:
+    limit = s.max_urban_speed_mps if dist <= s.urban_hop_m else s.max_travel_speed_mps
+    if speed <= limit:
         return []
     return [Signal("impossible_travel", s.weight_impossible_travel,
                    f"travelled {dist / 1000:.1f} km in {dt:.0f} s since the previous fix "
-                   f"({speed:.0f} m/s after subtracting accuracies; limit {s.max_travel_speed_mps:.0f} m/s)")]
+                   f"({speed:.0f} m/s after subtracting accuracies; limit {limit:.0f} m/s)")]
 
 
 def _repeats(fix: Fix, ctx: SignalContext, s) -> list[Signal]:

@@ -66,6 +66,18 @@ def test_impossible_travel_subtracts_accuracies():
                                                                               client_time=T0 - timedelta(seconds=2)))
 
 
+def test_urban_hops_are_held_to_road_speed_and_intercity_ones_to_rail():
+    # 8 km across Beijing in 4 minutes is 33 m/s: no road gets a worker there door to door
+    across_town = prior(lat=39.9, lon=116.4 + 8000 / 85_400, accuracy_m=10, client_time=T0 - timedelta(minutes=4))
+    assert "impossible_travel" in codes(previous_fix=across_town)
+    # the same hop in 10 minutes (~13 m/s) is a taxi on the ring road
+    assert "impossible_travel" not in codes(previous_fix=prior(lat=39.9, lon=116.4 + 8000 / 85_400, accuracy_m=10,
+                                                               client_time=T0 - timedelta(minutes=10)))
+    # Tianjin (~110 km) in 40 minutes is a high-speed train (~46 m/s): allowed beyond the urban hop
+    tianjin = prior(lat=39.13, lon=117.20, client_time=T0 - timedelta(minutes=40))
+    assert "impossible_travel" not in codes(previous_fix=tianjin)
+
+
 def test_history_counts():
     assert "exact_coordinate_repeat" in codes(exact_repeat_count=1)
     assert "shared_device" in codes(device_account_count=1)
@@ -85,6 +97,8 @@ def test_clock_skew_versus_queued_upload():
 
 def test_fence_centre():
     assert "at_fence_center" in codes(fence_center=(116.4, 39.9))
+    assert "at_fence_center" in codes(fence_center=(116.4 + 0.000001, 39.9))  # six-decimal rounding of the pin
+    assert "at_fence_center" not in codes(fence_center=(116.4 + 0.6 / 85_400, 39.9))  # 60 cm: a real fix can be there
     assert "at_fence_center" not in codes(fence_center=(116.4001, 39.9))
 
 
