@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,6 +13,7 @@ from accounts import service as accounts
 from accounts.models import User
 from api.ratelimit import limit_user
 from core.db import UnitOfWork, new_session
+from core.models import utcnow
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
@@ -75,3 +77,8 @@ def client_ip(request: Request) -> str | None:
         return str(ipaddress.ip_address(host)) if host else None
     except ValueError:
         return None
+
+
+def received_at(request: Request) -> datetime:
+    """When the edge middleware saw the request arrive (now, where it did not run)."""
+    return getattr(request.state, "received_at", None) or utcnow()

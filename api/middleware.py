@@ -10,6 +10,7 @@ from api.errors import error_response
 from api.ratelimit import limit_ip
 from core.config import get_settings
 from core.errors import RateLimited, TooLarge
+from core.models import utcnow
 
 REQUESTS = Counter("fieldproof_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("fieldproof_http_request_seconds", "HTTP request latency", ["method", "route"],
@@ -28,6 +29,8 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
+        # When the request reached us, before any queueing in this process: check-ins date their fix by it.
+        scope.setdefault("state", {})["received_at"] = utcnow()
         settings = get_settings()
         cap = settings.max_upload_bytes if path.endswith(UPLOAD_SUFFIXES) else settings.max_json_body_bytes
         started = time.perf_counter()

@@ -120,14 +120,15 @@ def _merge_risk(found: Claim, row: Checkin) -> dict:
             "flags": sorted(set(found.flags) | set(row.reasons))}
 
 
-def check_in(*, db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None) -> Checkin:
-    """Check in on the worker's own claim; hard fences refuse 'outside'."""
+def check_in(*, db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None,
+             received_at: datetime | None = None) -> Checkin:
+    """Check in on the worker's own claim; hard fences refuse 'outside'. Server time is when the fix arrived."""
     found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
     if found.state != "claimed":
         raise AlreadyCheckedIn() if found.state == "checked_in" else claims.InvalidTransition(
             f"Claim {claim_id} is {found.state}; check-in needs a claimed slot.")
     task = db_session.get(Task, found.task_id)
-    now = utcnow()
+    now = received_at or utcnow()
     _in_window(task, _fix_time(body, now))
     row = _record(db_session, worker, found, task, body, "in", ip, now)
     claims.transition(db_session, claim_id, ("claimed",), "checked_in", actor_id=worker.id,
@@ -137,7 +138,8 @@ def check_in(*, db_session: Session, worker: User, claim_id: int, body: CheckinC
     return row
 
 
-def check_out(*, db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None) -> Checkin:
+def check_out(*, db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None,
+              received_at: datetime | None = None) -> Checkin:
     """Check out: records the fix and the dwell time; a too-short dwell is a signal."""
     found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
     if found.checked_out_at is not None:
@@ -145,7 +147,7 @@ def check_out(*, db_session: Session, worker: User, claim_id: int, body: Checkin
     if found.state != "checked_in" or found.checked_in_at is None:
         raise NotCheckedIn()
     task = db_session.get(Task, found.task_id)
-    row = _record(db_session, worker, found, task, body, "out", ip, utcnow())
+    row = _record(db_session, worker, found, task, body, "out", ip, received_at or utcnow())
     dwell = sig.dwell_seconds(found.checked_in_at, body.client_time)
     extra = sig.evaluate_checkout(found.checked_in_at, body.client_time, get_checkin_settings(), task.min_dwell_s)
     if extra:

@@ -166,3 +166,23 @@ def test_time_window_enforced(client, db):
     _, claim, w, _ = claimed(client, db, starts_at=start.isoformat(), ends_at=(start + timedelta(hours=5)).isoformat())
     r = _checkin(client, claim, w, fix())
     assert r.status_code == 409 and r.json()["code"] == "outside_time_window"
+
+
+def test_server_time_is_when_the_fix_arrived_not_when_it_was_processed(client, db):
+    """A fix that waited in a busy server's queue is not 'skewed': it is dated by its arrival."""
+    from accounts.models import User
+    from checkin import service as checkins
+    from checkin.schemas import CheckinCreate
+
+    _, claim, _, _ = claimed(client, db)
+    worker = db.get(User, claim["worker_id"])
+    sent = now() - timedelta(minutes=10)
+    body = CheckinCreate(**fix(client_time=sent.isoformat(), sent_at=sent.isoformat()))
+    row = checkins.check_in(db_session=db, worker=worker, claim_id=claim["id"], body=body, ip=None,
+                            received_at=sent + timedelta(seconds=1))
+    assert row.server_time == sent + timedelta(seconds=1) and "client_clock_skew" not in row.reasons
+    # Dated by processing time instead, the same fix reads as a phone clock 10 minutes slow.
+    _, other, _, _ = claimed(client, db)
+    late = checkins.check_in(db_session=db, worker=db.get(User, other["worker_id"]), claim_id=other["id"],
+                             body=body, ip=None)
+    assert "client_clock_skew" in late.reasons

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from api.deps import CurrentUser, DbSession, Worker, client_ip
+from api.deps import CurrentUser, DbSession, Worker, client_ip, received_at
 from api.idempotent import IdempotentRun
 from api.views import checkin_read, claim_read
 from checkin import service as checkins
@@ -19,18 +19,18 @@ router = APIRouter(prefix="/v1", tags=["claims"])
 @router.post("/claims/{claim_id}/checkins", status_code=201, response_model=CheckinRead)
 def check_in(claim_id: int, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
     """Check in from the phone: verdict, distance, risk score and reasons."""
-    ip = client_ip(request)
+    ip, at = client_ip(request), received_at(request)
     return idem.run(worker.id, lambda db: checkin_read(checkins.check_in(
-        db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip)), status_code=201)
+        db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip, received_at=at)), status_code=201)
 
 
 @router.post("/claims/{claim_id}/checkouts", status_code=201, response_model=CheckinRead)
 def check_out(claim_id: int, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
     """Check out: the fix plus the dwell time since check-in."""
-    ip = client_ip(request)
+    ip, at = client_ip(request), received_at(request)
 
     def run(db):
-        row = checkins.check_out(db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip)
+        row = checkins.check_out(db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip, received_at=at)
         return checkin_read(row, dwell_s=claims.get_own(db_session=db, worker=worker, claim_id=claim_id).dwell_s)
 
     return idem.run(worker.id, run, status_code=201)
