@@ -92,9 +92,12 @@ export async function download(path, filename) {
 // ---- offline queue ---------------------------------------------------------
 // A write made while offline is kept with its Idempotency-Key and body and sent later with the SAME key, so a
 // request that did reach the server before the connection dropped is answered from the stored response.
-export function queued() {
+function allQueued() {
   try { return JSON.parse(localStorage.getItem(QUEUE_KEY)) || []; } catch { return []; }
 }
+
+// The signed-in user's queued writes (another account signing in on the same phone must not send them).
+export function queued() { return allQueued().filter((q) => q.user === session()?.me?.id); }
 
 function saveQueue(items) { localStorage.setItem(QUEUE_KEY, JSON.stringify(items)); }
 
@@ -103,7 +106,7 @@ export function onQueueResult(fn) { queueListeners.push(fn); }
 
 // Send now if possible, else queue. Returns {queued: true, item} or {result}.
 export async function postOrQueue(path, json, label) {
-  const item = { path, json, key: newKey(), label, queued_at: new Date().toISOString() };
+  const item = { path, json, key: newKey(), label, user: session()?.me?.id, queued_at: new Date().toISOString() };
   if (!navigator.onLine) return enqueue(item);
   try {
     return { result: await api(path, { method: "POST", json, key: item.key }) };
@@ -114,9 +117,14 @@ export async function postOrQueue(path, json, label) {
 }
 
 function enqueue(item) {
-  saveQueue([...queued(), item]);
+  saveQueue([...allQueued(), item]);
   queueListeners.forEach((fn) => fn({ item, queued: true }));
   return { queued: true, item };
+}
+
+// Signed out, rate-limited, still running elsewhere or a server fault: the same request may succeed later.
+function retryLater(err) {
+  return err.status === 401 || err.status === 429 || err.status >= 500 || err.code === "idempotency_in_flight";
 }
 
 let flushing = false;
@@ -129,10 +137,10 @@ export async function flushQueue() {
       try {
         outcome = { result: await api(item.path, { method: "POST", json: item.json, key: item.key }) };
       } catch (err) {
-        if (!(err instanceof ApiError)) break; // still offline: keep it (and the order) for the next try
-        outcome = { error: err };                // a definite answer (e.g. outside the fence): do not resend
+        if (!(err instanceof ApiError) || retryLater(err)) break; // keep it (and the order) for the next try
+        outcome = { error: err }; // a definite answer (e.g. outside the fence): do not resend
       }
-      saveQueue(queued().filter((q) => q.key !== item.key));
+      saveQueue(allQueued().filter((q) => q.key !== item.key));
       queueListeners.forEach((fn) => fn({ item, ...outcome }));
     }
   } finally {
