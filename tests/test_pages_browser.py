@@ -224,6 +224,35 @@ def sign_in(page, path: str, username: str) -> None:
     page.wait_for_selector("#app:not([hidden])")
 
 
+def wait_loaded(img, timeout_s: float = 20) -> None:
+    """Until an <img> has decoded (polled from Python: the pages' CSP forbids wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout_s
+    while not img.evaluate("img => img.complete && img.naturalWidth > 0"):
+        assert time.monotonic() < deadline, "image did not load"
+        time.sleep(0.1)
+
+
+def upload_photo(server, claim_id: int, headers: dict) -> int:
+    with server.http() as c:
+        r = c.post(f"/v1/claims/{claim_id}/evidence", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")},
+                   headers=headers)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def process_evidence(server) -> None:
+    """What the Celery worker does with new uploads (hashing, duplicates), run here on the server's database."""
+    from core import jobs
+    from evidence import service  # noqa: F401  (registers the evidence.process handler)
+
+    with server.session() as s:
+        pending = s.scalars(select(jobs.Job.id).where(jobs.Job.kind == "evidence.process",
+                                                      jobs.Job.state == "pending")).all()
+        for job_id in pending:
+            jobs.run(db_session=s, job_id=job_id)
+            s.commit()
+
+
 def checkins_of(server, claim_id: int) -> int:
     with server.session() as s:
         return s.scalar(select(func.count()).select_from(Checkin).where(Checkin.claim_id == claim_id))
@@ -334,12 +363,17 @@ def test_offline_check_in_is_replayed_with_the_same_key(server, browser):
 def test_merchant_confirms_a_submission_and_draws_a_task(server, browser):
     merchant = funded_merchant(server)
     task, _ = published_task(server, PLACES["merchant"], merchant=merchant, title="Confirm me")
+    # Someone on another merchant's task uploaded the same photo first: the console shows the pair side by side.
+    other_task, _ = published_task(server, north(PLACES["merchant"], 3000), title="Elsewhere")
+    _, other_worker = register(server, "worker")
+    other_claim = claim_and_check_in(server, other_task, other_worker, north(PLACES["merchant"], 3000))
+    first = upload_photo(server, other_claim["id"], other_worker)
+    process_evidence(server)
     _, worker = register(server, "worker")
     claim = claim_and_check_in(server, task, worker, PLACES["merchant"])
+    upload_photo(server, claim["id"], worker)
+    process_evidence(server)
     with server.http() as c:
-        r = c.post(f"/v1/claims/{claim['id']}/evidence", files={"file": ("p.jpg", PHOTO.read_bytes(), "image/jpeg")},
-                   headers=worker)
-        assert r.status_code == 201, r.text
         assert c.post(f"/v1/claims/{claim['id']}/submit", headers=worker).status_code == 200
 
     ctx = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000})
@@ -351,8 +385,13 @@ def test_merchant_confirms_a_submission_and_draws_a_task(server, browser):
     card = page.locator(f"#queue .submission[data-claim='{claim['id']}']")
     card.locator(".thumbs img").wait_for()
     card.locator(".leaflet-interactive").first.wait_for()  # the fence and the check-in point on the map
-    assert card.locator(".thumbs img").evaluate("img => img.complete && img.naturalWidth > 0")
+    wait_loaded(card.locator(".thumbs img").first)
     assert "inside" in card.locator(".fixes").inner_text()
+    pair = card.locator(".pair.duplicate", has_text=f"file #{first} on another claim")  # (others may match too)
+    pair.wait_for()
+    assert pair.locator("img").count() == 2
+    for i in (0, 1):
+        wait_loaded(pair.locator("img").nth(i))
     shot(page, "merchant-queue")
     card.locator("button.confirm").click()
     page.wait_for_selector(f"#queue .submission[data-claim='{claim['id']}']", state="detached")
