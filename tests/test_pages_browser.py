@@ -133,6 +133,7 @@ def new_phone(browser, server, place):
 
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("document.querySelectorAll('#toasts .toast').forEach(t => t.remove())")  # transient, cover content
     page.screenshot(path=str(ARTIFACTS / f"pages-{name}.png"), full_page=True)
 
 

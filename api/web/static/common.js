@@ -175,7 +175,8 @@ export function toast(message, kind = "info") {
   const box = $("#toasts") || document.body.appendChild(el("div", { id: "toasts", "aria-live": "polite" }));
   const t = el("div", { class: `toast ${kind}` }, message);
   box.append(t);
-  setTimeout(() => t.remove(), 6000);
+  while (box.children.length > 2) box.firstChild.remove(); // the newest two are enough on a phone screen
+  setTimeout(() => t.remove(), 5000);
 }
 
 export function errorText(err) {
