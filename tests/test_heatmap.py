@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from sqlalchemy import select, update
 
 from checkin.models import Checkin
 from geo import crs as geocrs
 from geo import h3cells, heatmap
-from tests.fieldwork import STORE, claimed, fix
+from tests.fieldwork import STORE, claimed, fix, now
 from tests.helpers import auth_for
 
-NOW = datetime.now(timezone.utc)
 BBOX = (STORE[1] - 0.05, STORE[0] - 0.05, STORE[1] + 0.05, STORE[0] + 0.05)
 
 
@@ -33,15 +32,15 @@ def test_rollup_matches_direct_count_and_is_safe_twice(client, db):
         direct = Counter(h3cells.cell(lat, lon, res) for lat, lon, _ in rows
                          if BBOX[1] <= lat <= BBOX[3] and BBOX[0] <= lon <= BBOX[2])
         cells = heatmap.query(db_session=db, bbox=BBOX, res=res, metric="checkins",
-                              since=NOW - timedelta(days=1), until=NOW + timedelta(hours=1), k=1)
+                              since=now() - timedelta(days=1), until=now() + timedelta(hours=1), k=1)
         assert {c["cell"]: c["value"] for c in cells} == {c: n for c, n in direct.items()}
 
 
 def test_small_cells_are_suppressed(client, db):
     _checkins(client, db, 3)
     heatmap.roll_up(db_session=db)
-    args = dict(db_session=db, bbox=BBOX, res=9, metric="workers", since=NOW - timedelta(days=1),
-                until=NOW + timedelta(hours=1))
+    args = dict(db_session=db, bbox=BBOX, res=9, metric="workers", since=now() - timedelta(days=1),
+                until=now() + timedelta(hours=1))
     assert heatmap.query(**args, k=5) == []
     assert heatmap.query(**args, k=1)
 
@@ -141,7 +140,7 @@ def test_outcomes_dwell_and_workers_match_the_raw_rows(client, db):
 
     made = _worker_fixes(client, db, 6)
     for claim_id, w in made[:4]:  # four check out after a known stay
-        db.execute(update(Claim).where(Claim.id == claim_id).values(checked_in_at=NOW - timedelta(minutes=12)))
+        db.execute(update(Claim).where(Claim.id == claim_id).values(checked_in_at=now() - timedelta(minutes=12)))
         assert client.post(f"/v1/claims/{claim_id}/checkouts", json=fix(), headers=w).status_code == 201
     paths = {made[0][0]: ["submitted", "confirmed", "accepted"], made[1][0]: ["submitted", "rejected"],
              made[2][0]: ["submitted", "confirmed", "spot_check", "closed"], made[3][0]: ["submitted"]}
@@ -155,8 +154,8 @@ def test_outcomes_dwell_and_workers_match_the_raw_rows(client, db):
     assert db.scalar(select(ClaimEvent.from_state).where(ClaimEvent.claim_id == made[0][0],
                                                          ClaimEvent.to_state == "submitted")) == "checked_in"
     heatmap.roll_up(db_session=db)
-    cells = heatmap.query(db_session=db, bbox=BBOX, res=9, metric="median_dwell_s", since=NOW - timedelta(hours=2),
-                          until=NOW + timedelta(hours=1))
+    cells = heatmap.query(db_session=db, bbox=BBOX, res=9, metric="median_dwell_s", since=now() - timedelta(hours=2),
+                          until=now() + timedelta(hours=1))
     store = next(c for c in cells if c["cell"] == h3cells.cell(*STORE))
     assert store["checkins"] >= 6 and store["workers"] >= 6
     assert (store["completions"], store["rejections"], store["spot_check_failures"], store["duplicate_flags"]) \
@@ -173,7 +172,7 @@ def test_outcomes_dwell_and_workers_match_the_raw_rows(client, db):
 def test_ranges_read_days_and_ragged_hours_exactly(client, db):
     """Check-ins spread over four days: any range sums exactly what the raw rows in it hold."""
     made = _worker_fixes(client, db, 8)
-    base = (NOW - timedelta(days=4)).replace(hour=0, minute=0, second=0, microsecond=0)
+    base = (now() - timedelta(days=4)).replace(hour=0, minute=0, second=0, microsecond=0)
     stamps = [base + timedelta(hours=h) for h in (1, 5, 23, 30, 47, 50, 71, 80)]
     for (claim_id, _), at in zip(made, stamps):
         db.execute(update(Checkin).where(Checkin.claim_id == claim_id).values(server_time=at))
@@ -201,8 +200,8 @@ def test_heatmap_rejects_unknown_metric_and_reversed_range(client, db):
     params = {"bbox": ",".join(map(str, BBOX)), "metric": "salary"}
     r = client.get("/v1/ops/heatmap", params=params, headers=ops)
     assert r.status_code == 422 and r.json()["code"] == "invalid_metric"
-    r = client.get("/v1/ops/heatmap", params={"bbox": params["bbox"], "from": NOW.isoformat(),
-                                              "to": (NOW - timedelta(days=1)).isoformat()}, headers=ops)
+    r = client.get("/v1/ops/heatmap", params={"bbox": params["bbox"], "from": now().isoformat(),
+                                              "to": (now() - timedelta(days=1)).isoformat()}, headers=ops)
     assert r.status_code == 422 and r.json()["code"] == "invalid_time_range"
 
 
