@@ -27,10 +27,11 @@ class CheckinSettings(BaseSettings):
     constant_fields_min_fixes: int = 4
     # 350 km/h high-speed rail is the fastest ground travel a worker can do; ~100 m/s allows for it.
     max_travel_speed_mps: float = 100.0
-    # Rail only helps between cities. Within one (hops under 50 km) door-to-door travel tops out near urban
-    # expressway speed: 120 km/h (33 m/s) already grants a taxi that never meets a light; e-bikes do 6 m/s.
+    # Rail only helps between cities. Within one (hops under 50 km), door to door from one check-out to the
+    # next check-in, a worker rides an e-bike (~6 m/s) or at best takes a taxi: Beijing and Shanghai taxis
+    # average 20-30 km/h, so 72 km/h (20 m/s) door to door already means empty expressways at both ends.
     urban_hop_m: float = 50_000.0
-    max_urban_speed_mps: float = 33.0
+    max_urban_speed_mps: float = 20.0
     # Phone clocks are NTP-synced to seconds; 5 minutes of skew means a tampered clock or replay.
     max_clock_skew_s: int = 300
     # Phones queue check-ins offline; a queued fix older than 6 h no longer proves presence today.

@@ -67,9 +67,11 @@ def test_impossible_travel_subtracts_accuracies():
 
 
 def test_urban_hops_are_held_to_road_speed_and_intercity_ones_to_rail():
-    # 8 km across Beijing in 4 minutes is 33 m/s: no road gets a worker there door to door
+    # 8 km across Beijing in 4 minutes is 33 m/s: no road gets a worker there door to door (6 minutes: 22 m/s)
     across_town = prior(lat=39.9, lon=116.4 + 8000 / 85_400, accuracy_m=10, client_time=T0 - timedelta(minutes=4))
     assert "impossible_travel" in codes(previous_fix=across_town)
+    assert "impossible_travel" in codes(previous_fix=prior(lat=39.9, lon=116.4 + 8000 / 85_400, accuracy_m=10,
+                                                           client_time=T0 - timedelta(minutes=6)))
     # the same hop in 10 minutes (~13 m/s) is a taxi on the ring road
     assert "impossible_travel" not in codes(previous_fix=prior(lat=39.9, lon=116.4 + 8000 / 85_400, accuracy_m=10,
                                                                client_time=T0 - timedelta(minutes=10)))
