@@ -17,7 +17,7 @@ from core.errors import InvalidInput
 from geo import crs as geocrs
 from geo import dwell, h3cells
 from geo.models import HeatCellDay, HeatCellHour
-from geo.rollup import COUNTS, pending, roll_up  # noqa: F401  (the roll-up verbs live beside the queries' users)
+from geo.rollup import COUNTS, catch_up, pending, roll_up  # noqa: F401  (the roll-up verbs live beside the queries' users)
 
 METRICS = ("checkins", "workers", "completions", "rejections", "spot_check_failures", "duplicate_flags",
            "spoof_flags", "median_dwell_s")

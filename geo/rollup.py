@@ -204,6 +204,19 @@ def roll_up(*, db_session: Session, batch: int = 20_000, settle_s: float | None 
     return n
 
 
+def catch_up(*, db_session: Session, batch: int = 20_000, budget_s: float = 45.0) -> int:
+    """Roll up batch after batch until nothing settled is left or the time budget (under the beat interval) is spent."""
+    import time
+
+    deadline, total = time.monotonic() + budget_s, 0
+    while time.monotonic() < deadline:
+        n = roll_up(db_session=db_session, batch=batch)
+        total += n
+        if not n:
+            break
+    return total
+
+
 def pending(*, db_session: Session) -> int:
     """Check-ins and claim events not yet folded into the roll-ups."""
     marks = dict(db_session.execute(select(RollupState.name, RollupState.last_id)).all())

@@ -214,3 +214,10 @@ def test_dwell_histogram_median():
     assert 180 <= dwell.median(hist) <= 300  # the true median, 240 s, lies in the 180-300 s bucket
     assert dwell.median([]) is None and dwell.add([], [1, 2]) == [1, 2]
     assert dwell.median(dwell.one_hot(10 ** 6)) == dwell.EDGES_S[-1]
+
+
+def test_catch_up_folds_batch_after_batch_in_one_run(client, db):
+    _worker_fixes(client, db, 3)
+    waiting = heatmap.pending(db_session=db)
+    assert waiting >= 3
+    assert heatmap.catch_up(db_session=db, batch=1) == waiting and heatmap.pending(db_session=db) == 0

@@ -91,6 +91,6 @@ def settle_ended_tasks() -> int:
 
 @app.task(name="fieldproof.roll_up_heatmap", queue="maintenance", acks_late=True)
 def roll_up_heatmap() -> int:
-    """Fold new check-ins into the heatmap tables (watermark row lock: safe twice)."""
+    """Fold new check-ins and claim outcomes into the heatmap tables (watermark row locks: safe twice)."""
     with session_scope() as db:
-        return heatmap.roll_up(db_session=db)
+        return heatmap.catch_up(db_session=db)
