@@ -163,12 +163,14 @@ class WorkerAgent:
         self.day.record(visit)
         self._travel(shop)
         spot = self._spot_in(shop)
-        if not self._check(visit, shop, spot, "checkins"):
+        # The stay is timed from the check-in fix itself: at a compressed clock, the request's round trip
+        # alone is a simulated minute, which would stretch every 'check in and leave' past the minimum dwell.
+        t0 = self._check(visit, shop, spot, "checkins")
+        if t0 is None:
             return True
         lo, hi = DWELL_MIN[self.day.task_types[task_id]]
         dwell = self.rng.uniform(20, 90) if self.kind == "checkin_and_leave" else \
             self.rng.uniform(3, 8) * 60 if self.spoofer else self.rng.uniform(lo, hi) * 60
-        t0 = self.day.now()
         need = self.day.photos_min[task_id]
         for i in range(max(1, need)):
             if not self.day.wait_until(t0 + timedelta(seconds=dwell * (i + 1) / (need + 1))):
@@ -178,7 +180,8 @@ class WorkerAgent:
             return True
         # The phone's fix is taken when the dwell ends, even if the request leaves later (a slow server at a
         # 70x clock turns one real second into a simulated minute, which would stretch every dwell).
-        if not self._check(visit, shop, self._spot_in(shop, near=spot), "checkouts", taken=t0 + timedelta(seconds=dwell)):
+        if self._check(visit, shop, self._spot_in(shop, near=spot), "checkouts", taken=t0 + timedelta(seconds=dwell)) \
+                is None:
             return True
         self.s.call("POST", f"/v1/claims/{visit.claim_id}/submit")
         visit.submitted = True
@@ -210,12 +213,13 @@ class WorkerAgent:
         return gps.honest_fix(self.rng, self.phone, *spot, taken, now)
 
     def _check(self, visit: Visit, shop: Shop, spot: tuple[float, float], what: str,
-               taken: datetime | None = None) -> bool:
-        """Check in or out; a fix outside the fence or too coarse is retried like a phone would."""
+               taken: datetime | None = None) -> datetime | None:
+        """Check in or out; a fix outside the fence or too coarse is retried like a phone would.
+        Returns when the accepted fix was taken (None if the phone gave up)."""
         for _ in range(6):
+            body = self._fix(shop, spot, taken)
             try:
-                r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/{what}", json=self._fix(shop, spot, taken),
-                                ok=(201,)).json()
+                r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/{what}", json=body, ok=(201,)).json()
             except ApiError as exc:
                 if exc.code in ("outside_fence", "accuracy_too_low"):
                     if not self.day.wait_until(self.day.now() + timedelta(seconds=self.rng.uniform(20, 60))):
@@ -224,8 +228,8 @@ class WorkerAgent:
                 raise
             visit.checkin_reasons = sorted(set(visit.checkin_reasons) | set(r["reasons"]))
             visit.checkin_risk = max(visit.checkin_risk, r["risk_score"])
-            return True
-        return False
+            return datetime.fromisoformat(body["client_time"])
+        return None
 
     def _upload(self, visit: Visit, i: int) -> None:
         """A photo: a new scene, or for re-users (after their first visit) an old one made to look new."""
@@ -235,6 +239,9 @@ class WorkerAgent:
         visit.evidence_ids.append(r.json()["id"])
         if reused:
             visit.reused_photos.append(reused)
+        elif self.kind == HONEST and self.rng.random() < 0.05:  # posted to a chat group after it was submitted
+            with self.day.lock:
+                self.day.shared_photos.append(data)
 
     def _photo(self, visit: Visit) -> tuple[bytes, str | None]:
         own_old = [data for claim_id, data in self.camera_roll if claim_id != visit.claim_id]
@@ -250,9 +257,6 @@ class WorkerAgent:
         taken = self.day.now().astimezone(_CST)
         data = photos.camera_jpeg(photos.scene(self.photo_seed), taken)
         self.camera_roll.append((visit.claim_id, data))
-        if self.kind == HONEST and self.rng.random() < 0.05:
-            with self.day.lock:
-                self.day.shared_photos.append(data)
         return data, None
 
 

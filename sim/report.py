@@ -30,6 +30,7 @@ def build(data: dict) -> dict:
     by_kind_workers = Counter(kind_of.values())
     per_kind = defaultdict(lambda: {"claims": 0, "claims_flagged": 0, "reasons": Counter(), "workers_flagged": set()})
     honest_reasons, honest_flagged_workers, honest_claims = Counter(), set(), 0
+    honest_flagged_claims: list[dict] = []
     risk_tp = risk_fp = risk_fn = dup_tp = dup_fp = dup_fn = 0
     for v in visits:
         c = claims.get(v.claim_id)
@@ -51,6 +52,7 @@ def build(data: dict) -> dict:
             honest_reasons.update(c["flags"])
             if is_flagged:
                 honest_flagged_workers.add(v.worker)
+                honest_flagged_claims.append({"worker": v.worker, "claim": v.claim_id, "flags": c["flags"]})
             continue
         if not fraud_claim:
             continue
@@ -88,7 +90,8 @@ def build(data: dict) -> dict:
         "fraud": kinds,
         "honest": {"workers": by_kind_workers[HONEST], "workers_flagged": len(honest_flagged_workers),
                    "flagged_share": _ratio(len(honest_flagged_workers), by_kind_workers[HONEST]),
-                   "claims": honest_claims, "signals_seen": dict(honest_reasons.most_common())},
+                   "claims": honest_claims, "signals_seen": dict(honest_reasons.most_common()),
+                   "flagged_claims": honest_flagged_claims},
         "risk_score": {"precision": _ratio(risk_tp, risk_tp + risk_fp), "recall": _ratio(risk_tp, risk_tp + risk_fn),
                        "tp": risk_tp, "fp": risk_fp, "fn": risk_fn},
         "duplicate_detection": {"precision": _ratio(dup_tp, dup_tp + dup_fp), "recall": _ratio(dup_tp, dup_tp + dup_fn),
@@ -116,7 +119,10 @@ def render(rep: dict) -> str:
                      f"{k['claims']:>8}{k['claims_flagged']:>8}{_fmt(k['claim_recall']):>8}  {reasons}")
     h = rep["honest"]
     lines += [f"{'honest':<22}{h['workers']:>8}{h['workers_flagged']:>8}{_fmt(h['flagged_share']):>8}"
-              f"{h['claims']:>8}{'':>8}{'':>8}  signals seen: {h['signals_seen']}", "",
+              f"{h['claims']:>8}{'':>8}{'':>8}  signals seen: {h['signals_seen']}"]
+    lines += [f"  honest but flagged: {f['worker']} claim {f['claim']}: {', '.join(f['flags'])}"
+              for f in h["flagged_claims"]]
+    lines += ["",
               f"Risk score (check-in signals): precision {_fmt(rep['risk_score']['precision'])}, recall "
               f"{_fmt(rep['risk_score']['recall'])}  {rep['risk_score']}",
               f"Duplicate detection: precision {_fmt(rep['duplicate_detection']['precision'])}, recall "
