@@ -34,3 +34,17 @@ def ring(cell_int: int) -> list[tuple[float, float]]:
 def h3_str(cell_int: int) -> str:
     """The usual hex string of a cell."""
     return h3.int_to_str(cell_int)
+
+
+def cells_in_bbox(bbox: tuple[float, float, float, float], res: int, limit: int) -> list[int] | None:
+    """Cells whose centre lies in a WGS-84 (min_lon, min_lat, max_lon, max_lat) box, or None past ``limit``."""
+    import math
+
+    min_lon, min_lat, max_lon, max_lat = bbox
+    km_per_deg = 111.32
+    area = (max_lat - min_lat) * km_per_deg * (max_lon - min_lon) * km_per_deg * math.cos(math.radians(
+        (min_lat + max_lat) / 2))
+    if area / h3.average_hexagon_area(res, "km^2") > limit:
+        return None
+    poly = h3.LatLngPoly([(min_lat, min_lon), (min_lat, max_lon), (max_lat, max_lon), (max_lat, min_lon)])
+    return [h3.str_to_int(c) for c in h3.polygon_to_cells(poly, res)]
