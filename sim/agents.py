@@ -88,6 +88,7 @@ class WorkerAgent:
         self.done_tasks: set[int] = set()
         self.camera_roll: list[tuple[int, bytes]] = []  # (claim id, photo)
         self.photo_seed = seed * 1000
+        self.last_fix_at: datetime | None = None  # when the previous check-out fix was taken
         self.style = self._style()
 
     def _style(self) -> gps.SpoofStyle | None:
@@ -165,7 +166,7 @@ class WorkerAgent:
         spot = self._spot_in(shop)
         # The stay is timed from the check-in fix itself: at a compressed clock, the request's round trip
         # alone is a simulated minute, which would stretch every 'check in and leave' past the minimum dwell.
-        t0 = self._check(visit, shop, spot, "checkins")
+        t0 = self._check(visit, shop, spot, "checkins", taken=self._teleport_time())
         if t0 is None:
             return True
         lo, hi = DWELL_MIN[self.day.task_types[task_id]]
@@ -180,14 +181,23 @@ class WorkerAgent:
             return True
         # The phone's fix is taken when the dwell ends, even if the request leaves later (a slow server at a
         # 70x clock turns one real second into a simulated minute, which would stretch every dwell).
-        if self._check(visit, shop, self._spot_in(shop, near=spot), "checkouts", taken=t0 + timedelta(seconds=dwell)) \
-                is None:
+        self.last_fix_at = self._check(visit, shop, self._spot_in(shop, near=spot), "checkouts",
+                                       taken=t0 + timedelta(seconds=dwell))
+        if self.last_fix_at is None:
             return True
         self.s.call("POST", f"/v1/claims/{visit.claim_id}/submit")
         visit.submitted = True
         if self.spoofer:  # a teleport: 'at' the next place within minutes
             self.day.wait_until(self.day.now() + timedelta(minutes=self.rng.uniform(1, 4)))
         return True
+
+    def _teleport_time(self) -> datetime | None:
+        """A spoofer 'arrives' 3-8 minutes after leaving the last place, wherever the next one is. The phone's
+        fix carries that time even when the simulator's own round trips (a simulated minute per real second
+        at a 74x clock) delay the request; honest workers' fixes are dated by when they really arrive."""
+        if not self.spoofer or self.last_fix_at is None:
+            return None
+        return self.last_fix_at + timedelta(minutes=self.rng.uniform(3, 8))
 
     def _travel(self, shop: Shop) -> None:
         """Walk (short hops) or ride an e-bike; spoofers stay where they are."""
