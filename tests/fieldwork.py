@@ -40,13 +40,18 @@ def published_task(client, db, merchant_headers=None, ops_headers=None, **body_o
         _, merchant_headers = funded_merchant(client, db)
     if ops_headers is None:
         _, ops_headers = auth_for(client, db, "ops")
-    r = client.post("/v1/tasks", json=task_body(**body_over), headers=merchant_headers)
+    return publish_approved(client, task_body(**body_over), merchant_headers, ops_headers), merchant_headers
+
+
+def publish_approved(client, body: dict, merchant_headers: dict, ops_headers: dict) -> dict:
+    """Create, publish and approve a task through any HTTP client (in-process or a live server)."""
+    r = client.post("/v1/tasks", json=body, headers=merchant_headers)
     assert r.status_code == 201, r.text
     tid = r.json()["id"]
     assert client.post(f"/v1/tasks/{tid}/publish", headers=merchant_headers).status_code == 200
     r = client.post(f"/v1/tasks/{tid}/review", json={"decision": "approve", "reason": "ok"}, headers=ops_headers)
     assert r.status_code == 200, r.text
-    return r.json(), merchant_headers
+    return r.json()
 
 
 def claimed(client, db, worker_headers=None, **task_over):

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,7 @@ from core.db import database_url
 from core.idempotency import IdempotencyRecord
 from core.migrate import upgrade
 from tasks.models import Claim, Task
+from tests.fieldwork import circle, publish_approved, task_body
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -185,19 +186,9 @@ def published_task(server, place, merchant=None, radius_m=100.0, slots=10, title
     """A published task with a circle fence at ``place``; returns (task, merchant headers)."""
     _, m = merchant or funded_merchant(server)
     _, ops = ops_user(server)
-    now = datetime.now(timezone.utc)
-    body = {"title": f"{title} {RUN}", "type": "store_visit", "reward_fen": 1500, "slots": slots,
-            "starts_at": (now - timedelta(hours=1)).isoformat(), "ends_at": (now + timedelta(days=1)).isoformat(),
-            "crs": "wgs84", "geofence": {"center": [place[1], place[0]], "radius_m": radius_m},
-            "evidence": {"photos_min": 1, "video": False}}
+    body = task_body(circle(place[0], place[1], radius_m), title=f"{title} {RUN}", slots=slots)
     with server.http() as c:
-        r = c.post("/v1/tasks", json=body, headers=m)
-        assert r.status_code == 201, r.text
-        tid = r.json()["id"]
-        assert c.post(f"/v1/tasks/{tid}/publish", headers=m).status_code == 200
-        r = c.post(f"/v1/tasks/{tid}/review", json={"decision": "approve", "reason": "ok"}, headers=ops)
-        assert r.status_code == 200, r.text
-    return r.json(), m
+        return publish_approved(c, body, m, ops), m
 
 
 def fix(lat, lon, device: str) -> dict:

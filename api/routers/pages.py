@@ -1,9 +1,10 @@
 """The three web pages (worker, merchant, ops) and their static files, served by the API itself (no CDN)."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from core.config import get_settings
 from core.errors import NotFound
@@ -11,7 +12,8 @@ from core.errors import NotFound
 router = APIRouter(prefix="/app", tags=["pages"], include_in_schema=False)
 WEB = Path(__file__).resolve().parent.parent / "web"
 STATIC = WEB / "static"
-PAGES = ("worker", "merchant", "ops")
+# Page name → (title, class of <main>): each page's content is api/web/<name>.html inside api/web/shell.html.
+PAGES = {"worker": ("Worker", "narrow"), "merchant": ("Merchant console", ""), "ops": ("Ops", "")}
 # Installed by the Makefile with npm (gitignored); without it the pages still load, with lists instead of maps.
 LEAFLET = WEB / "node_modules" / "leaflet" / "dist"
 TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml",
@@ -58,11 +60,18 @@ def leaflet(path: str) -> FileResponse:
     return _file(LEAFLET, path)
 
 
+@lru_cache
+def _render(page: str) -> str:
+    title, main_class = PAGES[page]
+    shell = (WEB / "shell.html").read_text()
+    filled = shell.replace("{title}", title).replace("{page}", page).replace("{main_class}", main_class)
+    return filled.replace("{body}", (WEB / f"{page}.html").read_text())
+
+
 @router.get("/{page}")
-def page(page: str) -> FileResponse:
-    """One of the three pages."""
+def page(page: str) -> HTMLResponse:
+    """One of the three pages: its content in the shared shell (head, sign-in form, toasts)."""
     if page not in PAGES:
         raise NotFound(f"No such page: {page}.", code="page_not_found")
-    resp = _file(WEB, f"{page}.html")
-    resp.headers["Content-Security-Policy"] = CSP.format(tiles=_tile_origin()).replace("  ", " ")
-    return resp
+    return HTMLResponse(_render(page), headers={
+        "Cache-Control": "no-cache", "Content-Security-Policy": CSP.format(tiles=_tile_origin()).replace("  ", " ")})
