@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+
+from core.localservices import free_port
 
 BENCH_DB = "fieldproof_bench"
 
@@ -70,13 +71,6 @@ def figure(value: float, unit: str, baseline: float | None, bigger_is_better: bo
     return {"value": round(value, 3), "unit": unit, "baseline": None if baseline is None else round(baseline, 3),
             "ratio": None if ratio is None else round(ratio, 3), "goal": goal,
             "met": all(checks) if checks else None}
-
-
-def free_port() -> int:
-    """An unused loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

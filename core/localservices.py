@@ -30,7 +30,8 @@ def log(msg: str) -> None:
     print(f"[fieldproof db] {msg}", file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """An unused loopback port (for local servers, benchmarks and tests)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -63,7 +64,7 @@ class LocalServices:
         if self.state_file.exists():
             return json.loads(self.state_file.read_text())
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        st = {"pg_port": _free_port(), "redis_port": _free_port(),
+        st = {"pg_port": free_port(), "redis_port": free_port(),
               "pg_password": secrets.token_urlsafe(18)}
         self.state_file.write_text(json.dumps(st))
         self.state_file.chmod(0o600)

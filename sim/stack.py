@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,12 +16,7 @@ from sqlalchemy import create_engine, text
 
 from core.clock import ClockConfig
 from core.config import ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from core.localservices import free_port
 
 
 def _with_db(url: str, name: str) -> str:
@@ -39,7 +33,7 @@ class Stack:
     api_workers: int = 2
     celery_concurrency: int = 2
     auto_confirm_after_s: int = 1800
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     procs: list = field(default_factory=list)
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="fieldproof-sim-"))
 

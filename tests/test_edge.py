@@ -10,6 +10,7 @@ import redis as redis_lib
 from sqlalchemy import func, select
 
 from accounts.models import User
+from core import localservices
 from core.config import get_settings
 from core.idempotency import IdempotencyRecord
 from tests.helpers import PASSWORD, auth_for, unique
@@ -131,16 +132,8 @@ def test_metrics_and_openapi(client):
     assert "/v1/auth/token" in spec["paths"]
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_healthz_reports_stopped_redis(client, monkeypatch, tmp_path):
-    port = _free_port()
+    port = localservices.free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
     try:

@@ -6,7 +6,6 @@ the rolled-back tests sharing the test database never see these rows. Geolocatio
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session
 from accounts import service as accounts
 from checkin.models import Checkin
 from core.db import database_url
+from core.localservices import free_port
 from core.idempotency import IdempotencyRecord
 from core.migrate import upgrade
 from tasks.models import Claim, Task
@@ -67,12 +67,6 @@ class Server:
         return Session(self.engine, expire_on_commit=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -100,7 +94,7 @@ def server(test_database):
     upgrade(url)
     env = {**os.environ, "FIELDPROOF_DATABASE_URL": url, "FIELDPROOF_LOG_LEVEL": "WARNING",
            "FIELDPROOF_HEATMAP_SETTLE_S": "0"}
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
                              str(port), "--log-level", "warning"], env=env)
     engine = create_engine(url)
