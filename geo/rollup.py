@@ -9,10 +9,11 @@ filled and pruned behind the watermark.
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import ARRAY, BigInteger, Date, DateTime, Float, Integer, SmallInteger, Text, and_, cast, func, select
+from sqlalchemy import ARRAY, Integer, Text, and_, cast, func, select
 from sqlalchemy import bindparam, delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -91,9 +92,12 @@ class _Batch:
         _upsert(db_session, HeatCellDay, "day", days, day_hists)
 
 
-def _arrays(values: dict[str, list], types: dict[str, type]):
-    """A table-valued unnest of parallel arrays: one round trip, four parameters, any number of rows."""
-    cols = [bindparam(name, vals, type_=ARRAY(types[name])) for name, vals in values.items()]
+def _arrays(model, values: dict[str, list], types: dict | None = None):
+    """A table-valued unnest of parallel arrays typed like ``model``'s columns (or ``types``): one round trip,
+    one parameter per column, any number of rows."""
+    types = types or {}
+    cols = [bindparam(name, vals, type_=ARRAY(types.get(name, model.__table__.c[name].type)))
+            for name, vals in values.items()]
     return func.unnest(*cols).table_valued(*values.keys()).render_derived(name="batch")
 
 
@@ -102,9 +106,7 @@ def _insert_workers(db_session: Session, model, period: str, rows: set) -> Count
     if not rows:
         return Counter()
     res, cells, periods, workers = (list(x) for x in zip(*rows))
-    tv = _arrays({"res": res, "cell": cells, period: periods, "worker_id": workers},
-                 {"res": SmallInteger, "cell": BigInteger, period: DateTime(timezone=True) if period == "hour" else Date,
-                  "worker_id": BigInteger})
+    tv = _arrays(model, {"res": res, "cell": cells, period: periods, "worker_id": workers})
     stmt = (insert(model).from_select(["res", "cell", period, "worker_id"], select(tv))
             .on_conflict_do_nothing().returning(model.res, model.cell, getattr(model, period)))
     return Counter(tuple(r) for r in db_session.execute(stmt))
@@ -116,14 +118,11 @@ def _upsert(db_session: Session, model, period: str, rows: dict, hists: dict) ->
     centres = [h3cells.centre(cell) for _, cell, _ in keys]
     values = {"res": [k[0] for k in keys], "cell": [k[1] for k in keys], period: [k[2] for k in keys],
               "lat": [c[0] for c in centres], "lon": [c[1] for c in centres]}
-    types = {"res": SmallInteger, "cell": BigInteger, period: DateTime(timezone=True) if period == "hour" else Date,
-             "lat": Float, "lon": Float, "dwell_hist": Text}
     for name in COUNTS + ("workers",):
         values[name] = [rows[k][name] for k in keys]
-        types[name] = Integer
     # Histograms travel as array literals: unnest would flatten an array of arrays.
     values["dwell_hist"] = ["{" + ",".join(map(str, hists.get(k, []))) + "}" for k in keys]
-    tv = _arrays(values, types)
+    tv = _arrays(model, values, {"dwell_hist": Text})
     cols = [tv.c[name] for name in values if name != "dwell_hist"] + [cast(tv.c.dwell_hist, ARRAY(Integer))]
     stmt = insert(model).from_select(list(values), select(*cols))
     added = {name: getattr(model, name) + getattr(stmt.excluded, name) for name in COUNTS + ("workers",)}
@@ -206,8 +205,6 @@ def roll_up(*, db_session: Session, batch: int = 20_000, settle_s: float | None 
 
 def catch_up(*, db_session: Session, batch: int = 20_000, budget_s: float = 45.0) -> int:
     """Roll up batch after batch until nothing settled is left or the time budget (under the beat interval) is spent."""
-    import time
-
     deadline, total = time.monotonic() + budget_s, 0
     while time.monotonic() < deadline:
         n = roll_up(db_session=db_session, batch=batch)
