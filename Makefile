@@ -32,9 +32,8 @@ browser:
 up: venv
 	$(FP) db up
 
-run: up web
-	$(FP) migrate
-	$(FP) demo
+# Starts PostgreSQL and Redis, migrates, loads the demo, runs API + worker + beat; Ctrl-C stops all it started.
+run: venv web
 	$(PY) -m api.supervise
 
 test: up web browser

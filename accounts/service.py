@@ -53,12 +53,11 @@ def create(*, db_session: Session, username: str, password: str, role: str, disp
 
 def login(*, db_session: Session, username: str, password: str, ip: str | None) -> TokenPair:
     """Check the password (with lock-out) and issue a token pair."""
-    lockout.check_not_locked(username, ip)
+    lockout.reserve_attempt(username, ip)  # counted before the check: parallel guesses cannot overtake it
     user = db_session.scalar(select(User).where(User.username == username))
     if not verify_password(user.password_hash if user else None, password):
-        lockout.record_failure(username, ip)
         raise InvalidCredentials()
-    lockout.record_success(username)
+    lockout.record_success(username, ip)
     ensure_active(user)
     pair = _issue(db_session, user, family=secrets.token_hex(16))
     db_session.commit()

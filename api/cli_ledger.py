@@ -10,6 +10,8 @@ def _check(args: argparse.Namespace) -> int:
 
     from core.db import session_scope
     from ledger import service as ledger
+    from ledger import withdrawals  # noqa: F401  (these register the reconcilers of figures kept outside
+    from tasks import service as task_service  # noqa: F401  the ledger: withdrawals in flight, task escrow)
     from ledger.models import LedgerTransaction, Posting
 
     with session_scope() as db:
@@ -21,7 +23,8 @@ def _check(args: argparse.Namespace) -> int:
     if problems:
         print(f"ledger check failed: {len(problems)} problem(s)")
         return 1
-    print(f"ledger ok: {txns} transactions, {postings} postings, sum 0, no negative balance")
+    print(f"ledger ok: {txns} transactions, {postings} postings, sum 0, no negative balance; "
+          "task escrow and withdrawals in flight reconcile")
     return 0
 
 

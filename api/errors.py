@@ -1,7 +1,11 @@
 """One table mapping domain error classes to HTTP statuses, registered in a loop."""
 from __future__ import annotations
 
+import time
+
+import redis
 from fastapi import FastAPI, Request
+from sqlalchemy import exc as sa_exc
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,6 +25,7 @@ STATUS_BY_ERROR: dict[type[e.FieldproofError], int] = {
     e.UnsupportedMedia: 415,
     e.InvalidInput: 422,
     e.RateLimited: 429,
+    e.ServiceUnavailable: 503,
     e.FieldproofError: 400,
 }
 
@@ -63,6 +68,42 @@ async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
                         headers=getattr(exc, "headers", None))
 
 
+# ---- dependencies down: 503 with Retry-After, one log line per outage (not a traceback per request) ----
+RETRY_AFTER_S = 5
+# Errors closer together than this belong to one outage and are logged once.
+OUTAGE_GAP_S = 60.0
+_last_failure: dict[str, float] = {}
+# SQLSTATE classes meaning "the server is going away or not there yet" (08 connection, 57P operator action).
+_CONNECTION_STATES = ("08", "57P")
+
+
+def _dependency_down(which: str, exc: Exception) -> JSONResponse:
+    now = time.monotonic()
+    if now - _last_failure.get(which, -OUTAGE_GAP_S * 2) > OUTAGE_GAP_S:
+        log.error("dependency_unavailable", dependency=which, error=f"{type(exc).__name__}: {exc}"[:300])
+    _last_failure[which] = now
+    return error_response(e.ServiceUnavailable(retry_after_s=RETRY_AFTER_S, dependency=which))
+
+
+async def _database(request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
+    state = getattr(exc.orig, "sqlstate", None) or ""
+    if exc.connection_invalidated or not state or state.startswith(_CONNECTION_STATES):
+        return _dependency_down("postgresql", exc)
+    if state.startswith("40") or state.startswith("55P03") or state == "57014":
+        # Serialization failure, deadlock, lock or statement timeout: the transaction was rolled back whole.
+        return error_response(e.ServiceUnavailable("The database is busy; nothing was changed. Please retry.",
+                                                   retry_after_s=1, dependency="postgresql"))
+    return await _unexpected(request, exc)
+
+
+async def _pool_timeout(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+    return _dependency_down("postgresql", exc)
+
+
+async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
+    return _dependency_down("redis", exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled_error", path=request.url.path)
     return JSONResponse({"code": "internal_error", "detail": "An internal error occurred."}, status_code=500)
@@ -73,4 +114,9 @@ def register(app: FastAPI) -> None:
     app.add_exception_handler(e.FieldproofError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(sa_exc.OperationalError, _database)
+    app.add_exception_handler(sa_exc.InterfaceError, _database)
+    app.add_exception_handler(sa_exc.TimeoutError, _pool_timeout)
+    app.add_exception_handler(redis.ConnectionError, _redis)
+    app.add_exception_handler(redis.TimeoutError, _redis)
     app.add_exception_handler(Exception, _unexpected)

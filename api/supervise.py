@@ -1,18 +1,37 @@
-"""`make run`: start the API, a Celery worker and beat; print the URLs; Ctrl-C stops them all."""
+"""`make run`: start PostgreSQL and Redis (if not already running), migrate, load the demo, then the API, a
+Celery worker and beat; print the URLs. Ctrl-C stops all of it, the servers included unless they were
+running before. A taken API port is reported and the exit code is non-zero."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import httpx
 
+from core import localservices
 from core.config import get_settings
 
 
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "api.cli", *args])
+
+
+def _fieldproof(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "api.cli", *args], check=True)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether we could bind the API's address (SO_REUSEADDR, as uvicorn does)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_healthy(url: str, procs: list[subprocess.Popen], timeout_s: float = 60) -> bool:
@@ -29,17 +48,58 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen], timeout_s: float = 60
     return False
 
 
+def start_services() -> list[str]:
+    """Start the project-local servers; return the ones this call started (not those already running)."""
+    if localservices.external():
+        return []
+    svc = localservices.LocalServices.from_settings()
+    before = {"postgresql": svc.pg_running(), "redis": svc.redis_running()}
+    localservices.up()
+    return [name for name, running in before.items() if not running]
+
+
+def stop_services(started: list[str]) -> None:
+    """Stop the servers this run started."""
+    svc = localservices.LocalServices.from_settings()
+    if "redis" in started:
+        svc.redis_down()
+    if "postgresql" in started:
+        svc.pg_down()
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    print("stopping the API, worker and beat ...", file=sys.stderr, flush=True)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()  # SIGTERM: uvicorn and Celery shut down gracefully on it
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main() -> int:
-    """Run until interrupted; exit non-zero if a child dies."""
+    """Run until interrupted; non-zero if the port is taken, a step fails or a child dies."""
     s = get_settings()
     base = f"http://{s.api_host}:{s.api_port}"
-    procs = [_start(["serve"]), _start(["worker"]), _start(["beat"])]
+    if not port_free(s.api_host, s.api_port):
+        print(f"port {s.api_port} on {s.api_host} is already in use (another Fieldproof or another server?); "
+              "stop it or set FIELDPROOF_API_PORT", file=sys.stderr)
+        return 2
     stop = {"now": False}
     # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.update(now=True))
+    started: list[str] = []
+    procs: list[subprocess.Popen] = []
+    code = 0
     try:
-        if not _wait_healthy(base + "/healthz", procs):
+        started = start_services()
+        _fieldproof("migrate")
+        _fieldproof("demo")
+        procs = [_start(["serve"]), _start(["worker"]), _start(["beat"])]
+        if not _wait_healthy(base + "/healthz", procs[:1]) or procs[0].poll() is not None:
             print("the API did not become healthy; see the logs above", file=sys.stderr)
             return 1
         print(f"\nFieldproof is up.\n  API      {base}/v1\n  health   {base}/healthz\n"
@@ -48,19 +108,20 @@ def main() -> int:
               "Ctrl-C stops everything.\n", flush=True)
         while not stop["now"] and all(p.poll() is None for p in procs):
             time.sleep(0.5)
+        if not stop["now"]:
+            print("a process exited unexpectedly; stopping the rest", file=sys.stderr)
+            code = 1
     except KeyboardInterrupt:
         pass
+    except subprocess.CalledProcessError as exc:
+        print(f"`fieldproof {' '.join(exc.cmd[3:])}` failed (exit {exc.returncode})", file=sys.stderr)
+        code = 1
     finally:
-        print("stopping the API, worker and beat ...", file=sys.stderr, flush=True)
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()  # SIGTERM: uvicorn and Celery shut down gracefully on it
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-    return 0
+        _stop(procs)
+        if started:
+            print(f"stopping {' and '.join(started)} (started by this run) ...", file=sys.stderr, flush=True)
+            stop_services(started)
+    return code
 
 
 if __name__ == "__main__":

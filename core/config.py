@@ -69,6 +69,22 @@ class Settings(BaseSettings):
     # Roll-ups leave rows younger than this for the next run: a lower id may still be committing.
     heatmap_settle_s: float = 30.0
 
+    # ---- Recovery after a crash: leases sized to the work (seconds), so lost work restarts quickly. ----
+    # A job row is locked by the worker running it for the whole run (FOR UPDATE SKIP LOCKED), so a second
+    # delivery of a running job is refused by the lock, not by the lease: the lease only has to outlast the
+    # hand-over from commit to a worker picking the message up. A killed worker's job is found by the
+    # sweeper once the lease ends: at most job_lease_s + job_sweep_interval_s (~40 s) later.
+    job_lease_s: float = 30.0
+    job_sweep_interval_s: float = 10.0
+    # The longest task (heatmap catch-up spends at most 45 s; a 10-minute video hashes in well under a
+    # minute) must end before Redis hands it to another worker. Celery's redelivery is only the last resort:
+    # jobs come back through the sweeper above and payouts through the payout sweep below.
+    celery_task_time_limit_s: int = 120
+    celery_visibility_timeout_s: int = 150
+    # A payout is locked while its provider call runs; one in 'paying' and unlocked this long is retried with
+    # the same provider key (so it pays once), swept this often.
+    payout_sweep_interval_s: float = 15.0
+
     evidence_dir: Path = ROOT / ".data" / "evidence"
 
     # Base-map tiles for the web pages, e.g. "https://tile.openstreetmap.org/{z}/{x}/{y}.png"; empty: no base

@@ -29,7 +29,10 @@ def _local_url(dbname: str) -> str:
 @lru_cache
 def get_engine() -> Engine:
     """The process-wide engine (pool sized for a 2-core API process)."""
-    return create_engine(database_url(), pool_size=20, max_overflow=20, pool_pre_ping=True)
+    # synchronous_commit is asked for per connection too, so an external server configured without it
+    # still acknowledges only what is on disk.
+    return create_engine(database_url(), pool_size=20, max_overflow=20, pool_pre_ping=True,
+                         connect_args={"options": "-c synchronous_commit=on"})
 
 
 @lru_cache

@@ -79,3 +79,10 @@ class RateLimited(FieldproofError):
 
     code = "rate_limited"
     detail = "Too many requests; slow down."
+
+
+class ServiceUnavailable(FieldproofError):
+    """A dependency (PostgreSQL, Redis) is unreachable or busy; nothing was done, retry later (HTTP 503)."""
+
+    code = "service_unavailable"
+    detail = "The service is briefly unavailable; nothing was changed. Please retry shortly."

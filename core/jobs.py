@@ -8,7 +8,7 @@ and enqueues them again. Handlers must be idempotent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, select, update
@@ -16,10 +16,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import clock
+from core.config import get_settings
 from core.models import Base, created_at, pk, utcnow
 
-# A job not finished this long after it was last handed out is assumed lost.
-LEASE_S = 300
+
+def lease_s() -> float:
+    """How long a handed-out job may stay pending before the sweeper re-enqueues it (see core.config)."""
+    return get_settings().job_lease_s
+
 MAX_ATTEMPTS = 10
 
 
@@ -62,7 +66,7 @@ def set_dispatcher(fn: Callable[[int], None]) -> None:
 
 def add(db_session: Session, kind: str, **payload: Any) -> Job:
     """Record a job in the caller's transaction (flushes, does not commit); dispatched after commit."""
-    job = Job(kind=kind, payload=payload, leased_until=utcnow() + clock.machine_seconds(LEASE_S))
+    job = Job(kind=kind, payload=payload, leased_until=utcnow() + clock.machine_seconds(lease_s()))
     db_session.add(job)
     db_session.flush()
     db_session.info.setdefault("pending_jobs", []).append(job.id)
@@ -111,6 +115,6 @@ def due_for_retry(*, db_session: Session, limit: int = 500) -> list[int]:
         update(Job).where(Job.id.in_(
             select(Job.id).where(Job.state == "pending", Job.leased_until < now)
             .order_by(Job.id).limit(limit).with_for_update(skip_locked=True)))
-        .values(leased_until=now + clock.machine_seconds(LEASE_S)).returning(Job.id)).all()
+        .values(leased_until=now + clock.machine_seconds(lease_s())).returning(Job.id)).all()
     db_session.commit()
     return list(ids)

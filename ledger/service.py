@@ -2,6 +2,7 @@
 so money moves atomically with the state change that causes it."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import func, select, text
@@ -27,6 +28,11 @@ def account(db_session: Session, owner_id: int | None, kind: str) -> int:
             if owner_id is None else stmt.on_conflict_do_nothing(index_elements=["owner_id", "kind"]))
     db_session.execute(stmt)
     return db_session.scalar(select(LedgerAccount.id).where(where, LedgerAccount.kind == kind))
+
+
+def lock_account(db_session: Session, account_id: int) -> None:
+    """Hold an account's row lock until the transaction ends: guards that read then write money queue on it."""
+    db_session.execute(select(LedgerAccount.id).where(LedgerAccount.id == account_id).with_for_update())
 
 
 def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, legs: list[Leg],
@@ -165,9 +171,23 @@ def finance_report(db_session: Session, period: str = "day") -> list[dict]:
     return [{"period_start": b, "revenue_fen": int(s), "postings": n} for b, s, n in rows]
 
 
+# Figures kept outside the ledger (a task's escrow, withdrawals in flight) register a reconciler here; each
+# returns its differences from the postings. Registration, not import: those packages sit above this one.
+RECONCILERS: list[Callable[[Session], list[str]]] = []
+
+
+def register_reconciler(fn: Callable[[Session], list[str]]) -> Callable[[Session], list[str]]:
+    """Have ``check`` also compare a figure kept elsewhere with the postings."""
+    if fn not in RECONCILERS:
+        RECONCILERS.append(fn)
+    return fn
+
+
 def check(db_session: Session) -> list[str]:
-    """Invariant violations on the live ledger; an empty list means clean."""
+    """Invariant violations on the live ledger and every registered figure kept outside it; empty means clean."""
     problems = []
+    for reconcile in RECONCILERS:
+        problems += reconcile(db_session)
     unbalanced = db_session.execute(select(Posting.transaction_id, func.sum(Posting.amount_fen))
                                     .group_by(Posting.transaction_id)
                                     .having(func.sum(Posting.amount_fen) != 0)).all()

@@ -17,7 +17,8 @@ class LedgerSettings(BaseSettings):
     withdrawal_min_fen: int = 100  # 1 yuan: below this the payout fee exceeds the amount
     withdrawal_daily_limit_fen: int = 500_000  # 5,000 yuan a day per worker (anti-laundering cap)
     withdrawal_review_above_fen: int = 100_000  # ops look at any single withdrawal above 1,000 yuan
-    payout_stuck_after_s: int = 600  # a payout 'paying' this long is retried (same provider key)
+    # A payout 'paying' this long and not locked by a live worker is retried (same provider key, pays once).
+    payout_stuck_after_s: int = 30
 
 
 @lru_cache

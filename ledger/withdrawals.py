@@ -12,7 +12,7 @@ from core.errors import Conflict, NotFound
 from core.models import utcnow
 from ledger import service as ledger
 from ledger.errors import DailyLimitExceeded, RealNameRequired, WithdrawalTooSmall
-from ledger.models import Withdrawal
+from ledger.models import LedgerAccount, Withdrawal
 from ledger.provider import PaymentProvider
 from ledger.settings import get_ledger_settings
 
@@ -25,6 +25,9 @@ def request(*, db_session: Session, worker: User, amount_fen: int) -> Withdrawal
         raise RealNameRequired()
     if amount_fen < s.withdrawal_min_fen:
         raise WithdrawalTooSmall(f"The minimum withdrawal is {s.withdrawal_min_fen} fen.")
+    # The daily total is read and extended under the worker's available-balance row lock, so parallel
+    # requests queue here and each sees the ones before it (the transfer below takes the same lock).
+    ledger.lock_account(db_session, ledger.account(db_session, worker.id, "worker_available"))
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     used = db_session.scalar(select(func.coalesce(func.sum(Withdrawal.amount_fen), 0)).where(
         Withdrawal.worker_id == worker.id, Withdrawal.created_at >= today, Withdrawal.state != "rejected"))
@@ -74,7 +77,13 @@ def execute_payout(*, db_session: Session, withdrawal_id: int, provider: Payment
     if row.state == "approved":
         _transition(db_session, withdrawal_id, "approved", "paying", paying_since=utcnow())
         db_session.commit()
-    row = db_session.scalar(select(Withdrawal).where(Withdrawal.id == withdrawal_id).with_for_update())
+    # Skip a row another worker is paying right now (it holds this lock through the provider call); only a
+    # 'paying' row nobody holds is a stuck one, so the stuck threshold can be seconds.
+    row = db_session.scalar(select(Withdrawal).where(Withdrawal.id == withdrawal_id)
+                            .with_for_update(skip_locked=True))
+    if row is None:
+        db_session.rollback()
+        return db_session.get(Withdrawal, withdrawal_id)
     if row.state != "paying":
         db_session.rollback()
         return row
@@ -98,3 +107,17 @@ def list_for_worker(*, db_session: Session, worker: User) -> list[Withdrawal]:
     """The worker's withdrawals, newest first."""
     return list(db_session.scalars(select(Withdrawal).where(Withdrawal.worker_id == worker.id)
                                    .order_by(Withdrawal.id.desc())))
+
+
+@ledger.register_reconciler
+def reconcile_withdrawing(db_session: Session) -> list[str]:
+    """Each worker's 'withdrawing' balance equals the withdrawals still in flight (not yet paid or rejected)."""
+    in_flight = (select(Withdrawal.worker_id, func.sum(Withdrawal.amount_fen).label("fen"))
+                 .where(Withdrawal.state.in_(("pending_review", "approved", "paying")))
+                 .group_by(Withdrawal.worker_id).subquery())
+    rows = db_session.execute(
+        select(LedgerAccount.owner_id, LedgerAccount.balance_fen, func.coalesce(in_flight.c.fen, 0))
+        .outerjoin(in_flight, in_flight.c.worker_id == LedgerAccount.owner_id)
+        .where(LedgerAccount.kind == "worker_withdrawing",
+               LedgerAccount.balance_fen != func.coalesce(in_flight.c.fen, 0))).all()
+    return [f"worker {w}: withdrawing balance {b} != withdrawals in flight {f}" for w, b, f in rows]

@@ -16,7 +16,9 @@ from core.config import get_settings
 from core.errors import Conflict, InvalidInput
 from core.models import utcnow
 from ledger import service as ledger
+from core.batch import each_in_own_transaction
 from tasks import claims, credit
+from tasks import service as task_service
 from tasks.models import Claim, Rating, SpotCheck, Task
 
 # Flags that always send a claim to a spot check, whatever the dice say.
@@ -97,21 +99,25 @@ def auto_confirm_due(*, db_session: Session, limit: int = 500) -> int:
 
     One transaction per claim: paying locks the task, the merchant's escrow and the platform account, and
     holding those across many claims (in claim order, not lock order) deadlocked with merchants confirming
-    their own submissions at the same time (found by `fieldproof simulate`).
+    their own submissions at the same time (found by `fieldproof simulate`). A claim that fails is logged
+    and skipped, never blocking the others.
     """
     cutoff = utcnow() - timedelta(seconds=get_settings().auto_confirm_after_s)
-    done = 0
-    while done < limit:
-        claim_id = db_session.scalar(select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff)
-                                     .order_by(Claim.id).limit(1).with_for_update(skip_locked=True))
-        if claim_id is None:
-            break
-        claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=None,
-                                  reason="auto-confirmed: no merchant action in time", confirmed_at=utcnow())
-        _after_confirmation(db_session, claim, db_session.get(Task, claim.task_id), actor_id=None)
-        db_session.commit()
-        done += 1
-    return done
+    ids = db_session.scalars(select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff)
+                             .order_by(Claim.id).limit(limit)).all()
+    db_session.commit()  # end the read; each claim below is its own transaction
+    return sum(each_in_own_transaction(db_session, ids, _auto_confirm_one, what="auto_confirm_claim"))
+
+
+def _auto_confirm_one(db_session: Session, claim_id: int) -> bool:
+    locked = db_session.scalar(select(Claim.id).where(Claim.id == claim_id, Claim.state == "submitted")
+                               .with_for_update(skip_locked=True))
+    if locked is None:  # the merchant or another beat host got there first
+        return False
+    claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=None,
+                              reason="auto-confirmed: no merchant action in time", confirmed_at=utcnow())
+    _after_confirmation(db_session, claim, db_session.get(Task, claim.task_id), actor_id=None)
+    return True
 
 
 def sampling_probability(risk_score: int, flags: list[str]) -> float:
@@ -154,7 +160,7 @@ def accept(db_session: Session, claim: Claim, task: Task, *, actor_id: int | Non
     commission = ledger.commission_for(task.reward_fen, task.commission_bp)
     ledger.pay_claim(db_session, merchant_id=task.merchant_id, worker_id=claim.worker_id, claim_id=claim.id,
                      reward_fen=task.reward_fen, commission_fen=commission)
-    task.escrow_fen -= task.reward_fen + commission
+    task_service.adjust_escrow(db_session, task, -(task.reward_fen + commission))
     credit.adjust(db_session, claim.worker_id, credit.ON_ACCEPTED, "accepted", claim.id)
     return claims.transition(db_session, claim.id, ("accepted",), "paid", actor_id=actor_id,
                              data={"reward_fen": task.reward_fen, "commission_fen": commission})

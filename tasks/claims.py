@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, aliased
 
 from accounts.models import User
 from accounts.service import require_role
+from core.batch import each_in_own_transaction
 from core.config import get_settings
 from core.models import utcnow
 from tasks.errors import (AlreadyClaimed, ClaimNotFound, CreditTooLow, InvalidTransition, SlotsFull, TaskNotFound,
@@ -135,13 +136,20 @@ def _free_slot(db_session: Session, task_id: int) -> None:
 def expire_stale(*, db_session: Session, limit: int = 1000) -> int:
     """Release claims never checked in before their deadline; safe to run twice or on several hosts."""
     ids = db_session.scalars(select(Claim.id).where(Claim.state == "claimed", Claim.expires_at < utcnow())
-                             .order_by(Claim.id).limit(limit).with_for_update(skip_locked=True)).all()
-    for claim_id in ids:
-        found = transition(db_session, claim_id, ("claimed",), "expired", actor_id=None,
-                           reason="not checked in before the claim deadline")
-        _free_slot(db_session, found.task_id)
-    db_session.commit()
-    return len(ids)
+                             .order_by(Claim.id).limit(limit)).all()
+    db_session.commit()  # end the read; each claim below is its own transaction
+    return sum(each_in_own_transaction(db_session, ids, _expire_one, what="expire_claim"))
+
+
+def _expire_one(db_session: Session, claim_id: int) -> bool:
+    locked = db_session.scalar(select(Claim.id).where(Claim.id == claim_id, Claim.state == "claimed",
+                                                      Claim.expires_at < utcnow()).with_for_update(skip_locked=True))
+    if locked is None:
+        return False
+    found = transition(db_session, claim_id, ("claimed",), "expired", actor_id=None,
+                       reason="not checked in before the claim deadline")
+    _free_slot(db_session, found.task_id)
+    return True
 
 
 def list_for_task(*, db_session: Session, merchant: User, task_id: int, state: str | None,

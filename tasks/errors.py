@@ -46,3 +46,8 @@ class ProhibitedTask(InvalidInput):
 class InvalidWindow(InvalidInput):
     code = "invalid_time_window"
     detail = "ends_at must be after starts_at and in the future."
+
+
+class EscrowExhausted(Conflict):
+    code = "task_escrow_exhausted"
+    detail = "This task's escrow does not cover the payment."

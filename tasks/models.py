@@ -34,6 +34,7 @@ class Task(Base):
         CheckConstraint("reward_fen > 0", name="reward_positive"),
         CheckConstraint("slots > 0 AND slots_taken >= 0 AND slots_taken <= slots", name="slots"),
         CheckConstraint("ends_at > starts_at", name="window"),
+        CheckConstraint("escrow_fen >= 0", name="escrow_not_negative"),
         Index("ix_task_fence", "fence", postgresql_using="gist"),
         # KNN for the task hall: only rows a worker can claim are in this index.
         Index("ix_task_open_center", "center", postgresql_using="gist",

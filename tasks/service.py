@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from accounts.models import User
 from accounts.service import require_role
@@ -15,7 +16,8 @@ from core.models import utcnow
 from geo import crs as geocrs
 from geo.fence import parse_fence
 from geo.sql import point_geog
-from tasks.errors import InvalidTransition, InvalidWindow, ProhibitedTask, TaskNotFound
+from core.batch import each_in_own_transaction
+from tasks.errors import EscrowExhausted, InvalidTransition, InvalidWindow, ProhibitedTask, TaskNotFound
 from ledger import service as ledger
 from tasks.models import ACTIVE_CLAIM_STATES, Claim, MerchantTerms, Task, TaskEvent
 from tasks.schemas import TaskCreate
@@ -120,7 +122,7 @@ def publish(*, db_session: Session, merchant: User, task_id: int) -> Task:
     amount = ledger.escrow_for_task(task.reward_fen, task.slots, rate)
     ledger.hold_escrow(db_session, merchant_id=merchant.id, cause=("task_event", task.last_event_id),
                        amount_fen=amount)
-    task.escrow_fen += amount
+    adjust_escrow(db_session, task, amount)
     db_session.commit()
     return task
 
@@ -154,15 +156,26 @@ def forfeit_deposit(*, db_session: Session, ops: User, merchant_id: int, amount_
 
 
 def settle_ended(*, db_session: Session, limit: int = 200) -> int:
-    """Close tasks past their end time and return unused escrow; safe to run twice."""
+    """Close tasks past their end time and return unused escrow; safe to run twice.
+
+    One transaction per task: a task that fails is logged and skipped, so it never holds up the
+    settlement of every other merchant's tasks (and is retried on the next run).
+    """
     ids = db_session.scalars(select(Task.id).where(Task.state.in_(("published", "paused")), Task.ends_at < utcnow())
-                             .order_by(Task.id).limit(limit).with_for_update(skip_locked=True)).all()
-    for task_id in ids:
-        task = transition(db_session, task_id, ("published", "paused"), "closed", actor_id=None,
-                          reason="ended: time window over")
-        _release_unused(db_session, task)
-    db_session.commit()
-    return len(ids)
+                             .order_by(Task.id).limit(limit)).all()
+    db_session.commit()  # end the read; each item below is its own transaction
+    return sum(each_in_own_transaction(db_session, ids, _settle_one, what="settle_ended_task"))
+
+
+def _settle_one(db_session: Session, task_id: int) -> bool:
+    locked = db_session.scalar(select(Task.id).where(Task.id == task_id, Task.state.in_(("published", "paused")))
+                               .with_for_update(skip_locked=True))
+    if locked is None:  # another host is settling it, or it changed state meanwhile
+        return False
+    task = transition(db_session, task_id, ("published", "paused"), "closed", actor_id=None,
+                      reason="ended: time window over")
+    _release_unused(db_session, task)
+    return True
 
 
 def _release_unused(db_session: Session, task: Task) -> None:
@@ -177,7 +190,22 @@ def _release(db_session: Session, task: Task, amount: int) -> None:
     """Give back ``amount`` of the task's escrow, caused by the task's latest state change."""
     ledger.release_escrow(db_session, merchant_id=task.merchant_id, cause=("task_event", task.last_event_id),
                           amount_fen=amount)
-    task.escrow_fen -= amount
+    if amount > 0:
+        adjust_escrow(db_session, task, -amount)
+
+
+def adjust_escrow(db_session: Session, task: Task, delta_fen: int) -> int:
+    """Move the task's escrow figure by ``delta_fen`` in one atomic UPDATE; never below zero.
+
+    The figure is changed by the database (``escrow_fen = escrow_fen + delta``), never written back from
+    a value read earlier, so concurrent confirmations cannot lose each other's decrements.
+    """
+    new = db_session.scalar(update(Task).where(Task.id == task.id, Task.escrow_fen + delta_fen >= 0)
+                            .values(escrow_fen=Task.escrow_fen + delta_fen).returning(Task.escrow_fen))
+    if new is None:
+        raise EscrowExhausted(f"Task {task.id} holds too little escrow for this ({-delta_fen} fen needed).")
+    set_committed_value(task, "escrow_fen", new)
+    return new
 
 
 def review(*, db_session: Session, ops: User, task_id: int, decision: str, reason: str) -> Task:
@@ -217,6 +245,25 @@ def close(*, db_session: Session, merchant: User, task_id: int, reason: str = ""
     _release_unused(db_session, task)
     db_session.commit()
     return task
+
+
+@ledger.register_reconciler
+def reconcile_escrow(db_session: Session) -> list[str]:
+    """Each task's escrow figure equals the escrow postings caused by it (holds, payouts of its claims, releases)."""
+    rows = db_session.execute(text("""
+        WITH per_task AS (
+          SELECT coalesce(te.task_id, c.task_id) AS task_id, sum(p.amount_fen) AS fen
+          FROM ledger_posting p
+          JOIN ledger_account a ON a.id = p.account_id AND a.kind = 'merchant_escrow'
+          JOIN ledger_transaction t ON t.id = p.transaction_id
+          LEFT JOIN task_event te ON t.cause_type = 'task_event' AND te.id = t.cause_id
+          LEFT JOIN claim c ON t.cause_type = 'claim' AND c.id = t.cause_id
+          WHERE coalesce(te.task_id, c.task_id) IS NOT NULL
+          GROUP BY 1)
+        SELECT task.id, task.escrow_fen, coalesce(per_task.fen, 0)
+        FROM task LEFT JOIN per_task ON per_task.task_id = task.id
+        WHERE task.escrow_fen <> coalesce(per_task.fen, 0)""")).all()
+    return [f"task {t}: escrow figure {fig} != escrow postings {fen}" for t, fig, fen in rows]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,10 @@ def _committed_scenario() -> tuple[int, list[int], list[int]]:
                 area_m2=1e4, hard_fence=True, photos_min=0, video_required=False, min_credit=0, commission_bp=500)
     s.add(task)
     s.flush()
-    ledger.hold_escrow(s, merchant_id=m.id, cause=("test_task", task.id), amount_fen=N_CLAIMS * 1050)
+    event = TaskEvent(task_id=task.id, from_state=None, to_state="published", actor_id=m.id, reason="test")
+    s.add(event)
+    s.flush()
+    ledger.hold_escrow(s, merchant_id=m.id, cause=("task_event", event.id), amount_fen=N_CLAIMS * 1050)
     task.escrow_fen = N_CLAIMS * 1050
     claims = [Claim(task_id=task.id, worker_id=w.id, state="submitted", expires_at=utcnow(), risk_score=0, flags=[],
                     submitted_at=utcnow() - timedelta(hours=30)) for w in workers]

@@ -39,3 +39,20 @@ def test_checkin_explain_prints_every_signal(client, db, monkeypatch, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "[mock_location]" in out and "[accuracy_zero]" in out and "[at_fence_center]" in out and "inside" in out
+
+
+def test_make_run_refuses_a_taken_port_with_a_non_zero_exit():
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**__import__("os").environ, "FIELDPROOF_API_PORT": str(port), "FIELDPROOF_API_HOST": "127.0.0.1"}
+        run = subprocess.run([sys.executable, "-m", "api.supervise"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert run.returncode == 2
+    assert f"port {port}" in run.stderr and "already in use" in run.stderr
+    assert "Fieldproof is up" not in run.stdout

@@ -5,28 +5,22 @@ the rolled-back tests sharing the test database never see these rows. Geolocatio
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
 from accounts import service as accounts
 from checkin.models import Checkin
-from core.db import database_url
-from core.localservices import free_port
 from core.idempotency import IdempotencyRecord
-from core.migrate import upgrade
 from tasks.models import Claim, Task
 from tests.fieldwork import circle, publish_approved, task_body
+from tests.live import live_server
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -54,60 +48,11 @@ def north(place: tuple[float, float], metres: float) -> tuple[float, float]:
     return place[0] + metres / M_PER_DEG_LAT, place[1]
 
 
-@dataclass
-class Server:
-    url: str
-    engine: object
-    env: dict
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
-
-    def session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/app/config.json", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("uvicorn did not start")
-
-
 @pytest.fixture(scope="module")
 def server(test_database):
     """uvicorn on a free loopback port, on a fresh database next to the test database."""
-    base, name = database_url().rsplit("/", 1)
-    db_name = f"{name}_browser"
-    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    url = f"{base}/{db_name}"
-    upgrade(url)
-    env = {**os.environ, "FIELDPROOF_DATABASE_URL": url, "FIELDPROOF_LOG_LEVEL": "WARNING",
-           "FIELDPROOF_HEATMAP_SETTLE_S": "0"}
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], env=env)
-    engine = create_engine(url)
-    try:
-        _wait_until_up(f"http://127.0.0.1:{port}", proc)
-        yield Server(f"http://127.0.0.1:{port}", engine, env)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-        admin.dispose()
+    with live_server("browser") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ from celery import Celery
 from core.redis import redis_url
 from core import clock
 from core.config import get_settings
-from workers.schedule import BEAT_SCHEDULE, scaled
+from workers.schedule import beat_schedule, scaled
 
 # The longest task is bounded by its hard time limit; the broker's visibility timeout must
-# exceed it, or Redis would hand a still-running task to a second worker.
-TASK_TIME_LIMIT_S = 600
-VISIBILITY_TIMEOUT_S = 2 * TASK_TIME_LIMIT_S
+# exceed it, or Redis would hand a still-running task to a second worker (reasoning in core.config).
+TASK_TIME_LIMIT_S = get_settings().celery_task_time_limit_s
+VISIBILITY_TIMEOUT_S = max(get_settings().celery_visibility_timeout_s, TASK_TIME_LIMIT_S + 15)
 
 app = Celery("fieldproof", include=["workers.tasks"])
 app.conf.update(
@@ -25,11 +25,11 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     task_time_limit=TASK_TIME_LIMIT_S,
-    task_soft_time_limit=TASK_TIME_LIMIT_S - 30,
+    task_soft_time_limit=TASK_TIME_LIMIT_S - 15,
     broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
     broker_connection_retry_on_startup=True,
     task_default_queue="default",
-    beat_schedule=scaled(BEAT_SCHEDULE, clock.rate(), get_settings().beat_min_interval_s),
+    beat_schedule=scaled(beat_schedule(get_settings()), clock.rate(), get_settings().beat_min_interval_s),
     timezone="UTC",
     enable_utc=True,
 )

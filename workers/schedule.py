@@ -4,16 +4,24 @@ from __future__ import annotations
 BEAT_SCHEDULE: dict[str, dict] = {
     "purge-idempotency-records": {"task": "fieldproof.purge_idempotency_records", "schedule": 3600.0,
                                   "options": {"queue": "maintenance"}},
-    "sweep-unfinished-jobs": {"task": "fieldproof.sweep_unfinished_jobs", "schedule": 60.0,
+    "sweep-unfinished-jobs": {"task": "fieldproof.sweep_unfinished_jobs", "schedule": 10.0,
                               "options": {"queue": "maintenance"}},
     "auto-confirm": {"task": "fieldproof.auto_confirm", "schedule": 300.0, "options": {"queue": "maintenance"}},
-    "sweep-payouts": {"task": "fieldproof.sweep_payouts", "schedule": 60.0, "options": {"queue": "maintenance"}},
+    "sweep-payouts": {"task": "fieldproof.sweep_payouts", "schedule": 15.0, "options": {"queue": "maintenance"}},
     "settle-ended-tasks": {"task": "fieldproof.settle_ended_tasks", "schedule": 600.0,
                            "options": {"queue": "maintenance"}},
     "roll-up-heatmap": {"task": "fieldproof.roll_up_heatmap", "schedule": 60.0, "options": {"queue": "maintenance"}},
     "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
                             "options": {"queue": "maintenance"}},
 }
+
+
+def beat_schedule(settings) -> dict[str, dict]:
+    """The schedule with the recovery sweeps at the intervals the settings give (see core.config)."""
+    out = {name: dict(entry) for name, entry in BEAT_SCHEDULE.items()}
+    out["sweep-unfinished-jobs"]["schedule"] = float(settings.job_sweep_interval_s)
+    out["sweep-payouts"]["schedule"] = float(settings.payout_sweep_interval_s)
+    return out
 
 
 def scaled(schedule: dict[str, dict], rate: float, floor_s: float) -> dict[str, dict]:

@@ -1,0 +1,138 @@
+"""Acknowledged means durable: kill -9 the postmaster under load, restart it, and find every 2xx write.
+
+Runs on a throwaway PostgreSQL cluster of its own (started the way `fieldproof db up` starts one), so the
+rest of the suite's server is never killed. While the database is down the API answers 503
+``service_unavailable`` with Retry-After, and logs the outage once rather than a traceback per request.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select, text
+
+from accounts import service as accounts
+from core.localservices import PG_SUPERUSER, LocalServices
+from core.migrate import upgrade
+from ledger.models import LedgerTransaction
+from tests.helpers import PASSWORD, unique
+from tests.live import live_server
+
+LOAD_THREADS = 8
+KILL_AFTER_S = 1.5
+LOAD_FOR_S = 4.0
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    data = Path(tempfile.mkdtemp(prefix="fieldproof-crash-"))
+    svc = LocalServices(data)
+    svc.pg_up()
+    st = svc.state()
+    url = f"postgresql+psycopg://{PG_SUPERUSER}:{st['pg_password']}@127.0.0.1:{st['pg_port']}/fieldproof"
+    upgrade(url)
+    try:
+        yield svc, url
+    finally:
+        svc.pg_down()
+        target = svc.pg_dir.resolve()
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _postmaster_pid(svc: LocalServices) -> int:
+    return int((svc.pg_dir.resolve() / "postmaster.pid").read_text().splitlines()[0])
+
+
+def test_the_cluster_acknowledges_only_what_is_on_disk(cluster):
+    _, url = cluster
+    engine = create_engine(url)
+    with engine.connect() as conn:  # the server's own setting, not only what our engine asks for
+        assert conn.execute(text("SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit'")).scalar() == "on"
+        assert conn.execute(text("SHOW fsync")).scalar() == "on"
+    engine.dispose()
+    from core.db import get_engine
+
+    with get_engine().connect() as conn:  # the app's engine insists on it per connection too
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+
+
+def test_kill_9_under_load_loses_no_acknowledged_write(cluster, tmp_path):
+    svc, url = cluster
+    engine = create_engine(url)
+    from sqlalchemy.orm import Session
+
+    with Session(engine, expire_on_commit=False) as s:
+        merchants = [accounts.create(db_session=s, username=unique("crash_m"), password=PASSWORD, role="merchant",
+                                     self_service=False) for _ in range(LOAD_THREADS)]
+    log = tmp_path / "api.log"
+    env = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000"}
+    with live_server("crash", env, database=url, log_path=log) as server:
+        tokens = []
+        with server.http() as c:
+            for m in merchants:
+                r = c.post("/v1/auth/token", data={"username": m.username, "password": PASSWORD})
+                assert r.status_code == 200, r.text
+                tokens.append({"Authorization": f"Bearer {r.json()['access_token']}"})
+        acked: list[tuple[dict, str, int]] = []
+        outage: list[httpx.Response] = []
+        deadline = time.monotonic() + LOAD_FOR_S
+
+        def load(i: int) -> None:
+            with server.http() as c:
+                while time.monotonic() < deadline:
+                    key = uuid.uuid4().hex
+                    try:
+                        r = c.post("/v1/me/deposits", json={"amount_fen": 100, "purpose": "available"},
+                                   headers={**tokens[i], "Idempotency-Key": key}, timeout=10)
+                    except httpx.TransportError:
+                        continue
+                    if r.status_code == 201:
+                        acked.append((tokens[i], key, r.json()["transaction_id"]))
+                    elif r.status_code >= 500:
+                        outage.append(r)
+                    time.sleep(0.002)
+
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(LOAD_THREADS)]
+        for t in threads:
+            t.start()
+        time.sleep(KILL_AFTER_S)
+        before_kill = len(acked)
+        os.kill(_postmaster_pid(svc), signal.SIGKILL)
+        for t in threads:
+            t.join(30)
+        engine.dispose()
+        for _ in range(100):  # the orphaned backends notice the postmaster's death and exit
+            if not svc.pg_running():
+                break
+            time.sleep(0.1)
+        svc.pg_up()  # crash recovery replays the WAL
+
+        assert before_kill >= 20, "the load never got going"
+        with Session(engine) as s:
+            stored = set(s.scalars(select(LedgerTransaction.id).where(
+                LedgerTransaction.id.in_([txn for _, _, txn in acked]))))
+        lost = [txn for _, _, txn in acked if txn not in stored]
+        assert lost == [], f"{len(lost)} of {len(acked)} acknowledged deposits lost"
+        # The phone's retry of an acknowledged write replays the stored answer; nothing is charged twice.
+        with server.http() as c:
+            for headers, key, txn in acked[-5:]:
+                r = c.post("/v1/me/deposits", json={"amount_fen": 100, "purpose": "available"},
+                           headers={**headers, "Idempotency-Key": key})
+                assert r.status_code == 201 and r.json()["transaction_id"] == txn, r.text
+    engine.dispose()
+    # While it was down the API said so with 503 + Retry-After, never 500, and logged the outage once.
+    assert outage, "no request saw the outage"
+    assert {r.status_code for r in outage} == {503}, {r.status_code for r in outage}
+    assert all(r.json()["code"] == "service_unavailable" and int(r.headers["Retry-After"]) > 0 for r in outage)
+    text_log = log.read_text(errors="replace")
+    assert text_log.count("dependency_unavailable") == 1, text_log[-3000:]
+    assert "Traceback" not in text_log and "unhandled_error" not in text_log, text_log[-3000:]

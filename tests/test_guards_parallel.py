@@ -1,0 +1,219 @@
+"""Every guard that reads then writes, proven with N requests released at one barrier against a real server.
+
+Each test makes the race as likely as the stack allows (one thread per request, connections opened before
+the barrier, the server's own thread pool) and then checks the invariant, not the timing.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from accounts import service as accounts
+from accounts.models import User
+from core.models import utcnow
+from ledger import service as ledger
+from ledger import withdrawals  # noqa: F401  (registers its reconciler with ledger.check)
+from ledger.models import LedgerAccount, Withdrawal
+from ledger.settings import get_ledger_settings
+from tasks import credit
+from tasks import service as task_service
+from tasks.models import Claim, CreditEvent, Task
+from tests.fieldwork import publish_approved, task_body
+from tests.helpers import PASSWORD, unique
+from tests.live import release_together
+
+LIMITS = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000"}
+
+
+@pytest.fixture(scope="module")
+def server(test_database):
+    from tests.live import live_server
+
+    with live_server("guards", LIMITS) as srv:
+        yield srv
+
+
+def _users(server, role: str, n: int, **values) -> list[User]:
+    with server.session() as s:
+        users = [accounts.create(db_session=s, username=unique(f"g_{role}"), password=PASSWORD, role=role,
+                                 self_service=False) for _ in range(n)]
+        if values:
+            s.execute(update(User).where(User.id.in_([u.id for u in users])).values(**values))
+            s.commit()
+        return users
+
+
+def _token(server, user: User) -> dict:
+    with server.http() as c:
+        r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _funded_merchant(server) -> tuple[User, dict]:
+    merchant = _users(server, "merchant", 1)[0]
+    headers = _token(server, merchant)
+    with server.http() as c:
+        for purpose, amount in (("security_deposit", 10_000), ("available", 5_000_000)):
+            r = c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose}, headers=headers)
+            assert r.status_code == 201, r.text
+    return merchant, headers
+
+
+def _published(server, slots: int, **over) -> tuple[dict, User, dict]:
+    merchant, m_headers = _funded_merchant(server)
+    ops_headers = _token(server, _users(server, "ops", 1)[0])
+    with server.http() as c:
+        task = publish_approved(c, task_body(slots=slots, **over), m_headers, ops_headers)
+    return task, merchant, m_headers
+
+
+def _codes(results) -> list[int]:
+    for r in results:
+        assert not isinstance(r, Exception), r
+    return [r.status_code for r in results]
+
+
+def test_parallel_confirmations_keep_each_tasks_escrow(server):
+    n = 10
+    task, merchant, m_headers = _published(server, slots=n, photos_min=0)
+    workers = _users(server, "worker", n)
+    with server.session() as s:
+        s.add_all([Claim(task_id=task["id"], worker_id=w.id, state="submitted", expires_at=utcnow(), risk_score=0,
+                         flags=[], submitted_at=utcnow()) for w in workers])
+        s.execute(update(Task).where(Task.id == task["id"]).values(slots_taken=n))
+        s.commit()
+        claim_ids = list(s.scalars(select(Claim.id).where(Claim.task_id == task["id"]).order_by(Claim.id)))
+        held = s.scalar(select(Task.escrow_fen).where(Task.id == task["id"]))
+
+    results = release_together(server, n, lambda c, i: c.post(f"/v1/submissions/{claim_ids[i]}/confirm",
+                                                               headers=m_headers))
+    assert _codes(results) == [200] * n, [r.text for r in results]
+    with server.session() as s:
+        paid = s.scalar(select(func.count()).where(Claim.task_id == task["id"], Claim.state == "paid"))
+        figure = s.scalar(select(Task.escrow_fen).where(Task.id == task["id"]))
+        per_claim = task["reward_fen"] + ledger.commission_for(task["reward_fen"])
+        assert figure == held - paid * per_claim  # no decrement lost
+        assert [p for p in task_service.reconcile_escrow(s) if f"task {task['id']}:" in p] == []
+        # Closing now releases exactly what the unpaid claims do not need; the merchant's escrow stays whole.
+        task_service.close(db_session=s, merchant=s.get(User, merchant.id), task_id=task["id"])
+        assert s.scalar(select(Task.escrow_fen).where(Task.id == task["id"])) == (n - paid) * per_claim
+        escrow = ledger.balances(s, merchant.id)["merchant_escrow"]
+        assert escrow == (n - paid) * per_claim
+        assert ledger.check(s) == []
+
+
+def test_parallel_wrong_passwords_lock_the_account_after_the_limit(server):
+    user = _users(server, "worker", 1)[0]
+    n, limit = 20, 5
+    results = release_together(server, n, lambda c, i: c.post(
+        "/v1/auth/token", data={"username": user.username, "password": f"wrong password {i}"}))
+    codes = _codes(results)
+    assert codes.count(401) == limit, codes  # only the first five guesses reached the password check
+    assert codes.count(429) == n - limit
+    with server.http() as c:  # locked: even the right password is refused now
+        r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+        assert r.status_code == 429 and r.json()["code"] == "login_locked"
+
+
+def test_right_password_among_parallel_guesses_gets_in_only_while_unlocked(server):
+    user = _users(server, "worker", 1)[0]
+    n = 12
+    results = release_together(server, n, lambda c, i: c.post(
+        "/v1/auth/token", data={"username": user.username,
+                                "password": PASSWORD if i == n - 1 else f"wrong password {i}"}))
+    codes = _codes(results)
+    # Whatever the order, at most five passwords were checked: the wrong ones that reached argon2 plus,
+    # if it came early enough, the right one.
+    assert codes.count(401) + codes.count(200) <= 5, codes
+    assert codes.count(429) >= n - 5
+
+
+def test_parallel_guesses_from_one_ip_stop_at_the_ip_limit(server):
+    n, limit = 45, 30  # many accounts from one address: the per-IP counter is the guard
+    names = [unique("nobody") for _ in range(n)]
+    results = release_together(server, n, lambda c, i: c.post(
+        "/v1/auth/token", data={"username": names[i], "password": "wrong password"}))
+    codes = _codes(results)
+    assert codes.count(401) == limit, codes
+    assert codes.count(429) == n - limit
+
+
+def test_parallel_withdrawals_stay_within_the_daily_limit(server):
+    worker = _users(server, "worker", 1, real_name_verified=True)[0]
+    with server.session() as s:
+        cause = int(s.scalar(select(func.nextval("ledger_cause_seq"))))
+        ledger._move(s, kind="deposit", cause=("test_earnings", cause), src=ledger.account(s, None, "external"),
+                     dst=ledger.account(s, worker.id, "worker_available"), amount=1_000_000)
+        s.commit()
+    headers = _token(server, worker)
+    limit = get_ledger_settings().withdrawal_daily_limit_fen
+    amount = 130_000  # four of these are 5,200 yuan against a 5,000 yuan day
+    results = release_together(server, 4, lambda c, i: c.post("/v1/me/withdrawals", json={"amount_fen": amount},
+                                                              headers=headers))
+    codes = _codes(results)
+    assert codes.count(201) == limit // amount, codes
+    assert all(r.json()["code"] == "daily_withdrawal_limit" for r in results if r.status_code != 201)
+    with server.session() as s:
+        total = s.scalar(select(func.sum(Withdrawal.amount_fen)).where(Withdrawal.worker_id == worker.id))
+        assert total <= limit
+        assert ledger.balances(s, worker.id)["worker_withdrawing"] == total
+        assert ledger.check(s) == []
+
+
+def test_parallel_claims_never_oversell_slots(server):
+    slots, n = 3, 12
+    task, _, _ = _published(server, slots=slots)
+    headers = [_token(server, w) for w in _users(server, "worker", n)]
+    results = release_together(server, n, lambda c, i: c.post(f"/v1/tasks/{task['id']}/claims", headers=headers[i]))
+    codes = _codes(results)
+    assert codes.count(201) == slots, codes
+    assert all(r.json()["code"] == "slots_full" for r in results if r.status_code != 201)
+    with server.session() as s:
+        assert s.scalar(select(Task.slots_taken).where(Task.id == task["id"])) == slots
+        assert s.scalar(select(func.count()).where(Claim.task_id == task["id"])) == slots
+
+
+def test_parallel_claims_on_a_premium_task_respect_the_credit_gate(server):
+    n = 8
+    task, _, _ = _published(server, slots=n, premium=True)
+    workers = _users(server, "worker", n)
+    eligible = {w.id for w in workers[: n // 2]}
+    with server.session() as s:  # half the workers have the record premium tasks need
+        for w in workers[: n // 2]:
+            s.add_all([CreditEvent(worker_id=w.id, delta=credit.ON_ACCEPTED, reason="accepted",
+                                   at=utcnow() - timedelta(days=1)) for _ in range(credit.PREMIUM_CREDIT - 100)])
+        s.commit()
+    headers = [_token(server, w) for w in workers]
+    results = release_together(server, n, lambda c, i: c.post(f"/v1/tasks/{task['id']}/claims", headers=headers[i]))
+    codes = _codes(results)
+    assert [codes[i] for i, w in enumerate(workers) if w.id in eligible] == [201] * (n // 2), codes
+    assert {r.json()["code"] for r in results if r.status_code != 201} <= {"credit_too_low", "task_not_found"}
+    with server.session() as s:
+        holders = set(s.scalars(select(Claim.worker_id).where(Claim.task_id == task["id"])))
+        assert holders == eligible
+        assert s.scalar(select(Task.slots_taken).where(Task.id == task["id"])) == n // 2
+
+
+def test_ledger_check_catches_an_injected_escrow_mismatch(client, db):
+    from tests.fieldwork import published_task
+
+    task, _ = published_task(client, db)
+    assert [p for p in ledger.check(db) if f"task {task['id']}:" in p] == []
+    db.execute(update(Task).where(Task.id == task["id"]).values(escrow_fen=Task.escrow_fen + 7))
+    problems = [p for p in ledger.check(db) if f"task {task['id']}:" in p]
+    assert problems and "escrow figure" in problems[0]
+
+
+def test_ledger_check_catches_withdrawals_out_of_step(db):
+    from tests.helpers import make_user
+
+    worker = make_user(db, "worker")
+    cause = int(db.scalar(select(func.nextval("ledger_cause_seq"))))
+    ledger._move(db, kind="deposit", cause=("test_earnings", cause), src=ledger.account(db, None, "external"),
+                 dst=ledger.account(db, worker.id, "worker_withdrawing"), amount=500)
+    problems = [p for p in ledger.check(db) if f"worker {worker.id}:" in p]
+    assert problems and "withdrawals in flight 0" in problems[0]
+    assert db.scalar(select(LedgerAccount.balance_fen).where(LedgerAccount.owner_id == worker.id)) == 500
