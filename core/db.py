@@ -8,6 +8,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import jobs
 from core.config import get_settings
 
 
@@ -81,6 +82,7 @@ class UnitOfWork:
             self._trans = self.connection.begin()
         self.session = Session(bind=self.connection, join_transaction_mode="create_savepoint",
                                expire_on_commit=False)
+        self.session.info[jobs.OWNER_DISPATCHES] = True  # jobs go out after the outer commit, in commit()
         return self
 
     def commit(self) -> None:
@@ -91,8 +93,6 @@ class UnitOfWork:
             self.session.commit()
         else:
             self._trans.commit()
-        from core import jobs
-
         jobs.dispatch_pending(self.session)
 
     def __exit__(self, exc_type, exc, tb) -> None:

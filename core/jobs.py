@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, select, update
+from sqlalchemy import DateTime, Integer, String, event, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -78,6 +78,25 @@ def dispatch_pending(db_session: Session) -> None:
     for job_id in db_session.info.pop("pending_jobs", []):
         for fn in _dispatcher:
             fn(job_id)
+
+
+# A session that owns its transaction dispatches right after its commit, whichever process it is in (API,
+# Celery worker, beat, CLI), so a job added by a job starts at once instead of waiting for the sweeper.
+# A unit of work's session only releases a savepoint on commit; it marks itself and dispatches after the
+# outer commit instead (core.db.UnitOfWork), so no worker is nudged about a row not yet committed.
+OWNER_DISPATCHES = "jobs_dispatched_by_owner"
+
+
+@event.listens_for(Session, "after_commit")
+def _dispatch_after_commit(db_session: Session) -> None:
+    if not db_session.info.get(OWNER_DISPATCHES):
+        dispatch_pending(db_session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back(db_session: Session) -> None:
+    if not db_session.info.get(OWNER_DISPATCHES):
+        db_session.info.pop("pending_jobs", None)
 
 
 def run(*, db_session: Session, job_id: int) -> str:

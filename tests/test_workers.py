@@ -16,9 +16,18 @@ from core.redis import get_redis
 JOB_KIND = "test.touch_marker"
 
 
+CHAIN_KIND = "test.add_follow_up"
+
+
 @jobs.handler(JOB_KIND)
 def _touch(*, db_session, marker: str) -> None:
     get_redis().incr(marker)
+
+
+@jobs.handler(CHAIN_KIND)
+def _add_follow_up(*, db_session, marker: str) -> None:
+    """A job that records another job, as a service called from a worker would."""
+    jobs.add(db_session, JOB_KIND, marker=marker)
 
 
 @pytest.fixture
@@ -64,6 +73,24 @@ def test_real_worker_runs_job_once_even_if_delivered_twice(worker_process):
     finally:
         with session_scope() as db:
             db.execute(delete(jobs.Job).where(jobs.Job.id == job_id))
+            db.commit()
+
+
+def test_a_job_added_inside_a_worker_starts_within_seconds(worker_process):
+    """The follow-up job is dispatched after its commit from the worker process itself: no beat runs here,
+    and its lease (30 s) is far longer than the wait, so only the after-commit dispatch can start it."""
+    from workers.tasks import run_job
+
+    marker = f"marker:{time.time_ns()}"
+    with session_scope() as db:
+        first = jobs.add(db, CHAIN_KIND, marker=marker).id
+        db.commit()
+    try:
+        run_job.delay(first)
+        assert _wait_for(lambda: get_redis().get(marker) is not None, timeout_s=10.0)
+    finally:
+        with session_scope() as db:
+            db.execute(delete(jobs.Job).where(jobs.Job.payload["marker"].astext == marker))
             db.commit()
 
 

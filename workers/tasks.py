@@ -50,6 +50,10 @@ def enqueue_job(job_id: int) -> None:
         log.warning("enqueue_failed", job_id=job_id)
 
 
+# Jobs recorded by a job, a beat task or a sweep are nudged after their commit from this process too.
+jobs.set_dispatcher(enqueue_job)
+
+
 @app.task(name="fieldproof.expire_stale_claims", queue="maintenance", acks_late=True)
 def expire_stale_claims() -> int:
     """Release claims never checked in; the guarded UPDATE makes a second run a no-op."""
