@@ -19,14 +19,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from checkin.models import Checkin
+from core import reasons as reason_codes
 from core.config import get_settings
 from core.models import utcnow
 from geo import dwell, h3cells
 from geo.models import HeatCellDay, HeatCellHour, HeatCellWorkerDay, HeatCellWorkerHour, RollupState
 from tasks.models import Claim, ClaimEvent
 
-SPOOF_CODES = {"mock_location", "accuracy_zero", "impossible_travel", "exact_coordinate_repeat", "constant_fix_fields",
-               "at_fence_center"}
+SPOOF_CODES = reason_codes.HEATMAP_SPOOF
 COUNTS = ("checkins", "spoof_flags", "duplicate_flags", "completions", "rejections", "spot_check_failures")
 KEEP_WORKER_HOURS = timedelta(hours=3)
 KEEP_WORKER_DAYS = timedelta(days=2)
@@ -161,7 +161,7 @@ def _outcome(from_state: str | None, to_state: str, flags: list[str]) -> dict[st
         return {"rejections": 1}
     if from_state == "spot_check" and to_state == "closed":
         return {"spot_check_failures": 1}
-    if from_state == "checked_in" and to_state == "submitted" and "duplicate_evidence" in flags:
+    if from_state == "checked_in" and to_state == "submitted" and reason_codes.HEATMAP_DUPLICATE & set(flags):
         return {"duplicate_flags": 1}  # counted once per claim, at its first submission
     return {}
 

@@ -16,14 +16,14 @@ from core.config import get_settings
 from core.errors import Conflict, InvalidInput
 from core.models import utcnow
 from ledger import service as ledger
+from core import reasons
 from core.batch import each_in_own_transaction
 from tasks import claims, credit
 from tasks import service as task_service
 from tasks.models import Claim, Rating, SpotCheck, Task
 
-# Flags that always send a claim to a spot check, whatever the dice say.
-ALWAYS_SAMPLE = {"duplicate_evidence", "exact_duplicate_evidence", "mock_location", "impossible_travel",
-                 "exact_coordinate_repeat", "shared_device", "outside_soft_fence", "accuracy_zero"}
+# Flags that always send a claim to a spot check, whatever the dice say: the registry's hard codes.
+ALWAYS_SAMPLE = reasons.FORCES_SPOT_CHECK
 
 
 class EvidenceIncomplete(Conflict):
