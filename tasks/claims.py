@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
 from accounts.models import User
@@ -12,14 +12,13 @@ from accounts.service import require_role
 from core.batch import each_in_own_transaction
 from core.config import get_settings
 from core.models import utcnow
+from tasks import credit
 from tasks.errors import (AlreadyClaimed, ClaimNotFound, CreditTooLow, InvalidTransition, SlotsFull, TaskNotFound,
                           TaskNotOpen)
-from tasks.models import Claim, ClaimEvent, Task
+from tasks.models import ACTIVE_CLAIM_STATES, Claim, ClaimEvent, Task
 
 def credit_of(db_session: Session, worker_id: int) -> int:
     """The worker's credit score (see tasks.credit for the formula)."""
-    from tasks import credit
-
     return credit.score(db_session, worker_id)
 
 
@@ -29,34 +28,35 @@ def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
     task = db_session.get(Task, task_id)
     if task is None or task.state not in ("published", "paused", "closed"):
         raise TaskNotFound()
-    from tasks.credit import PREMIUM_CREDIT
-
-    need = max(task.min_credit, PREMIUM_CREDIT if task.premium else 0)
+    need = max(task.min_credit, credit.PREMIUM_CREDIT if task.premium else 0)
     have = credit_of(db_session, worker.id)
     if have < need:
         raise CreditTooLow(f"This task needs credit {need}; yours is {have}.")
     now = utcnow()
+    # The worker's one active claim per task is decided by the unique partial index, without an error to
+    # recover from; the slot by one guarded UPDATE. On a refusal the service only raises: the caller owns
+    # the transaction and rolls it back (never this function), so nothing half-done is ever committed.
+    expires = min(now + timedelta(seconds=get_settings().claim_checkin_window_s), task.ends_at)
+    new_id = db_session.scalar(
+        insert(Claim).values(task_id=task_id, worker_id=worker.id, state="claimed", expires_at=expires,
+                             risk_score=0, flags=[])
+        .on_conflict_do_nothing(index_elements=["task_id", "worker_id"],
+                                index_where=Claim.state.in_(ACTIVE_CLAIM_STATES))
+        .returning(Claim.id))
+    if new_id is None:
+        raise AlreadyClaimed()
     taken = db_session.execute(
         update(Task).where(Task.id == task_id, Task.state == "published", Task.slots_taken < Task.slots,
                            Task.ends_at > now)
         .values(slots_taken=Task.slots_taken + 1).returning(Task.id)).first()
     if taken is None:
-        db_session.rollback()
-        task = db_session.get(Task, task_id)
-        if task.state != "published" or task.ends_at <= now:
-            raise TaskNotOpen(f"Task {task_id} is {task.state} and not open for claims.")
+        state, ends_at = db_session.execute(select(Task.state, Task.ends_at).where(Task.id == task_id)).one()
+        if state != "published" or ends_at <= now:
+            raise TaskNotOpen(f"Task {task_id} is {state} and not open for claims.")
         raise SlotsFull()
-    expires = min(now + timedelta(seconds=get_settings().claim_checkin_window_s), task.ends_at)
-    new = Claim(task_id=task_id, worker_id=worker.id, state="claimed", expires_at=expires, risk_score=0, flags=[])
-    db_session.add(new)
-    try:
-        db_session.flush()
-    except IntegrityError:
-        db_session.rollback()  # also undoes the slot increment above
-        raise AlreadyClaimed()
-    audit(db_session, new.id, None, "claimed", worker.id)
+    audit(db_session, new_id, None, "claimed", worker.id)
     db_session.commit()
-    return new
+    return db_session.get(Claim, new_id)
 
 
 def audit(db_session: Session, claim_id: int, from_state: str | None, to_state: str, actor_id: int | None,
