@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import anyio
+
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,7 +40,9 @@ class EdgeMiddleware:
         try:
             self._check_length(scope, cap)
             if scope.get("client") and path not in UNLIMITED_PATHS:
-                limit_ip(scope["client"][0])
+                # The counter is a Redis round trip: off the event loop, so one slow Redis call never
+                # stalls every other request this process is serving.
+                await anyio.to_thread.run_sync(limit_ip, scope["client"][0])
         except (TooLarge, RateLimited) as exc:
             return await error_response(exc)(scope, receive, send)
 
