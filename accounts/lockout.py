@@ -35,6 +35,15 @@ return 0
 """
 
 
+# KEYS: counters; this attempt is given back (never below zero).
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') > 0 then redis.call('DECR', key) end
+end
+return 0
+"""
+
+
 def _user_key(username: str) -> str:
     return f"login:fail:user:{username.lower()}"
 
@@ -50,7 +59,7 @@ def _keys(username: str, ip: str | None) -> list[tuple[str, int]]:
 @lru_cache
 def _scripts():
     r = get_redis()
-    return r.register_script(_RESERVE), r.register_script(_SUCCEED)
+    return r.register_script(_RESERVE), r.register_script(_SUCCEED), r.register_script(_RELEASE)
 
 
 def reserve_attempt(username: str, ip: str | None) -> None:
@@ -65,3 +74,9 @@ def reserve_attempt(username: str, ip: str | None) -> None:
 def record_success(username: str, ip: str | None) -> None:
     """A correct password clears the account's counter and gives the IP back this attempt."""
     _scripts()[1](keys=[k for k, _ in _keys(username, ip)])
+
+
+def release_attempt(username: str, ip: str | None) -> None:
+    """Give back an attempt whose password was never judged (the database or argon2 failed): an outage
+    must not lock people out."""
+    _scripts()[2](keys=[k for k, _ in _keys(username, ip)])

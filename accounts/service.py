@@ -54,8 +54,13 @@ def create(*, db_session: Session, username: str, password: str, role: str, disp
 def login(*, db_session: Session, username: str, password: str, ip: str | None) -> TokenPair:
     """Check the password (with lock-out) and issue a token pair."""
     lockout.reserve_attempt(username, ip)  # counted before the check: parallel guesses cannot overtake it
-    user = db_session.scalar(select(User).where(User.username == username))
-    if not verify_password(user.password_hash if user else None, password):
+    try:
+        user = db_session.scalar(select(User).where(User.username == username))
+        matches = verify_password(user.password_hash if user else None, password)
+    except Exception:
+        lockout.release_attempt(username, ip)
+        raise
+    if not matches:
         raise InvalidCredentials()
     lockout.record_success(username, ip)
     ensure_active(user)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import psycopg
 import redis
 from fastapi import FastAPI, Request
 from sqlalchemy import exc as sa_exc
@@ -87,11 +88,13 @@ def _dependency_down(which: str, exc: Exception) -> JSONResponse:
 
 async def _database(request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
     state = getattr(exc.orig, "sqlstate", None) or ""
-    if exc.connection_invalidated or not state or state.startswith(_CONNECTION_STATES):
+    # No SQLSTATE on a psycopg OperationalError means the connection itself failed (refused, reset, closed).
+    lost = exc.connection_invalidated or (not state and type(exc.orig) is psycopg.OperationalError)
+    if lost or state.startswith(_CONNECTION_STATES):
         return _dependency_down("postgresql", exc)
     if state.startswith("40") or state.startswith("55P03") or state == "57014":
         # Serialization failure, deadlock, lock or statement timeout: the transaction was rolled back whole.
-        return error_response(e.ServiceUnavailable("The database is busy; nothing was changed. Please retry.",
+        return error_response(e.ServiceUnavailable("The database is busy and rolled this request back; retry.",
                                                    retry_after_s=1, dependency="postgresql"))
     return await _unexpected(request, exc)
 
@@ -115,7 +118,6 @@ def register(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(sa_exc.OperationalError, _database)
-    app.add_exception_handler(sa_exc.InterfaceError, _database)
     app.add_exception_handler(sa_exc.TimeoutError, _pool_timeout)
     app.add_exception_handler(redis.ConnectionError, _redis)
     app.add_exception_handler(redis.TimeoutError, _redis)

@@ -48,14 +48,21 @@ def _wait_healthy(url: str, procs: list[subprocess.Popen], timeout_s: float = 60
     return False
 
 
-def start_services() -> list[str]:
-    """Start the project-local servers; return the ones this call started (not those already running)."""
+def start_services(started: list[str]) -> None:
+    """Start the project-local servers, appending to ``started`` each one this call started (as it comes up,
+    so a failure half-way still leaves a record of what to stop)."""
     if localservices.external():
-        return []
+        return
     svc = localservices.LocalServices.from_settings()
-    before = {"postgresql": svc.pg_running(), "redis": svc.redis_running()}
-    localservices.up()
-    return [name for name, running in before.items() if not running]
+    svc.ensure_installed()
+    if not svc.pg_running():
+        svc.pg_up()
+        started.append("postgresql")
+    else:
+        svc.pg_up()  # creates missing databases; restarts an older, non-durable setup
+    if not svc.redis_running():
+        svc.redis_up()
+        started.append("redis")
 
 
 def stop_services(started: list[str]) -> None:
@@ -95,7 +102,7 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     code = 0
     try:
-        started = start_services()
+        start_services(started)
         _fieldproof("migrate")
         _fieldproof("demo")
         procs = [_start(["serve"]), _start(["worker"]), _start(["beat"])]
@@ -113,8 +120,8 @@ def main() -> int:
             code = 1
     except KeyboardInterrupt:
         pass
-    except subprocess.CalledProcessError as exc:
-        print(f"`fieldproof {' '.join(exc.cmd[3:])}` failed (exit {exc.returncode})", file=sys.stderr)
+    except (subprocess.CalledProcessError, SystemExit) as exc:
+        print(f"starting failed: {exc}", file=sys.stderr)
         code = 1
     finally:
         _stop(procs)

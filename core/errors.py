@@ -85,4 +85,5 @@ class ServiceUnavailable(FieldproofError):
     """A dependency (PostgreSQL, Redis) is unreachable or busy; nothing was done, retry later (HTTP 503)."""
 
     code = "service_unavailable"
-    detail = "The service is briefly unavailable; nothing was changed. Please retry shortly."
+    detail = ("The service is briefly unavailable and the request may not have been applied; retry shortly "
+              "with the same Idempotency-Key.")

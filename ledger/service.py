@@ -30,9 +30,11 @@ def account(db_session: Session, owner_id: int | None, kind: str) -> int:
     return db_session.scalar(select(LedgerAccount.id).where(where, LedgerAccount.kind == kind))
 
 
-def lock_account(db_session: Session, account_id: int) -> None:
-    """Hold an account's row lock until the transaction ends: guards that read then write money queue on it."""
-    db_session.execute(select(LedgerAccount.id).where(LedgerAccount.id == account_id).with_for_update())
+def lock_accounts(db_session: Session, account_ids: list[int]) -> None:
+    """Hold accounts' row locks (in id order, as ``transfer`` takes them) until the transaction ends:
+    guards that read then write money queue on them."""
+    db_session.execute(select(LedgerAccount.id).where(LedgerAccount.id.in_(account_ids))
+                       .order_by(LedgerAccount.id).with_for_update())
 
 
 def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, legs: list[Leg],

@@ -27,7 +27,8 @@ def request(*, db_session: Session, worker: User, amount_fen: int) -> Withdrawal
         raise WithdrawalTooSmall(f"The minimum withdrawal is {s.withdrawal_min_fen} fen.")
     # The daily total is read and extended under the worker's available-balance row lock, so parallel
     # requests queue here and each sees the ones before it (the transfer below takes the same lock).
-    ledger.lock_account(db_session, ledger.account(db_session, worker.id, "worker_available"))
+    ledger.lock_accounts(db_session, [ledger.account(db_session, worker.id, "worker_available"),
+                                      ledger.account(db_session, worker.id, "worker_withdrawing")])
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     used = db_session.scalar(select(func.coalesce(func.sum(Withdrawal.amount_fen), 0)).where(
         Withdrawal.worker_id == worker.id, Withdrawal.created_at >= today, Withdrawal.state != "rejected"))
@@ -74,13 +75,16 @@ def execute_payout(*, db_session: Session, withdrawal_id: int, provider: Payment
     row = db_session.get(Withdrawal, withdrawal_id)
     if row is None:
         raise NotFound("No such withdrawal.", code="withdrawal_not_found")
-    if row.state == "approved":
+    started_here = row.state == "approved"
+    if started_here:
         _transition(db_session, withdrawal_id, "approved", "paying", paying_since=utcnow())
         db_session.commit()
-    # Skip a row another worker is paying right now (it holds this lock through the provider call); only a
-    # 'paying' row nobody holds is a stuck one, so the stuck threshold can be seconds.
+    # A redelivery skips a row another worker is paying right now (it holds this lock through the provider
+    # call), so only a 'paying' row nobody holds counts as stuck and the stuck threshold can be seconds.
+    # The call that moved it to 'paying' waits for the lock instead: a loser of the transition race may hold
+    # the row for an instant, and skipping then would leave the payout to the sweep.
     row = db_session.scalar(select(Withdrawal).where(Withdrawal.id == withdrawal_id)
-                            .with_for_update(skip_locked=True))
+                            .with_for_update(skip_locked=not started_here))
     if row is None:
         db_session.rollback()
         return db_session.get(Withdrawal, withdrawal_id)

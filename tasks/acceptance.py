@@ -158,9 +158,11 @@ def accept(db_session: Session, claim: Claim, task: Task, *, actor_id: int | Non
     claim = claims.transition(db_session, claim.id, from_states, "accepted", actor_id=actor_id, reason=reason,
                               resolved_at=utcnow())
     commission = ledger.commission_for(task.reward_fen, task.commission_bp)
+    # Task row first, then the ledger accounts: the order close/settle/review take them in, so paying a claim
+    # while its task closes cannot deadlock.
+    task_service.adjust_escrow(db_session, task, -(task.reward_fen + commission))
     ledger.pay_claim(db_session, merchant_id=task.merchant_id, worker_id=claim.worker_id, claim_id=claim.id,
                      reward_fen=task.reward_fen, commission_fen=commission)
-    task_service.adjust_escrow(db_session, task, -(task.reward_fen + commission))
     credit.adjust(db_session, claim.worker_id, credit.ON_ACCEPTED, "accepted", claim.id)
     return claims.transition(db_session, claim.id, ("accepted",), "paid", actor_id=actor_id,
                              data={"reward_fen": task.reward_fen, "commission_fen": commission})

@@ -20,7 +20,8 @@ CLAIM_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "conf
 ACTIVE_CLAIM_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "confirmed", "spot_check")
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
+def in_list(column: str, values: tuple[str, ...]) -> str:
+    """SQL text `column IN (...)` with literal values (constraints, partial-index predicates)."""
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
@@ -29,8 +30,8 @@ class Task(Base):
 
     __tablename__ = "task"
     __table_args__ = (
-        CheckConstraint(_in("type", TASK_TYPES), name="type"),
-        CheckConstraint(_in("state", TASK_STATES), name="state"),
+        CheckConstraint(in_list("type", TASK_TYPES), name="type"),
+        CheckConstraint(in_list("state", TASK_STATES), name="state"),
         CheckConstraint("reward_fen > 0", name="reward_positive"),
         CheckConstraint("slots > 0 AND slots_taken >= 0 AND slots_taken <= slots", name="slots"),
         CheckConstraint("ends_at > starts_at", name="window"),
@@ -93,9 +94,9 @@ class Claim(Base):
 
     __tablename__ = "claim"
     __table_args__ = (
-        CheckConstraint(_in("state", CLAIM_STATES), name="state"),
+        CheckConstraint(in_list("state", CLAIM_STATES), name="state"),
         Index("uq_claim_active_per_worker", "task_id", "worker_id", unique=True,
-              postgresql_where=text(_in("state", ACTIVE_CLAIM_STATES))),
+              postgresql_where=text(in_list("state", ACTIVE_CLAIM_STATES))),
         Index("ix_claim_state_expires_at", "state", "expires_at"),
     )
 

@@ -101,17 +101,19 @@ def release_together(server: Server, n: int, request: Callable[[httpx.Client, in
     results: list = [None] * n
 
     def run(i: int) -> None:
-        with server.http() as client:
-            client.get("/healthz")  # connect before the barrier, so the requests leave together
-            barrier.wait()
-            try:
+        try:
+            with server.http() as client:
+                client.get("/healthz")  # connect before the barrier, so the requests leave together
+                barrier.wait(timeout=60)
                 results[i] = request(client, i)
-            except Exception as exc:  # surfaced by the caller's assertions
-                results[i] = exc
+        except Exception as exc:  # surfaced by the caller's assertions
+            barrier.abort()
+            results[i] = exc
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 180
     for t in threads:
-        t.join(120)
+        t.join(max(0.0, deadline - time.monotonic()))
     return results

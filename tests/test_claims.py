@@ -139,3 +139,27 @@ def test_concurrent_claims_never_oversell(committed_race):
         assert s.scalar(select(func.count()).select_from(Claim).where(Claim.task_id == task_id)) == SLOTS
     finally:
         s.close()
+
+
+def test_claiming_works_under_a_generic_prepared_plan(client, db):
+    """psycopg prepares a statement after 5 runs and PostgreSQL may then plan it generically; the ON CONFLICT
+    target must still infer the partial unique index (a bound-parameter predicate could not: 42P10 -> 500)."""
+    from sqlalchemy import text
+
+    from accounts.models import User
+    from tasks import claims
+    from tests.fieldwork import published_task
+    from tests.helpers import make_user
+
+    task, _ = published_task(client, db, slots=3)
+    raw = db.connection().connection.driver_connection
+    before = raw.prepare_threshold
+    raw.prepare_threshold = 0  # prepare every statement at once
+    try:
+        db.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        for _ in range(2):
+            worker = make_user(db, "worker")
+            made = claims.claim(db_session=db, worker=db.get(User, worker.id), task_id=task["id"])
+            assert made.state == "claimed"
+    finally:
+        raw.prepare_threshold = before

@@ -15,8 +15,13 @@ from workers.celery_app import app
 log = get_logger("workers")
 
 
+# Retry countdowns stay under the broker's visibility timeout (150 s), or Redis would redeliver the waiting
+# retry message as well and the retries would multiply.
+RETRY_BACKOFF_MAX_S = 60
+
+
 @app.task(name="fieldproof.run_job", queue="default", acks_late=True, max_retries=5,
-          autoretry_for=(Exception,), retry_backoff=True, retry_jitter=True)
+          autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=RETRY_BACKOFF_MAX_S, retry_jitter=True)
 def run_job(job_id: int) -> str:
     """Perform one durable job (idempotent: a second delivery finds it done)."""
     with session_scope() as db:
@@ -69,7 +74,7 @@ def auto_confirm() -> int:
 
 
 @app.task(name="fieldproof.execute_payout", queue="default", acks_late=True, max_retries=10,
-          autoretry_for=(Exception,), retry_backoff=True)
+          autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=RETRY_BACKOFF_MAX_S)
 def execute_payout(withdrawal_id: int) -> str:
     """Pay one withdrawal; a redelivery after a crash reuses the provider key, so it pays once."""
     with session_scope() as db:
