@@ -14,6 +14,8 @@ from evidence.schemas import EvidenceRead, MatchRead
 
 router = APIRouter(prefix="/v1", tags=["evidence"])
 SIZES = {"thumb": 320, "large": 1600, "original": None}
+JPEG = {"response_class": Response,
+        "responses": {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}}
 
 
 def evidence_read(db, ev) -> EvidenceRead:
@@ -47,7 +49,7 @@ def get_evidence(evidence_id: Id, user: CurrentUser, db_session: DbSession):
     return evidence_read(db_session, service.get_for(db_session=db_session, user=user, evidence_id=evidence_id))
 
 
-@router.get("/evidence/{evidence_id}/image")
+@router.get("/evidence/{evidence_id}/image", **JPEG)
 def image(evidence_id: Id, user: CurrentUser, db_session: DbSession,
           size: Literal["thumb", "large", "original"] = "large") -> Response:
     """A re-encoded JPEG without metadata (no EXIF, no GPS), orientation applied."""
@@ -55,7 +57,7 @@ def image(evidence_id: Id, user: CurrentUser, db_session: DbSession,
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/evidence/{evidence_id}/matches/{matched_id}/image")
+@router.get("/evidence/{evidence_id}/matches/{matched_id}/image", **JPEG)
 def match_image(evidence_id: Id, matched_id: Id, user: CurrentUser, db_session: DbSession,
                 size: Literal["thumb", "large", "original"] = "thumb") -> Response:
     """The duplicate of a file, to compare side by side (the task's merchant and ops)."""

@@ -68,7 +68,8 @@ def review_withdrawal(withdrawal_id: Id, body: WithdrawalReview, ops: Ops, idem:
         reason=body.reason), from_attributes=True))
 
 
-@router.get("/me/statement.csv")
+@router.get("/me/statement.csv", response_class=Response,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
 def statement(merchant: Merchant, db_session: DbSession) -> Response:
     """Every posting on the merchant's accounts as CSV."""
     rows = ledger.statement(db_session, merchant.id)

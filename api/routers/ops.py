@@ -31,7 +31,9 @@ def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int
     return heatmap.feature_collection(cells, metric, res, crs)
 
 
-@router.get("/tiles/{z}/{x}/{y}.mvt")
+@router.get("/tiles/{z}/{x}/{y}.mvt", response_class=Response, responses={
+    200: {"content": {"application/vnd.mapbox-vector-tile": {"schema": {"type": "string", "format": "binary"}}}},
+    304: {"description": "Not modified (If-None-Match)"}})
 def tile(z: Annotated[int, Path(ge=0, le=30)], x: Annotated[int, Path(ge=0, le=2**30)],
          y: Annotated[int, Path(ge=0, le=2**30)], ops: Ops, db_session: DbSession, request: Request,
          metric: str = "checkins",
