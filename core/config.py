@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     heatmap_settle_s: float = 30.0
 
     evidence_dir: Path = ROOT / ".data" / "evidence"
+    # Full image decodes at once per process (each up to ~183 MiB, see evidence/decode.py), and how long an
+    # upload or preview waits for one before it is refused as busy.
+    decode_concurrency: int = 2
+    decode_wait_s: float = 20.0
+    # Quotas: pieces of evidence on one claim, and bytes one worker may upload per UTC day.
+    max_evidence_per_claim: int = 30
+    max_upload_bytes_per_worker_day: int = 500 * 1024 * 1024
 
     # Base-map tiles for the web pages, e.g. "https://tile.openstreetmap.org/{z}/{x}/{y}.png"; empty: no base
     # map (fences, check-ins and the heatmap still draw on a plain background).

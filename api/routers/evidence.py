@@ -13,7 +13,8 @@ from evidence import service
 from evidence.schemas import EvidenceRead, MatchRead
 
 router = APIRouter(prefix="/v1", tags=["evidence"])
-SIZES = {"thumb": 320, "large": 1600, "original": None}
+# "original" is the full photo up to 4096 px a side (a 50 MP JPEG is scaled while decoding, never held whole).
+SIZES = {"thumb": 320, "large": 1600, "original": 4096}
 JPEG = {"response_class": Response,
         "responses": {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}}
 
