@@ -60,4 +60,4 @@ def get_claim(claim_id: Id, user: CurrentUser, db_session: DbSession):
 def claim_checkins(claim_id: Id, user: CurrentUser, db_session: DbSession):
     """The claim's fixes with verdicts and signals."""
     _, rows = checkins.for_claim(db_session=db_session, user=user, claim_id=claim_id)
-    return [checkin_read(r) for r in rows]
+    return [checkin_read(r, viewer_role=user.role) for r in rows]
