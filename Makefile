@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 FP     := $(VENV)/bin/fieldproof
 
-.PHONY: run test bench venv web browser up down clean
+.PHONY: run test fuzz bench venv web browser up down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ run: venv web
 
 test: up web browser
 	$(PY) -m pytest
+
+# A larger, random schema-fuzzing run than the bounded one in `make test` (examples per operation and mode).
+FUZZ_EXAMPLES ?= 60
+fuzz: up
+	FIELDPROOF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FIELDPROOF_FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz_api.py -q
 
 bench: up
 	$(PY) -m bench.run

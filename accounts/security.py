@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +16,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from accounts.errors import InvalidToken
 from core.config import get_settings
+from core.errors import RateLimited
 from core.models import utcnow
 
 ALGORITHM = "HS256"  # pinned: tokens claiming any other algorithm (incl. "none") are refused
@@ -29,6 +33,25 @@ def _hasher() -> PasswordHasher:
     return PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib, parallelism=4)
 
 
+_argon2_lock = threading.Lock()
+_argon2_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+@contextmanager
+def _argon2_slot() -> Iterator[None]:
+    """At most ``argon2_concurrency`` argon2 calls at once per process (each holds argon2_memory_kib)."""
+    s = get_settings()
+    with _argon2_lock:
+        slots = _argon2_slots.setdefault(s.argon2_concurrency, threading.BoundedSemaphore(s.argon2_concurrency))
+    if not slots.acquire(timeout=s.argon2_wait_s):
+        raise RateLimited("The server is busy with sign-ins; try again in a few seconds.", code="server_busy",
+                          retry_after_s=5)
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 @lru_cache
 def _dummy_hash() -> str:
     # Verifying against a dummy hash for unknown users keeps login timing uniform.
@@ -37,13 +60,16 @@ def _dummy_hash() -> str:
 
 def hash_password(password: str) -> str:
     """argon2id hash of a password."""
-    return _hasher().hash(password)
+    with _argon2_slot():
+        return _hasher().hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when the password matches; constant work for unknown users."""
+    stored = password_hash or _dummy_hash()
     try:
-        return _hasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
+        with _argon2_slot():
+            return _hasher().verify(stored, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
@@ -53,6 +79,8 @@ def _secret() -> str:
     configured = get_settings().jwt_secret
     if configured:
         return configured
+    if get_settings().env == "prod":  # also refused by Settings; never a per-install key in production
+        raise RuntimeError("FIELDPROOF_JWT_SECRET must be configured in prod")
     # Dev/test: a random key per installation, kept under .data (never committed).
     path = Path(get_settings().data_dir) / "jwt.key"
     if not path.exists():
@@ -62,17 +90,25 @@ def _secret() -> str:
     return path.read_text().strip()
 
 
-def create_access_token(user_id: int, role: str) -> str:
-    """A short-lived signed access token."""
+def create_access_token(user_id: int, role: str, login_id: str | None = None) -> str:
+    """A short-lived signed access token; ``login_id`` (claim ``sid``) names the login it belongs to, so ending
+    the login (refresh-token reuse, freezing) ends its access tokens at once, not when they expire."""
     s = get_settings()
     now = utcnow()
     claims = {"sub": str(user_id), "role": role, "typ": "access", "iss": s.jwt_issuer, "aud": s.jwt_audience,
               "iat": now, "exp": now + timedelta(seconds=s.access_token_ttl_s), "jti": secrets.token_hex(8)}
+    if login_id:
+        claims["sid"] = login_id
     return jwt.encode(claims, _secret(), algorithm=ALGORITHM)
 
 
 def decode_access_token(token: str) -> int:
     """The user id of a valid access token; raises InvalidToken otherwise."""
+    return decode_access(token)[0]
+
+
+def decode_access(token: str) -> tuple[int, str | None]:
+    """The user id and login id of a valid access token; raises InvalidToken otherwise."""
     s = get_settings()
     try:
         # Time claims are checked below against the service clock (core.clock), not pyjwt's real clock,
@@ -86,7 +122,8 @@ def decode_access_token(token: str) -> int:
         raise InvalidToken("The access token has expired.", code="token_expired")
     if claims.get("typ") != "access" or not str(claims["sub"]).isdigit():
         raise InvalidToken()
-    return int(claims["sub"])
+    sid = claims.get("sid")
+    return int(claims["sub"]), sid if isinstance(sid, str) else None
 
 
 def new_refresh_token() -> tuple[str, str]:

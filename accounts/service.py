@@ -8,18 +8,18 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from accounts import lockout
+from accounts import lockout, passwords
 from accounts.errors import (InvalidCredentials, InvalidToken, RoleNotAllowed, UserFrozen, UsernameTaken,
                              WeakPassword, WrongRole)
 from accounts.models import ROLES, RefreshToken, User
 from accounts.schemas import TokenPair
-from accounts.security import (create_access_token, decode_access_token, hash_password, new_refresh_token,
+from accounts.security import (create_access_token, decode_access, hash_password, new_refresh_token,
                                sha256_hex, verify_password)
 from core.config import get_settings
 from core.errors import InvalidInput, NotFound
 from core.models import utcnow
 
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
 
 
 def get(*, db_session: Session, user_id: int) -> User:
@@ -37,8 +37,9 @@ def create(*, db_session: Session, username: str, password: str, role: str, disp
         raise InvalidInput(f"Unknown role {role!r}.", code="invalid_role")
     if self_service and role not in ("worker", "merchant"):
         raise RoleNotAllowed()
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise WeakPassword()
+    reason = passwords.problem(password, username=username, display_name=display_name)
+    if reason:
+        raise WeakPassword(reason)
     user = User(username=username, password_hash=hash_password(password), role=role,
                 display_name=display_name or username)
     db_session.add(user)
@@ -74,7 +75,7 @@ def _issue(db_session: Session, user: User, *, family: str) -> TokenPair:
     ttl = get_settings().refresh_token_ttl_s
     db_session.add(RefreshToken(user_id=user.id, token_sha256=digest, family=family,
                                 expires_at=utcnow() + timedelta(seconds=ttl)))
-    return TokenPair(access_token=create_access_token(user.id, user.role), refresh_token=token,
+    return TokenPair(access_token=create_access_token(user.id, user.role, login_id=family), refresh_token=token,
                      expires_in=get_settings().access_token_ttl_s)
 
 
@@ -101,10 +102,15 @@ def refresh(*, db_session: Session, refresh_token: str) -> TokenPair:
 
 def authenticate(*, db_session: Session, access_token: str) -> User:
     """The active user behind an access token."""
-    user = db_session.get(User, decode_access_token(access_token))
+    user_id, login_id = decode_access(access_token)
+    user = db_session.get(User, user_id)
     if user is None:
         raise InvalidToken()
-    ensure_active(user)
+    ensure_active(user)  # a frozen user hears why (403), not that the login was ended
+    if login_id and db_session.scalar(select(RefreshToken.id).where(
+            RefreshToken.family == login_id, RefreshToken.user_id == user_id,
+            RefreshToken.revoked_at.is_not(None)).limit(1)) is not None:
+        raise InvalidToken("This login was ended; sign in again.", code="login_revoked")
     return user
 
 

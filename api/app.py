@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, openapi
 from api.middleware import EdgeMiddleware
 from api.routers import acceptance, auth, claims, evidence, health, money, ops, pages, tasks, users
 from core.logging import configure_logging
@@ -18,6 +18,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Fieldproof", version="0.1.0", openapi_url="/openapi.json",
                   description="Verified offline field work: geofenced check-ins, photo evidence, escrow payouts.")
     errors.register(app)
+    openapi.install(app)
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(EdgeMiddleware)

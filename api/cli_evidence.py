@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import sys
@@ -12,20 +11,29 @@ from core.errors import FieldproofError
 
 
 def _media(path: Path, *, variants: bool = False):
-    """(kind, sha256, [ImageHashes per frame], frame times) for a file."""
+    """(kind, sha256, [ImageHashes per frame], frame times) for a file, after the same intake as an upload
+    (type from content, size and per-format pixel caps, full decode, polyglot check)."""
+    from core.config import get_settings
     from evidence.hashing import hash_image
-    from evidence.intake import sniff
+    from evidence.intake import inspect_upload
+    from evidence.service import MAX_PIXELS
     from evidence.video import hash_video
 
     data = path.read_bytes()
-    mime = sniff(data)
-    sha = hashlib.sha256(data).hexdigest()
-    if mime is None:
-        raise ValueError("not a supported photo or video")
-    if mime.startswith("video/"):
+    info = inspect_upload(data, max_bytes=get_settings().max_upload_bytes, max_pixels=MAX_PIXELS)
+    if info.kind == "video":
         frames = hash_video(data)
-        return "video", sha, [f.hashes for f in frames], [f.t for f in frames]
-    return "image", sha, [hash_image(data, with_variants=variants)], None
+        return "video", info.sha256, [f.hashes for f in frames], [f.t for f in frames]
+    return "image", info.sha256, [hash_image(data, with_variants=variants)], None
+
+
+def _error_text(exc: Exception) -> str:
+    """A clean one-line reason: domain errors carry their own; anything else is named, not dumped."""
+    if isinstance(exc, FieldproofError):
+        return f"{exc.code}: {exc.detail}"
+    if isinstance(exc, OSError):
+        return f"cannot read the file ({exc.strerror or type(exc).__name__})"
+    return f"cannot be processed ({type(exc).__name__})"
 
 
 def _hash(args: argparse.Namespace) -> int:
@@ -42,9 +50,9 @@ def _hash(args: argparse.Namespace) -> int:
                                  for t, h in zip(times, frames)]
             else:
                 out.update(phash=to_hex(frames[0].phash["full"]), dhash=to_hex(frames[0].dhash["full"]))
-        except (OSError, ValueError, FieldproofError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad file is an error line, the batch goes on
             failed = True
-            out["error"] = getattr(exc, "detail", None) or str(exc)
+            out["error"] = _error_text(exc)
         print(json.dumps(out))
     return 1 if failed else 0
 
@@ -61,12 +69,13 @@ def _dedup(args: argparse.Namespace) -> int:
 
     from evidence.match import compare_media
 
-    files, media = _files(args.paths), {}
+    files, media, failed = _files(args.paths), {}, False
     for f in tqdm(files, desc="hashing", unit="file", file=sys.stderr, disable=len(files) < 50):
         try:
             media[f] = _media(f, variants=True)
-        except (OSError, ValueError, FieldproofError) as exc:
-            print(f"skipping {f}: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - one bad file is an error line, the batch goes on
+            failed = True
+            print(json.dumps({"path": str(f), "error": _error_text(exc)}), file=sys.stderr)
     for a, b in itertools.combinations(sorted(media), 2):
         (_, sha_a, ha, _), (_, sha_b, hb, _) = media[a], media[b]
         if sha_a == sha_b:
@@ -75,7 +84,7 @@ def _dedup(args: argparse.Namespace) -> int:
         m = compare_media(ha, hb, args.threshold) or compare_media(hb, ha, args.threshold)
         if m:
             print(json.dumps({"a": str(a), "b": str(b), "distance": m.distance, "method": m.method}))
-    return 0
+    return 1 if failed else 0
 
 
 def register(sub) -> None:

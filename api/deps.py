@@ -5,16 +5,19 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from accounts import service as accounts
 from accounts.models import User
 from api.ratelimit import limit_user
+from core.bounds import BIGINT_MAX
 from core.db import UnitOfWork, new_session
 from core.models import utcnow
 
+# Every id in a path is a positive bigint: a larger number is a 422 here, never an overflow in PostgreSQL.
+Id = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 

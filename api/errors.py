@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy import exc as sa_exc
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core import errors as e
@@ -107,6 +108,36 @@ async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
     return _dependency_down("redis", exc)
 
 
+# --- database refusals (issue 13) -------------------------------------------------------------------------
+# A value the edge let through but PostgreSQL refuses is the caller's input, not a fault of ours: a 4xx, so a
+# future gap in the edge bounds shows up as a clear refusal instead of a 500. The text never echoes SQL.
+# SQLSTATE class 23 (integrity): foreign key -> 404 (the thing referred to does not exist), unique -> 409,
+# check / not null -> 422. Class 22 (data exception: out of range, bad datetime, NUL in text) -> 422.
+INTEGRITY_BY_SQLSTATE: dict[str, tuple[int, str, str]] = {
+    "23503": (404, "referenced_not_found", "Something this request refers to does not exist."),
+    "23505": (409, "already_exists", "This already exists."),
+    "23514": (422, "invalid_value", "A value is outside what is allowed."),
+    "23502": (422, "missing_value", "A required value is missing."),
+}
+
+
+def _sqlstate(exc: Exception) -> str:
+    return str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+
+
+async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+    status, code, detail = INTEGRITY_BY_SQLSTATE.get(_sqlstate(exc), (409, "conflict", "This conflicts with stored data."))
+    log.warning("integrity_error_at_edge", path=request.url.path, sqlstate=_sqlstate(exc))
+    return JSONResponse({"code": code, "detail": detail}, status_code=status)
+
+
+async def _data(request: Request, exc: DataError) -> JSONResponse:
+    log.warning("data_error_at_edge", path=request.url.path, sqlstate=_sqlstate(exc))
+    return JSONResponse({"code": "invalid_value", "detail": "A value is out of range or malformed."},
+                        status_code=422)
+# --- end database refusals ---------------------------------------------------------------------------------
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled_error", path=request.url.path)
     return JSONResponse({"code": "internal_error", "detail": "An internal error occurred."}, status_code=500)
@@ -121,4 +152,6 @@ def register(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.TimeoutError, _pool_timeout)
     app.add_exception_handler(redis.ConnectionError, _redis)
     app.add_exception_handler(redis.TimeoutError, _redis)
+    app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(DataError, _data)
     app.add_exception_handler(Exception, _unexpected)

@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import error_response
 from api.ratelimit import limit_ip
 from core.config import get_settings
-from core.errors import RateLimited, TooLarge
+from core.errors import InvalidInput, RateLimited, TooLarge
 from core.models import utcnow
 
 REQUESTS = Counter("fieldproof_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -19,6 +19,20 @@ LATENCY = Histogram("fieldproof_http_request_seconds", "HTTP request latency", [
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 UPLOAD_SUFFIXES = ("/evidence",)
 UNLIMITED_PATHS = ("/healthz", "/metrics")
+# PostgreSQL text cannot hold NUL; no field of ours means it. Refused at the edge in the path, the query string,
+# JSON bodies (the escape \u0000) and form bodies (%00); multipart file contents are binary and left alone.
+NUL_IN_BODY = {b"application/json": b"\\u0000", b"application/x-www-form-urlencoded": b"%00"}
+
+
+def _nul_error() -> InvalidInput:
+    return InvalidInput("Text must not contain NUL characters.", code="nul_in_input")
+
+
+def _body_nul_marker(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            return NUL_IN_BODY.get(value.split(b";")[0].strip().lower())
+    return None
 
 
 class EdgeMiddleware:
@@ -39,25 +53,35 @@ class EdgeMiddleware:
         status = {"code": 500}
         try:
             self._check_length(scope, cap)
+            if "\x00" in path or b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
+                raise _nul_error()
             if scope.get("client") and path not in UNLIMITED_PATHS:
                 # The counter is a Redis round trip: off the event loop, so one slow Redis call never
                 # stalls every other request this process is serving.
                 await anyio.to_thread.run_sync(limit_ip, scope["client"][0])
-        except (TooLarge, RateLimited) as exc:
+        except (TooLarge, RateLimited, InvalidInput) as exc:
             return await error_response(exc)(scope, receive, send)
 
         seen = 0
         state = {"started": False, "rejected": False}
+        marker, tail = _body_nul_marker(scope), b""
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, tail
             message = await receive()
             if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > cap and not state["started"]:
-                    # Answer 413 ourselves and tell the app the client went away.
+                chunk = message.get("body", b"")
+                seen += len(chunk)
+                refusal = None
+                if seen > cap:
+                    refusal = TooLarge(f"The request body exceeds {cap} bytes.")
+                elif marker and marker in (tail + chunk).lower():
+                    refusal = _nul_error()
+                tail = chunk[-len(marker):] if marker else b""
+                if refusal is not None and not state["started"]:
+                    # Answer ourselves and tell the app the client went away.
                     state["rejected"] = True
-                    await error_response(TooLarge(f"The request body exceeds {cap} bytes."))(scope, receive, send)
+                    await error_response(refusal)(scope, receive, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -76,7 +100,7 @@ class EdgeMiddleware:
                 raise
         finally:
             if state["rejected"]:
-                status["code"] = 413
+                status["code"] = 413 if seen > cap else 422
             route = scope.get("route")
             label = getattr(route, "path", "unmatched")
             REQUESTS.labels(scope["method"], label, str(status["code"])).inc()

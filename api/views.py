@@ -40,15 +40,18 @@ def claim_read(claim):
     return ClaimRead.model_validate(claim, from_attributes=True)
 
 
-def checkin_read(row, crs: str | None = None, dwell_s: int | None = None):
-    """A fix's verdict; coordinates in the crs the phone sent (or the one asked for)."""
+def checkin_read(row, crs: str | None = None, dwell_s: int | None = None, viewer_role: str = "worker"):
+    """A fix's verdict; coordinates in the crs the phone sent (or the one asked for); signal details
+    without other people's identifiers unless the viewer is ops."""
     from checkin.schemas import CheckinRead
+    from checkin.signals import for_viewer
     from geo import crs as geocrs
 
     out_crs = crs or row.raw_crs
     lat, lon = geocrs.from_wgs84(row.lat, row.lon, out_crs)
     return CheckinRead(id=row.id, claim_id=row.claim_id, kind=row.kind, verdict=row.verdict,
                        distance_m=round(row.distance_m, 1), accuracy_95_m=round(row.accuracy_95_m, 1),
-                       risk_score=row.risk_score, reasons=row.reasons, signals=row.signals, remark=row.remark,
+                       risk_score=row.risk_score, reasons=row.reasons, signals=for_viewer(row.signals, viewer_role),
+                       remark=row.remark,
                        lat=lat, lon=lon, crs=out_crs, client_time=row.client_time, server_time=row.server_time,
                        dwell_s=dwell_s)

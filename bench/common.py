@@ -80,7 +80,8 @@ def server(app_path: str, workers: int = 2):
 
     port = free_port()
     env = {**os.environ, "FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000000",
-           "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000000", "FIELDPROOF_LOG_LEVEL": "WARNING"}
+           "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000000", "FIELDPROOF_LOG_LEVEL": "WARNING",
+           "FIELDPROOF_REGISTER_PER_IP_PER_HOUR": "100000000", "FIELDPROOF_LOGIN_PER_IP_PER_MINUTE": "100000000"}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app_path, "--host", "127.0.0.1", "--port", str(port),
                              "--workers", str(workers), "--no-access-log", "--log-level", "warning"], env=env)
     base = f"http://127.0.0.1:{port}"

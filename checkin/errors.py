@@ -7,6 +7,11 @@ class OutsideFence(InvalidInput):
     detail = "You are outside this task's geofence."
 
 
+class FixInFuture(InvalidInput):
+    code = "client_time_in_future"
+    detail = "The fix is dated in the future; check the phone's clock."
+
+
 class OutsideTimeWindow(Conflict):
     code = "outside_time_window"
     detail = "This task does not accept check-ins at this time."

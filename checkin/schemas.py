@@ -4,7 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
+
+from core.bounds import BoundedDatetime, Text
 
 
 class CheckinCreate(BaseModel):
@@ -13,17 +15,17 @@ class CheckinCreate(BaseModel):
     lat: float = Field(ge=-90, le=90, allow_inf_nan=False)
     lon: float = Field(ge=-180, le=180, allow_inf_nan=False)
     crs: Literal["wgs84", "gcj02", "bd09"] = "wgs84"
-    accuracy_m: float = Field(ge=0, allow_inf_nan=False)
-    client_time: AwareDatetime
-    device_id: str = Field(min_length=4, max_length=128)
+    accuracy_m: float = Field(ge=0, le=100_000, allow_inf_nan=False)
+    client_time: BoundedDatetime
+    device_id: Text = Field(min_length=4, max_length=128)
     provider: str = Field(default="gps", max_length=20, pattern=r"^[a-z0-9_\-]+$")
     platform: Literal["android", "ios", "browser", "amap", "tencent", "baidu", "other"] | None = None
     mock_location: bool | None = None
-    altitude: float | None = Field(default=None, allow_inf_nan=False)
-    speed: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    altitude: float | None = Field(default=None, ge=-1_000, le=100_000, allow_inf_nan=False)
+    speed: float | None = Field(default=None, ge=0, le=100_000, allow_inf_nan=False)
     bearing: float | None = Field(default=None, ge=0, le=360, allow_inf_nan=False)
     # The phone's clock when it sent this (lets us tell a queued upload from a wrong clock).
-    sent_at: AwareDatetime | None = None
+    sent_at: BoundedDatetime | None = None
 
 
 class SignalRead(BaseModel):

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from accounts.models import User
 from checkin import signals as sig
-from checkin.errors import AlreadyCheckedIn, AlreadyCheckedOut, NotCheckedIn, OutsideFence, OutsideTimeWindow
+from checkin.errors import (AlreadyCheckedIn, AlreadyCheckedOut, FixInFuture, NotCheckedIn, OutsideFence,
+                            OutsideTimeWindow)
 from checkin.models import Checkin
 from checkin.schemas import CheckinCreate
 from checkin.settings import get_checkin_settings
@@ -71,7 +72,12 @@ def _context(db_session: Session, worker_id: int, center: tuple[float, float], f
 
 
 def _fix_time(body: CheckinCreate, now: datetime) -> datetime:
-    """When the fix was taken: the phone's time unless it claims the future."""
+    """When the fix was taken: the phone's time unless it claims the future (refused beyond a few minutes)."""
+    ahead = timedelta(seconds=get_checkin_settings().max_future_fix_s)
+    for name, value in (("client_time", body.client_time), ("sent_at", body.sent_at)):
+        if value is not None and value > now + ahead:
+            raise FixInFuture(f"{name} is {(value - now).total_seconds():.0f} s ahead of server time; "
+                              f"at most {ahead.total_seconds():.0f} s is accepted. Check the phone's clock.")
     return body.client_time if body.client_time <= now + timedelta(minutes=2) else now
 
 
@@ -147,7 +153,9 @@ def check_out(*, db_session: Session, worker: User, claim_id: int, body: Checkin
     if found.state != "checked_in" or found.checked_in_at is None:
         raise NotCheckedIn()
     task = db_session.get(Task, found.task_id)
-    row = _record(db_session, worker, found, task, body, "out", ip, received_at or utcnow())
+    now = received_at or utcnow()
+    _fix_time(body, now)  # refuses a check-out dated in the future
+    row = _record(db_session, worker, found, task, body, "out", ip, now)
     dwell = sig.dwell_seconds(found.checked_in_at, body.client_time)
     extra = sig.evaluate_checkout(found.checked_in_at, body.client_time, get_checkin_settings(), task.min_dwell_s)
     if extra:

@@ -34,6 +34,9 @@ class CheckinSettings(BaseSettings):
     max_urban_speed_mps: float = 20.0
     # Phone clocks are NTP-synced to seconds; 5 minutes of skew means a tampered clock or replay.
     max_clock_skew_s: int = 300
+    # A fix (or send time) further ahead than this is refused outright, not stored: a stored far-future time
+    # would date the claim and its check-out by it. Skew between 5 and 15 minutes is stored and flagged.
+    max_future_fix_s: int = 15 * 60
     # Phones queue check-ins offline; a queued fix older than 6 h no longer proves presence today.
     max_queue_age_s: int = 6 * 3600
     # Two accounts on one device is a device farm (shared family phones are rare for field workers).

@@ -128,6 +128,21 @@ def _repeats(fix: Fix, ctx: SignalContext, s) -> list[Signal]:
     return out
 
 
+# Details that name other people's identifiers (a device id, an IP address). Ops see them to investigate;
+# merchants and workers get the reason in words without them.
+REDACTED_DETAIL = {
+    "shared_device": "this phone was also used by other accounts",
+    "shared_ip": "other accounts checked in from the same network address at about the same time",
+}
+
+
+def for_viewer(signals: list[dict], role: str) -> list[dict]:
+    """Stored signals as a viewer of ``role`` may see them: ops everything, others no identifiers."""
+    if role in ("ops", "admin"):
+        return signals
+    return [dict(x, detail=REDACTED_DETAIL[x["code"]]) if x.get("code") in REDACTED_DETAIL else x for x in signals]
+
+
 def _clock(fix: Fix, ctx: SignalContext, s) -> list[Signal]:
     if fix.sent_at is not None:
         skew = (fix.sent_at - fix.server_time).total_seconds()

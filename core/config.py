@@ -5,6 +5,7 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,18 @@ class Settings(BaseSettings):
     # argon2id cost (RFC 9106 low-memory profile); below OWASP's floor is refused in prod (simulations only).
     argon2_memory_kib: int = 64 * 1024
     argon2_time_cost: int = 3
+    # Each argon2 call (register, login, the dummy check for unknown users) holds argon2_memory_kib: 64 MiB.
+    # At most this many run at once per process (4 × 64 MiB = 256 MiB); a call waiting longer than
+    # argon2_wait_s is refused as busy (429) instead of piling threads and memory up.
+    argon2_concurrency: int = 4
+    argon2_wait_s: float = 10.0
+    # Registration and login are limited per IP and in total, before any argon2 work: sign-ups per IP per
+    # hour (a crew registering on one NAT fits), logins per IP per minute, and per-minute totals for the
+    # process fleet (a flood from many IPs cannot take every argon2 slot).
+    register_per_ip_per_hour: int = 30
+    register_per_minute_total: int = 300
+    login_per_ip_per_minute: int = 60
+    login_per_minute_total: int = 1200
 
     # HTTP edge limits.
     max_json_body_bytes: int = 256 * 1024
@@ -86,6 +99,13 @@ class Settings(BaseSettings):
     payout_sweep_interval_s: float = 15.0
 
     evidence_dir: Path = ROOT / ".data" / "evidence"
+    # Full image decodes at once per process (each up to ~183 MiB, see evidence/decode.py), and how long an
+    # upload or preview waits for one before it is refused as busy.
+    decode_concurrency: int = 2
+    decode_wait_s: float = 20.0
+    # Quotas: pieces of evidence on one claim, and bytes one worker may upload per UTC day.
+    max_evidence_per_claim: int = 30
+    max_upload_bytes_per_worker_day: int = 500 * 1024 * 1024
 
     # Base-map tiles for the web pages, e.g. "https://tile.openstreetmap.org/{z}/{x}/{y}.png"; empty: no base
     # map (fences, check-ins and the heatmap still draw on a plain background).
@@ -93,6 +113,9 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Prometheus scrapers send "Authorization: Bearer <metrics_token>"; ops access tokens work too. Without it
+    # only ops may read /metrics.
+    metrics_token: str = ""
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -102,6 +125,22 @@ class Settings(BaseSettings):
     sim_clock_epoch: float | None = None
     # Beat intervals are divided by the clock rate (down to this floor) so a fast day keeps its cadence.
     beat_min_interval_s: float = 5.0
+
+    @model_validator(mode="after")
+    def _prod_needs_configured_secrets(self) -> "Settings":
+        """Production never invents a secret: replicas must share the JWT key, and nothing runs on the
+        project-local servers with generated passwords."""
+        if self.env != "prod":
+            return self
+        missing = [name for name, ok in (("FIELDPROOF_JWT_SECRET", len(self.jwt_secret) >= 32),
+                                         ("FIELDPROOF_DATABASE_URL", bool(self.database_url)),
+                                         ("FIELDPROOF_REDIS_URL", bool(self.redis_url)),
+                                         ("FIELDPROOF_METRICS_TOKEN", len(self.metrics_token) >= 32))
+                   if not ok]
+        if missing:
+            raise ValueError("FIELDPROOF_ENV=prod needs configured secrets (JWT key and metrics token of at least "
+                             f"32 characters): missing or too short: {', '.join(missing)}")
+        return self
 
 
 @lru_cache

@@ -57,12 +57,15 @@ def read_exif(img: Image.Image) -> dict[str, Any]:
 def strip_and_orient(data: bytes, max_side: int | None = None, quality: int = 85) -> bytes:
     """A served copy: orientation applied, no metadata at all (EXIF, GPS, XMP, ICC), re-encoded JPEG."""
     img = Image.open(io.BytesIO(data))
+    if max_side and img.format == "JPEG":
+        img.draft("RGB", (max_side, max_side))  # DCT scaling: a 50 MP photo never sits in memory in full
     img = ImageOps.exif_transpose(img)
     img = img.convert("RGB")
     if max_side:
         img.thumbnail((max_side, max_side))
     clean = Image.new("RGB", img.size)
     clean.paste(img)  # a fresh image carries no info dict from the original
+    del img
     buf = io.BytesIO()
     clean.save(buf, "JPEG", quality=quality, optimize=True)
     return buf.getvalue()

@@ -61,18 +61,37 @@ class ImageHashes:
                    d["texture"])
 
 
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Greyscale of a 16-bit or float image from its real tones (Pillow's convert("L") clips them at 255)."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    elif img.mode != "I" or arr.max() > 255:  # 16-bit samples (an "I" image holding 0-255 is already 8-bit)
+        arr = arr / 257.0
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+
+
 def load_grey(source: bytes | str | Path | Image.Image) -> Image.Image:
-    """Decode to a small greyscale image, orientation applied; JPEGs via draft mode."""
+    """Decode to a small greyscale image, orientation applied; JPEGs via draft mode, other formats in full
+    within a decode slot (evidence.decode bounds their pixels and how many run at once)."""
+    from evidence.decode import decode_slot
+
     if isinstance(source, Image.Image):
         img = source
     else:
         img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         if img.format == "JPEG":
             img.draft("L", (WORK_SIDE, WORK_SIDE))
-    img = ImageOps.exif_transpose(img)
-    grey = img.convert("L")
-    if max(grey.size) > WORK_SIDE * 2:
-        grey.thumbnail((WORK_SIDE * 2, WORK_SIDE * 2), Image.Resampling.BOX)
+    with decode_slot():
+        upright = ImageOps.exif_transpose(img)
+        grey = _to_8bit(upright) if upright.mode in HIGH_DEPTH_MODES else upright.convert("L")
+        del upright, img  # free the full-size pixels before the slot is released
+        if max(grey.size) > WORK_SIDE * 2:
+            grey.thumbnail((WORK_SIDE * 2, WORK_SIDE * 2), Image.Resampling.BOX)
     return grey
 
 

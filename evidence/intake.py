@@ -9,6 +9,7 @@ from typing import Any
 
 from PIL import Image, ImageFile
 
+from evidence import decode
 from evidence.errors import (CorruptMedia, DecompressionBomb, EmptyFile, FileTooLarge, PolyglotFile, TruncatedImage,
                              UnsupportedMediaType)
 from evidence.exif import read_exif
@@ -86,24 +87,27 @@ def _open_image(data: bytes, mime: str, max_pixels: int) -> MediaInfo:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
-            if w * h > max_pixels:
-                raise DecompressionBomb(f"{w}×{h} pixels exceeds the {max_pixels}-pixel limit.")
-            exif = read_exif(img)
-            if img.format == "JPEG":
-                # Decoding at 1/8 scale still reads every entropy-coded byte (truncation is still caught)
-                # but skips most of the IDCT: ~4x less CPU per upload than a full decode.
-                img.draft("L", (max(1, w // 8), max(1, h // 8)))
-            img.load()
-    except (DecompressionBomb, PolyglotFile):
+            limit = min(max_pixels, decode.max_pixels(img.format))
+            if w * h > limit:
+                raise DecompressionBomb(f"{w}×{h} pixels exceeds the {limit}-pixel limit for {img.format}.")
+            with decode.decode_slot():
+                exif = read_exif(img)  # inside the slot: Pillow decodes a PNG in full to look for EXIF
+                if img.format == "JPEG":
+                    # Decoding at 1/8 scale still reads every entropy-coded byte (truncation is still caught)
+                    # but skips most of the IDCT: ~4x less CPU per upload than a full decode.
+                    img.draft("L", (max(1, w // 8), max(1, h // 8)))
+                img.load()
+                img.close()  # free the pixels before the slot is released
+    except (DecompressionBomb, PolyglotFile, decode.DecoderBusy):
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecompressionBomb(str(exc))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecompressionBomb("The image has too many pixels.")
     except OSError as exc:
-        if "truncated" in str(exc).lower() or "image file is truncated" in str(exc):
+        if "truncated" in str(exc).lower():
             raise TruncatedImage()
-        raise CorruptMedia(f"The image cannot be decoded: {exc}.")
-    except Exception as exc:  # Pillow raises assorted errors on hostile input
-        raise CorruptMedia(f"The image cannot be decoded: {type(exc).__name__}.")
+        raise CorruptMedia("The image cannot be decoded.")
+    except Exception:  # Pillow raises assorted errors on hostile input; their text names internals
+        raise CorruptMedia("The image cannot be decoded.")
     return MediaInfo("image", mime, hashlib.sha256(data).hexdigest(), len(data), w, h, exif=exif)
 
 

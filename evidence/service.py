@@ -1,17 +1,18 @@
 """Evidence verbs: upload (commit the row, queue processing), process (hash, EXIF checks, duplicates), serve."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from accounts.models import User
 from core import jobs
 from core.config import get_settings
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, RateLimited
 from core.models import utcnow
 from evidence import index_store
+from evidence.decode import MAX_JPEG_PIXELS, decode_slot
 from evidence.exif import strip_and_orient
 from evidence.hashing import ImageHashes, hash_image
 from evidence.intake import inspect_upload
@@ -23,7 +24,7 @@ from tasks import claims
 from tasks.models import Claim
 
 PROCESS_JOB = "evidence.process"
-MAX_PIXELS = 50_000_000  # 50 MP: above any phone camera; a bigger image is a decompression bomb
+MAX_PIXELS = MAX_JPEG_PIXELS  # 50 MP JPEG, 16 MP for formats decoded in full (evidence.decode)
 EXIF_TIME_SLACK_S = 2 * 3600  # a photo taken more than 2 h from the check-in is not from this visit
 EXIF_GPS_SLACK_M = 1000
 # The earlier file of a duplicate pair: shown to the merchant and ops beside the match, never a sampling trigger.
@@ -32,7 +33,7 @@ REUSED_LATER = "evidence_reused_later"  # camera GPS is coarse indoors; beyond 1
 
 def upload(*, db_session: Session, worker: User, claim_id: int, data: bytes) -> Evidence:
     """Accept a file for the worker's checked-in claim; processing happens in a worker after commit."""
-    found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id)
+    found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
     if found.state not in ("checked_in", "changes_requested"):
         raise Conflict(f"Evidence can be added after check-in and before submission; the claim is {found.state}.",
                        code="evidence_not_accepted")
@@ -40,6 +41,7 @@ def upload(*, db_session: Session, worker: User, claim_id: int, data: bytes) -> 
     existing = db_session.scalar(select(Evidence).where(Evidence.claim_id == claim_id, Evidence.sha256 == info.sha256))
     if existing is not None:
         return existing  # the same file twice on one claim is one piece of evidence
+    _check_quotas(db_session, worker, claim_id, len(data))
     get_store().put(info.sha256, data)  # content-addressed: an orphan after a crash is harmless
     ev = Evidence(claim_id=claim_id, worker_id=worker.id, task_id=found.task_id, sha256=info.sha256, kind=info.kind,
                   mime=info.mime, size_bytes=info.size_bytes, width=info.width, height=info.height,
@@ -49,6 +51,23 @@ def upload(*, db_session: Session, worker: User, claim_id: int, data: bytes) -> 
     jobs.add(db_session, PROCESS_JOB, evidence_id=ev.id)
     db_session.commit()
     return ev
+
+
+def _check_quotas(db_session: Session, worker: User, claim_id: int, size: int) -> None:
+    """Evidence per claim and bytes per worker per UTC day; decided under the worker's row lock, so parallel
+    uploads by one worker (to any of their claims) cannot both pass the last free byte."""
+    s = get_settings()
+    db_session.execute(select(User.id).where(User.id == worker.id).with_for_update())
+    on_claim = db_session.scalar(select(func.count()).select_from(Evidence).where(Evidence.claim_id == claim_id))
+    if on_claim >= s.max_evidence_per_claim:
+        raise Conflict(f"A claim holds at most {s.max_evidence_per_claim} files.", code="evidence_limit_reached")
+    day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    used = db_session.scalar(select(func.coalesce(func.sum(Evidence.size_bytes), 0))
+                             .where(Evidence.worker_id == worker.id, Evidence.created_at >= day))
+    if used + size > s.max_upload_bytes_per_worker_day:
+        retry = int((day + timedelta(days=1) - utcnow()).total_seconds()) + 1
+        raise RateLimited(f"Today's upload allowance of {s.max_upload_bytes_per_worker_day // 2**20} MiB is used up.",
+                          code="daily_upload_quota", retry_after_s=retry)
 
 
 def _frames(ev: Evidence, data: bytes) -> list[ImageHashes]:
@@ -155,9 +174,13 @@ def _record_matches(db_session: Session, ev: Evidence, matches: list[tuple[int, 
 def get_for(*, db_session: Session, user: User, evidence_id: int) -> Evidence:
     """Evidence the user may see (through the claim's rules)."""
     ev = db_session.get(Evidence, evidence_id)
-    if ev is None:
+    try:
+        if ev is not None:
+            claims.get_for(db_session=db_session, user=user, claim_id=ev.claim_id)
+    except NotFound:
+        ev = None
+    if ev is None:  # one answer for "not yours" and "does not exist": ids cannot be probed
         raise NotFound("No such evidence.", code="evidence_not_found")
-    claims.get_for(db_session=db_session, user=user, claim_id=ev.claim_id)
     return ev
 
 
@@ -171,7 +194,18 @@ def served_copy(*, db_session: Session, user: User, evidence_id: int, max_side: 
     ev = get_for(db_session=db_session, user=user, evidence_id=evidence_id)
     if ev.kind != "image":
         raise NotFound("Videos have no image preview yet.", code="no_preview")
-    return strip_and_orient(get_store().get(ev.sha256), max_side)
+    return _preview(ev.sha256, max_side)
+
+
+def _preview(sha256: str, max_side: int | None) -> bytes:
+    """The served copy of a stored original, made once and kept content-addressed beside it."""
+    store, key = get_store(), f"{sha256}-preview-{max_side or 'full'}"
+    if store.exists(key):
+        return store.get(key)
+    with decode_slot():
+        data = strip_and_orient(store.get(sha256), max_side)
+    store.put(key, data)
+    return data
 
 
 def served_match_copy(*, db_session: Session, user: User, evidence_id: int, matched_id: int,
@@ -186,7 +220,7 @@ def served_match_copy(*, db_session: Session, user: User, evidence_id: int, matc
     other = db_session.get(Evidence, matched_id)
     if other is None or other.kind != "image":
         raise NotFound("This duplicate has no image preview.", code="no_preview")
-    return strip_and_orient(get_store().get(other.sha256), max_side)
+    return _preview(other.sha256, max_side)
 
 
 def for_claim(*, db_session: Session, user: User, claim_id: int) -> list[Evidence]:

@@ -24,7 +24,7 @@ def _open(data: bytes):
     try:
         return av.open(io.BytesIO(data))
     except (av.error.FFmpegError, ValueError) as exc:
-        raise CorruptMedia(f"The video cannot be read: {exc}.")
+        raise CorruptMedia("The video cannot be read.")
 
 
 def probe(data: bytes) -> tuple[int | None, int | None, float | None]:
@@ -60,7 +60,7 @@ def hash_video(data: bytes, *, fps: float = 1.0, max_frames: int = 60) -> list[F
                 break
     except av.error.FFmpegError as exc:
         if not frames:
-            raise CorruptMedia(f"The video cannot be decoded: {exc}.")
+            raise CorruptMedia("The video cannot be decoded.")
     finally:
         container.close()
     if not frames:

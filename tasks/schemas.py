@@ -4,8 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
+from core.bounds import BoundedDatetime
 from tasks.models import TASK_TYPES
 
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
@@ -27,8 +28,8 @@ class TaskCreate(BaseModel):
     type: TaskType
     reward_fen: int = Field(gt=0, le=10_000_000)
     slots: int = Field(gt=0, le=10_000)
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: BoundedDatetime
+    ends_at: BoundedDatetime
     crs: Crs = "wgs84"
     geofence: dict[str, Any]
     hard_fence: bool = True
@@ -189,7 +190,7 @@ class MerchantTermsUpdate(BaseModel):
 class ForfeitRequest(BaseModel):
     """Ops forfeit (part of) a merchant's security deposit."""
 
-    amount_fen: int = Field(gt=0)
+    amount_fen: int = Field(gt=0, le=100_000_000)
     reason: str = Field(min_length=1, max_length=500)
 
 

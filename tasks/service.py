@@ -136,6 +136,9 @@ def commission_rate(db_session: Session, merchant_id: int) -> int:
 def set_terms(*, db_session: Session, ops: User, merchant_id: int, commission_bp: int, note: str) -> MerchantTerms:
     """Ops give a member merchant its own commission rate (applies to tasks published from now on)."""
     require_role(ops, "ops")
+    merchant = db_session.get(User, merchant_id)
+    if merchant is None or merchant.role != "merchant":
+        raise TaskNotFound("No such merchant.", code="merchant_not_found")
     terms = db_session.get(MerchantTerms, merchant_id) or MerchantTerms(merchant_id=merchant_id, commission_bp=0)
     terms.commission_bp, terms.note = commission_bp, note
     db_session.add(terms)

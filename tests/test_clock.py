@@ -27,7 +27,9 @@ def test_simulated_time_is_anchored_to_the_shared_epoch():
 
 def test_simulated_clock_refused_in_prod_and_incomplete_settings():
     with pytest.raises(clock.SimulatedClockRefused):
-        clock.from_settings(Settings(env="prod", sim_clock_start=START, sim_clock_epoch=1.0))
+        clock.from_settings(Settings(env="prod", sim_clock_start=START, sim_clock_epoch=1.0, jwt_secret="j" * 40,
+                                     metrics_token="m" * 40, database_url="postgresql+psycopg://x@db/x",
+                                     redis_url="redis://r/0"))
     with pytest.raises(ValueError):
         clock.from_settings(Settings(env="dev", sim_clock_start=START))  # no epoch
     with pytest.raises(ValueError):
@@ -82,6 +84,7 @@ def test_cheap_password_hashing_is_refused_in_prod(monkeypatch):
     monkeypatch.setenv("FIELDPROOF_ENV", "prod")
     monkeypatch.setenv("FIELDPROOF_ARGON2_MEMORY_KIB", "8192")
     monkeypatch.setenv("FIELDPROOF_JWT_SECRET", "x" * 40)
+    monkeypatch.setenv("FIELDPROOF_METRICS_TOKEN", "m" * 40)
     get_settings.cache_clear()
     security._hasher.cache_clear()
     try:

@@ -87,7 +87,8 @@ def test_kill_9_under_load_loses_no_acknowledged_write(cluster, tmp_path):
         merchants = [accounts.create(db_session=s, username=unique("crash_m"), password=PASSWORD, role="merchant",
                                      self_service=False) for _ in range(LOAD_THREADS)]
     log = tmp_path / "api.log"
-    env = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000"}
+    env = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000",
+           "FIELDPROOF_LOGIN_PER_IP_PER_MINUTE": "100000"}
     with live_server("crash", env, database=url, log_path=log) as server:
         tokens = []
         with server.http() as c:

@@ -124,9 +124,15 @@ def test_unknown_route_and_method(client):
     assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
 
 
-def test_metrics_and_openapi(client):
+def test_metrics_and_openapi(client, db, monkeypatch):
     client.get("/healthz")
-    m = client.get("/metrics")
+    assert client.get("/metrics").status_code == 401
+    _, worker = auth_for(client, db, "worker")
+    assert client.get("/metrics", headers=worker).status_code == 403
+    monkeypatch.setattr(get_settings(), "metrics_token", "s" * 40)
+    assert client.get("/metrics", headers={"Authorization": "Bearer " + "s" * 40}).status_code == 200
+    _, ops = auth_for(client, db, "ops")
+    m = client.get("/metrics", headers=ops)
     assert m.status_code == 200 and "fieldproof_http_requests_total" in m.text
     spec = client.get("/openapi.json").json()
     assert "/v1/auth/token" in spec["paths"]

@@ -62,7 +62,7 @@ def test_match_image_for_the_merchant_judging_and_ops(client, db):
     _, stranger = auth_for(client, db, "merchant")
     for headers, mine, other in ((stranger, e2, e1), (m2, e1, e2)):
         r = client.get(f"/v1/evidence/{mine}/matches/{other}/image", headers=headers)
-        assert r.status_code == 404 and r.json()["code"] == "claim_not_found", r.text
+        assert r.status_code == 404 and r.json()["code"] == "evidence_not_found", r.text  # not yours reads as missing
     r = client.get(f"/v1/evidence/{e2}/matches/{e2}/image", headers=m2)
     assert r.status_code == 404 and r.json()["code"] == "match_not_found"
     for headers, mine, other in ((w2, e2, e1), (w1, e1, e2)):

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, DbSession, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read
 from tasks import acceptance, claims, reviews
@@ -17,14 +17,14 @@ router = APIRouter(prefix="/v1", tags=["acceptance"])
 
 
 @router.post("/claims/{claim_id}/submit", response_model=ClaimRead)
-def submit(claim_id: int, worker: Worker, idem: IdempotentRun):
+def submit(claim_id: Id, worker: Worker, idem: IdempotentRun):
     """Submit a checked-in claim with its evidence for the merchant's confirmation."""
     return idem.run(worker.id, lambda db: claim_read(acceptance.submit(db_session=db, worker=worker,
                                                                        claim_id=claim_id)))
 
 
 @router.get("/tasks/{task_id}/submissions", response_model=list[ClaimRead])
-def submissions(task_id: int, merchant: Merchant, db_session: DbSession, state: str | None = "submitted",
+def submissions(task_id: Id, merchant: Merchant, db_session: DbSession, state: str | None = "submitted",
                 limit: Annotated[int, Query(ge=1, le=200)] = 100):
     """The claims of the merchant's task (default: those waiting for a decision)."""
     return [claim_read(c) for c in claims.list_for_task(db_session=db_session, merchant=merchant, task_id=task_id,
@@ -32,21 +32,21 @@ def submissions(task_id: int, merchant: Merchant, db_session: DbSession, state: 
 
 
 @router.post("/submissions/{claim_id}/confirm", response_model=ClaimRead)
-def confirm(claim_id: int, merchant: Merchant, idem: IdempotentRun):
+def confirm(claim_id: Id, merchant: Merchant, idem: IdempotentRun):
     """Confirm the work (it may be sampled for a spot check before payment)."""
     return idem.run(merchant.id, lambda db: claim_read(acceptance.confirm(db_session=db, merchant=merchant,
                                                                           claim_id=claim_id)))
 
 
 @router.post("/submissions/{claim_id}/reject", response_model=ClaimRead)
-def reject(claim_id: int, body: RejectRequest, merchant: Merchant, idem: IdempotentRun):
+def reject(claim_id: Id, body: RejectRequest, merchant: Merchant, idem: IdempotentRun):
     """Reject with a reason code and text."""
     return idem.run(merchant.id, lambda db: claim_read(acceptance.reject(
         db_session=db, merchant=merchant, claim_id=claim_id, reason_code=body.reason_code, reason=body.reason)))
 
 
 @router.post("/submissions/{claim_id}/request-changes", response_model=ClaimRead)
-def request_changes(claim_id: int, body: ChangesRequest, merchant: Merchant, idem: IdempotentRun):
+def request_changes(claim_id: Id, body: ChangesRequest, merchant: Merchant, idem: IdempotentRun):
     """Send the claim back to the worker once, with a deadline."""
     return idem.run(merchant.id, lambda db: claim_read(acceptance.request_changes(
         db_session=db, merchant=merchant, claim_id=claim_id, reason=body.reason)))
@@ -66,14 +66,14 @@ def spot_check_report(ops: Ops, db_session: DbSession) -> list[dict]:
 
 
 @router.post("/spot-checks/{spot_check_id}/verdict", response_model=SpotCheckRead)
-def spot_check_verdict(spot_check_id: int, body: SpotCheckVerdict, ops: Ops, idem: IdempotentRun):
+def spot_check_verdict(spot_check_id: Id, body: SpotCheckVerdict, ops: Ops, idem: IdempotentRun):
     """Pass or fail a sampled claim."""
     return idem.run(ops.id, lambda db: reviews.spot_check_detail(db_session=db, check=reviews.spot_check_verdict(
         db_session=db, ops=ops, spot_check_id=spot_check_id, passed=body.verdict == "pass", reason=body.reason)))
 
 
 @router.post("/claims/{claim_id}/appeals", status_code=201, response_model=AppealRead)
-def appeal(claim_id: int, body: AppealCreate, worker: Worker, idem: IdempotentRun):
+def appeal(claim_id: Id, body: AppealCreate, worker: Worker, idem: IdempotentRun):
     """Appeal a rejection or failed spot check."""
     return idem.run(worker.id, lambda db: AppealRead.model_validate(
         reviews.appeal(db_session=db, worker=worker, claim_id=claim_id, reason=body.reason), from_attributes=True),
@@ -88,7 +88,7 @@ def appeals(ops: Ops, db_session: DbSession):
 
 
 @router.post("/appeals/{appeal_id}/decision", response_model=AppealRead)
-def decide(appeal_id: int, body: AppealDecision, ops: Ops, idem: IdempotentRun):
+def decide(appeal_id: Id, body: AppealDecision, ops: Ops, idem: IdempotentRun):
     """Overturn or deny an appeal; the money follows."""
     return idem.run(ops.id, lambda db: AppealRead.model_validate(reviews.decide_appeal(
         db_session=db, ops=ops, appeal_id=appeal_id, overturn=body.decision == "overturn", reason=body.reason),
@@ -96,7 +96,7 @@ def decide(appeal_id: int, body: AppealDecision, ops: Ops, idem: IdempotentRun):
 
 
 @router.post("/submissions/{claim_id}/rating", status_code=201, response_model=RatingRead)
-def rate(claim_id: int, body: RatingCreate, merchant: Merchant, idem: IdempotentRun):
+def rate(claim_id: Id, body: RatingCreate, merchant: Merchant, idem: IdempotentRun):
     """Rate accepted work 1-5 (once)."""
     return idem.run(merchant.id, lambda db: RatingRead.model_validate(acceptance.rate(
         db_session=db, merchant=merchant, claim_id=claim_id, stars=body.stars, comment=body.comment),
@@ -104,7 +104,7 @@ def rate(claim_id: int, body: RatingCreate, merchant: Merchant, idem: Idempotent
 
 
 @router.get("/workers/{worker_id}")
-def worker_profile(worker_id: int, user: CurrentUser, db_session: DbSession) -> dict:
+def worker_profile(worker_id: Id, user: CurrentUser, db_session: DbSession) -> dict:
     """A worker's credit and ratings, for merchants who worked with them and for ops."""
     if user.role == "worker" and user.id != worker_id:
         from tasks.errors import ClaimNotFound
@@ -114,7 +114,7 @@ def worker_profile(worker_id: int, user: CurrentUser, db_session: DbSession) -> 
 
 
 @router.post("/claims/{claim_id}/complaints", status_code=201, response_model=AppealRead)
-def complain(claim_id: int, body: AppealCreate, merchant: Merchant, idem: IdempotentRun):
+def complain(claim_id: Id, body: AppealCreate, merchant: Merchant, idem: IdempotentRun):
     """A merchant reports a worker about a claim on its task."""
     return idem.run(merchant.id, lambda db: AppealRead.model_validate(
         reviews.complain(db_session=db, merchant=merchant, claim_id=claim_id, reason=body.reason),
@@ -122,7 +122,7 @@ def complain(claim_id: int, body: AppealCreate, merchant: Merchant, idem: Idempo
 
 
 @router.post("/complaints/{appeal_id}/decision", response_model=AppealRead)
-def decide_complaint(appeal_id: int, body: ComplaintDecision, ops: Ops, idem: IdempotentRun):
+def decide_complaint(appeal_id: Id, body: ComplaintDecision, ops: Ops, idem: IdempotentRun):
     """Uphold or dismiss a complaint (upheld: a violation on the worker's credit)."""
     return idem.run(ops.id, lambda db: AppealRead.model_validate(reviews.decide_complaint(
         db_session=db, ops=ops, appeal_id=appeal_id, uphold=body.decision == "uphold", reason=body.reason),

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from api.deps import CurrentUser, DbSession, Worker, client_ip, received_at
+from api.deps import CurrentUser, DbSession, Id, Worker, client_ip, received_at
 from api.idempotent import IdempotentRun
 from api.views import checkin_read, claim_read
 from checkin import service as checkins
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["claims"])
 
 
 @router.post("/claims/{claim_id}/checkins", status_code=201, response_model=CheckinRead)
-def check_in(claim_id: int, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
+def check_in(claim_id: Id, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
     """Check in from the phone: verdict, distance, risk score and reasons."""
     ip, at = client_ip(request), received_at(request)
     return idem.run(worker.id, lambda db: checkin_read(checkins.check_in(
@@ -25,7 +25,7 @@ def check_in(claim_id: int, body: CheckinCreate, worker: Worker, idem: Idempoten
 
 
 @router.post("/claims/{claim_id}/checkouts", status_code=201, response_model=CheckinRead)
-def check_out(claim_id: int, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
+def check_out(claim_id: Id, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
     """Check out: the fix plus the dwell time since check-in."""
     ip, at = client_ip(request), received_at(request)
 
@@ -37,7 +37,7 @@ def check_out(claim_id: int, body: CheckinCreate, worker: Worker, idem: Idempote
 
 
 @router.post("/claims/{claim_id}/cancel", response_model=ClaimRead)
-def cancel(claim_id: int, worker: Worker, idem: IdempotentRun):
+def cancel(claim_id: Id, worker: Worker, idem: IdempotentRun):
     """Give the slot back before checking in."""
     return idem.run(worker.id, lambda db: claim_read(claims.cancel(db_session=db, worker=worker, claim_id=claim_id)))
 
@@ -51,13 +51,13 @@ def my_claims(worker: Worker, db_session: DbSession, state: str | None = None,
 
 
 @router.get("/claims/{claim_id}", response_model=ClaimRead)
-def get_claim(claim_id: int, user: CurrentUser, db_session: DbSession):
+def get_claim(claim_id: Id, user: CurrentUser, db_session: DbSession):
     """One claim: its worker, the task's merchant, or ops."""
     return claim_read(claims.get_for(db_session=db_session, user=user, claim_id=claim_id))
 
 
 @router.get("/claims/{claim_id}/checkins", response_model=list[CheckinRead])
-def claim_checkins(claim_id: int, user: CurrentUser, db_session: DbSession):
+def claim_checkins(claim_id: Id, user: CurrentUser, db_session: DbSession):
     """The claim's fixes with verdicts and signals."""
     _, rows = checkins.for_claim(db_session=db_session, user=user, claim_id=claim_id)
-    return [checkin_read(r) for r in rows]
+    return [checkin_read(r, viewer_role=user.role) for r in rows]

@@ -7,13 +7,16 @@ from fastapi import APIRouter, File, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from api.deps import CurrentUser, DbSession, Worker
+from api.deps import CurrentUser, DbSession, Id, Worker
 from api.idempotent import IdempotentRun
 from evidence import service
 from evidence.schemas import EvidenceRead, MatchRead
 
 router = APIRouter(prefix="/v1", tags=["evidence"])
-SIZES = {"thumb": 320, "large": 1600, "original": None}
+# "original" is the full photo up to 4096 px a side (a 50 MP JPEG is scaled while decoding, never held whole).
+SIZES = {"thumb": 320, "large": 1600, "original": 4096}
+JPEG = {"response_class": Response,
+        "responses": {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}}
 
 
 def evidence_read(db, ev) -> EvidenceRead:
@@ -27,7 +30,7 @@ def evidence_read(db, ev) -> EvidenceRead:
 
 
 @router.post("/claims/{claim_id}/evidence", status_code=201, response_model=EvidenceRead)
-async def upload(claim_id: int, worker: Worker, idem: IdempotentRun, file: Annotated[UploadFile, File()]):
+async def upload(claim_id: Id, worker: Worker, idem: IdempotentRun, file: Annotated[UploadFile, File()]):
     """Upload a photo or video (type from content; EXIF is read, never served)."""
     data = await file.read()
     return await run_in_threadpool(idem.run, worker.id, lambda db: evidence_read(
@@ -35,28 +38,28 @@ async def upload(claim_id: int, worker: Worker, idem: IdempotentRun, file: Annot
 
 
 @router.get("/claims/{claim_id}/evidence", response_model=list[EvidenceRead])
-def list_evidence(claim_id: int, user: CurrentUser, db_session: DbSession):
+def list_evidence(claim_id: Id, user: CurrentUser, db_session: DbSession):
     """The claim's files (its worker, the task's merchant, ops)."""
     return [evidence_read(db_session, ev) for ev in service.for_claim(db_session=db_session, user=user,
                                                                       claim_id=claim_id)]
 
 
 @router.get("/evidence/{evidence_id}", response_model=EvidenceRead)
-def get_evidence(evidence_id: int, user: CurrentUser, db_session: DbSession):
+def get_evidence(evidence_id: Id, user: CurrentUser, db_session: DbSession):
     """One file's metadata, reasons and duplicates."""
     return evidence_read(db_session, service.get_for(db_session=db_session, user=user, evidence_id=evidence_id))
 
 
-@router.get("/evidence/{evidence_id}/image")
-def image(evidence_id: int, user: CurrentUser, db_session: DbSession,
+@router.get("/evidence/{evidence_id}/image", **JPEG)
+def image(evidence_id: Id, user: CurrentUser, db_session: DbSession,
           size: Literal["thumb", "large", "original"] = "large") -> Response:
     """A re-encoded JPEG without metadata (no EXIF, no GPS), orientation applied."""
     data = service.served_copy(db_session=db_session, user=user, evidence_id=evidence_id, max_side=SIZES[size])
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/evidence/{evidence_id}/matches/{matched_id}/image")
-def match_image(evidence_id: int, matched_id: int, user: CurrentUser, db_session: DbSession,
+@router.get("/evidence/{evidence_id}/matches/{matched_id}/image", **JPEG)
+def match_image(evidence_id: Id, matched_id: Id, user: CurrentUser, db_session: DbSession,
                 size: Literal["thumb", "large", "original"] = "thumb") -> Response:
     """The duplicate of a file, to compare side by side (the task's merchant and ops)."""
     data = service.served_match_copy(db_session=db_session, user=user, evidence_id=evidence_id,

@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.deps import CurrentUser, DbSession, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from ledger import service as ledger
 from ledger import withdrawals
@@ -61,14 +61,15 @@ def my_withdrawals(worker: Worker, db_session: DbSession):
 
 
 @router.post("/withdrawals/{withdrawal_id}/review", response_model=WithdrawalRead)
-def review_withdrawal(withdrawal_id: int, body: WithdrawalReview, ops: Ops, idem: IdempotentRun):
+def review_withdrawal(withdrawal_id: Id, body: WithdrawalReview, ops: Ops, idem: IdempotentRun):
     """Ops approve or reject a withdrawal above the review threshold."""
     return idem.run(ops.id, lambda db: WithdrawalRead.model_validate(withdrawals.review(
         db_session=db, ops=ops, withdrawal_id=withdrawal_id, approve=body.decision == "approve",
         reason=body.reason), from_attributes=True))
 
 
-@router.get("/me/statement.csv")
+@router.get("/me/statement.csv", response_class=Response,
+            responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
 def statement(merchant: Merchant, db_session: DbSession) -> Response:
     """Every posting on the merchant's accounts as CSV."""
     rows = ledger.statement(db_session, merchant.id)

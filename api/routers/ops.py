@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 
 import hashlib
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime
 
 from api.deps import DbSession, Ops
+from core.bounds import BoundedDatetime
 from core.models import utcnow
 from geo import heatmap
 from tasks import reviews
@@ -21,8 +21,8 @@ router = APIRouter(prefix="/v1/ops", tags=["ops"])
 @router.get("/heatmap")
 def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int, Query(ge=5, le=9)] = 8,
                   metric: str = "checkins",
-                  from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-                  to: AwareDatetime | None = None, crs: Literal["wgs84", "gcj02", "bd09"] = "wgs84") -> dict:
+                  from_: Annotated[BoundedDatetime | None, Query(alias="from")] = None,
+                  to: BoundedDatetime | None = None, crs: Literal["wgs84", "gcj02", "bd09"] = "wgs84") -> dict:
     """H3 cells in a viewport with every measure over a time range (cells seen by < k workers hidden)."""
     until = to or utcnow()
     since = from_ or until - timedelta(days=7)
@@ -31,8 +31,11 @@ def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int
     return heatmap.feature_collection(cells, metric, res, crs)
 
 
-@router.get("/tiles/{z}/{x}/{y}.mvt")
-def tile(z: int, x: int, y: int, ops: Ops, db_session: DbSession, request: Request,
+@router.get("/tiles/{z}/{x}/{y}.mvt", response_class=Response, responses={
+    200: {"content": {"application/vnd.mapbox-vector-tile": {"schema": {"type": "string", "format": "binary"}}}},
+    304: {"description": "Not modified (If-None-Match)"}})
+def tile(z: Annotated[int, Path(ge=0, le=30)], x: Annotated[int, Path(ge=0, le=2**30)],
+         y: Annotated[int, Path(ge=0, le=2**30)], ops: Ops, db_session: DbSession, request: Request,
          metric: str = "checkins",
          days: Annotated[int, Query(ge=1, le=90)] = 7) -> Response:
     """Vector tile of the heatmap (ST_AsMVT), resolution chosen from the zoom; ETag and a short cache."""
@@ -47,8 +50,8 @@ def tile(z: int, x: int, y: int, ops: Ops, db_session: DbSession, request: Reque
 
 
 @router.get("/stats")
-def stats(ops: Ops, db_session: DbSession, from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-          to: AwareDatetime | None = None) -> dict:
+def stats(ops: Ops, db_session: DbSession, from_: Annotated[BoundedDatetime | None, Query(alias="from")] = None,
+          to: BoundedDatetime | None = None) -> dict:
     """Totals and rates per task type, and check-in/flag rates per region (k-anonymous)."""
     until = to or utcnow() + timedelta(hours=1)
     since = from_ or until - timedelta(days=30)

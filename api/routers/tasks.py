@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, DbSession, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read, task_read
 from core.config import get_settings
@@ -27,7 +27,7 @@ def create_task(body: TaskCreate, merchant: Merchant, idem: IdempotentRun):
 
 @router.get("/tasks", response_model=list[TaskRead])
 def my_tasks(merchant: Merchant, db_session: DbSession, crs: Crs = "wgs84",
-             limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
+             limit: Annotated[int, Query(ge=1, le=200)] = 50, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0):
     """The merchant's own tasks."""
     return [task_read(t, crs) for t in service.list_for_merchant(db_session=db_session, merchant=merchant,
                                                                  limit=limit, offset=offset)]
@@ -37,8 +37,9 @@ def my_tasks(merchant: Merchant, db_session: DbSession, crs: Crs = "wgs84",
 def nearby(worker: Worker, db_session: DbSession,
            lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
            lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)], crs: Crs = "wgs84",
-           radius_m: Annotated[float, Query(gt=0, le=50_000)] = 5000, type: TaskType | None = None,
-           min_reward: Annotated[int | None, Query(ge=0)] = None, limit: Annotated[int, Query(ge=1)] = 50):
+           radius_m: Annotated[float, Query(gt=0, le=50_000, allow_inf_nan=False)] = 5000, type: TaskType | None = None,
+           min_reward: Annotated[int | None, Query(ge=0, le=10_000_000)] = None,
+           limit: Annotated[int, Query(ge=1, le=1000)] = 50):
     """The task hall: open tasks nearest first, coordinates in and out in ``crs``."""
     limit = min(limit, get_settings().nearby_max_results)
     premium_ok = claims.credit_of(db_session, worker.id) >= PREMIUM_CREDIT
@@ -54,61 +55,61 @@ def review_queue(ops: Ops, db_session: DbSession, crs: Crs = "wgs84", limit: Ann
 
 
 @router.get("/tasks/{task_id}", response_model=TaskRead)
-def get_task(task_id: int, user: CurrentUser, db_session: DbSession, crs: Crs = "wgs84"):
+def get_task(task_id: Id, user: CurrentUser, db_session: DbSession, crs: Crs = "wgs84"):
     """One task, if the caller may see it."""
     return task_read(service.get(db_session=db_session, user=user, task_id=task_id), crs)
 
 
 @router.post("/tasks/{task_id}/publish", response_model=TaskRead)
-def publish(task_id: int, merchant: Merchant, idem: IdempotentRun):
+def publish(task_id: Id, merchant: Merchant, idem: IdempotentRun):
     """Send the task to platform review."""
     return idem.run(merchant.id, lambda db: task_read(service.publish(db_session=db, merchant=merchant,
                                                                       task_id=task_id)))
 
 
 @router.post("/tasks/{task_id}/review", response_model=TaskRead)
-def review(task_id: int, body: ReviewDecision, ops: Ops, idem: IdempotentRun):
+def review(task_id: Id, body: ReviewDecision, ops: Ops, idem: IdempotentRun):
     """Ops approve or reject a task awaiting review."""
     return idem.run(ops.id, lambda db: task_read(service.review(db_session=db, ops=ops, task_id=task_id,
                                                                 decision=body.decision, reason=body.reason)))
 
 
 @router.post("/tasks/{task_id}/pause", response_model=TaskRead)
-def pause(task_id: int, merchant: Merchant, idem: IdempotentRun):
+def pause(task_id: Id, merchant: Merchant, idem: IdempotentRun):
     """Hide a published task from the hall."""
     return idem.run(merchant.id, lambda db: task_read(service.set_paused(db_session=db, merchant=merchant,
                                                                          task_id=task_id, paused=True)))
 
 
 @router.post("/tasks/{task_id}/resume", response_model=TaskRead)
-def resume(task_id: int, merchant: Merchant, idem: IdempotentRun):
+def resume(task_id: Id, merchant: Merchant, idem: IdempotentRun):
     """Put a paused task back in the hall."""
     return idem.run(merchant.id, lambda db: task_read(service.set_paused(db_session=db, merchant=merchant,
                                                                          task_id=task_id, paused=False)))
 
 
 @router.post("/tasks/{task_id}/close", response_model=TaskRead)
-def close(task_id: int, merchant: Merchant, idem: IdempotentRun):
+def close(task_id: Id, merchant: Merchant, idem: IdempotentRun):
     """Close the task for new claims."""
     return idem.run(merchant.id, lambda db: task_read(service.close(db_session=db, merchant=merchant,
                                                                     task_id=task_id)))
 
 
 @router.get("/tasks/{task_id}/progress", response_model=TaskProgress)
-def progress(task_id: int, merchant: Merchant, db_session: DbSession):
+def progress(task_id: Id, merchant: Merchant, db_session: DbSession):
     """Claim counts by state for the merchant's task."""
     return service.progress(db_session=db_session, merchant=merchant, task_id=task_id)
 
 
 @router.post("/tasks/{task_id}/claims", status_code=201, response_model=ClaimRead)
-def claim(task_id: int, worker: Worker, idem: IdempotentRun):
+def claim(task_id: Id, worker: Worker, idem: IdempotentRun):
     """Take one slot of a published task."""
     return idem.run(worker.id, lambda db: claim_read(claims.claim(db_session=db, worker=worker, task_id=task_id)),
                     status_code=201)
 
 
 @router.put("/merchants/{merchant_id}/terms")
-def merchant_terms(merchant_id: int, body: MerchantTermsUpdate, ops: Ops, db_session: DbSession) -> dict:
+def merchant_terms(merchant_id: Id, body: MerchantTermsUpdate, ops: Ops, db_session: DbSession) -> dict:
     """Ops set a member merchant's commission rate (basis points)."""
     terms = service.set_terms(db_session=db_session, ops=ops, merchant_id=merchant_id,
                               commission_bp=body.commission_bp, note=body.note)
@@ -116,7 +117,7 @@ def merchant_terms(merchant_id: int, body: MerchantTermsUpdate, ops: Ops, db_ses
 
 
 @router.post("/merchants/{merchant_id}/deposit-forfeits")
-def forfeit(merchant_id: int, body: ForfeitRequest, ops: Ops, idem: IdempotentRun):
+def forfeit(merchant_id: Id, body: ForfeitRequest, ops: Ops, idem: IdempotentRun):
     """Ops forfeit (part of) a merchant's security deposit, with the reason on record."""
     return idem.run(ops.id, lambda db: {"balances_fen": service.forfeit_deposit(
         db_session=db, ops=ops, merchant_id=merchant_id, amount_fen=body.amount_fen, reason=body.reason)})

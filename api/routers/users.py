@@ -5,7 +5,7 @@ from fastapi import APIRouter
 
 from accounts import service as accounts
 from accounts.schemas import FreezeRequest, RealNameUpdate, UserRead
-from api.deps import CurrentUser, Ops
+from api.deps import CurrentUser, Id, Ops
 from api.idempotent import IdempotentRun
 from api.views import user_read
 
@@ -19,14 +19,14 @@ def me(user: CurrentUser) -> UserRead:
 
 
 @router.post("/users/{user_id}/freeze", response_model=UserRead)
-def freeze(user_id: int, body: FreezeRequest, actor: Ops, idem: IdempotentRun):
+def freeze(user_id: Id, body: FreezeRequest, actor: Ops, idem: IdempotentRun):
     """Freeze or unfreeze an account (ops)."""
     return idem.run(actor.id, lambda db: user_read(accounts.freeze(
         db_session=db, actor=actor, user_id=user_id, reason=body.reason, frozen=body.frozen)))
 
 
 @router.post("/users/{user_id}/real-name", response_model=UserRead)
-def real_name(user_id: int, body: RealNameUpdate, actor: Ops, idem: IdempotentRun):
+def real_name(user_id: Id, body: RealNameUpdate, actor: Ops, idem: IdempotentRun):
     """Record a real-name check result (needed before a worker can withdraw)."""
     return idem.run(actor.id, lambda db: user_read(accounts.set_real_name(
         db_session=db, actor=actor, user_id=user_id, verified=body.verified)))

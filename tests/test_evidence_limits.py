@@ -1,0 +1,161 @@
+"""Issue 13: uploads cannot exhaust memory or storage, error texts are clean, ids cannot be probed,
+and the command line takes files through the same intake as uploads."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.config import get_settings
+from evidence import decode
+from evidence.hashing import hamming, hash_image
+from tests.evidence_transforms import jpeg
+from tests.test_evidence_api import PHOTOS, checked_in, upload
+
+
+def png(size: tuple[int, int], mode: str = "RGB", color=0) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def photo(i: int = 0) -> bytes:
+    return sorted(PHOTOS.glob("*.jpg"))[i].read_bytes()
+
+
+def test_small_png_of_huge_dimensions_is_refused_before_decoding(client, db):
+    bomb = png((7000, 7000))
+    assert len(bomb) < 400_000  # a small file that would decode to 147 MB
+    _, claim, w, _ = checked_in(client, db)
+    r = upload(client, claim, w, bomb, name="x.png")
+    assert r.status_code == 422 and r.json()["code"] == "decompression_bomb", r.text
+
+
+def test_undecodable_file_error_names_no_internals(client, db):
+    _, claim, w, _ = checked_in(client, db)
+    r = upload(client, claim, w, b"\xff\xd8\xff" + b"garbage" * 50)  # Pillow: "cannot identify image file <_io..."
+    assert r.status_code == 422 and r.json()["code"] == "corrupt_media"
+    assert "0x" not in r.text and "BytesIO" not in r.text and "_io" not in r.text
+
+
+def test_evidence_of_others_and_missing_evidence_answer_alike(client, db):
+    _, claim, w, _ = checked_in(client, db)
+    ev = upload(client, claim, w, photo()).json()
+    _, other = checked_in(client, db)[2:4]
+    _, stranger = checked_in(client, db)[::2]
+    foreign = client.get(f"/v1/evidence/{ev['id']}", headers=stranger)
+    missing = client.get(f"/v1/evidence/{ev['id'] + 10_000_000}", headers=stranger)
+    assert foreign.status_code == missing.status_code == 404
+    assert foreign.json() == missing.json()
+    assert client.get(f"/v1/evidence/{ev['id']}/image", headers=stranger).json() == \
+        client.get(f"/v1/evidence/{ev['id'] + 10_000_000}/image", headers=stranger).json()
+
+
+def test_evidence_per_claim_quota(client, db, monkeypatch):
+    monkeypatch.setattr(get_settings(), "max_evidence_per_claim", 2)
+    _, claim, w, _ = checked_in(client, db)
+    assert upload(client, claim, w, photo(0)).status_code == 201
+    assert upload(client, claim, w, photo(1)).status_code == 201
+    assert upload(client, claim, w, photo(0)).status_code == 201  # the same file again is the same evidence
+    r = upload(client, claim, w, photo(2))
+    assert r.status_code == 409 and r.json()["code"] == "evidence_limit_reached"
+
+
+def test_bytes_per_worker_per_day_quota(client, db, monkeypatch):
+    first, second = photo(0), photo(1)
+    monkeypatch.setattr(get_settings(), "max_upload_bytes_per_worker_day", len(first) + len(second) - 1)
+    _, claim, w, _ = checked_in(client, db)
+    assert upload(client, claim, w, first).status_code == 201
+    r = upload(client, claim, w, second)
+    assert r.status_code == 429 and r.json()["code"] == "daily_upload_quota"
+    assert int(r.headers["Retry-After"]) <= 86_400
+
+
+def test_previews_are_made_once_and_kept_content_addressed(client, db):
+    from evidence.storage import get_store
+
+    _, claim, w, _ = checked_in(client, db)
+    ev = upload(client, claim, w, photo()).json()
+    first = client.get(f"/v1/evidence/{ev['id']}/image?size=thumb", headers=w)
+    assert first.status_code == 200
+    key = f"{ev['sha256']}-preview-320"
+    assert get_store().exists(key)
+    # Served from the stored copy: replace it and the next GET returns what is stored, without a decode.
+    path = get_store()._path(key)
+    path.write_bytes(b"cached")
+    assert client.get(f"/v1/evidence/{ev['id']}/image?size=thumb", headers=w).content == b"cached"
+
+
+def test_sixteen_bit_png_hashes_from_its_real_tones():
+    rng = np.random.default_rng(7)
+    tones = np.add.outer(np.linspace(0, 1, 240), np.linspace(0, 1, 320)) / 2 + rng.random((240, 320)) / 2
+    buf = io.BytesIO()
+    Image.fromarray((tones * 65535).astype(np.uint16)).save(buf, "PNG")
+    as16 = hash_image(buf.getvalue()).phash["full"]
+    as8 = hash_image(jpeg(Image.fromarray((tones * 255).astype(np.uint8)), 95)).phash["full"]
+    assert as16 != 0x8000000000000000
+    assert hamming(as16, as8) <= 10
+
+
+def test_cli_hash_reports_bad_files_and_goes_on(tmp_path):
+    bomb, good, junk = tmp_path / "bomb.png", tmp_path / "good.jpg", tmp_path / "junk.png"
+    bomb.write_bytes(png((20000, 20000), "L"))
+    good.write_bytes(photo())
+    junk.write_bytes(b"\xff\xd8\xff" + b"x" * 100)
+    out = subprocess.run([sys.executable, "-m", "api.cli", "hash", str(bomb), str(junk), str(good)],
+                         capture_output=True, text=True, timeout=120)
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert [x["path"] for x in lines] == [str(bomb), str(junk), str(good)]
+    assert lines[0]["error"].startswith("decompression_bomb") and lines[1]["error"].startswith("corrupt_media")
+    assert len(lines[2]["phash"]) == 16 and "error" not in lines[2]
+
+
+MEMORY_PROBE = textwrap.dedent("""
+    import io, json, sys, threading
+    from PIL import Image
+    from evidence import decode
+    from evidence.exif import strip_and_orient
+    from evidence.hashing import hash_image
+    from evidence.intake import inspect_upload
+
+    side, n = int(sys.argv[1]), int(sys.argv[2])
+    buf = io.BytesIO(); Image.new("RGBA", (side, side), (10, 20, 30, 40)).save(buf, "PNG"); data = buf.getvalue()
+
+    def hwm_kib():
+        return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current resident size
+    base = hwm_kib()
+
+    def upload_and_process():
+        inspect_upload(data, max_bytes=25 << 20, max_pixels=50_000_000)  # the API's intake
+        hash_image(data, with_variants=True)                             # the worker's processing
+        with decode.decode_slot():
+            strip_and_orient(data, 1600)                                 # a preview
+
+    threads = [threading.Thread(target=upload_and_process) for _ in range(n)]
+    [t.start() for t in threads]; [t.join() for t in threads]
+    print(json.dumps({"file_bytes": len(data), "peak_mib": (hwm_kib() - base) / 1024,
+                      "budget_mib": decode.budget_mib()}))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak RSS from /proc")
+def test_worst_accepted_image_many_at_once_stays_within_the_memory_budget():
+    """The largest image decoded in full that intake accepts (16 MP RGBA PNG, a ~70 KiB file): 8 at once through
+    intake, hashing and a preview, as the API and the worker run them (measured ~306 MiB, budget 366 MiB)."""
+    side = int(decode.MAX_FULL_DECODE_PIXELS ** 0.5)
+    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(side), "8"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    print(result)
+    assert result["file_bytes"] < 1_000_000
+    assert result["peak_mib"] <= result["budget_mib"], result
