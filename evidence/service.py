@@ -57,7 +57,9 @@ def _check_quotas(db_session: Session, worker: User, claim_id: int, size: int) -
     """Evidence per claim and bytes per worker per UTC day; decided under the worker's row lock, so parallel
     uploads by one worker (to any of their claims) cannot both pass the last free byte."""
     s = get_settings()
-    db_session.execute(select(User.id).where(User.id == worker.id).with_for_update())
+    # FOR NO KEY UPDATE: serialises this worker's uploads without blocking the foreign-key checks of rows that
+    # reference the user (their check-ins and claims take KEY SHARE on it).
+    db_session.execute(select(User.id).where(User.id == worker.id).with_for_update(key_share=True))
     on_claim = db_session.scalar(select(func.count()).select_from(Evidence).where(Evidence.claim_id == claim_id))
     if on_claim >= s.max_evidence_per_claim:
         raise Conflict(f"A claim holds at most {s.max_evidence_per_claim} files.", code="evidence_limit_reached")

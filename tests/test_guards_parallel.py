@@ -6,6 +6,7 @@ the barrier, the server's own thread pool) and then checks the invariant, not th
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
@@ -20,13 +21,17 @@ from ledger.settings import get_ledger_settings
 from tasks import credit
 from tasks import service as task_service
 from tasks.models import Claim, CreditEvent, Task
-from tests.fieldwork import publish_approved, task_body
+from tests.fieldwork import fix, publish_approved, task_body
 from tests.helpers import PASSWORD, unique
 from tests.live import release_together
 
+PHOTO = Path(__file__).parent / "data" / "photos" / "coffee.jpg"
+PHOTO_BYTES = PHOTO.stat().st_size
 # Request-rate limits lifted: these tests are about the guards, and every request comes from 127.0.0.1.
 LIMITS = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000",
-          "FIELDPROOF_LOGIN_PER_IP_PER_MINUTE": "100000", "FIELDPROOF_LOGIN_PER_MINUTE_TOTAL": "100000"}
+          "FIELDPROOF_LOGIN_PER_IP_PER_MINUTE": "100000", "FIELDPROOF_LOGIN_PER_MINUTE_TOTAL": "100000",
+          # Upload quotas small enough for a test to reach: two files per claim, two photos a day.
+          "FIELDPROOF_MAX_EVIDENCE_PER_CLAIM": "2", "FIELDPROOF_MAX_UPLOAD_BYTES_PER_WORKER_DAY": str(2 * PHOTO_BYTES + 100)}
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +203,46 @@ def test_parallel_claims_on_a_premium_task_respect_the_credit_gate(server):
         holders = set(s.scalars(select(Claim.worker_id).where(Claim.task_id == task["id"])))
         assert holders == eligible
         assert s.scalar(select(Task.slots_taken).where(Task.id == task["id"])) == n // 2
+
+
+def _checked_in_claims(server, worker_headers: dict, n: int) -> list[int]:
+    ids = []
+    for _ in range(n):
+        task, _, _ = _published(server, slots=1)
+        with server.http() as c:
+            r = c.post(f"/v1/tasks/{task['id']}/claims", headers=worker_headers)
+            assert r.status_code == 201, r.text
+            ids.append(r.json()["id"])
+            r = c.post(f"/v1/claims/{ids[-1]}/checkins", json=fix(), headers=worker_headers)
+            assert r.status_code == 201 and r.json()["verdict"] == "inside", r.text
+    return ids
+
+
+def _upload(c, claim_id: int, headers: dict, data: bytes):
+    return c.post(f"/v1/claims/{claim_id}/evidence", files={"file": ("p.jpg", data, "image/jpeg")}, headers=headers)
+
+
+def test_parallel_uploads_to_one_claim_stop_at_its_file_limit(server):
+    worker = _users(server, "worker", 1)[0]
+    headers = _token(server, worker)
+    claim_id = _checked_in_claims(server, headers, 1)[0]
+    photo = PHOTO.read_bytes()
+    variants = [photo + bytes([i]) * 8 for i in range(6)]  # six different files (trailing bytes after EOI)
+    results = release_together(server, 6, lambda c, i: _upload(c, claim_id, headers, variants[i]))
+    codes = _codes(results)
+    assert codes.count(201) == 2, [r.text for r in results]
+    assert {r.json()["code"] for r in results if r.status_code != 201} == {"evidence_limit_reached"}
+
+
+def test_parallel_uploads_to_several_claims_stop_at_the_daily_quota(server):
+    worker = _users(server, "worker", 1)[0]
+    headers = _token(server, worker)
+    claim_ids = _checked_in_claims(server, headers, 4)  # the claim locks do not serialise these: the quota must
+    photo = PHOTO.read_bytes()
+    results = release_together(server, 4, lambda c, i: _upload(c, claim_ids[i], headers, photo))
+    codes = _codes(results)
+    assert codes.count(201) == 2, [r.text for r in results]
+    assert {r.json()["code"] for r in results if r.status_code != 201} == {"daily_upload_quota"}
 
 
 def test_ledger_check_catches_an_injected_escrow_mismatch(client, db):
