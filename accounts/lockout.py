@@ -33,8 +33,6 @@ redis.call('DEL', KEYS[1])
 if KEYS[2] and tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
 return 0
 """
-
-
 # KEYS: counters; this attempt is given back (never below zero).
 _RELEASE = """
 for _, key in ipairs(KEYS) do
@@ -44,13 +42,9 @@ return 0
 """
 
 
-def _user_key(username: str) -> str:
-    return f"login:fail:user:{username.lower()}"
-
-
 def _keys(username: str, ip: str | None) -> list[tuple[str, int]]:
     s = get_settings()
-    keys = [(_user_key(username), s.login_max_failures_per_account)]
+    keys = [(f"login:fail:user:{username.lower()}", s.login_max_failures_per_account)]
     if ip:
         keys.append((f"login:fail:ip:{ip}", s.login_max_failures_per_ip))
     return keys

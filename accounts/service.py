@@ -4,7 +4,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import false, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,13 +103,16 @@ def refresh(*, db_session: Session, refresh_token: str) -> TokenPair:
 def authenticate(*, db_session: Session, access_token: str) -> User:
     """The active user behind an access token."""
     user_id, login_id = decode_access(access_token)
-    user = db_session.get(User, user_id)
-    if user is None:
+    # One round trip on every authenticated request: the user and whether this token's login was ended.
+    ended = (select(RefreshToken.id).where(RefreshToken.family == login_id, RefreshToken.user_id == User.id,
+                                           RefreshToken.revoked_at.is_not(None)).exists()
+             if login_id else false())
+    row = db_session.execute(select(User, ended).where(User.id == user_id)).first()
+    if row is None:
         raise InvalidToken()
+    user, login_ended = row
     ensure_active(user)  # a frozen user hears why (403), not that the login was ended
-    if login_id and db_session.scalar(select(RefreshToken.id).where(
-            RefreshToken.family == login_id, RefreshToken.user_id == user_id,
-            RefreshToken.revoked_at.is_not(None)).limit(1)) is not None:
+    if login_ended:
         raise InvalidToken("This login was ended; sign in again.", code="login_revoked")
     return user
 

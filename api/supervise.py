@@ -55,11 +55,10 @@ def start_services(started: list[str]) -> None:
         return
     svc = localservices.LocalServices.from_settings()
     svc.ensure_installed()
-    if not svc.pg_running():
-        svc.pg_up()
+    pg_was_running = svc.pg_running()
+    svc.pg_up()  # also creates missing databases and restarts an older, non-durable setup
+    if not pg_was_running:
         started.append("postgresql")
-    else:
-        svc.pg_up()  # creates missing databases; restarts an older, non-durable setup
     if not svc.redis_running():
         svc.redis_up()
         started.append("redis")

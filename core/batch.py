@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from core.logging import get_logger
@@ -30,3 +31,11 @@ def each_in_own_transaction(db_session: Session, ids: Iterable[int], fn: Callabl
             continue
         results.append(result)
     return results
+
+
+def sweep(db_session: Session, ids: Select, fn: Callable[[Session, int], bool], *, what: str) -> int:
+    """Read the ids a sweep is due for, end that read, then ``fn`` each in its own transaction; returns how
+    many ``fn`` acted on (it re-checks its item under a lock and returns False when another host got there)."""
+    due = db_session.scalars(ids).all()
+    db_session.commit()
+    return sum(each_in_own_transaction(db_session, due, fn, what=what))

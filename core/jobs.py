@@ -24,6 +24,7 @@ def lease_s() -> float:
     """How long a handed-out job may stay pending before the sweeper re-enqueues it (see core.config)."""
     return get_settings().job_lease_s
 
+
 MAX_ATTEMPTS = 10
 
 

@@ -23,7 +23,7 @@ def _open(data: bytes):
 
     try:
         return av.open(io.BytesIO(data))
-    except (av.error.FFmpegError, ValueError) as exc:
+    except (av.error.FFmpegError, ValueError):
         raise CorruptMedia("The video cannot be read.")
 
 
@@ -58,7 +58,7 @@ def hash_video(data: bytes, *, fps: float = 1.0, max_frames: int = 60) -> list[F
                 next_t = t + 1.0 / fps
             if len(frames) >= max_frames:
                 break
-    except av.error.FFmpegError as exc:
+    except av.error.FFmpegError:
         if not frames:
             raise CorruptMedia("The video cannot be decoded.")
     finally:

@@ -25,8 +25,8 @@ def request(*, db_session: Session, worker: User, amount_fen: int) -> Withdrawal
         raise RealNameRequired()
     if amount_fen < s.withdrawal_min_fen:
         raise WithdrawalTooSmall(f"The minimum withdrawal is {s.withdrawal_min_fen} fen.")
-    # The daily total is read and extended under the worker's available-balance row lock, so parallel
-    # requests queue here and each sees the ones before it (the transfer below takes the same lock).
+    # The daily total is read and extended under the worker's two account row locks (taken in id order, as
+    # the transfer below takes them), so parallel requests queue here and each sees the ones before it.
     ledger.lock_accounts(db_session, [ledger.account(db_session, worker.id, "worker_available"),
                                       ledger.account(db_session, worker.id, "worker_withdrawing")])
     today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)

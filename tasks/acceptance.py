@@ -17,7 +17,7 @@ from core.errors import Conflict, InvalidInput
 from core.models import utcnow
 from ledger import service as ledger
 from core import reasons
-from core.batch import each_in_own_transaction
+from core.batch import sweep
 from tasks import claims, credit
 from tasks import service as task_service
 from tasks.models import Claim, Rating, SpotCheck, Task
@@ -103,10 +103,9 @@ def auto_confirm_due(*, db_session: Session, limit: int = 500) -> int:
     and skipped, never blocking the others.
     """
     cutoff = utcnow() - timedelta(seconds=get_settings().auto_confirm_after_s)
-    ids = db_session.scalars(select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff)
-                             .order_by(Claim.id).limit(limit)).all()
-    db_session.commit()  # end the read; each claim below is its own transaction
-    return sum(each_in_own_transaction(db_session, ids, _auto_confirm_one, what="auto_confirm_claim"))
+    due = (select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff)
+           .order_by(Claim.id).limit(limit))
+    return sweep(db_session, due, _auto_confirm_one, what="auto_confirm_claim")
 
 
 def _auto_confirm_one(db_session: Session, claim_id: int) -> bool:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, aliased
 
 from accounts.models import User
 from accounts.service import require_role
-from core.batch import each_in_own_transaction
+from core.batch import sweep
 from core.config import get_settings
 from core.models import utcnow
 from tasks import credit
@@ -137,10 +137,8 @@ def _free_slot(db_session: Session, task_id: int) -> None:
 
 def expire_stale(*, db_session: Session, limit: int = 1000) -> int:
     """Release claims never checked in before their deadline; safe to run twice or on several hosts."""
-    ids = db_session.scalars(select(Claim.id).where(Claim.state == "claimed", Claim.expires_at < utcnow())
-                             .order_by(Claim.id).limit(limit)).all()
-    db_session.commit()  # end the read; each claim below is its own transaction
-    return sum(each_in_own_transaction(db_session, ids, _expire_one, what="expire_claim"))
+    due = select(Claim.id).where(Claim.state == "claimed", Claim.expires_at < utcnow()).order_by(Claim.id).limit(limit)
+    return sweep(db_session, due, _expire_one, what="expire_claim")
 
 
 def _expire_one(db_session: Session, claim_id: int) -> bool:

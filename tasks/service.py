@@ -16,7 +16,7 @@ from core.models import utcnow
 from geo import crs as geocrs
 from geo.fence import parse_fence
 from geo.sql import point_geog
-from core.batch import each_in_own_transaction
+from core.batch import sweep
 from tasks.errors import EscrowExhausted, InvalidTransition, InvalidWindow, ProhibitedTask, TaskNotFound
 from ledger import service as ledger
 from tasks.models import ACTIVE_CLAIM_STATES, Claim, MerchantTerms, Task, TaskEvent
@@ -164,10 +164,9 @@ def settle_ended(*, db_session: Session, limit: int = 200) -> int:
     One transaction per task: a task that fails is logged and skipped, so it never holds up the
     settlement of every other merchant's tasks (and is retried on the next run).
     """
-    ids = db_session.scalars(select(Task.id).where(Task.state.in_(("published", "paused")), Task.ends_at < utcnow())
-                             .order_by(Task.id).limit(limit)).all()
-    db_session.commit()  # end the read; each item below is its own transaction
-    return sum(each_in_own_transaction(db_session, ids, _settle_one, what="settle_ended_task"))
+    due = (select(Task.id).where(Task.state.in_(("published", "paused")), Task.ends_at < utcnow())
+           .order_by(Task.id).limit(limit))
+    return sweep(db_session, due, _settle_one, what="settle_ended_task")
 
 
 def _settle_one(db_session: Session, task_id: int) -> bool:
