@@ -4,7 +4,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import false, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,11 +103,20 @@ def refresh(*, db_session: Session, refresh_token: str) -> TokenPair:
 def authenticate(*, db_session: Session, access_token: str) -> User:
     """The active user behind an access token."""
     user_id, login_id = decode_access(access_token)
-    # One round trip on every authenticated request: the user and whether this token's login was ended.
-    ended = (select(RefreshToken.id).where(RefreshToken.family == login_id, RefreshToken.user_id == User.id,
-                                           RefreshToken.revoked_at.is_not(None)).exists()
-             if login_id else false())
-    row = db_session.execute(select(User, ended).where(User.id == user_id)).first()
+    return authenticate_claims(db_session=db_session, user_id=user_id, login_id=login_id)
+
+
+# One round trip on every authenticated request: the user and whether this token's login was ended. Built once:
+# only the two values change per request.
+_AUTHENTICATE = select(User, select(RefreshToken.id).where(
+    RefreshToken.family == bindparam("login_id"), RefreshToken.user_id == User.id,
+    RefreshToken.revoked_at.is_not(None)).exists()).where(User.id == bindparam("user_id"))
+
+
+def authenticate_claims(*, db_session: Session, user_id: int, login_id: str | None) -> User:
+    """The active user named by a verified access token's claims (see accounts.security.decode_access)."""
+    # A token without a login id (issued before logins had one) matches no family: never "ended".
+    row = db_session.execute(_AUTHENTICATE, {"user_id": user_id, "login_id": login_id}).first()
     if row is None:
         raise InvalidToken()
     user, login_ended = row

@@ -1,19 +1,23 @@
-"""Request-scoped dependencies: the DB session, the unit of work, the current user, rate limits."""
+"""Request-scoped dependencies: the request's one DB session, the current user, roles, the client's address."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import ipaddress
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
 from accounts import service as accounts
 from accounts.models import User
-from api.ratelimit import limit_user
+from accounts.errors import InvalidToken
+from accounts.security import decode_access
+from api.middleware import ACCESS
 from core.bounds import BIGINT_MAX
-from core.db import UnitOfWork, new_session
+from core.db import new_session
 from core.models import utcnow
 
 # Every id in a path is a positive bigint: a larger number is a 422 here, never an overflow in PostgreSQL.
@@ -21,36 +25,38 @@ Id = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
-def get_db() -> Iterator[Session]:
-    """One session per request; services commit, this closes."""
-    session = new_session()
+def get_session_factory() -> Callable[[], Session]:
+    """Makes the request's session (tests override this to join their transaction)."""
+    return new_session
+
+
+async def get_db(factory: Annotated[Callable[[], Session], Depends(get_session_factory)]) -> AsyncIterator[Session]:
+    """One session per request, authentication included (it connects on first use). A write's unit of work
+    (api.idempotent) runs on this same session, so a request holds at most one pooled connection."""
+    session = factory()
     try:
         yield session
     finally:
-        session.close()
-
-
-def get_uow_factory() -> Callable[[], UnitOfWork]:
-    """Makes units of work (tests override this to join their transaction)."""
-    return UnitOfWork
+        if session.in_transaction():  # an open transaction ends with a ROLLBACK round trip: off the loop
+            await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()
 
 
 DbSession = Annotated[Session, Depends(get_db)]
-UowFactory = Annotated[Callable[[], UnitOfWork], Depends(get_uow_factory)]
 
 
-def current_user(db_session: DbSession, token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
-    """The authenticated, non-frozen user; also applies the per-user rate limit."""
+def current_user(request: Request, db_session: DbSession,
+                 token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
+    """The authenticated, non-frozen user, read in the request's session and transaction. The edge middleware
+    verified the token and counted the request against the user's rate limit already."""
     if not token:
-        from accounts.errors import InvalidToken
-
         raise InvalidToken("Authentication required: send 'Authorization: Bearer <token>'.", code="unauthenticated")
-    user = accounts.authenticate(db_session=db_session, access_token=token)
-    # End the read transaction so this request holds no pooled connection while a unit of work runs:
-    # otherwise every busy thread would hold one connection and wait for a second.
-    db_session.commit()
-    limit_user(user.id)
-    return user
+    access = getattr(request.state, ACCESS, None)
+    if isinstance(access, InvalidToken):
+        raise access
+    user_id, login_id = access if access is not None else decode_access(token)
+    return accounts.authenticate_claims(db_session=db_session, user_id=user_id, login_id=login_id)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
@@ -59,7 +65,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 def role(*roles: str) -> Callable[[User], User]:
     """Dependency factory: the current user, who must have one of ``roles``."""
 
-    def _dep(user: CurrentUser) -> User:
+    async def _dep(user: CurrentUser) -> User:
         accounts.require_role(user, *roles)
         return user
 
@@ -73,8 +79,6 @@ Ops = Annotated[User, Depends(role("ops"))]
 
 def client_ip(request: Request) -> str | None:
     """The peer address if it is an IP (a reverse proxy in front would set it via --proxy-headers)."""
-    import ipaddress
-
     host = request.client.host if request.client else None
     try:
         return str(ipaddress.ip_address(host)) if host else None

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from api.deps import UowFactory
+from api.deps import DbSession
 from core import idempotency
+from core.db import UnitOfWork
 
 ANONYMOUS = 0
 
@@ -19,25 +21,34 @@ ANONYMOUS = 0
 class Idempotent:
     """Per-request helper: ``run(user_id, fn)`` executes ``fn(session)`` at most once per key."""
 
-    def __init__(self, *, route: str, key: str | None, digest: str, uow_factory) -> None:
-        self.route, self.key, self.digest, self.uow_factory = route, key, digest, uow_factory
+    def __init__(self, *, route: str, key: str | None, digest: str, session: Session) -> None:
+        self.route, self.key, self.digest, self.session = route, key, digest, session
 
     def run(self, user_id: int | None, fn: Callable[[Session], Any], *, status_code: int = 200) -> JSONResponse:
-        """Run ``fn`` and commit; a replay of the same key and body returns the stored response."""
+        """Run ``fn`` and commit; a replay of the same key and body returns the stored response.
+
+        The unit of work adopts the request's session: the user was read in this same transaction."""
         uid = user_id or ANONYMOUS
-        with self.uow_factory() as uow:
+        with UnitOfWork(self.session) as uow:
             if self.key:
                 stored = idempotency.acquire(uow.session, user_id=uid, route=self.route, key=self.key,
                                              digest=self.digest)
                 if stored is not None:
                     return JSONResponse(stored.body, status_code=stored.status_code,
                                         headers={"Idempotent-Replayed": "true"})
-            body = jsonable_encoder(fn(uow.session))
+            body = _encode(fn(uow.session))
             if self.key:
                 idempotency.store(uow.session, user_id=uid, route=self.route, key=self.key, digest=self.digest,
                                   status_code=status_code, body=body)
             uow.commit()
         return JSONResponse(body, status_code=status_code)
+
+
+def _encode(result: Any) -> Any:
+    """The JSON form of a result; a response model serialises itself (faster than the generic encoder)."""
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", by_alias=True)
+    return jsonable_encoder(result)
 
 
 async def _digest(request: Request) -> str:
@@ -56,12 +67,12 @@ async def _digest(request: Request) -> str:
     return h.hexdigest()
 
 
-async def idempotent(request: Request, uow_factory: UowFactory,
+async def idempotent(request: Request, db_session: DbSession,
                      idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> Idempotent:
     """Dependency: reads the key and hashes the raw body (multipart included)."""
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
     digest = await _digest(request) if key else ""
-    return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest=digest, uow_factory=uow_factory)
+    return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest=digest, session=db_session)
 
 
 IdempotentRun = Annotated[Idempotent, Depends(idempotent)]

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import time
 
-import anyio
-
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
-from api.ratelimit import limit_ip
+from accounts.errors import InvalidToken
+from accounts.security import decode_access
+from api.ratelimit import limit_request
 from core.config import get_settings
 from core.errors import InvalidInput, RateLimited, TooLarge
 from core.models import utcnow
@@ -22,6 +22,26 @@ UNLIMITED_PATHS = ("/healthz", "/metrics")
 # PostgreSQL text cannot hold NUL; no field of ours means it. Refused at the edge in the path, the query string,
 # JSON bodies (the escape \u0000) and form bodies (%00); multipart file contents are binary and left alone.
 NUL_IN_BODY = {b"application/json": b"\\u0000", b"application/x-www-form-urlencoded": b"%00"}
+
+
+ACCESS = "access_claims"
+
+
+def _access_claims(scope: Scope) -> tuple[int, str | None] | InvalidToken | None:
+    """The bearer token's (user id, login id), verified once per request and kept in the request state for
+    authentication (api.deps); the refusal if it is invalid; None without a bearer token."""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                return None
+            try:
+                found = decode_access(token.strip())
+            except InvalidToken as exc:
+                found = exc
+            scope["state"][ACCESS] = found
+            return found
+    return None
 
 
 def _nul_error() -> InvalidInput:
@@ -55,10 +75,11 @@ class EdgeMiddleware:
             self._check_length(scope, cap)
             if "\x00" in path or b"%00" in scope.get("query_string", b"") or b"\x00" in scope.get("query_string", b""):
                 raise _nul_error()
-            if scope.get("client") and path not in UNLIMITED_PATHS:
-                # The counter is a Redis round trip: off the event loop, so one slow Redis call never
-                # stalls every other request this process is serving.
-                await anyio.to_thread.run_sync(limit_ip, scope["client"][0])
+            if path not in UNLIMITED_PATHS:
+                # Both counters (IP, and the user a valid token names) in one Redis round trip on the loop.
+                access = _access_claims(scope)
+                await limit_request(scope["client"][0] if scope.get("client") else None,
+                                    access[0] if isinstance(access, tuple) else None)
         except (TooLarge, RateLimited, InvalidInput) as exc:
             return await error_response(exc)(scope, receive, send)
 

@@ -8,14 +8,25 @@ import redis
 from core.config import get_settings
 from core.errors import RateLimited
 from core.logging import get_logger
-from core.redis import get_redis
+from core.redis import get_async_redis, get_redis
 
 log = get_logger("api.ratelimit")
 
 
+def _key(key: str, window_s: int, now: float) -> str:
+    window = int(now // window_s)
+    return f"rl:{key}:{window}" if window_s == 60 else f"rl:{key}:{window_s}:{window}"
+
+
+def _refuse(limit: int, window_s: int, now: float) -> RateLimited:
+    per = "minute" if window_s == 60 else f"{window_s // 60} minutes"
+    return RateLimited(f"More than {limit} requests per {per}; slow down.",
+                       retry_after_s=window_s - int(now) % window_s)
+
+
 def _hit(key: str, limit: int, window_s: int = 60) -> None:
-    window = int(time.time() // window_s)
-    full = f"rl:{key}:{window}" if window_s == 60 else f"rl:{key}:{window_s}:{window}"
+    now = time.time()
+    full = _key(key, window_s, now)
     try:
         pipe = get_redis().pipeline()
         pipe.incr(full)
@@ -26,19 +37,32 @@ def _hit(key: str, limit: int, window_s: int = 60) -> None:
         log.warning("rate_limit_unavailable", key=key)
         return
     if count > limit:
-        per = "minute" if window_s == 60 else f"{window_s // 60} minutes"
-        raise RateLimited(f"More than {limit} requests per {per}; slow down.",
-                          retry_after_s=window_s - int(time.time()) % window_s)
+        raise _refuse(limit, window_s, now)
 
 
-def limit_user(user_id: int) -> None:
-    """Count a request for this user; raise RateLimited over the per-minute limit."""
-    _hit(f"user:{user_id}", get_settings().rate_limit_per_minute_user)
-
-
-def limit_ip(ip: str) -> None:
-    """Count a request from this IP; raise RateLimited over the per-minute limit."""
-    _hit(f"ip:{ip}", get_settings().rate_limit_per_minute_ip)
+async def limit_request(ip: str | None, user_id: int | None) -> None:
+    """Count one request against its IP's and its user's per-minute limits: one Redis round trip, made on the
+    event loop without blocking it (an asyncio client). Raises RateLimited for the first limit passed."""
+    s = get_settings()
+    checks = [(f"ip:{ip}", s.rate_limit_per_minute_ip)] if ip else []
+    if user_id is not None:
+        checks.append((f"user:{user_id}", s.rate_limit_per_minute_user))
+    if not checks:
+        return
+    now = time.time()
+    try:
+        pipe = get_async_redis().pipeline(transaction=False)
+        for key, _ in checks:
+            full = _key(key, 60, now)
+            pipe.incr(full)
+            pipe.expire(full, 120)
+        counts = (await pipe.execute())[::2]
+    except (redis.RedisError, OSError):
+        log.warning("rate_limit_unavailable", key=checks[0][0])
+        return
+    for (_, limit), count in zip(checks, counts):
+        if count > limit:
+            raise _refuse(limit, 60, now)
 
 
 def limit_auth(action: str, ip: str | None) -> None:

@@ -1,12 +1,11 @@
 """Check-in and check-out: convert, measure against the fence in PostGIS, decide, score, record."""
 from __future__ import annotations
 
-from dataclasses import asdict
+import json
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from geoalchemy2.shape import from_shape
-from shapely.geometry import Point
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from accounts.models import User
@@ -20,55 +19,88 @@ from checkin.verdict import decide
 from core.models import utcnow
 from geo import crs as geocrs
 from geo import h3cells
-from geo.sql import point_geog
 from tasks import claims
-from tasks.models import Claim, Task
+from tasks.models import Claim
 
 # Below a centimetre the geodesic distance is float noise: a point on the boundary is inside.
 ON_BOUNDARY_M = 0.01
 
+# Everything a check-in or check-out decides on, in one round trip: the worker's own claim, locked (no other
+# row of it can change until this transaction ends), its task's window and fence rules, the distance from the
+# fix to the fence on the spheroid (0 inside), the fence centre, and every history figure the signals need:
+# the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP.
+# All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time).
+_MEASURE = text("""
+SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task_id,
+       t.starts_at, t.ends_at, t.hard_fence, t.min_dwell_s,
+       CASE WHEN t.radius_m IS NOT NULL THEN greatest(0.0, ST_Distance(t.center, here.g) - t.radius_m)
+            ELSE ST_Distance(t.fence, here.g) END AS distance_m,
+       ST_X(t.center::geometry) AS cx, ST_Y(t.center::geometry) AS cy,
+       (SELECT coalesce(json_agg(r ORDER BY r.client_time DESC), '[]')
+          FROM (SELECT lat, lon, accuracy_m, client_time, altitude, speed, bearing, worker_id FROM checkin
+                 WHERE worker_id = :worker_id ORDER BY client_time DESC LIMIT :recent_n) r) AS recent,
+       (SELECT count(*) FROM (SELECT 1 FROM checkin WHERE raw_coord_key = :coord_key
+                                AND (worker_id <> :worker_id OR date(client_time) <> :fix_day) LIMIT 100) x) AS repeats,
+       (SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE device_id = :device_id
+                                AND worker_id <> :worker_id LIMIT :device_cap) x) AS devices,
+       CASE WHEN CAST(:ip AS inet) IS NULL THEN 0
+            ELSE (SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
+                    AND worker_id <> :worker_id AND server_time > :ip_since LIMIT :ip_cap) x) END AS ips
+  FROM claim c JOIN task t ON t.id = c.task_id,
+       (SELECT CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography) AS g) here
+ WHERE c.id = :claim_id AND c.worker_id = :worker_id
+   FOR UPDATE OF c
+""")
 
-def _fence_distance(db_session: Session, task_id: int, lon: float, lat: float) -> tuple[float, tuple[float, float]]:
-    """Metres from the point to the fence (0 inside or on it) by PostGIS on the spheroid, and the fence centre."""
-    here = point_geog(lon, lat)
-    dist = case((Task.radius_m.is_not(None),
-                 func.greatest(0.0, func.ST_Distance(Task.center, here) - Task.radius_m)),
-                else_=func.ST_Distance(Task.fence, here))
-    d, cx, cy = db_session.execute(select(dist, func.ST_X(func.geometry(Task.center)),
-                                          func.ST_Y(func.geometry(Task.center))).where(Task.id == task_id)).one()
-    return (0.0 if d < ON_BOUNDARY_M else float(d)), (cx, cy)
+# The fix itself: one INSERT, returning its id.
+_INSERT = text("""
+INSERT INTO checkin (claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs, raw_coord_key,
+                     accuracy_m, accuracy_95_m, provider, platform, mock_location, altitude, speed, bearing, device_id,
+                     ip, client_time, server_time, verdict, distance_m, risk_score, reasons, signals, remark, h3_r9)
+VALUES (:claim_id, :worker_id, :task_id, :kind, CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography), :lat,
+        :lon, :raw_lat, :raw_lon, :raw_crs, :raw_coord_key, :accuracy_m, :accuracy_95_m, :provider, :platform,
+        :mock_location, :altitude, :speed, :bearing, :device_id, CAST(:ip AS inet), :client_time, :server_time,
+        :verdict, :distance_m, :risk_score, :reasons, CAST(:signals AS jsonb), :remark, :h3_r9)
+RETURNING id
+""")
 
 
-PRIOR_COLUMNS = (Checkin.lat, Checkin.lon, Checkin.accuracy_m, Checkin.client_time, Checkin.altitude, Checkin.speed,
-                 Checkin.bearing, Checkin.worker_id)
+@dataclass(frozen=True)
+class _Measured:
+    """The claim, its task's rules and the fix's place against the fence and in history (see _MEASURE)."""
+
+    claim_state: str
+    checked_in_at: datetime | None
+    checked_out_at: datetime | None
+    claim_risk: int
+    claim_flags: list[str]
+    task_id: int
+    starts_at: datetime
+    ends_at: datetime
+    hard_fence: bool
+    min_dwell_s: int | None
+    distance_m: float
+    context: sig.SignalContext
 
 
-def _distinct_workers(cap: int, *where):
-    """Distinct other accounts matching ``where``, counted only up to ``cap`` (enough to decide)."""
-    sub = select(Checkin.worker_id).where(*where).distinct().limit(cap).subquery()
-    return select(func.count()).select_from(sub).scalar_subquery()
-
-
-def _context(db_session: Session, worker_id: int, center: tuple[float, float], fix: sig.Fix,
-             coord_key: str) -> sig.SignalContext:
-    """Everything the signals need from history: two indexed queries."""
+def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coord_key: str) -> _Measured:
+    """Lock the worker's claim and read everything the decision needs (one statement); 404 if not theirs."""
     s = get_checkin_settings()
-    recent = [sig.PriorFix(**row._mapping) for row in db_session.execute(
-        select(*PRIOR_COLUMNS).where(Checkin.worker_id == worker_id)
-        .order_by(Checkin.client_time.desc()).limit(s.constant_fields_min_fixes))]
-    repeats = select(func.count()).select_from(select(Checkin.id).where(
-        Checkin.raw_coord_key == coord_key,
-        (Checkin.worker_id != worker_id) | (func.date(Checkin.client_time) != fix.client_time.date()))
-        .limit(100).subquery()).scalar_subquery()
-    devices = _distinct_workers(s.shared_device_min_accounts + 1, Checkin.device_id == fix.device_id,
-                                Checkin.worker_id != worker_id)
-    ips = _distinct_workers(s.shared_ip_min_accounts + 1, Checkin.ip == fix.ip, Checkin.worker_id != worker_id,
-                            Checkin.server_time > fix.server_time - timedelta(seconds=s.shared_ip_window_s)) \
-        if fix.ip else literal(0)
-    n_repeats, n_devices, n_ips = db_session.execute(select(repeats, devices, ips)).one()
-    return sig.SignalContext(previous_fix=recent[0] if recent else None, recent_fixes=recent,
-                             exact_repeat_count=n_repeats, device_account_count=n_devices, ip_account_count=n_ips,
-                             fence_center=center, poi=None)
+    row = db_session.execute(_MEASURE, {
+        "claim_id": claim_id, "worker_id": worker.id, "lon": fix.lon, "lat": fix.lat,
+        "recent_n": s.constant_fields_min_fixes, "coord_key": coord_key, "fix_day": fix.client_time.date(),
+        "device_id": fix.device_id, "device_cap": s.shared_device_min_accounts + 1, "ip": fix.ip,
+        "ip_since": fix.server_time - timedelta(seconds=s.shared_ip_window_s),
+        "ip_cap": s.shared_ip_min_accounts + 1}).first()
+    if row is None:
+        raise claims.ClaimNotFound()
+    recent = [sig.PriorFix(**{**r, "client_time": datetime.fromisoformat(r["client_time"])}) for r in row.recent]
+    context = sig.SignalContext(previous_fix=recent[0] if recent else None, recent_fixes=recent,
+                                exact_repeat_count=row.repeats, device_account_count=row.devices,
+                                ip_account_count=row.ips, fence_center=(row.cx, row.cy), poi=None)
+    return _Measured(row.state, row.checked_in_at, row.checked_out_at, row.risk_score, list(row.flags), row.task_id,
+                     row.starts_at, row.ends_at, row.hard_fence, row.min_dwell_s,
+                     0.0 if row.distance_m < ON_BOUNDARY_M else float(row.distance_m), context)
 
 
 def _fix_time(body: CheckinCreate, now: datetime) -> datetime:
@@ -81,93 +113,96 @@ def _fix_time(body: CheckinCreate, now: datetime) -> datetime:
     return body.client_time if body.client_time <= now + timedelta(minutes=2) else now
 
 
-def _record(db_session: Session, worker: User, found: Claim, task: Task, body: CheckinCreate, kind: str,
-            ip: str | None, now: datetime) -> Checkin:
-    """Measure, decide, score and insert one fix (flushes only)."""
-    s = get_checkin_settings()
+def _fix(body: CheckinCreate, ip: str | None, now: datetime) -> sig.Fix:
+    """The fix in WGS-84 (converted from the phone's crs at this boundary)."""
     lat, lon = geocrs.to_wgs84(body.lat, body.lon, body.crs)
-    distance, center = _fence_distance(db_session, task.id, lon, lat)
-    verdict = decide(distance, body.accuracy_m, body.provider, body.platform, s)
-    fix = sig.Fix(lat=lat, lon=lon, accuracy_m=body.accuracy_m, client_time=body.client_time, server_time=now,
-                  device_id=body.device_id, ip=ip, provider=body.provider, mock_location=body.mock_location,
-                  altitude=body.altitude, speed=body.speed, bearing=body.bearing, sent_at=body.sent_at)
-    coord_key = f"{body.lat:.6f},{body.lon:.6f}"
-    found_signals = sig.evaluate(fix, _context(db_session, worker.id, center, fix, coord_key), s)
+    return sig.Fix(lat=lat, lon=lon, accuracy_m=body.accuracy_m, client_time=body.client_time, server_time=now,
+                   device_id=body.device_id, ip=ip, provider=body.provider, mock_location=body.mock_location,
+                   altitude=body.altitude, speed=body.speed, bearing=body.bearing, sent_at=body.sent_at)
+
+
+def _decide(m: _Measured, body: CheckinCreate, fix: sig.Fix, extra: list[sig.Signal]) -> tuple:
+    """The verdict and the signals (hard fences refuse 'outside' here)."""
+    s = get_checkin_settings()
+    verdict = decide(m.distance_m, body.accuracy_m, body.provider, body.platform, s)
+    found_signals = sig.evaluate(fix, m.context, s)
     remark = None
     if verdict.verdict == "outside":
-        if task.hard_fence:
+        if m.hard_fence:
             raise OutsideFence(f"You are {verdict.distance_m:.0f} m outside the fence "
                                f"(GPS accuracy ±{verdict.accuracy_95_m:.0f} m).",
                                distance_m=round(verdict.distance_m, 1), accuracy_95_m=round(verdict.accuracy_95_m, 1))
         remark = f"outside soft fence by {verdict.distance_m:.0f} m; flagged for review"
         found_signals.append(sig.Signal("outside_soft_fence", s.weight_outside_soft_fence, remark))
-    row = Checkin(claim_id=found.id, worker_id=worker.id, task_id=task.id, kind=kind,
-                  point=from_shape(Point(lon, lat), srid=4326), lat=lat, lon=lon, raw_lat=body.lat,
-                  raw_lon=body.lon, raw_crs=body.crs, raw_coord_key=coord_key, accuracy_m=body.accuracy_m,
-                  accuracy_95_m=verdict.accuracy_95_m, provider=body.provider, platform=body.platform,
-                  mock_location=body.mock_location, altitude=body.altitude, speed=body.speed,
-                  bearing=body.bearing, device_id=body.device_id, ip=ip, client_time=body.client_time,
-                  server_time=now, verdict=verdict.verdict, distance_m=verdict.distance_m,
-                  risk_score=sig.risk_score(found_signals), reasons=[x.code for x in found_signals],
-                  signals=[asdict(x) for x in found_signals], remark=remark, h3_r9=h3cells.cell(lat, lon))
-    db_session.add(row)
-    db_session.flush()
-    return row
+    return verdict, found_signals + extra, remark
 
 
-def _in_window(task: Task, at: datetime) -> None:
-    if not (task.starts_at <= at <= task.ends_at):
-        raise OutsideTimeWindow(f"This task accepts check-ins from {task.starts_at.isoformat()} "
-                                f"to {task.ends_at.isoformat()}.")
+def _insert(db_session: Session, worker: User, claim_id: int, m: _Measured, body: CheckinCreate, fix: sig.Fix,
+            kind: str, coord_key: str, verdict, found_signals: list[sig.Signal], remark: str | None) -> Checkin:
+    """Insert the fix (one statement) and return it as a Checkin (not tracked by the session)."""
+    values = dict(claim_id=claim_id, worker_id=worker.id, task_id=m.task_id, kind=kind, lat=fix.lat, lon=fix.lon,
+                  raw_lat=body.lat, raw_lon=body.lon, raw_crs=body.crs, raw_coord_key=coord_key,
+                  accuracy_m=body.accuracy_m, accuracy_95_m=verdict.accuracy_95_m, provider=body.provider,
+                  platform=body.platform, mock_location=body.mock_location, altitude=body.altitude,
+                  speed=body.speed, bearing=body.bearing, device_id=body.device_id, ip=fix.ip,
+                  client_time=body.client_time, server_time=fix.server_time, verdict=verdict.verdict,
+                  distance_m=verdict.distance_m, risk_score=sig.risk_score(found_signals),
+                  reasons=[x.code for x in found_signals], signals=[asdict(x) for x in found_signals],
+                  remark=remark, h3_r9=h3cells.cell(fix.lat, fix.lon))
+    new_id = db_session.execute(_INSERT, {**values, "signals": json.dumps(values["signals"])}).scalar_one()
+    return Checkin(id=new_id, **values)
 
 
-def _merge_risk(found: Claim, row: Checkin) -> dict:
-    return {"risk_score": max(found.risk_score, row.risk_score),
-            "flags": sorted(set(found.flags) | set(row.reasons))}
+def _in_window(m: _Measured, at: datetime) -> None:
+    if not (m.starts_at <= at <= m.ends_at):
+        raise OutsideTimeWindow(f"This task accepts check-ins from {m.starts_at.isoformat()} "
+                                f"to {m.ends_at.isoformat()}.")
+
+
+def _merged(m: _Measured, row: Checkin) -> dict:
+    return {"risk_score": max(m.claim_risk, row.risk_score), "flags": sorted(set(m.claim_flags) | set(row.reasons))}
 
 
 def check_in(*, db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None,
              received_at: datetime | None = None) -> Checkin:
-    """Check in on the worker's own claim; hard fences refuse 'outside'. Server time is when the fix arrived."""
-    found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
-    if found.state != "claimed":
-        raise AlreadyCheckedIn() if found.state == "checked_in" else claims.InvalidTransition(
-            f"Claim {claim_id} is {found.state}; check-in needs a claimed slot.")
-    task = db_session.get(Task, found.task_id)
+    """Check in on the worker's own claim; hard fences refuse 'outside'. Server time is when the fix arrived.
+
+    Three statements: measure (claim locked), insert the fix, move the claim with its audit row."""
     now = received_at or utcnow()
-    _in_window(task, _fix_time(body, now))
-    row = _record(db_session, worker, found, task, body, "in", ip, now)
-    claims.transition(db_session, claim_id, ("claimed",), "checked_in", actor_id=worker.id,
-                      data={"checkin_id": row.id, "verdict": row.verdict, "risk_score": row.risk_score},
-                      checked_in_at=body.client_time, **_merge_risk(found, row))
+    fix, coord_key = _fix(body, ip, now), f"{body.lat:.6f},{body.lon:.6f}"
+    m = _measure(db_session, worker, claim_id, fix, coord_key)
+    if m.claim_state != "claimed":
+        raise AlreadyCheckedIn() if m.claim_state == "checked_in" else claims.InvalidTransition(
+            f"Claim {claim_id} is {m.claim_state}; check-in needs a claimed slot.")
+    _in_window(m, _fix_time(body, now))
+    row = _insert(db_session, worker, claim_id, m, body, fix, "in", coord_key, *_decide(m, body, fix, []))
+    claims.move(db_session, claim_id, ("claimed",), "checked_in", actor_id=worker.id,
+                data={"checkin_id": row.id, "verdict": row.verdict, "risk_score": row.risk_score},
+                checked_in_at=body.client_time, **_merged(m, row))
     db_session.commit()
     return row
 
 
 def check_out(*, db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None,
-              received_at: datetime | None = None) -> Checkin:
-    """Check out: records the fix and the dwell time; a too-short dwell is a signal."""
-    found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
-    if found.checked_out_at is not None:
-        raise AlreadyCheckedOut()
-    if found.state != "checked_in" or found.checked_in_at is None:
-        raise NotCheckedIn()
-    task = db_session.get(Task, found.task_id)
+              received_at: datetime | None = None) -> tuple[Checkin, int]:
+    """Check out: records the fix and the dwell time (returned with the fix); a too-short dwell is a signal."""
     now = received_at or utcnow()
+    fix, coord_key = _fix(body, ip, now), f"{body.lat:.6f},{body.lon:.6f}"
+    m = _measure(db_session, worker, claim_id, fix, coord_key)
+    if m.checked_out_at is not None:
+        raise AlreadyCheckedOut()
+    if m.claim_state != "checked_in" or m.checked_in_at is None:
+        raise NotCheckedIn()
     _fix_time(body, now)  # refuses a check-out dated in the future
-    row = _record(db_session, worker, found, task, body, "out", ip, now)
-    dwell = sig.dwell_seconds(found.checked_in_at, body.client_time)
-    extra = sig.evaluate_checkout(found.checked_in_at, body.client_time, get_checkin_settings(), task.min_dwell_s)
-    if extra:
-        row.signals = row.signals + [asdict(x) for x in extra]
-        row.reasons = row.reasons + [x.code for x in extra]
-        row.risk_score = sig.risk_score([sig.Signal(**x) for x in row.signals])
-    found.checked_out_at, found.dwell_s = body.client_time, dwell
-    found.risk_score, found.flags = _merge_risk(found, row).values()
-    claims.audit(db_session, claim_id, "checked_in", "checked_in", worker.id, reason="checked out",
-                 data={"checkin_id": row.id, "dwell_s": dwell})
+    extra = sig.evaluate_checkout(m.checked_in_at, body.client_time, get_checkin_settings(), m.min_dwell_s)
+    row = _insert(db_session, worker, claim_id, m, body, fix, "out", coord_key, *_decide(m, body, fix, extra))
+    dwell = sig.dwell_seconds(m.checked_in_at, body.client_time)
+    # Not a state change: the claim stays checked in (guarded on that) and the audit row records the check-out.
+    claims.move(db_session, claim_id, ("checked_in",), "checked_in", actor_id=worker.id, reason="checked out",
+                data={"checkin_id": row.id, "dwell_s": dwell}, checked_out_at=body.client_time, dwell_s=dwell,
+                **_merged(m, row))
     db_session.commit()
-    return row
+    return row, dwell
 
 
 def for_claim(*, db_session: Session, user: User, claim_id: int) -> tuple[Claim, list[Checkin]]:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import jobs
+from core import jobs  # noqa: F401  (registers the after-commit job dispatch on every session)
 from core.config import get_settings
 
 
@@ -32,17 +32,39 @@ def get_engine() -> Engine:
     """The process-wide engine (pool sized for a 2-core API process)."""
     # synchronous_commit is asked for per connection too, so an external server configured without it
     # still acknowledges only what is on disk.
-    return create_engine(database_url(), pool_size=20, max_overflow=20, pool_pre_ping=True,
-                         connect_args={"options": "-c synchronous_commit=on"})
+    # No pre-ping: it cost a round trip on every checkout. A connection the server dropped (restart, failover)
+    # fails its first statement instead; SQLAlchemy then invalidates every pooled connection older than that
+    # moment, so one request per process sees 503 + Retry-After (api.errors) and the pool is fresh again.
+    return create_engine(database_url(), pool_size=20, max_overflow=20, pool_pre_ping=False,
+                         pool_recycle=1800, connect_args={"options": "-c synchronous_commit=on"})
+
+
+# Set in a session's info while a unit of work owns its transaction.
+IN_UNIT_OF_WORK = "in_unit_of_work"
+
+
+class AppSession(Session):
+    """A session whose ``commit()`` only flushes while a unit of work owns its transaction.
+
+    Services end their verbs with ``commit()`` so that each is atomic on its own (CLI, jobs). Inside a unit of
+    work (an idempotent API request: the change and its stored response must commit together) the same call
+    flushes, and the unit of work commits once: no savepoint round trips, one transaction per request.
+    """
+
+    def commit(self) -> None:
+        if self.info.get(IN_UNIT_OF_WORK):
+            self.flush()
+            return
+        super().commit()
 
 
 @lru_cache
-def _sessionmaker() -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(), expire_on_commit=False)
+def _sessionmaker() -> sessionmaker[AppSession]:
+    return sessionmaker(bind=get_engine(), class_=AppSession, expire_on_commit=False)
 
 
-def new_session() -> Session:
-    """A fresh session; the caller owns it and must close it."""
+def new_session() -> AppSession:
+    """A fresh session (connects on first use); the caller owns it and must close it."""
     return _sessionmaker()()
 
 
@@ -60,49 +82,32 @@ def session_scope() -> Iterator[Session]:
 
 
 class UnitOfWork:
-    """One outer transaction; services' own ``commit()`` only releases a savepoint inside it.
+    """One transaction around everything done on ``session``: services' ``commit()`` only flushes inside it.
 
-    Used where something must be written atomically with whatever the service did,
-    e.g. the stored response of an idempotent request.
+    ``UnitOfWork(session)`` adopts a request's session (authentication already ran on it, in the same
+    transaction); ``UnitOfWork()`` makes its own. ``commit()`` commits once; leaving without it rolls back.
+    Jobs recorded inside are dispatched by the session's after-commit hook (core.jobs), i.e. only after this
+    commit.
     """
 
-    def __init__(self, engine: Engine | None = None, connection=None) -> None:
-        self._engine = engine
-        self._external = connection
-        self.connection = None
-        self.session: Session | None = None
-        self._trans = None
+    def __init__(self, session: Session | None = None) -> None:
+        self._owned = session is None
+        self.session: Session = session if session is not None else new_session()
 
     def __enter__(self) -> "UnitOfWork":
-        if self._external is not None:
-            # Tests: the caller's transaction is the outer one; the session's savepoint is ours.
-            self.connection = self._external
-        else:
-            self.connection = (self._engine or get_engine()).connect()
-            self._trans = self.connection.begin()
-        self.session = Session(bind=self.connection, join_transaction_mode="create_savepoint",
-                               expire_on_commit=False)
-        self.session.info[jobs.OWNER_DISPATCHES] = True  # jobs go out after the outer commit, in commit()
+        self.session.info[IN_UNIT_OF_WORK] = True
         return self
 
     def commit(self) -> None:
-        """Flush the session and commit the outer transaction."""
-        assert self.session is not None
-        self.session.flush()
-        if self._trans is None:
-            self.session.commit()
-        else:
-            self._trans.commit()
-        jobs.dispatch_pending(self.session)
+        """Flush and commit the transaction."""
+        self.session.info.pop(IN_UNIT_OF_WORK, None)
+        self.session.commit()
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self.session.info.pop(IN_UNIT_OF_WORK, None)
         try:
-            if self._trans is None and self.session is not None:
+            if exc_type is not None or self.session.in_transaction():
                 self.session.rollback()
-            elif self._trans is not None and self._trans.is_active:
-                self._trans.rollback()
         finally:
-            if self.session is not None:
+            if self._owned:
                 self.session.close()
-            if self._external is None and self.connection is not None:
-                self.connection.close()

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Integer, String, delete, text
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.config import get_settings
@@ -84,13 +84,26 @@ def check_key(key: str) -> str:
     return key
 
 
+_LOCK = text("SELECT pg_try_advisory_xact_lock(:k)")
+# Read after the lock is held (a later statement, so a later snapshot): a first request that committed while we
+# waited for nothing is seen here, never run twice.
+_READ = text("SELECT body_sha256, status_code, response, expires_at FROM idempotency_record "
+             "WHERE user_id = :user_id AND route = :route AND key = :key")
+# One upsert, not merge(): merge would SELECT first. The row exists already only when it had expired.
+_STORE = text("""
+INSERT INTO idempotency_record (user_id, route, key, body_sha256, status_code, response, created_at, expires_at)
+VALUES (:user_id, :route, :key, :digest, :status_code, CAST(:response AS jsonb), :now, :expires_at)
+ON CONFLICT (user_id, route, key) DO UPDATE
+   SET body_sha256 = excluded.body_sha256, status_code = excluded.status_code, response = excluded.response,
+       expires_at = excluded.expires_at, created_at = excluded.created_at""")
+
+
 def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: str) -> StoredResponse | None:
     """Lock the key for this transaction; return the stored response if the request already ran."""
     lock_id = int.from_bytes(hashlib.sha256(f"{user_id}|{route}|{key}".encode()).digest()[:8], "big", signed=True)
-    got = db_session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": lock_id}).scalar_one()
-    if not got:
+    if not db_session.execute(_LOCK, {"k": lock_id}).scalar_one():
         raise IdempotencyInFlight()
-    rec = db_session.get(IdempotencyRecord, (user_id, route, key))
+    rec = db_session.execute(_READ, {"user_id": user_id, "route": route, "key": key}).first()
     if rec is None or rec.expires_at < utcnow():
         return None
     if rec.body_sha256 != digest:
@@ -101,13 +114,10 @@ def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: 
 def store(db_session: Session, *, user_id: int, route: str, key: str, digest: str,
           status_code: int, body: Any) -> None:
     """Record the response in the same transaction as the work it describes."""
-    ttl = timedelta(seconds=get_settings().idempotency_ttl_s)
-    # One upsert, not merge(): merge would SELECT first. The row exists already only when it had expired.
-    stmt = insert(IdempotencyRecord).values(user_id=user_id, route=route, key=key, body_sha256=digest,
-                                            status_code=status_code, response=body, expires_at=utcnow() + ttl)
-    db_session.execute(stmt.on_conflict_do_update(
-        index_elements=["user_id", "route", "key"],
-        set_={c: stmt.excluded[c] for c in ("body_sha256", "status_code", "response", "expires_at", "created_at")}))
+    now = utcnow()
+    db_session.execute(_STORE, {"user_id": user_id, "route": route, "key": key, "digest": digest,
+                                "status_code": status_code, "response": json.dumps(body), "now": now,
+                                "expires_at": now + timedelta(seconds=get_settings().idempotency_ttl_s)})
 
 
 def purge_expired(*, db_session: Session) -> int:

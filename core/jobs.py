@@ -81,23 +81,17 @@ def dispatch_pending(db_session: Session) -> None:
             fn(job_id)
 
 
-# A session that owns its transaction dispatches right after its commit, whichever process it is in (API,
-# Celery worker, beat, CLI), so a job added by a job starts at once instead of waiting for the sweeper.
-# A unit of work's session only releases a savepoint on commit; it marks itself and dispatches after the
-# outer commit instead (core.db.UnitOfWork), so no worker is nudged about a row not yet committed.
-OWNER_DISPATCHES = "jobs_dispatched_by_owner"
-
-
+# Jobs go out right after the commit that made them visible, whichever process it is in (API, Celery worker,
+# beat, CLI), so a job added by a job starts at once instead of waiting for the sweeper. Inside a unit of work
+# a service's commit() only flushes (core.db.AppSession), so this fires once, after the unit of work commits.
 @event.listens_for(Session, "after_commit")
 def _dispatch_after_commit(db_session: Session) -> None:
-    if not db_session.info.get(OWNER_DISPATCHES):
-        dispatch_pending(db_session)
+    dispatch_pending(db_session)
 
 
 @event.listens_for(Session, "after_rollback")
 def _forget_rolled_back(db_session: Session) -> None:
-    if not db_session.info.get(OWNER_DISPATCHES):
-        db_session.info.pop("pending_jobs", None)
+    db_session.info.pop("pending_jobs", None)
 
 
 def run(*, db_session: Session, job_id: int) -> str:

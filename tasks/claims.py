@@ -1,11 +1,13 @@
 """Claim verbs: claim a slot, guarded transitions with audit rows, expiry, reads."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from functools import lru_cache
 
-from sqlalchemy import select, text, update
+from sqlalchemy import TextClause, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from accounts.models import User
 from accounts.service import require_role
@@ -68,21 +70,47 @@ def audit(db_session: Session, claim_id: int, from_state: str | None, to_state: 
                               reason=reason, data=data))
 
 
-def transition(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
-               actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> Claim:
-    """Guarded claim state change (``WHERE state IN from_states``) plus its audit row; flushes only."""
-    # The self-join reads the row as it was before the UPDATE, so the audit names the real prior state;
-    # the guard stays on the updated row, which PostgreSQL re-checks if a concurrent change got there first.
-    before = aliased(Claim)
-    prior = db_session.execute(
-        update(Claim).where(Claim.id == claim_id, Claim.state.in_(from_states), before.id == Claim.id)
-        .values(state=to_state, **values).returning(before.state)).scalar()
+@lru_cache(maxsize=128)
+def _move_sql(n_from: int, columns: tuple[str, ...]) -> TextClause:
+    """The guarded UPDATE and its audit row as one statement, for a set of columns (names from code only)."""
+    unknown = set(columns) - set(Claim.__table__.c.keys())
+    if unknown:
+        raise ValueError(f"not claim columns: {sorted(unknown)}")
+    sets = ", ".join(["state = :to_state"] + [f"{c} = :v_{c}" for c in columns])
+    froms = ", ".join(f":from_{i}" for i in range(n_from))
+    # The self-join reads the row as it was before the UPDATE, so the audit names the real prior state; the
+    # guard stays on the updated row, which PostgreSQL re-checks if a concurrent change got there first.
+    return text(f"""
+        WITH moved AS (UPDATE claim SET {sets} FROM claim AS before
+                        WHERE claim.id = :claim_id AND claim.state IN ({froms}) AND before.id = claim.id
+                    RETURNING before.state AS prior)
+        INSERT INTO claim_event (claim_id, from_state, to_state, actor_id, reason, data, at)
+        SELECT CAST(:claim_id AS bigint), prior, CAST(:to_state AS text), CAST(:actor_id AS bigint),
+               CAST(:reason AS text), CAST(:data AS jsonb), CAST(:at AS timestamptz) FROM moved
+        RETURNING from_state""")
+
+
+def move(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
+         actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> str:
+    """Guarded claim state change (``WHERE state IN from_states``) plus its audit row, in one statement;
+    returns the prior state. Loads nothing: use ``transition`` for the changed Claim."""
+    params = {"claim_id": claim_id, "to_state": to_state, "actor_id": actor_id, "reason": reason,
+              "data": None if data is None else json.dumps(data), "at": utcnow(),
+              **{f"from_{i}": state for i, state in enumerate(from_states)},
+              **{f"v_{column}": value for column, value in values.items()}}
+    prior = db_session.execute(_move_sql(len(from_states), tuple(values)), params).scalar()
     if prior is None:
         current = db_session.scalar(select(Claim.state).where(Claim.id == claim_id))
         raise InvalidTransition(f"Claim {claim_id} is {current}; this needs {' or '.join(from_states)}.",
                                 state=current)
-    audit(db_session, claim_id, prior, to_state, actor_id, reason, data)
+    return prior
+
+
+def transition(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
+               actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> Claim:
+    """``move`` (flushing pending changes first), then the changed Claim."""
     db_session.flush()
+    move(db_session, claim_id, from_states, to_state, actor_id=actor_id, reason=reason, data=data, **values)
     obj = db_session.get(Claim, claim_id)
     if obj is not None:
         # The UPDATE bypassed the identity map: expire so the next attribute access reloads (lazily).

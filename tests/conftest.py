@@ -45,7 +45,7 @@ import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-from core.db import UnitOfWork, database_url, get_engine  # noqa: E402
+from core.db import AppSession, database_url, get_engine  # noqa: E402
 from core.redis import get_redis  # noqa: E402
 
 
@@ -103,22 +103,9 @@ def app(connection):
 
     application = create_app()
 
-    def _db():
-        # Release (not roll back) this session's savepoint at the end: a unit of work nested
-        # inside it during the request must survive, as it would on its own connection.
-        session = Session(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
-        try:
-            yield session
-        except Exception:
-            session.rollback()
-            raise
-        else:
-            session.commit()
-        finally:
-            session.close()
-
-    application.dependency_overrides[deps.get_db] = _db
-    application.dependency_overrides[deps.get_uow_factory] = lambda: (lambda: UnitOfWork(connection=connection))
+    # The request's one session joins the test's transaction; its commits release savepoints.
+    application.dependency_overrides[deps.get_session_factory] = lambda: (lambda: AppSession(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False))
     return application
 
 

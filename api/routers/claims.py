@@ -30,8 +30,9 @@ def check_out(claim_id: Id, body: CheckinCreate, worker: Worker, idem: Idempoten
     ip, at = client_ip(request), received_at(request)
 
     def run(db):
-        row = checkins.check_out(db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip, received_at=at)
-        return checkin_read(row, dwell_s=claims.get_own(db_session=db, worker=worker, claim_id=claim_id).dwell_s)
+        row, dwell_s = checkins.check_out(db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip,
+                                          received_at=at)
+        return checkin_read(row, dwell_s=dwell_s)
 
     return idem.run(worker.id, run, status_code=201)
 
