@@ -1,0 +1,91 @@
+"""The check-in write path: its round-trip budget, one session per request, check-out as one service verb."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import event, select
+
+from accounts.models import User
+from checkin import service as checkins
+from checkin.models import Checkin
+from checkin.schemas import CheckinCreate
+from tasks.models import Claim, ClaimEvent
+from tests.fieldwork import claimed, fix, now
+
+# What one check-in may cost in statements: the user (auth), the idempotency lock and its record, the measure
+# (claim locked, fence distance, history), the fix, the claim's guarded move with its audit row, the stored
+# response. The commit and the BEGIN are not statements the driver executes through the engine.
+CHECKIN_STATEMENTS = 7
+
+
+def _statements(connection, run):
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO")):
+            seen.append(statement)
+
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        result = run()
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+    return result, seen
+
+
+def test_checkin_and_checkout_stay_within_their_round_trip_budget(client, db, connection):
+    """Every statement is a round trip to PostgreSQL: the budget is the contract (was 19 for a check-in)."""
+    _, claim, w, _ = claimed(client, db)
+    h = dict(w, **{"Idempotency-Key": "budget-1"})
+    r, seen = _statements(connection, lambda: client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(),
+                                                          headers=h))
+    assert r.status_code == 201, r.text
+    assert len(seen) <= CHECKIN_STATEMENTS, "\n---\n".join(seen)
+    h, out = dict(w, **{"Idempotency-Key": "budget-2"}), fix()
+    r, seen = _statements(connection, lambda: client.post(f"/v1/claims/{claim['id']}/checkouts", json=out,
+                                                          headers=h))
+    assert r.status_code == 201, r.text
+    assert len(seen) <= CHECKIN_STATEMENTS, "\n---\n".join(seen)
+    # A replay is the auth, the lock and the stored record: nothing is measured or written again.
+    r2, seen = _statements(connection, lambda: client.post(f"/v1/claims/{claim['id']}/checkouts", json=out,
+                                                           headers=h))
+    assert r2.headers.get("Idempotent-Replayed") == "true" and len(seen) <= 3
+
+
+def test_check_out_is_one_service_verb_returning_the_dwell(client, db):
+    """The dwell is computed and stored by the service (no HTTP involved), with the audit row and the signal."""
+    _, claim, _, _ = claimed(client, db, min_dwell_s=600)
+    worker = db.get(User, claim["worker_id"])
+    t0 = now() - timedelta(minutes=3)
+    checkins.check_in(db_session=db, worker=worker, claim_id=claim["id"], ip=None,
+                      body=CheckinCreate(**fix(client_time=t0.isoformat())))
+    row, dwell = checkins.check_out(db_session=db, worker=worker, claim_id=claim["id"], ip=None,
+                                    body=CheckinCreate(**fix(client_time=(t0 + timedelta(seconds=125)).isoformat())))
+    assert dwell == 125 and row.kind == "out"
+    assert "short_dwell" in row.reasons  # below the task's 10-minute minimum
+    stored = db.get(Claim, claim["id"])
+    db.refresh(stored)
+    assert stored.dwell_s == 125 and stored.state == "checked_in" and "short_dwell" in stored.flags
+    events = db.scalars(select(ClaimEvent).where(ClaimEvent.claim_id == claim["id"]).order_by(ClaimEvent.id)).all()
+    assert [(e.from_state, e.to_state) for e in events][-2:] == [("claimed", "checked_in"),
+                                                                 ("checked_in", "checked_in")]
+    assert events[-1].data == {"checkin_id": row.id, "dwell_s": 125} and events[-1].reason == "checked out"
+    assert db.get(Checkin, row.id).risk_score == row.risk_score
+
+
+def test_a_users_request_holds_one_session(client, db, connection, monkeypatch):
+    """Authentication and the write share one session (and so one connection and transaction)."""
+    from api import deps
+
+    made = []
+    factory = client.app.dependency_overrides[deps.get_session_factory]()
+
+    def counting():
+        made.append(factory())
+        return made[-1]
+
+    client.app.dependency_overrides[deps.get_session_factory] = lambda: counting
+    _, claim, w, _ = claimed(client, db)
+    made.clear()
+    r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(), headers=dict(w, **{"Idempotency-Key": "one"}))
+    assert r.status_code == 201 and len(made) == 1
