@@ -1,21 +1,35 @@
 """The FastAPI application."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from api import errors, openapi
 from api.middleware import EdgeMiddleware
 from api.routers import acceptance, auth, claims, evidence, health, money, ops, pages, tasks, users
+from core.config import get_settings
 from core.logging import configure_logging
 
 ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, evidence.router,
            acceptance.router, money.router, ops.router, pages.router]
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Size the handler threads, and bound the requests holding a database session (api.deps.get_db)."""
+    settings = get_settings()
+    anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+    app.state.db_sessions = anyio.CapacityLimiter(settings.db_pool_size)
+    yield
+
+
 def create_app() -> FastAPI:
     """Build the app with its routers, error table and middleware."""
     configure_logging()
-    app = FastAPI(title="Fieldproof", version="0.1.0", openapi_url="/openapi.json",
+    app = FastAPI(title="Fieldproof", lifespan=lifespan, version="0.1.0", openapi_url="/openapi.json",
                   description="Verified offline field work: geofenced check-ins, photo evidence, escrow payouts.")
     errors.register(app)
     openapi.install(app)

@@ -30,17 +30,29 @@ def get_session_factory() -> Callable[[], Session]:
     return new_session
 
 
-async def get_db(factory: Annotated[Callable[[], Session], Depends(get_session_factory)]) -> AsyncIterator[Session]:
+async def get_db(request: Request,
+                 factory: Annotated[Callable[[], Session], Depends(get_session_factory)]) -> AsyncIterator[Session]:
     """One session per request, authentication included (it connects on first use). A write's unit of work
-    (api.idempotent) runs on this same session, so a request holds at most one pooled connection."""
+    (api.idempotent) runs on this same session, so a request holds at most one pooled connection.
+
+    A session keeps its connection between the request's thread hops (authentication, then the handler), so
+    the number of requests holding one is bounded here, on the event loop, by the pool's size: a request never
+    waits for a connection while holding a thread another request needs to give its connection back."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "db_sessions", None)
     session = factory()
+    if limiter is not None:  # on behalf of the session: set-up and tear-down may run in different tasks
+        await limiter.acquire_on_behalf_of(session)
     try:
         yield session
     finally:
-        if session.in_transaction():  # an open transaction ends with a ROLLBACK round trip: off the loop
-            await anyio.to_thread.run_sync(session.close)
-        else:
-            session.close()
+        try:
+            if session.in_transaction():  # an open transaction ends with a ROLLBACK round trip: off the loop
+                await anyio.to_thread.run_sync(session.close)
+            else:
+                session.close()
+        finally:
+            if limiter is not None:
+                limiter.release_on_behalf_of(session)
 
 
 DbSession = Annotated[Session, Depends(get_db)]

@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     login_per_ip_per_minute: int = 60
     login_per_minute_total: int = 1200
 
+    # Request concurrency per API process: sync handlers run on this many threads, each holding at most one
+    # pooled connection (one session per request). More threads than PostgreSQL can serve only queue inside
+    # PostgreSQL (lock and CPU contention); fewer queue on the event loop, where waiting is cheap. The pool
+    # keeps db_pool_size connections open and opens up to db_max_overflow more (beat, jobs, bursts).
+    api_threads: int = 16
+    db_pool_size: int = 16
+    db_max_overflow: int = 8
+    db_pool_timeout_s: float = 30.0
+
     # HTTP edge limits.
     max_json_body_bytes: int = 256 * 1024
     max_upload_bytes: int = 25 * 1024 * 1024

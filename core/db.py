@@ -29,14 +29,16 @@ def _local_url(dbname: str) -> str:
 
 @lru_cache
 def get_engine() -> Engine:
-    """The process-wide engine (pool sized for a 2-core API process)."""
+    """The process-wide engine (pool sized by settings: see api_threads in core.config)."""
     # synchronous_commit is asked for per connection too, so an external server configured without it
     # still acknowledges only what is on disk.
     # No pre-ping: it cost a round trip on every checkout. A connection the server dropped (restart, failover)
     # fails its first statement instead; SQLAlchemy then invalidates every pooled connection older than that
     # moment, so one request per process sees 503 + Retry-After (api.errors) and the pool is fresh again.
-    return create_engine(database_url(), pool_size=20, max_overflow=20, pool_pre_ping=False,
-                         pool_recycle=1800, connect_args={"options": "-c synchronous_commit=on"})
+    settings = get_settings()
+    return create_engine(database_url(), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+                         pool_timeout=settings.db_pool_timeout_s, pool_pre_ping=False, pool_recycle=1800,
+                         connect_args={"options": "-c synchronous_commit=on"})
 
 
 # Set in a session's info while a unit of work owns its transaction.

@@ -5,12 +5,14 @@ from datetime import timedelta
 
 from sqlalchemy import event, select
 
+from accounts import service as accounts
 from accounts.models import User
 from checkin import service as checkins
 from checkin.models import Checkin
 from checkin.schemas import CheckinCreate
 from tasks.models import Claim, ClaimEvent
 from tests.fieldwork import claimed, fix, now
+from tests.helpers import PASSWORD, unique
 
 # What one check-in may cost in statements: the user (auth), the idempotency lock and its record, the measure
 # (claim locked, fence distance, history), the fix, the claim's guarded move with its audit row, the stored
@@ -89,3 +91,24 @@ def test_a_users_request_holds_one_session(client, db, connection, monkeypatch):
     made.clear()
     r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(), headers=dict(w, **{"Idempotency-Key": "one"}))
     assert r.status_code == 201 and len(made) == 1
+
+
+def test_more_requests_than_connections_never_wait_for_a_connection_while_holding_a_thread(test_database):
+    """A session keeps its connection across the request's thread hops (auth, then the handler). With 2
+    threads, 2 connections and no overflow, 24 authenticated requests at once must all succeed: unbounded,
+    requests past their auth would hold both connections while the threads wait for a third (pool timeout)."""
+    from tests.live import live_server, release_together
+
+    env = {"FIELDPROOF_API_THREADS": "2", "FIELDPROOF_DB_POOL_SIZE": "2", "FIELDPROOF_DB_MAX_OVERFLOW": "0",
+           "FIELDPROOF_DB_POOL_TIMEOUT_S": "3", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000",
+           "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000"}
+    with live_server("pool", env) as srv:
+        with srv.session() as s:
+            user = accounts.create(db_session=s, username=unique("pool"), password=PASSWORD, role="worker",
+                                   self_service=False)
+        with srv.http() as c:
+            r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+            headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        results = release_together(srv, 24, lambda c, i: c.get("/v1/me", headers=headers))
+    codes = [r if isinstance(r, Exception) else r.status_code for r in results]
+    assert codes == [200] * 24, codes
