@@ -25,8 +25,9 @@ Id = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
-def get_session_factory() -> Callable[[], Session]:
-    """Makes the request's session (tests override this to join their transaction)."""
+async def get_session_factory() -> Callable[[], Session]:
+    """Makes the request's session (tests override this to join their transaction). Async: a sync dependency
+    would cost a thread hop for nothing."""
     return new_session
 
 

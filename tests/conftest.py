@@ -104,8 +104,13 @@ def app(connection):
     application = create_app()
 
     # The request's one session joins the test's transaction; its commits release savepoints.
-    application.dependency_overrides[deps.get_session_factory] = lambda: (lambda: AppSession(
-        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False))
+    def join_test_transaction() -> AppSession:
+        return AppSession(bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False)
+
+    async def factory():
+        return join_test_transaction
+
+    application.dependency_overrides[deps.get_session_factory] = factory
     return application
 
 

@@ -1,6 +1,7 @@
 """The check-in write path: its round-trip budget, one session per request, check-out as one service verb."""
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import event, select
@@ -80,13 +81,16 @@ def test_a_users_request_holds_one_session(client, db, connection, monkeypatch):
     from api import deps
 
     made = []
-    factory = client.app.dependency_overrides[deps.get_session_factory]()
+    joined = asyncio.run(client.app.dependency_overrides[deps.get_session_factory]())
 
     def counting():
-        made.append(factory())
+        made.append(joined())
         return made[-1]
 
-    client.app.dependency_overrides[deps.get_session_factory] = lambda: counting
+    async def factory():
+        return counting
+
+    client.app.dependency_overrides[deps.get_session_factory] = factory
     _, claim, w, _ = claimed(client, db)
     made.clear()
     r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(), headers=dict(w, **{"Idempotency-Key": "one"}))
