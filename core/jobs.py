@@ -95,13 +95,30 @@ def _forget_rolled_back(db_session: Session) -> None:
 
 
 def run(*, db_session: Session, job_id: int) -> str:
-    """Perform one job if still pending; safe to call twice or concurrently."""
-    job = db_session.scalar(select(Job).where(Job.id == job_id).with_for_update(skip_locked=True))
-    if job is None:
+    """Perform one job if still pending; safe to call twice or concurrently.
+
+    The attempt is counted and committed before the work starts, so a worker lost mid-job (hard time limit,
+    out of memory, host gone: its transaction never commits) still uses one up, and a job that kills every
+    worker that takes it gives up after MAX_ATTEMPTS instead of being retried forever."""
+    counted = db_session.execute(
+        update(Job).where(Job.id == select(Job.id).where(Job.id == job_id, Job.state == "pending")
+                          .with_for_update(skip_locked=True).scalar_subquery())
+        .values(attempts=Job.attempts + 1).returning(Job.attempts)).scalar()
+    if counted is None:
+        db_session.rollback()
+        state = db_session.scalar(select(Job.state).where(Job.id == job_id))
+        return "busy_or_missing" if state in (None, "pending") else state
+    if counted > MAX_ATTEMPTS:
+        db_session.execute(update(Job).where(Job.id == job_id).values(
+            state="failed", last_error=f"gave up: {MAX_ATTEMPTS} attempts ended without a result (worker lost)"))
+        db_session.commit()
+        return "failed"
+    db_session.commit()
+    job = db_session.scalar(select(Job).where(Job.id == job_id, Job.state == "pending")
+                            .with_for_update(skip_locked=True))
+    if job is None:  # another delivery took it between the two statements; it runs it
+        db_session.rollback()
         return "busy_or_missing"
-    if job.state != "pending":
-        return job.state
-    job.attempts += 1
     try:
         HANDLERS[job.kind](db_session=db_session, **job.payload)
     except Exception as exc:  # recorded on the row; the sweeper retries until MAX_ATTEMPTS
@@ -115,7 +132,6 @@ def run(*, db_session: Session, job_id: int) -> str:
 
 def _record_failure(db_session: Session, job_id: int, exc: Exception) -> None:
     job = db_session.get(Job, job_id)
-    job.attempts += 1
     job.last_error = f"{type(exc).__name__}: {exc}"[:2000]
     if job.attempts >= MAX_ATTEMPTS:
         job.state = "failed"
