@@ -9,7 +9,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.db import session_scope
-    from geo import heatmap
+    from heatmap import service as heatmap
 
     with session_scope() as db:
         total = heatmap.pending(db_session=db)

@@ -92,7 +92,7 @@ def run() -> dict:
     """Seed once, then time viewports and tiles."""
     use_bench_database()
     from core.db import get_engine, new_session
-    from geo import heatmap
+    from heatmap import service as heatmap
 
     n = int(10_000_000 * scale())
     with get_engine().begin() as conn:

@@ -20,7 +20,7 @@ from evidence.match import DEFAULT_THRESHOLD, compare_media
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
 from evidence.storage import get_store
 from geo.fence import haversine_m
-from tasks import claims
+from tasks import claims, hooks
 from tasks.models import Claim
 
 PROCESS_JOB = "evidence.process"
@@ -82,9 +82,7 @@ def _frames(ev: Evidence, data: bytes) -> list[ImageHashes]:
 
 def _exif_reasons(db_session: Session, ev: Evidence) -> list[str]:
     """Disagreements between the photo's EXIF and the claim's check-in."""
-    from checkin.models import Checkin
-
-    fix = db_session.scalar(select(Checkin).where(Checkin.claim_id == ev.claim_id, Checkin.kind == "in"))
+    fix = hooks.claim_fix(db_session, ev.claim_id)  # checkin registers how to find it (tasks.hooks)
     exif, out = ev.exif or {}, []
     if fix is None:
         return out

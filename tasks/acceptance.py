@@ -18,7 +18,7 @@ from core.models import utcnow
 from ledger import service as ledger
 from core import reasons
 from core.batch import sweep
-from tasks import claims, credit
+from tasks import claims, credit, hooks
 from tasks import service as task_service
 from tasks.models import Claim, Rating, SpotCheck, Task
 
@@ -26,31 +26,15 @@ from tasks.models import Claim, Rating, SpotCheck, Task
 ALWAYS_SAMPLE = reasons.FORCES_SPOT_CHECK
 
 
-class EvidenceIncomplete(Conflict):
-    code = "evidence_incomplete"
-    detail = "The task's evidence requirements are not met yet."
-
-
 def submit(*, db_session: Session, worker: User, claim_id: int) -> Claim:
     """The worker submits a checked-in claim whose evidence meets the task's requirements."""
     found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
-    task = db_session.get(Task, found.task_id)
-    photos, videos = _evidence_counts(db_session, claim_id)
-    if photos < task.photos_min or (task.video_required and videos < 1):
-        raise EvidenceIncomplete(f"Needs {task.photos_min} photo(s)" + (" and a video" if task.video_required else "")
-                                 + f"; you have {photos} photo(s) and {videos} video(s).")
+    # The evidence requirements (and any other precondition) are registered by the packages that know them.
+    hooks.run_submit_checks(db_session, found, db_session.get(Task, found.task_id))
     claim = claims.transition(db_session, claim_id, ("checked_in", "changes_requested"), "submitted",
                               actor_id=worker.id, submitted_at=utcnow())
     db_session.commit()
     return claim
-
-
-def _evidence_counts(db_session: Session, claim_id: int) -> tuple[int, int]:
-    from evidence.models import Evidence
-
-    rows = dict(db_session.execute(select(Evidence.kind, func.count()).where(Evidence.claim_id == claim_id)
-                                   .group_by(Evidence.kind)).all())
-    return rows.get("image", 0), rows.get("video", 0)
 
 
 def _merchant_claim(db_session: Session, merchant: User, claim_id: int) -> tuple[Claim, Task]:

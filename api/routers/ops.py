@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from api.deps import DbSession, Ops
 from core.bounds import BoundedDatetime
 from core.models import utcnow
-from geo import heatmap
+from heatmap import service as heatmap
 from tasks import reviews
 
 router = APIRouter(prefix="/v1/ops", tags=["ops"])

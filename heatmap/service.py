@@ -1,4 +1,4 @@
-"""Heatmap queries over the roll-ups (geo.rollup maintains them): GeoJSON cells, vector tiles, region stats.
+"""Heatmap queries over the roll-ups (heatmap.rollup maintains them): GeoJSON cells, vector tiles, region stats.
 
 A range reads whole UTC days from the day table and only its ragged ends from the hour table, so a week
 costs ~7 + 46 rows per cell rather than 168. Cells are hidden unless some single hour or day in the range
@@ -16,8 +16,8 @@ from core.config import get_settings
 from core.errors import InvalidInput
 from geo import crs as geocrs
 from geo import dwell, h3cells
-from geo.models import HeatCellDay, HeatCellHour
-from geo.rollup import COUNTS, catch_up, pending, roll_up  # noqa: F401  (the roll-up verbs live beside the queries' users)
+from heatmap.models import HeatCellDay, HeatCellHour
+from heatmap.rollup import COUNTS, catch_up, pending, roll_up  # noqa: F401  (the roll-up verbs live beside the queries' users)
 
 METRICS = ("checkins", "workers", "completions", "rejections", "spot_check_failures", "duplicate_flags",
            "spoof_flags", "median_dwell_s")
