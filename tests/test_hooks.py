@@ -7,8 +7,8 @@ from tasks import hooks
 @pytest.fixture
 def empty_hooks(monkeypatch):
     """The hook slots as a process that never registered sees them."""
-    for slots in (hooks._submit_checks, hooks._review_details, hooks._claim_fix):
-        monkeypatch.setattr(hooks, [k for k, v in vars(hooks).items() if v is slots][0], {})
+    for name in ("_submit_checks", "_review_details", "_claim_fix"):
+        monkeypatch.setattr(hooks, name, {})
 
 
 def test_registered_at_start_up():
