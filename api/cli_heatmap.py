@@ -6,8 +6,8 @@ import sys
 
 
 def _backfill(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from tqdm import tqdm
-
     from core.db import session_scope
     from heatmap import service as heatmap
 

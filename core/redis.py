@@ -6,6 +6,7 @@ from functools import lru_cache
 import redis
 
 from core.config import get_settings
+from core.localservices import LocalServices
 
 
 def redis_url() -> str:
@@ -13,7 +14,6 @@ def redis_url() -> str:
     url = get_settings().redis_url
     if url:
         return url
-    from core.localservices import LocalServices
 
     return LocalServices.from_settings().redis_url()
 

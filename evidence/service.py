@@ -19,6 +19,7 @@ from evidence.intake import inspect_upload
 from evidence.match import DEFAULT_THRESHOLD, compare_media
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
 from evidence.storage import get_store
+from evidence.video import hash_video
 from geo.fence import haversine_m
 from tasks import claims, hooks
 from tasks.models import Claim
@@ -74,8 +75,6 @@ def _check_quotas(db_session: Session, worker: User, claim_id: int, size: int) -
 
 def _frames(ev: Evidence, data: bytes) -> list[ImageHashes]:
     if ev.kind == "video":
-        from evidence.video import hash_video
-
         return [f.hashes for f in hash_video(data)]
     return [hash_image(data, with_variants=True)]
 

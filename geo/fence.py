@@ -12,6 +12,7 @@ from shapely.geometry.base import BaseGeometry
 
 from core.errors import InvalidInput
 from geo import crs as geocrs
+from geo.geojson import fence_geojson
 
 EARTH_RADIUS_M = 6371008.8  # IUGG mean Earth radius
 MIN_RADIUS_M = 10  # below consumer GPS accuracy a fence cannot be checked fairly
@@ -51,8 +52,6 @@ class Fence:
 
     def to_geojson(self, crs: str = "wgs84") -> dict[str, Any]:
         """GeoJSON geometry (RFC 7946 winding) in ``crs``."""
-        from geo.geojson import fence_geojson
-
         return fence_geojson(self.geometry, crs)
 
 

@@ -7,9 +7,21 @@ hiding (a cell visited by k workers over a week but never k in one day stays hid
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import ARRAY, BigInteger, Select, any_, cast, func, select, union_all
+import numpy as np
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Select,
+    any_,
+    cast,
+    func,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
@@ -110,8 +122,6 @@ def query(*, db_session: Session, bbox: tuple[float, float, float, float], res: 
 
 def feature_collection(cells: list[dict], metric: str, res: int, crs: str) -> dict:
     """GeoJSON (RFC 7946) FeatureCollection of hexagons, coordinates in ``crs``, every measure as a property."""
-    import numpy as np
-
     features = []
     for cell in cells:
         ring = np.asarray(h3cells.ring(cell["cell"]))
@@ -133,8 +143,6 @@ def zoom_to_res(z: int) -> int:
 
 def tile_bbox(z: int, x: int, y: int) -> tuple[float, float, float, float]:
     """WGS-84 (min_lon, min_lat, max_lon, max_lat) of an XYZ web-mercator tile."""
-    import math
-
     n = 2 ** z
 
     def lat(yy: int) -> float:
@@ -145,8 +153,6 @@ def tile_bbox(z: int, x: int, y: int) -> tuple[float, float, float, float]:
 
 def mvt_tile(*, db_session: Session, z: int, x: int, y: int, metric: str, since: datetime, until: datetime) -> bytes:
     """A Mapbox Vector Tile of the visible cells, built by PostGIS (ST_AsMVT) from the roll-ups."""
-    from sqlalchemy import text
-
     if not (0 <= z <= 22 and 0 <= x < 2 ** z and 0 <= y < 2 ** z):
         raise InvalidInput("No such tile.", code="invalid_tile")
     res = zoom_to_res(z)

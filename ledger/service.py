@@ -9,7 +9,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from ledger.errors import AlreadyPosted, InsufficientFunds, SecurityDepositRequired, UnbalancedTransaction
+from core.errors import InvalidInput
+from ledger.errors import (
+    AlreadyPosted,
+    InsufficientFunds,
+    SecurityDepositRequired,
+    UnbalancedTransaction,
+)
 from ledger.models import LedgerAccount, LedgerTransaction, Posting
 from ledger.provider import PaymentProvider
 from ledger.settings import get_ledger_settings
@@ -161,8 +167,6 @@ def statement(db_session: Session, owner_id: int, since: datetime | None = None,
 def finance_report(db_session: Session, period: str = "day") -> list[dict]:
     """Platform revenue per day, week or month."""
     if period not in ("day", "week", "month"):
-        from core.errors import InvalidInput
-
         raise InvalidInput("period must be day, week or month.", code="invalid_period")
     bucket = func.date_trunc(period, Posting.created_at)
     rows = db_session.execute(

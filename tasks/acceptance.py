@@ -12,14 +12,15 @@ from sqlalchemy.orm import Session
 
 from accounts.models import User
 from accounts.service import require_role
+from core import reasons
+from core.batch import sweep
 from core.config import get_settings
 from core.errors import Conflict, InvalidInput
 from core.models import utcnow
 from ledger import service as ledger
-from core import reasons
-from core.batch import sweep
 from tasks import claims, credit, hooks
 from tasks import service as task_service
+from tasks.errors import ClaimNotFound
 from tasks.models import Claim, Rating, SpotCheck, Task
 
 # Flags that always send a claim to a spot check, whatever the dice say: the registry's hard codes.
@@ -170,8 +171,6 @@ def worker_profile(*, db_session: Session, viewer: User, worker_id: int) -> dict
         worked = db_session.scalar(select(func.count()).select_from(Claim).join(Task, Task.id == Claim.task_id)
                                    .where(Claim.worker_id == worker_id, Task.merchant_id == viewer.id))
         if not worked:
-            from tasks.errors import ClaimNotFound
-
             raise ClaimNotFound("No such worker among your tasks' claims.", code="worker_not_found")
     avg, n = db_session.execute(select(func.avg(Rating.stars), func.count()).where(Rating.worker_id == worker_id)).one()
     states = dict(db_session.execute(select(Claim.state, func.count()).where(Claim.worker_id == worker_id)

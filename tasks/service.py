@@ -12,13 +12,20 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from accounts.models import User
 from accounts.service import require_role
+from core.batch import sweep
+from core.errors import InvalidInput
 from core.models import utcnow
 from geo import crs as geocrs
 from geo.fence import parse_fence
 from geo.sql import point_geog
-from core.batch import sweep
-from tasks.errors import EscrowExhausted, InvalidTransition, InvalidWindow, ProhibitedTask, TaskNotFound
 from ledger import service as ledger
+from tasks.errors import (
+    EscrowExhausted,
+    InvalidTransition,
+    InvalidWindow,
+    ProhibitedTask,
+    TaskNotFound,
+)
 from tasks.models import ACTIVE_CLAIM_STATES, Claim, MerchantTerms, Task, TaskEvent
 from tasks.schemas import TaskCreate
 
@@ -214,8 +221,6 @@ def review(*, db_session: Session, ops: User, task_id: int, decision: str, reaso
     """Ops approve (task goes live) or reject (with a reason the merchant sees)."""
     require_role(ops, "ops")
     if decision == "reject" and not reason.strip():
-        from core.errors import InvalidInput
-
         raise InvalidInput("A rejection needs a reason the merchant can act on.", code="reason_required")
     if db_session.get(Task, task_id) is None:
         raise TaskNotFound()

@@ -9,9 +9,20 @@ from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read
 from tasks import acceptance, claims, reviews
-from tasks.schemas import (AppealCreate, AppealDecision, AppealRead, ChangesRequest, ClaimRead, ComplaintDecision,
-                           RatingCreate,
-                           RatingRead, RejectRequest, SpotCheckRead, SpotCheckVerdict)
+from tasks.errors import ClaimNotFound
+from tasks.schemas import (
+    AppealCreate,
+    AppealDecision,
+    AppealRead,
+    ChangesRequest,
+    ClaimRead,
+    ComplaintDecision,
+    RatingCreate,
+    RatingRead,
+    RejectRequest,
+    SpotCheckRead,
+    SpotCheckVerdict,
+)
 
 router = APIRouter(prefix="/v1", tags=["acceptance"])
 
@@ -107,8 +118,6 @@ def rate(claim_id: Id, body: RatingCreate, merchant: Merchant, idem: IdempotentR
 def worker_profile(worker_id: Id, user: CurrentUser, db_session: DbSession) -> dict:
     """A worker's credit and ratings, for merchants who worked with them and for ops."""
     if user.role == "worker" and user.id != worker_id:
-        from tasks.errors import ClaimNotFound
-
         raise ClaimNotFound("No such worker.", code="worker_not_found")
     return acceptance.worker_profile(db_session=db_session, viewer=user, worker_id=worker_id)
 
