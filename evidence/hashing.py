@@ -122,7 +122,7 @@ def _centre(box: tuple[int, int, int, int], share: float) -> tuple[int, int, int
 
 
 def regions(grey: Image.Image) -> dict[str, Image.Image]:
-    """The four hashed regions of a greyscale image."""
+    """The six hashed regions of a greyscale image (REGIONS)."""
     core = _trim_box(np.asarray(grey, dtype=np.float32))
     left, top, right, bottom = core
     cut = int((bottom - top) * 0.15)
