@@ -165,13 +165,22 @@ def rate(*, db_session: Session, merchant: User, claim_id: int, stars: int, comm
     return row
 
 
-def worker_profile(*, db_session: Session, viewer: User, worker_id: int) -> dict:
-    """What a merchant (who has worked with this worker) or ops sees: credit, ratings, track record."""
+def may_see_worker(*, db_session: Session, viewer: User, worker_id: int) -> bool:
+    """Who sees a worker's profile: the worker, ops and admins, and merchants the worker has claimed tasks of."""
+    if viewer.role == "worker":
+        return viewer.id == worker_id
     if viewer.role == "merchant":
-        worked = db_session.scalar(select(func.count()).select_from(Claim).join(Task, Task.id == Claim.task_id)
-                                   .where(Claim.worker_id == worker_id, Task.merchant_id == viewer.id))
-        if not worked:
-            raise ClaimNotFound("No such worker among your tasks' claims.", code="worker_not_found")
+        return bool(db_session.scalar(select(func.count()).select_from(Claim).join(Task, Task.id == Claim.task_id)
+                                      .where(Claim.worker_id == worker_id, Task.merchant_id == viewer.id)))
+    return True
+
+
+def worker_profile(*, db_session: Session, viewer: User, worker_id: int) -> dict:
+    """What the worker, a merchant who has worked with them, or ops sees: credit, ratings, track record."""
+    if not may_see_worker(db_session=db_session, viewer=viewer, worker_id=worker_id):
+        # Not found rather than forbidden: nobody learns which ids are workers.
+        detail = "No such worker among your tasks' claims." if viewer.role == "merchant" else "No such worker."
+        raise ClaimNotFound(detail, code="worker_not_found")
     avg, n = db_session.execute(select(func.avg(Rating.stars), func.count()).where(Rating.worker_id == worker_id)).one()
     states = dict(db_session.execute(select(Claim.state, func.count()).where(Claim.worker_id == worker_id)
                                      .group_by(Claim.state)).all())

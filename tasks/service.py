@@ -14,11 +14,13 @@ from accounts.models import User
 from accounts.service import require_role
 from core.batch import sweep
 from core.errors import InvalidInput
+from core.config import get_settings
 from core.models import utcnow
 from geo import crs as geocrs
 from geo.fence import parse_fence
 from geo.sql import point_geog
 from ledger import service as ledger
+from tasks import credit
 from tasks.errors import (
     EscrowExhausted,
     InvalidTransition,
@@ -298,6 +300,15 @@ def nearby(*, db_session: Session, lat: float, lon: float, crs: str, radius_m: f
     if not premium_ok:
         stmt = stmt.where(Task.premium.is_(False))
     return [NearbyTask(task, d) for task, d in db_session.execute(stmt)]
+
+
+def hall(*, db_session: Session, worker: User, lat: float, lon: float, crs: str, radius_m: float,
+         type: str | None = None, min_reward: int | None = None, limit: int = 50) -> list[NearbyTask]:
+    """The task hall a worker sees: nearby open tasks, premium ones only past the premium gate, a capped page."""
+    require_role(worker, "worker")
+    return nearby(db_session=db_session, lat=lat, lon=lon, crs=crs, radius_m=radius_m, type=type,
+                  min_reward=min_reward, limit=min(limit, get_settings().nearby_max_results),
+                  premium_ok=credit.premium_ok(credit.score(db_session, worker.id)))
 
 
 def progress(*, db_session: Session, merchant: User, task_id: int) -> dict:
