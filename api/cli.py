@@ -13,6 +13,10 @@ from core.errors import FieldproofError
 PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli_demo", "api.cli_ledger",
                   "api.cli_heatmap", "api.cli_sim"]
 
+# Commands that call domain services in this process, so tasks' hooks must be filled first (tasks.hooks);
+# the others stay light (`coords`, `hash`, `dedup`, `db`) or start processes that register for themselves.
+DOMAIN_COMMANDS = {"users", "checkin", "demo", "heatmap", "ledger"}
+
 
 def _db(args: argparse.Namespace) -> int:
     # lazy: every fieldproof command loads this module; only this command needs these
@@ -137,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    if args.command in DOMAIN_COMMANDS:
+        # lazy: only commands that run domain services pay for loading them (and their hooks)
+        from api.hooks import register_domain_hooks
+
+        register_domain_hooks()
     try:
         code = args.func(args)
     except FieldproofError as exc:
