@@ -1,4 +1,4 @@
-"""What ops' views read: the default time windows of the heatmap, its tiles and the stats, and the stats."""
+"""Ops' views over the heatmap: their default time windows, and the stats per task type and region."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
