@@ -8,10 +8,13 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from api import errors, openapi
+from api.hooks import register_domain_hooks
 from api.middleware import EdgeMiddleware
 from api.routers import acceptance, auth, claims, evidence, health, money, ops, pages, tasks, users
+from core import jobs
 from core.config import get_settings
 from core.logging import configure_logging
+from workers.tasks import enqueue_job
 
 ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, evidence.router,
            acceptance.router, money.router, ops.router, pages.router]
@@ -36,9 +39,7 @@ def create_app() -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(EdgeMiddleware)
-    from core import jobs
-    from workers.tasks import enqueue_job
-
+    register_domain_hooks()
     jobs.set_dispatcher(enqueue_job)
     return app
 

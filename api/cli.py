@@ -7,12 +7,19 @@ import json
 import os
 import sys
 
+from core.errors import FieldproofError
+
 # Other packages' verbs register themselves through these modules' ``register(subparsers)``.
 PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli_demo", "api.cli_ledger",
                   "api.cli_heatmap", "api.cli_sim"]
 
+# Commands that call domain services in this process, so tasks' hooks must be filled first (tasks.hooks);
+# the others stay light (`coords`, `hash`, `dedup`, `db`) or start processes that register for themselves.
+DOMAIN_COMMANDS = {"users", "checkin", "demo", "heatmap", "ledger"}
+
 
 def _db(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from core import localservices
 
     if args.action == "up":
@@ -24,6 +31,7 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _status() -> dict:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from core import localservices
     from core.db import database_url
     from core.redis import redis_url
@@ -43,6 +51,7 @@ def _redact(url: str) -> str:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from core.migrate import upgrade
 
     upgrade(revision=args.revision)
@@ -51,8 +60,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     import uvicorn
-
     from core.config import get_settings
 
     s = get_settings()
@@ -73,6 +82,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _beat(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from core.config import get_settings
 
     schedule = os.path.join(str(get_settings().data_dir), "celerybeat-schedule")
@@ -80,6 +90,7 @@ def _beat(args: argparse.Namespace) -> int:
 
 
 def _users_create(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from accounts import service as accounts
     from core.db import session_scope
 
@@ -129,9 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script."""
-    from core.errors import FieldproofError
-
     args = build_parser().parse_args(argv)
+    if args.command in DOMAIN_COMMANDS:
+        # lazy: only commands that run domain services pay for loading them (and their hooks)
+        from api.hooks import register_domain_hooks
+
+        register_domain_hooks()
     try:
         code = args.func(args)
     except FieldproofError as exc:

@@ -6,6 +6,7 @@ import json
 
 
 def _explain(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from checkin import service
     from core.db import session_scope
 

@@ -6,6 +6,7 @@ import json
 
 
 def _demo(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from core.db import session_scope
     from tasks import demo
 

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 from core.errors import FieldproofError
+from evidence.match import DEFAULT_THRESHOLD  # the parser shows the default, so every command loads it
 
 
 def _media(path: Path, *, variants: bool = False):
     """(kind, sha256, [ImageHashes per frame], frame times) for a file, after the same intake as an upload
     (type from content, size and per-format pixel caps, full decode, polyglot check)."""
+    # lazy: every fieldproof command loads this module; only this command needs these
     from core.config import get_settings
     from evidence.hashing import hash_image
     from evidence.intake import inspect_upload
@@ -37,6 +39,7 @@ def _error_text(exc: Exception) -> str:
 
 
 def _hash(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from evidence.hashing import to_hex
 
     failed = False
@@ -65,8 +68,8 @@ def _files(paths: list[str]) -> list[Path]:
 
 
 def _dedup(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from tqdm import tqdm
-
     from evidence.match import compare_media
 
     files, media, failed = _files(args.paths), {}, False
@@ -89,8 +92,6 @@ def _dedup(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add the ``hash`` and ``dedup`` commands."""
-    from evidence.match import DEFAULT_THRESHOLD
-
     h = sub.add_parser("hash", help="perceptual hashes of photos and videos, one JSON line per file")
     h.add_argument("files", nargs="+")
     h.set_defaults(func=_hash)

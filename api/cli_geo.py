@@ -12,6 +12,7 @@ CHOICES = ["wgs84", "gcj02", "bd09"]
 
 
 def _one(lat: float, lon: float, src: str, dst: str) -> dict:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from geo import crs
 
     out_lat, out_lon = crs.convert(lat, lon, src, dst)

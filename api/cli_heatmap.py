@@ -6,10 +6,10 @@ import sys
 
 
 def _backfill(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from tqdm import tqdm
-
     from core.db import session_scope
-    from geo import heatmap
+    from heatmap import service as heatmap
 
     with session_scope() as db:
         total = heatmap.pending(db_session=db)

@@ -6,8 +6,8 @@ import sys
 
 
 def _check(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
     from sqlalchemy import func, select
-
     from core.db import session_scope
     from ledger import service as ledger
     from ledger import withdrawals  # noqa: F401  (these register the reconcilers of figures kept outside

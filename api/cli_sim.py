@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    import signal
-    import sys
-
+    # lazy: every fieldproof command loads this module; only this command needs these
     from sim import report
     from sim.driver import Options, Simulation
 
@@ -44,6 +44,7 @@ def register(sub) -> None:
 
 def _simulate_defaults(args: argparse.Namespace) -> int:
     if args.database is None:
+        # lazy: every fieldproof command loads this module; only this command needs these
         from core.config import get_settings
 
         args.database = f"{get_settings().database_name}_simday"

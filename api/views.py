@@ -1,8 +1,15 @@
 """Conversions from domain objects to response schemas."""
 from __future__ import annotations
 
+from geoalchemy2.shape import to_shape
+
 from accounts.models import User
 from accounts.schemas import UserRead
+from checkin.schemas import CheckinRead
+from checkin.signals import for_viewer
+from geo import crs as geocrs
+from geo.geojson import fence_geojson
+from tasks.schemas import ClaimRead, EvidenceRequirements, TaskRead
 
 
 def user_read(user: User) -> UserRead:
@@ -14,12 +21,6 @@ def user_read(user: User) -> UserRead:
 
 def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
     """A task with its fence and centre in the caller's crs."""
-    from geoalchemy2.shape import to_shape
-
-    from geo import crs as geocrs
-    from geo.geojson import fence_geojson
-    from tasks.schemas import EvidenceRequirements, TaskRead
-
     center = to_shape(task.center)
     clat, clon = geocrs.from_wgs84(center.y, center.x, crs)
     return TaskRead(id=task.id, merchant_id=task.merchant_id, title=task.title, description=task.description,
@@ -35,18 +36,12 @@ def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
 
 def claim_read(claim):
     """A claim as the API shows it."""
-    from tasks.schemas import ClaimRead
-
     return ClaimRead.model_validate(claim, from_attributes=True)
 
 
 def checkin_read(row, crs: str | None = None, dwell_s: int | None = None, viewer_role: str = "worker"):
     """A fix's verdict; coordinates in the crs the phone sent (or the one asked for); signal details
     without other people's identifiers unless the viewer is ops."""
-    from checkin.schemas import CheckinRead
-    from checkin.signals import for_viewer
-    from geo import crs as geocrs
-
     out_crs = crs or row.raw_crs
     lat, lon = geocrs.from_wgs84(row.lat, row.lon, out_crs)
     return CheckinRead(id=row.id, claim_id=row.claim_id, kind=row.kind, verdict=row.verdict,

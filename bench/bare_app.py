@@ -1,6 +1,8 @@
 """The baseline for checkin_throughput: a bare endpoint doing one INSERT, same stack and pool."""
 from __future__ import annotations
 
+import json
+
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -24,8 +26,6 @@ def healthz() -> dict:
 @app.post("/bare", status_code=201)
 def bare(body: dict) -> dict:
     """Parse the JSON body and insert it: a sync handler in the threadpool, like the real endpoints."""
-    import json
-
     with get_engine().begin() as conn:
         new_id = conn.execute(text("INSERT INTO bench_bare (body) VALUES (CAST(:b AS jsonb)) RETURNING id"),
                               {"b": json.dumps(body)}).scalar_one()

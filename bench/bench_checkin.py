@@ -13,8 +13,13 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+import httpx
+from sqlalchemy import text
+
+from accounts.security import create_access_token
 from bench.common import figure, pct, scale, server, use_bench_database
 from bench.seed import bench_merchant
+from core.db import get_engine
 
 CONNECTIONS = 64
 CENTER = (116.3976, 39.8990)
@@ -22,10 +27,6 @@ CENTER = (116.3976, 39.8990)
 
 def _seed(n: int) -> list[tuple[int, int]]:
     """n fresh workers, each holding a claim on one big published task; returns (claim_id, worker_id)."""
-    from sqlalchemy import text
-
-    from core.db import get_engine
-
     run = uuid.uuid4().hex[:8]
     with get_engine().begin() as conn:
         m = bench_merchant(conn)
@@ -55,8 +56,6 @@ def _fix(rng: random.Random, worker_id: int) -> dict:
 
 
 async def _drive(base: str, jobs: list[tuple[str, dict, dict]], duration_s: float) -> tuple[float, list[float], int]:
-    import httpx
-
     queue = list(reversed(jobs))
     latencies: list[float] = []
     errors = 0
@@ -85,7 +84,6 @@ async def _drive(base: str, jobs: list[tuple[str, dict, dict]], duration_s: floa
 def run() -> dict:
     """Measure both endpoints; returns the two figures."""
     use_bench_database()
-    from accounts.security import create_access_token
 
     duration = max(5.0, 20.0 * scale())
     claims = _seed(int(4000 * max(scale(), 0.25)))

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from bench.common import figure, pct, scale
+from evidence.index import HashIndex, popcount64
 
 RADIUS = 12
 QUERIES = 200
@@ -18,8 +19,6 @@ QUERIES = 200
 
 def run() -> dict:
     """Build 10 M hashes (with planted near-duplicates) and time both searches."""
-    from evidence.index import HashIndex, popcount64
-
     n = int(10_000_000 * scale())
     rng = np.random.default_rng(42)
     hashes = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) ^ (

@@ -15,7 +15,13 @@ import random
 import time
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import text
+
+from bench.bench_checkin import _seed as seed_claims
 from bench.common import figure, pct, scale, use_bench_database
+from core.db import get_engine, new_session
+from geo import h3cells
+from heatmap import service as heatmap
 
 CENTRE = (39.91, 116.40)
 PLACES = 50_000
@@ -23,10 +29,6 @@ QUERIES = 40
 
 
 def _places(conn) -> None:
-    from sqlalchemy import text
-
-    from geo import h3cells
-
     conn.execute(text("CREATE TABLE IF NOT EXISTS bench_place (pid int PRIMARY KEY, lat float8, lon float8, "
                       "r5 bigint, r6 bigint, r7 bigint, r8 bigint, r9 bigint)"))
     if conn.execute(text("SELECT count(*) FROM bench_place")).scalar_one() >= PLACES:
@@ -44,10 +46,6 @@ def _places(conn) -> None:
 
 def _seed(conn, n: int) -> None:
     """n check-ins over the last 7 days by 20,000 workers, then the roll-ups by SQL."""
-    from sqlalchemy import text
-
-    from bench.bench_checkin import _seed as seed_claims
-
     have = conn.execute(text("SELECT count(*) FROM checkin WHERE device_id LIKE 'hm-%'")).scalar_one()
     if have >= n:
         return
@@ -80,8 +78,6 @@ def _seed(conn, n: int) -> None:
 
 
 def _baseline(db, bbox, since, until) -> None:
-    from sqlalchemy import text
-
     db.execute(text("""SELECT h3_r9, count(*), count(DISTINCT worker_id) FROM checkin
                        WHERE lon BETWEEN :a AND :c AND lat BETWEEN :b AND :d AND server_time >= :s AND server_time < :u
                        GROUP BY h3_r9"""), {"a": bbox[0], "b": bbox[1], "c": bbox[2], "d": bbox[3], "s": since,
@@ -91,8 +87,6 @@ def _baseline(db, bbox, since, until) -> None:
 def run() -> dict:
     """Seed once, then time viewports and tiles."""
     use_bench_database()
-    from core.db import get_engine, new_session
-    from geo import heatmap
 
     n = int(10_000_000 * scale())
     with get_engine().begin() as conn:
@@ -100,8 +94,6 @@ def run() -> dict:
         _seed(conn, n)
     # Fresh rows: set hint bits and the visibility map once, as autovacuum would, before timing.
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        from sqlalchemy import text
-
         conn.execute(text("VACUUM ANALYZE heat_cell_hour, heat_cell_day, checkin"))
     until = datetime.now(timezone.utc) + timedelta(hours=1)
     since = until - timedelta(days=7)

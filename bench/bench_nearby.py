@@ -8,17 +8,17 @@ import json
 import random
 import time
 
+from sqlalchemy import text
+
 from bench.common import figure, pct, scale, use_bench_database
 from bench.seed import CITIES, published_tasks
+from core.db import get_engine, new_session
+from tasks import service
 
 QUERIES = 400
 
 
 def _time_queries(db, points, *, use_index: bool) -> list[float]:
-    from sqlalchemy import text
-
-    from tasks import service
-
     db.execute(text("SET enable_indexscan = " + ("on" if use_index else "off")))
     db.execute(text("SET enable_bitmapscan = " + ("on" if use_index else "off")))
     out = []
@@ -32,7 +32,6 @@ def _time_queries(db, points, *, use_index: bool) -> list[float]:
 def run() -> dict:
     """Seed (once) and measure."""
     use_bench_database()
-    from core.db import get_engine, new_session
 
     n = int(100_000 * scale())
     with get_engine().begin() as conn:

@@ -15,6 +15,7 @@ import imagehash
 from PIL import Image
 
 from bench.common import figure, scale
+from evidence.hashing import hash_image
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
 
@@ -47,8 +48,6 @@ def _draft_decode(p: Path) -> None:
 
 def run() -> dict:
     """Measure the three rates."""
-    from evidence.hashing import hash_image
-
     n = max(6, int(20 * scale()))
     with tempfile.TemporaryDirectory() as tmp:
         paths = _make_12mp(Path(tmp), n)

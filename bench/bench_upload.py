@@ -16,16 +16,21 @@ import threading
 import time
 import uuid
 
+import httpx
+import numpy as np
+from PIL import Image, ImageDraw
+from sqlalchemy import text
+
+from accounts.security import create_access_token
+from bench.bench_checkin import _seed
 from bench.common import figure, pct, scale, server, use_bench_database
+from core.db import get_engine
 
 RATE_PER_S = 10.0
 
 
 def scene(seed: int, size: tuple[int, int] = (4000, 3000)) -> bytes:
     """A distinct, photo-like 12 MP JPEG: smooth colour fields, shapes and sensor noise."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
     rng = np.random.default_rng(seed)
     base = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
     draw = ImageDraw.Draw(base)
@@ -41,11 +46,6 @@ def scene(seed: int, size: tuple[int, int] = (4000, 3000)) -> bytes:
 
 
 def _checked_in_claims(n: int) -> list[tuple[int, int]]:
-    from sqlalchemy import text
-
-    from bench.bench_checkin import _seed
-    from core.db import get_engine
-
     claims = _seed(n)
     with get_engine().begin() as conn:
         conn.execute(text("UPDATE claim SET state = 'checked_in', checked_in_at = now() WHERE id = ANY(:ids)"),
@@ -61,8 +61,6 @@ def _worker_process() -> subprocess.Popen:
 
 
 def _one(base: str, claim_id: int, token: str, photo: bytes, started: dict[int, float], errors: list[str]) -> None:
-    import httpx
-
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
     t0 = time.time()
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -77,10 +75,6 @@ def _one(base: str, claim_id: int, token: str, photo: bytes, started: dict[int, 
 def _verdict_times(started: dict[int, float], timeout_s: float = 300) -> list[float]:
     """Seconds from each upload's first byte to its processed_at, read from the database once all are done
     (polling every upload over HTTP would load the API more than the uploads do)."""
-    from sqlalchemy import text
-
-    from core.db import get_engine
-
     deadline = time.time() + timeout_s
     with get_engine().connect() as conn:
         while True:
@@ -96,7 +90,6 @@ def _verdict_times(started: dict[int, float], timeout_s: float = 300) -> list[fl
 def run() -> dict:
     """Post uploads at 10/s to a live API and worker; p95 of upload-to-verdict seconds."""
     use_bench_database()
-    from accounts.security import create_access_token
 
     n = max(30, int(200 * scale()))
     photos = [scene(seed) for seed in range(n)]

@@ -9,7 +9,14 @@ import sys
 import time
 from contextlib import contextmanager
 
+import httpx
+
+from core import localservices
+from core.config import get_settings
+from core.db import get_engine
 from core.localservices import free_port
+from core.migrate import upgrade
+from core.redis import redis_url
 
 BENCH_DB = "fieldproof_bench"
 
@@ -21,9 +28,6 @@ def scale() -> float:
 
 def use_bench_database() -> str:
     """Point this process (and children) at a migrated bench database; returns its URL."""
-    from core import localservices
-    from core.config import get_settings
-
     localservices.up()
     url = os.environ.get("FIELDPROOF_BENCH_DATABASE_URL")
     if not url:
@@ -36,12 +40,8 @@ def use_bench_database() -> str:
         url = f"{base}/{BENCH_DB}"
     os.environ["FIELDPROOF_DATABASE_URL"] = url
     if not os.environ.get("FIELDPROOF_REDIS_URL"):
-        from core.redis import redis_url
-
         os.environ["FIELDPROOF_REDIS_URL"] = redis_url().rsplit("/", 1)[0] + "/14"
     get_settings.cache_clear()
-    from core.db import get_engine
-    from core.migrate import upgrade
 
     get_engine.cache_clear()
     upgrade(url)
@@ -76,8 +76,6 @@ def figure(value: float, unit: str, baseline: float | None, bigger_is_better: bo
 @contextmanager
 def server(app_path: str, workers: int = 2):
     """Run uvicorn on a free loopback port; yields the base URL."""
-    import httpx
-
     port = free_port()
     env = {**os.environ, "FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000000",
            "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000000", "FIELDPROOF_LOG_LEVEL": "WARNING",

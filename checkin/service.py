@@ -97,7 +97,7 @@ def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coo
     recent = [sig.PriorFix(**{**r, "client_time": datetime.fromisoformat(r["client_time"])}) for r in row.recent]
     context = sig.SignalContext(previous_fix=recent[0] if recent else None, recent_fixes=recent,
                                 exact_repeat_count=row.repeats, device_account_count=row.devices,
-                                ip_account_count=row.ips, fence_center=(row.cx, row.cy), poi=None)
+                                ip_account_count=row.ips, fence_center=(row.cx, row.cy))
     return _Measured(row.state, row.checked_in_at, row.checked_out_at, row.risk_score, list(row.flags), row.task_id,
                      row.starts_at, row.ends_at, row.hard_fence, row.min_dwell_s,
                      0.0 if row.distance_m < ON_BOUNDARY_M else float(row.distance_m), context)
@@ -124,7 +124,7 @@ def _fix(body: CheckinCreate, ip: str | None, now: datetime) -> sig.Fix:
 def _decide(m: _Measured, body: CheckinCreate, fix: sig.Fix, extra: list[sig.Signal]) -> tuple:
     """The verdict and the signals (hard fences refuse 'outside' here)."""
     s = get_checkin_settings()
-    verdict = decide(m.distance_m, body.accuracy_m, body.provider, body.platform, s)
+    verdict = decide(m.distance_m, body.accuracy_m, body.platform, s)
     found_signals = sig.evaluate(fix, m.context, s)
     remark = None
     if verdict.verdict == "outside":

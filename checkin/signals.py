@@ -53,7 +53,6 @@ class SignalContext:
     device_account_count: int = 0
     ip_account_count: int = 0
     fence_center: tuple[float, float] | None = None
-    poi: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -162,10 +161,10 @@ def _clock(fix: Fix, ctx: SignalContext, s) -> list[Signal]:
 
 
 def _centre(fix: Fix, ctx: SignalContext, s) -> list[Signal]:
-    for name, pt in (("fence centre", ctx.fence_center), ("POI pin", ctx.poi)):
-        if pt is not None and haversine_m(pt[0], pt[1], fix.lon, fix.lat) < s.fence_center_m:
-            return [Signal("at_fence_center", s.weight_at_fence_center,
-                           f"the fix is within {s.fence_center_m:.0f} m of the {name}: typed in, not measured")]
+    pt = ctx.fence_center
+    if pt is not None and haversine_m(pt[0], pt[1], fix.lon, fix.lat) < s.fence_center_m:
+        return [Signal("at_fence_center", s.weight_at_fence_center,
+                       f"the fix is within {s.fence_center_m:.0f} m of the fence centre: typed in, not measured")]
     return []
 
 

@@ -30,16 +30,16 @@ class Verdict:
     slack_m: float
 
 
-def accuracy_95_m(accuracy_m: float, provider: str, platform: str | None, factor: float = 1.62) -> float:
-    """The reported accuracy as a 95 % radius."""
+def accuracy_95_m(accuracy_m: float, platform: str | None, factor: float) -> float:
+    """The reported accuracy as a 95 % radius (``factor``: CheckinSettings.accuracy_68_to_95, for 68 % radii)."""
     if accuracy_m is None or not math.isfinite(accuracy_m) or accuracy_m < 0:
         raise InvalidAccuracy()
     return accuracy_m if platform in NINETY_FIVE_PERCENT_PLATFORMS else accuracy_m * factor
 
 
-def decide(distance_m: float, accuracy_m: float, provider: str, platform: str | None, settings) -> Verdict:
+def decide(distance_m: float, accuracy_m: float, platform: str | None, settings) -> Verdict:
     """inside if on or in the fence; uncertain if within the (capped) accuracy slack; else outside."""
-    acc95 = accuracy_95_m(accuracy_m, provider, platform, settings.accuracy_68_to_95)
+    acc95 = accuracy_95_m(accuracy_m, platform, settings.accuracy_68_to_95)
     if acc95 > settings.max_accuracy_95_m:
         raise AccuracyTooLow(f"GPS accuracy ±{acc95:.0f} m (95 %) is worse than the {settings.max_accuracy_95_m:.0f} m "
                              "we accept; wait for a better fix (outdoors, GPS on) and retry.",

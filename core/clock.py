@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
+from core.config import get_settings
+
 
 class SimulatedClockRefused(RuntimeError):
     """A simulated clock was configured where only real time is allowed."""
@@ -53,8 +55,6 @@ def from_settings(settings) -> ClockConfig | None:
 
 @lru_cache
 def _config() -> ClockConfig | None:
-    from core.config import get_settings
-
     return from_settings(get_settings())
 
 

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     database_name: str = "fieldproof"
     env: str = "dev"
 
-    # Auth. The dev default key is replaced by a random per-install key file (see core.secrets).
+    # Auth. Without a configured secret, dev and test use a random per-install key file (accounts.security).
     jwt_secret: str = ""
     jwt_issuer: str = "fieldproof"
     jwt_audience: str = "fieldproof-api"
@@ -68,8 +68,6 @@ class Settings(BaseSettings):
     rate_limit_per_minute_ip: int = 1200
     # Phones retry for up to a few days on bad networks; keep keys 72 h.
     idempotency_ttl_s: int = 72 * 3600
-    # A request still "in flight" after this long is assumed dead and may be retried.
-    idempotency_inflight_timeout_s: int = 120
 
     # A claim not checked in within 2 h is released so the slot goes back to the hall.
     claim_checkin_window_s: int = 2 * 3600
@@ -84,7 +82,6 @@ class Settings(BaseSettings):
     spot_check_base_rate: float = 0.05
     # Seed of the per-claim sampling draw (change it to re-randomise; fixed so retries sample alike).
     spot_check_seed: str = "fieldproof"
-    default_commission_bp: int = 500
 
     # Heatmap: cells seen by fewer distinct workers are hidden, so no one's movements can be read off the map.
     heatmap_k: int = 5

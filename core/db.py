@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import jobs  # noqa: F401  (registers the after-commit job dispatch on every session)
 from core.config import get_settings
+from core.localservices import LocalServices
 
 
 def database_url() -> str:
@@ -22,8 +23,6 @@ def database_url() -> str:
 
 
 def _local_url(dbname: str) -> str:
-    from core.localservices import LocalServices
-
     return LocalServices.from_settings().database_url(dbname)
 
 

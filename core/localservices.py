@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from core.config import get_settings
 
 PG_VERSION = "15"
@@ -183,8 +185,6 @@ class LocalServices:
                        "synchronous_commit = on\nwork_mem = '32MB'\nmaintenance_work_mem = '512MB'\n")
 
     def _pg_durable(self) -> bool:
-        import psycopg
-
         st = self.state()
         try:
             with psycopg.connect(f"host=127.0.0.1 port={st['pg_port']} user={PG_SUPERUSER} "
@@ -195,8 +195,6 @@ class LocalServices:
 
     def ensure_database(self, name: str) -> None:
         """Create a database on the local cluster if it does not exist."""
-        import psycopg
-
         st = self.state()
         dsn = f"host=127.0.0.1 port={st['pg_port']} user={PG_SUPERUSER} password={st['pg_password']} dbname=postgres"
         for _ in range(50):

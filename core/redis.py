@@ -9,6 +9,7 @@ import redis
 import redis.asyncio
 
 from core.config import get_settings
+from core.localservices import LocalServices
 
 
 def redis_url() -> str:
@@ -16,7 +17,6 @@ def redis_url() -> str:
     url = get_settings().redis_url
     if url:
         return url
-    from core.localservices import LocalServices
 
     return LocalServices.from_settings().redis_url()
 

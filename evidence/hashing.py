@@ -16,6 +16,8 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
+from evidence.decode import decode_slot
+
 WORK_SIDE = 256  # greyscale working size: 8× the 32 px pHash input, enough for the centred regions
 REGIONS = ("full", "core", "c80", "c64", "t85", "b85")
 # Rows/columns whose pixel std is below this (0-255 scale) are a uniform border or bar.
@@ -78,8 +80,6 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 def load_grey(source: bytes | str | Path | Image.Image) -> Image.Image:
     """Decode to a small greyscale image, orientation applied; JPEGs via draft mode, other formats in full
     within a decode slot (evidence.decode bounds their pixels and how many run at once)."""
-    from evidence.decode import decode_slot
-
     if isinstance(source, Image.Image):
         img = source
     else:
@@ -122,7 +122,7 @@ def _centre(box: tuple[int, int, int, int], share: float) -> tuple[int, int, int
 
 
 def regions(grey: Image.Image) -> dict[str, Image.Image]:
-    """The four hashed regions of a greyscale image."""
+    """The six hashed regions of a greyscale image (REGIONS)."""
     core = _trim_box(np.asarray(grey, dtype=np.float32))
     left, top, right, bottom = core
     cut = int((bottom - top) * 0.15)

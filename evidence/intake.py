@@ -10,9 +10,17 @@ from typing import Any
 from PIL import Image, ImageFile
 
 from evidence import decode
-from evidence.errors import (CorruptMedia, DecompressionBomb, EmptyFile, FileTooLarge, PolyglotFile, TruncatedImage,
-                             UnsupportedMediaType)
+from evidence.errors import (
+    CorruptMedia,
+    DecompressionBomb,
+    EmptyFile,
+    FileTooLarge,
+    PolyglotFile,
+    TruncatedImage,
+    UnsupportedMediaType,
+)
 from evidence.exif import read_exif
+from evidence.video import probe
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off upload is an error, never silently grey pixels
 # Trailing bytes some cameras and apps leave after the end marker (padding); more is a smuggled payload.
@@ -112,8 +120,6 @@ def _open_image(data: bytes, mime: str, max_pixels: int) -> MediaInfo:
 
 
 def _open_video(data: bytes, mime: str) -> MediaInfo:
-    from evidence.video import probe
-
     width, height, duration = probe(data)
     return MediaInfo("video", mime, hashlib.sha256(data).hexdigest(), len(data), width, height, duration)
 

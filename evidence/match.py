@@ -1,6 +1,6 @@
 """The near-duplicate decision rule, shared by the service and `fieldproof dedup`. Pure.
 
-Thresholds were set on the shipped test photos and their transformed copies (tests/test_evidence_match.py):
+Thresholds were set on the shipped test photos and their transformed copies (tests/test_evidence_pure.py):
 transformed copies of textured photos match at pHash distance ≤ 12, distinct photos never came closer than
 16 over all region pairs and orientations. dHash must agree too (≤ 16) for upright pairs; rotated/mirrored
 pairs (pHash only) need ≤ 8. Low-texture photos (plain walls, sky) hash mostly their borders and bands, so

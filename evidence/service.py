@@ -19,8 +19,9 @@ from evidence.intake import inspect_upload
 from evidence.match import DEFAULT_THRESHOLD, compare_media
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
 from evidence.storage import get_store
+from evidence.video import hash_video
 from geo.fence import haversine_m
-from tasks import claims
+from tasks import claims, hooks
 from tasks.models import Claim
 
 PROCESS_JOB = "evidence.process"
@@ -74,17 +75,13 @@ def _check_quotas(db_session: Session, worker: User, claim_id: int, size: int) -
 
 def _frames(ev: Evidence, data: bytes) -> list[ImageHashes]:
     if ev.kind == "video":
-        from evidence.video import hash_video
-
         return [f.hashes for f in hash_video(data)]
     return [hash_image(data, with_variants=True)]
 
 
 def _exif_reasons(db_session: Session, ev: Evidence) -> list[str]:
     """Disagreements between the photo's EXIF and the claim's check-in."""
-    from checkin.models import Checkin
-
-    fix = db_session.scalar(select(Checkin).where(Checkin.claim_id == ev.claim_id, Checkin.kind == "in"))
+    fix = hooks.claim_fix(db_session, ev.claim_id)  # checkin registers how to find it (tasks.hooks)
     exif, out = ev.exif or {}, []
     if fix is None:
         return out

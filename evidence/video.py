@@ -19,7 +19,7 @@ class FrameHash:
 
 
 def _open(data: bytes):
-    import av
+    import av  # lazy: PyAV (FFmpeg bindings) loads only when a video arrives; photo-only processes never pay
 
     try:
         return av.open(io.BytesIO(data))
@@ -44,7 +44,7 @@ def probe(data: bytes) -> tuple[int | None, int | None, float | None]:
 
 def hash_video(data: bytes, *, fps: float = 1.0, max_frames: int = 60) -> list[FrameHash]:
     """Hash keyframes and one frame every 1/fps seconds (at most ``max_frames``)."""
-    import av
+    import av  # lazy: as in _open
 
     container = _open(data)
     frames: list[FrameHash] = []

@@ -10,7 +10,6 @@ import json
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import shapely
@@ -19,7 +18,6 @@ from shapely.geometry.base import BaseGeometry
 
 from core.errors import InvalidInput
 
-CRS = Literal["wgs84", "gcj02", "bd09"]
 SUPPORTED_CRS = ("wgs84", "gcj02", "bd09")
 _A = 6378245.0  # Krasovsky 1940 semi-major axis, as the GCJ-02 algorithm uses
 _EE = 0.00669342162296594323

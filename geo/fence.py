@@ -7,11 +7,12 @@ from typing import Any, Literal
 
 import numpy as np
 import shapely
-from shapely.geometry import MultiPolygon, Point, Polygon, shape
+from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import InvalidInput
 from geo import crs as geocrs
+from geo.geojson import fence_geojson
 
 EARTH_RADIUS_M = 6371008.8  # IUGG mean Earth radius
 MIN_RADIUS_M = 10  # below consumer GPS accuracy a fence cannot be checked fairly
@@ -51,8 +52,6 @@ class Fence:
 
     def to_geojson(self, crs: str = "wgs84") -> dict[str, Any]:
         """GeoJSON geometry (RFC 7946 winding) in ``crs``."""
-        from geo.geojson import fence_geojson
-
         return fence_geojson(self.geometry, crs)
 
 
@@ -180,10 +179,3 @@ def parse_fence(data: dict, crs: str = "wgs84") -> Fence:
     if data.get("type") in ("Polygon", "MultiPolygon"):
         return _parse_polygon(data, crs)
     raise InvalidGeofence(f"Unsupported geofence type {data.get('type')!r}; use Polygon, MultiPolygon or a circle.")
-
-
-def distance_to_fence_m(fence: Fence, lon: float, lat: float) -> float:
-    """Metres from a WGS-84 point to the fence: 0 inside or on the boundary."""
-    if fence.kind == "circle":
-        return max(0.0, haversine_m(fence.center[0], fence.center[1], lon, lat) - fence.radius_m)
-    return _local(fence.geometry, lon, lat).distance(Point(0, 0))

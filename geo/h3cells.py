@@ -1,6 +1,8 @@
 """H3 cells (the `h3` package; this PostGIS has no h3 extension). Pure."""
 from __future__ import annotations
 
+import math
+
 import h3
 
 BASE_RES = 9  # ~0.1 km² cells: a block; coarser levels are parents of this one
@@ -38,8 +40,6 @@ def h3_str(cell_int: int) -> str:
 
 def cells_in_bbox(bbox: tuple[float, float, float, float], res: int, limit: int) -> list[int] | None:
     """Cells whose centre lies in a WGS-84 (min_lon, min_lat, max_lon, max_lat) box, or None past ``limit``."""
-    import math
-
     min_lon, min_lat, max_lon, max_lat = bbox
     km_per_deg = 111.32
     area = (max_lat - min_lat) * km_per_deg * (max_lon - min_lon) * km_per_deg * math.cos(math.radians(

@@ -9,7 +9,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from ledger.errors import AlreadyPosted, InsufficientFunds, SecurityDepositRequired, UnbalancedTransaction
+from core.errors import InvalidInput
+from ledger.errors import (
+    AlreadyPosted,
+    InsufficientFunds,
+    SecurityDepositRequired,
+    UnbalancedTransaction,
+)
 from ledger.models import LedgerAccount, LedgerTransaction, Posting
 from ledger.provider import PaymentProvider
 from ledger.settings import get_ledger_settings
@@ -83,11 +89,20 @@ def escrow_for_task(reward_fen: int, slots: int, rate_bp: int | None = None) -> 
     return slots * (reward_fen + commission_for(reward_fen, rate_bp))
 
 
+def deposit_provider_key(merchant_id: int, request_key: str | None, cause_id: int) -> str:
+    """The key the provider dedupes a deposit's charge by: from the caller's Idempotency-Key, so a retried request
+    is one charge; without one, from the deposit's own cause id (a request without a key is a new deposit)."""
+    return f"deposit-{merchant_id}-{request_key}" if request_key else f"deposit-{merchant_id}-cause-{cause_id}"
+
+
 def deposit(*, db_session: Session, merchant_id: int, amount_fen: int, provider: PaymentProvider,
-            idempotency_key: str, security: bool = False) -> LedgerTransaction:
-    """Charge the merchant through the provider and credit available (or the security deposit). Commits."""
-    result = provider.charge(idempotency_key=idempotency_key, payer_id=merchant_id, amount_fen=amount_fen)
+            idempotency_key: str | None, security: bool = False) -> LedgerTransaction:
+    """Charge the merchant through the provider and credit available (or the security deposit). Commits.
+
+    ``idempotency_key``: the request's key (see ``deposit_provider_key``), or None when it came without one."""
     cause_id = int(db_session.scalar(text("SELECT nextval('ledger_cause_seq')")))
+    result = provider.charge(idempotency_key=deposit_provider_key(merchant_id, idempotency_key, cause_id),
+                             payer_id=merchant_id, amount_fen=amount_fen)
     dst = account(db_session, merchant_id, "merchant_deposit" if security else "merchant_available")
     txn = _move(db_session, kind="deposit", cause=("deposit", cause_id), src=account(db_session, None, "external"),
                 dst=dst, amount=amount_fen, memo=f"provider {result.reference}")
@@ -161,8 +176,6 @@ def statement(db_session: Session, owner_id: int, since: datetime | None = None,
 def finance_report(db_session: Session, period: str = "day") -> list[dict]:
     """Platform revenue per day, week or month."""
     if period not in ("day", "week", "month"):
-        from core.errors import InvalidInput
-
         raise InvalidInput("period must be day, week or month.", code="invalid_period")
     bucket = func.date_trunc(period, Posting.created_at)
     rows = db_session.execute(

@@ -1,4 +1,4 @@
-"""Alembic environment: URL from our settings, GeoAlchemy2's helpers for spatial columns."""
+"""Alembic environment: URL from our settings, every package's models (migrations/models.py), GeoAlchemy2's helpers."""
 from __future__ import annotations
 
 from alembic import context
@@ -6,7 +6,7 @@ from geoalchemy2 import alembic_helpers
 from sqlalchemy import create_engine
 
 from core.db import database_url
-from core.registry import metadata
+from migrations.models import metadata
 
 config = context.config
 

@@ -1,4 +1,4 @@
-"""People of the simulated day: honest workers, four kinds of fraud, merchants and ops.
+"""People of the simulated day: honest workers, five kinds of fraud, merchants and ops.
 
 Each worker runs in its own thread, sleeping in real time until the simulated time of its next act;
 what it sends is what a phone would, stamped with simulated ``client_time``. The fraud kind is this

@@ -16,6 +16,7 @@ from sim import gps, world
 from sim.agents import FRAUD_KINDS, HONEST, Day, WorkerAgent
 from sim.backoffice import MerchantAgent, OpsAgent
 from sim.client import Api, ApiError, Session
+from sim.collect import collect
 from sim.stack import Stack, clock_for
 
 CST = timezone(timedelta(hours=8))
@@ -140,8 +141,6 @@ class Simulation:
     # ---- the day ---------------------------------------------------------------------------
     def run(self) -> dict:
         """Everything, from an empty database to the report's raw data."""
-        from sim.collect import collect
-
         t0 = time.monotonic()
         self.stack.create_database()
         self.stack.start()

@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
+import redis
 from sqlalchemy import create_engine, text
 
 from core.clock import ClockConfig
 from core.config import ROOT
+from core.db import database_url
 from core.localservices import free_port
+from core.migrate import upgrade
+from core.redis import redis_url
 
 
 def _with_db(url: str, name: str) -> str:
@@ -42,13 +46,9 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def database_url(self) -> str:
-        from core.db import database_url
-
         return _with_db(database_url(), self.database_name)
 
     def redis_url(self) -> str:
-        from core.redis import redis_url
-
         return redis_url().rsplit("/", 1)[0] + f"/{self.redis_db}"
 
     def env(self) -> dict[str, str]:
@@ -87,14 +87,11 @@ class Stack:
 
     def create_database(self) -> None:
         """Drop and re-create the simulation database, then migrate it."""
-        from core.migrate import upgrade
-
         admin = create_engine(_with_db(self.database_url(), "postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)'))
             conn.execute(text(f'CREATE DATABASE "{self.database_name}"'))
         admin.dispose()
-        import redis
 
         redis.Redis.from_url(self.redis_url()).flushdb()
         upgrade(self.database_url())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 
@@ -69,8 +70,6 @@ TRANSFORMS = {"wechat": wechat, "crop_centre": crop_centre, "crop_side": crop_si
 
 def low_texture(seed: int, size=(480, 360)) -> Image.Image:
     """A plain wall: a soft gradient with sensor noise (what many shelf/door photos look like)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size[1], 0:size[0]]
     base = 120 + 40 * np.sin(x / size[0] * (1 + seed % 3)) + 25 * (y / size[1]) * (1 if seed % 2 else -1)

@@ -12,45 +12,30 @@ from sqlalchemy.orm import Session
 
 from accounts.models import User
 from accounts.service import require_role
+from core import reasons
+from core.batch import sweep
 from core.config import get_settings
 from core.errors import Conflict, InvalidInput
 from core.models import utcnow
 from ledger import service as ledger
-from core import reasons
-from core.batch import sweep
-from tasks import claims, credit
+from tasks import claims, credit, hooks
 from tasks import service as task_service
+from tasks.errors import ClaimNotFound
 from tasks.models import Claim, Rating, SpotCheck, Task
 
 # Flags that always send a claim to a spot check, whatever the dice say: the registry's hard codes.
 ALWAYS_SAMPLE = reasons.FORCES_SPOT_CHECK
 
 
-class EvidenceIncomplete(Conflict):
-    code = "evidence_incomplete"
-    detail = "The task's evidence requirements are not met yet."
-
-
 def submit(*, db_session: Session, worker: User, claim_id: int) -> Claim:
     """The worker submits a checked-in claim whose evidence meets the task's requirements."""
     found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
-    task = db_session.get(Task, found.task_id)
-    photos, videos = _evidence_counts(db_session, claim_id)
-    if photos < task.photos_min or (task.video_required and videos < 1):
-        raise EvidenceIncomplete(f"Needs {task.photos_min} photo(s)" + (" and a video" if task.video_required else "")
-                                 + f"; you have {photos} photo(s) and {videos} video(s).")
+    # The evidence requirements (and any other precondition) are registered by the packages that know them.
+    hooks.run_submit_checks(db_session, found, db_session.get(Task, found.task_id))
     claim = claims.transition(db_session, claim_id, ("checked_in", "changes_requested"), "submitted",
                               actor_id=worker.id, submitted_at=utcnow())
     db_session.commit()
     return claim
-
-
-def _evidence_counts(db_session: Session, claim_id: int) -> tuple[int, int]:
-    from evidence.models import Evidence
-
-    rows = dict(db_session.execute(select(Evidence.kind, func.count()).where(Evidence.claim_id == claim_id)
-                                   .group_by(Evidence.kind)).all())
-    return rows.get("image", 0), rows.get("video", 0)
 
 
 def _merchant_claim(db_session: Session, merchant: User, claim_id: int) -> tuple[Claim, Task]:
@@ -180,15 +165,22 @@ def rate(*, db_session: Session, merchant: User, claim_id: int, stars: int, comm
     return row
 
 
-def worker_profile(*, db_session: Session, viewer: User, worker_id: int) -> dict:
-    """What a merchant (who has worked with this worker) or ops sees: credit, ratings, track record."""
+def may_see_worker(*, db_session: Session, viewer: User, worker_id: int) -> bool:
+    """Who sees a worker's profile: the worker, ops and admins, and merchants the worker has claimed tasks of."""
+    if viewer.role == "worker":
+        return viewer.id == worker_id
     if viewer.role == "merchant":
-        worked = db_session.scalar(select(func.count()).select_from(Claim).join(Task, Task.id == Claim.task_id)
-                                   .where(Claim.worker_id == worker_id, Task.merchant_id == viewer.id))
-        if not worked:
-            from tasks.errors import ClaimNotFound
+        return bool(db_session.scalar(select(func.count()).select_from(Claim).join(Task, Task.id == Claim.task_id)
+                                      .where(Claim.worker_id == worker_id, Task.merchant_id == viewer.id)))
+    return True
 
-            raise ClaimNotFound("No such worker among your tasks' claims.", code="worker_not_found")
+
+def worker_profile(*, db_session: Session, viewer: User, worker_id: int) -> dict:
+    """What the worker, a merchant who has worked with them, or ops sees: credit, ratings, track record."""
+    if not may_see_worker(db_session=db_session, viewer=viewer, worker_id=worker_id):
+        # Not found rather than forbidden: nobody learns which ids are workers.
+        detail = "No such worker among your tasks' claims." if viewer.role == "merchant" else "No such worker."
+        raise ClaimNotFound(detail, code="worker_not_found")
     avg, n = db_session.execute(select(func.avg(Rating.stars), func.count()).where(Rating.worker_id == worker_id)).one()
     states = dict(db_session.execute(select(Claim.state, func.count()).where(Claim.worker_id == worker_id)
                                      .group_by(Claim.state)).all())

@@ -30,10 +30,9 @@ def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
     task = db_session.get(Task, task_id)
     if task is None or task.state not in ("published", "paused", "closed"):
         raise TaskNotFound()
-    need = max(task.min_credit, credit.PREMIUM_CREDIT if task.premium else 0)
     have = credit_of(db_session, worker.id)
-    if have < need:
-        raise CreditTooLow(f"This task needs credit {need}; yours is {have}.")
+    if not credit.may_claim(task, have):
+        raise CreditTooLow(f"This task needs credit {credit.required_credit(task)}; yours is {have}.")
     now = utcnow()
     # The worker's one active claim per task is decided by the unique partial index, without an error to
     # recover from; the slot by one guarded UPDATE. On a refusal the service only raises: the caller owns

@@ -23,6 +23,21 @@ FORMULA = ("100 + 1 per accepted claim − 5 per violation (failed spot check or
            f"{PREMIUM_CREDIT}")
 
 
+def premium_ok(credit_score: int) -> bool:
+    """The premium gate: premium tasks are shown to, and claimable by, workers with at least PREMIUM_CREDIT."""
+    return credit_score >= PREMIUM_CREDIT
+
+
+def required_credit(task) -> int:
+    """The credit a worker needs to claim ``task``: its own minimum, and the premium bar on premium tasks."""
+    return max(task.min_credit, PREMIUM_CREDIT if task.premium else 0)
+
+
+def may_claim(task, credit_score: int) -> bool:
+    """Whether a worker with this credit may claim ``task`` (its minimum and, if premium, the premium gate)."""
+    return credit_score >= task.min_credit and (not task.premium or premium_ok(credit_score))
+
+
 def score(db_session: Session, worker_id: int) -> int:
     """The worker's current credit, from its events with decay."""
     age_days = func.extract("epoch", utcnow() - CreditEvent.at) / 86400.0

@@ -51,3 +51,8 @@ class InvalidWindow(InvalidInput):
 class EscrowExhausted(Conflict):
     code = "task_escrow_exhausted"
     detail = "This task's escrow does not cover the payment."
+
+
+class EvidenceIncomplete(Conflict):
+    code = "evidence_incomplete"
+    detail = "The task's evidence requirements are not met yet."

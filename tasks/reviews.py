@@ -10,7 +10,7 @@ from accounts.models import User
 from accounts.service import require_role
 from core.errors import Conflict, NotFound
 from core.models import utcnow
-from tasks import claims, credit
+from tasks import claims, credit, hooks
 from tasks.acceptance import accept
 from tasks.models import Appeal, Claim, SpotCheck, Task
 
@@ -113,23 +113,12 @@ def decide_appeal(*, db_session: Session, ops: User, appeal_id: int, overturn: b
 
 def spot_check_detail(*, db_session: Session, check: SpotCheck) -> dict:
     """A spot check with the claim, its fixes (with reasons) and evidence (with matches) for ops."""
-    from checkin.models import Checkin
-    from evidence.models import Evidence, EvidenceMatch
-
     claim = db_session.get(Claim, check.claim_id)
-    fixes = db_session.scalars(select(Checkin).where(Checkin.claim_id == claim.id).order_by(Checkin.id)).all()
-    files = db_session.scalars(select(Evidence).where(Evidence.claim_id == claim.id).order_by(Evidence.id)).all()
-    matches = {}
-    for ev in files:
-        matches[ev.id] = [{"matched_evidence_id": m.matched_evidence_id, "distance": m.distance, "method": m.method}
-                          for m in db_session.scalars(select(EvidenceMatch).where(EvidenceMatch.evidence_id == ev.id))]
     return {"id": check.id, "claim_id": check.claim_id, "probability": check.probability, "stratum": check.stratum,
             "state": check.state, "verdict_reason": check.verdict_reason,
             "claim": {c.key: getattr(claim, c.key) for c in Claim.__table__.columns},
-            "checkins": [{"id": f.id, "kind": f.kind, "lat": f.lat, "lon": f.lon, "verdict": f.verdict,
-                          "distance_m": f.distance_m, "reasons": f.reasons, "signals": f.signals} for f in fixes],
-            "evidence": [{"id": e.id, "kind": e.kind, "sha256": e.sha256, "reasons": e.reasons,
-                          "matches": matches[e.id]} for e in files]}
+            # "checkins" and "evidence": sections registered by checkin and evidence (tasks.hooks).
+            **hooks.review_details(db_session, claim.id)}
 
 
 def complain(*, db_session: Session, merchant: User, claim_id: int, reason: str) -> Appeal:

@@ -12,13 +12,22 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from accounts.models import User
 from accounts.service import require_role
+from core.batch import sweep
+from core.errors import InvalidInput
+from core.config import get_settings
 from core.models import utcnow
 from geo import crs as geocrs
 from geo.fence import parse_fence
 from geo.sql import point_geog
-from core.batch import sweep
-from tasks.errors import EscrowExhausted, InvalidTransition, InvalidWindow, ProhibitedTask, TaskNotFound
 from ledger import service as ledger
+from tasks import credit
+from tasks.errors import (
+    EscrowExhausted,
+    InvalidTransition,
+    InvalidWindow,
+    ProhibitedTask,
+    TaskNotFound,
+)
 from tasks.models import ACTIVE_CLAIM_STATES, Claim, MerchantTerms, Task, TaskEvent
 from tasks.schemas import TaskCreate
 
@@ -214,8 +223,6 @@ def review(*, db_session: Session, ops: User, task_id: int, decision: str, reaso
     """Ops approve (task goes live) or reject (with a reason the merchant sees)."""
     require_role(ops, "ops")
     if decision == "reject" and not reason.strip():
-        from core.errors import InvalidInput
-
         raise InvalidInput("A rejection needs a reason the merchant can act on.", code="reason_required")
     if db_session.get(Task, task_id) is None:
         raise TaskNotFound()
@@ -293,6 +300,15 @@ def nearby(*, db_session: Session, lat: float, lon: float, crs: str, radius_m: f
     if not premium_ok:
         stmt = stmt.where(Task.premium.is_(False))
     return [NearbyTask(task, d) for task, d in db_session.execute(stmt)]
+
+
+def hall(*, db_session: Session, worker: User, lat: float, lon: float, crs: str, radius_m: float,
+         type: str | None = None, min_reward: int | None = None, limit: int = 50) -> list[NearbyTask]:
+    """The task hall a worker sees: nearby open tasks, premium ones only past the premium gate, a capped page."""
+    require_role(worker, "worker")
+    return nearby(db_session=db_session, lat=lat, lon=lon, crs=crs, radius_m=radius_m, type=type,
+                  min_reward=min_reward, limit=min(limit, get_settings().nearby_max_results),
+                  premium_ok=credit.premium_ok(credit.score(db_session, worker.id)))
 
 
 def progress(*, db_session: Session, merchant: User, task_id: int) -> dict:

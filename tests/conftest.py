@@ -47,6 +47,10 @@ from sqlalchemy.orm import Session  # noqa: E402
 
 from core.db import AppSession, database_url, get_engine  # noqa: E402
 from core.redis import get_redis  # noqa: E402
+from api.hooks import register_domain_hooks  # noqa: E402
+
+# Tests call domain services directly, as the app and the Celery worker do after their start-up registration.
+register_domain_hooks()
 
 
 def _recreate_test_database() -> None:

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
 
 from accounts import service as accounts
 
@@ -33,3 +36,23 @@ def auth_for(client, db, role: str = "worker"):
     """A new user of ``role`` and its auth headers."""
     user = make_user(db, role)
     return user, login(client, user.username)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed; returns whether it became true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def freeze_rate_limit_clock(monkeypatch) -> float:
+    """Pin the clock api.ratelimit reads to the middle of a window (of a minute and of an hour), so a test's
+    requests all count in one window whatever the wall clock's minute does meanwhile. Returns that time."""
+    now = time.time()
+    pinned = now - now % 3600 + 1830  # 30 s into a minute, 30 min 30 s into an hour
+    monkeypatch.setattr("api.ratelimit.time", SimpleNamespace(time=lambda: pinned))
+    return pinned

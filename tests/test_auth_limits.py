@@ -6,7 +6,7 @@ import pytest
 
 from core.config import Settings, get_settings
 from tests.fieldwork import STORE, claimed, fix
-from tests.helpers import PASSWORD, auth_for, login, make_user, unique
+from tests.helpers import PASSWORD, auth_for, freeze_rate_limit_clock, login, make_user, unique
 
 
 @pytest.mark.parametrize("password", ["12345678", "password", "        ", "aaaaaaaaaa", "qwertyuiop"])
@@ -26,6 +26,7 @@ def test_password_based_on_the_username_is_refused(client):
 
 
 def test_registration_is_limited_per_ip(client, monkeypatch):
+    freeze_rate_limit_clock(monkeypatch)
     monkeypatch.setattr(get_settings(), "register_per_ip_per_hour", 3)
     codes = [client.post("/v1/auth/register", json={"username": unique("r"), "password": PASSWORD,
                                                     "role": "worker"}).status_code for _ in range(4)]
@@ -34,6 +35,7 @@ def test_registration_is_limited_per_ip(client, monkeypatch):
 
 def test_login_is_limited_per_ip_before_any_password_work(client, db, monkeypatch):
     user = make_user(db)
+    freeze_rate_limit_clock(monkeypatch)
     monkeypatch.setattr(get_settings(), "login_per_ip_per_minute", 2)
     login(client, user.username)
     login(client, user.username)

@@ -3,7 +3,6 @@ merchants confirming at the same time while it held escrow/platform/task locks a
 from __future__ import annotations
 
 import threading
-import time
 
 from sqlalchemy import select, text
 
@@ -11,6 +10,7 @@ from core.config import get_settings
 from core.db import new_session
 from tasks import acceptance
 from tasks.models import Claim
+from tests.helpers import wait_until
 from tests.test_acceptance_concurrency import _cleanup, _committed_scenario
 
 
@@ -32,13 +32,12 @@ def test_a_blocked_claim_does_not_hold_back_the_ones_before_it(monkeypatch):
 
         t = threading.Thread(target=run)
         t.start()
-        deadline, first_paid = time.monotonic() + 20, False
-        while time.monotonic() < deadline and not first_paid:
-            probe = new_session()
-            first_paid = probe.scalar(select(Claim.state).where(Claim.id == claim_ids[0])) == "paid"
-            probe.close()
-            time.sleep(0.2)
-        assert first_paid, "the first claim's payment stayed uncommitted while a later claim was blocked"
+        def first_paid() -> bool:
+            with new_session() as probe:
+                return probe.scalar(select(Claim.state).where(Claim.id == claim_ids[0])) == "paid"
+
+        assert wait_until(first_paid, timeout=20), \
+            "the first claim's payment stayed uncommitted while a later claim was blocked"
         blocker.rollback()
         t.join(timeout=30)
         assert result["n"] == len(claim_ids)

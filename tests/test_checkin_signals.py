@@ -120,13 +120,13 @@ def test_short_dwell():
     (8.0, 5, "android", "uncertain"), (8.1, 5, "android", "uncertain"), (8.2, 5, "browser", "outside"),
     (99.0, 600, "android", "uncertain"), (101.0, 600, "android", "outside")])
 def test_verdict_edges(distance, acc, platform, expected):
-    assert decide(distance, acc, "gps", platform, S).verdict == expected
+    assert decide(distance, acc, platform, S).verdict == expected
 
 
 def test_verdict_rejects_bad_and_huge_accuracy():
     with pytest.raises(InvalidInput) as exc:
-        decide(10, 5000, "gps", "android", S)
+        decide(10, 5000, "android", S)
     assert exc.value.code == "accuracy_too_low"
     with pytest.raises(InvalidInput) as exc:
-        decide(10, float("nan"), "gps", "android", S)
+        decide(10, float("nan"), "android", S)
     assert exc.value.code == "invalid_accuracy"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 
 import pytest
 import redis as redis_lib
@@ -13,7 +12,7 @@ from accounts.models import User
 from core import localservices
 from core.config import get_settings
 from core.idempotency import IdempotencyRecord
-from tests.helpers import PASSWORD, auth_for, unique
+from tests.helpers import PASSWORD, auth_for, freeze_rate_limit_clock, unique, wait_until
 
 
 def _register(client, name, key, role="worker"):
@@ -46,21 +45,23 @@ def test_key_in_flight_is_409(client, connection, db):
     from core import idempotency
 
     digest = idempotency.body_hash(b'{"a":1}')
-    holder = {}
+    held, release = threading.Event(), threading.Event()
 
     def hold():
-        # another connection, as another API process would have
+        # another connection, as another API process would have; it keeps the key until the test has asked
         with UnitOfWork() as uow:
             idempotency.acquire(uow.session, user_id=0, route="POST /v1/auth/register", key="busy-key", digest=digest)
-            holder["held"] = True
-            time.sleep(1.5)
+            held.set()
+            release.wait(timeout=30)
 
     t = threading.Thread(target=hold)
     t.start()
-    while "held" not in holder:
-        time.sleep(0.02)
-    r = _register(client, unique("idem"), "busy-key")
-    t.join()
+    try:
+        assert held.wait(timeout=30), "the first request never took the key"
+        r = _register(client, unique("idem"), "busy-key")
+    finally:
+        release.set()
+        t.join()
     assert r.status_code == 409 and r.json()["code"] == "idempotency_in_flight"
 
 
@@ -78,6 +79,7 @@ def test_bad_idempotency_key(client):
 
 
 def test_rate_limit_per_user(client, db, monkeypatch):
+    freeze_rate_limit_clock(monkeypatch)
     monkeypatch.setattr(get_settings(), "rate_limit_per_minute_user", 3)
     _, headers = auth_for(client, db)
     codes = [client.get("/v1/me", headers=headers).status_code for _ in range(5)]
@@ -87,6 +89,7 @@ def test_rate_limit_per_user(client, db, monkeypatch):
 
 
 def test_rate_limit_per_ip(client, monkeypatch):
+    freeze_rate_limit_clock(monkeypatch)
     monkeypatch.setattr(get_settings(), "rate_limit_per_minute_ip", 4)
     codes = [client.get("/openapi.json").status_code for _ in range(6)]
     assert codes.count(429) == 2
@@ -144,12 +147,14 @@ def test_healthz_reports_stopped_redis(client, monkeypatch, tmp_path):
                              "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
     try:
         own = redis_lib.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
-        for _ in range(50):
+
+        def answers() -> bool:
             try:
-                own.ping()
-                break
+                return own.ping()
             except redis_lib.ConnectionError:
-                time.sleep(0.1)
+                return False
+
+        assert wait_until(answers, timeout=10), "redis-server did not start"
         monkeypatch.setattr("core.health.get_redis", lambda: own)
         ok = client.get("/healthz")
         assert ok.status_code == 200 and ok.json()["status"] == "ok", ok.text

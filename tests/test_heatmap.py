@@ -8,7 +8,8 @@ from sqlalchemy import select, update
 
 from checkin.models import Checkin
 from geo import crs as geocrs
-from geo import h3cells, heatmap
+from geo import h3cells
+from heatmap import service as heatmap
 from tests.fieldwork import STORE, claimed, fix, now
 from tests.helpers import auth_for
 

@@ -3,7 +3,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from geoalchemy2 import alembic_helpers
 
-from core.registry import metadata
+from migrations.models import metadata
 
 
 def test_models_and_migrations_agree(connection):

@@ -12,6 +12,7 @@ from sqlalchemy import delete
 from core import jobs
 from core.db import session_scope
 from core.redis import get_redis
+from tests.helpers import wait_until
 
 JOB_KIND = "test.touch_marker"
 
@@ -48,13 +49,21 @@ def _committed_job(marker: str) -> int:
         return job.id
 
 
-def _wait_for(predicate, timeout_s=30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
+def _everything_sent_so_far_has_run():
+    """A predicate that turns true once every message already on the 'default' queue has been handled: a marker
+    job queued behind them runs last, because the one worker takes the queue in order, one at a time (solo pool,
+    prefetch 1, late acks). The marker job's row is removed by ``_remove_sentinels``."""
+    from workers.tasks import run_job
+
+    marker = f"sentinel:{time.time_ns()}"
+    run_job.delay(_committed_job(marker))
+    return lambda: get_redis().get(marker) is not None
+
+
+def _remove_sentinels() -> None:
+    with session_scope() as db:
+        db.execute(delete(jobs.Job).where(jobs.Job.payload["marker"].astext.like("sentinel:%")))
+        db.commit()
 
 
 def test_real_worker_runs_job_once_even_if_delivered_twice(worker_process):
@@ -65,8 +74,8 @@ def test_real_worker_runs_job_once_even_if_delivered_twice(worker_process):
     try:
         run_job.delay(job_id)
         run_job.delay(job_id)  # a duplicate delivery (e.g. the sweeper and the original nudge)
-        assert _wait_for(lambda: get_redis().get(marker) is not None)
-        time.sleep(1.0)
+        both_handled = _everything_sent_so_far_has_run()
+        assert wait_until(both_handled)
         assert int(get_redis().get(marker)) == 1
         with session_scope() as db:
             assert db.get(jobs.Job, job_id).state == "done"
@@ -74,6 +83,7 @@ def test_real_worker_runs_job_once_even_if_delivered_twice(worker_process):
         with session_scope() as db:
             db.execute(delete(jobs.Job).where(jobs.Job.id == job_id))
             db.commit()
+        _remove_sentinels()
 
 
 def test_a_job_added_inside_a_worker_starts_within_seconds(worker_process):
@@ -89,7 +99,7 @@ def test_a_job_added_inside_a_worker_starts_within_seconds(worker_process):
         run_job.delay(first)
         # 30 s covers the worker's cold start on a busy machine and is still under the 30 s lease plus a
         # sweep that never runs here (no beat): only the after-commit dispatch can start the follow-up.
-        assert _wait_for(lambda: get_redis().get(marker) is not None, timeout_s=30.0)
+        assert wait_until(lambda: get_redis().get(marker) is not None, timeout=30.0)
     finally:
         with session_scope() as db:
             db.execute(delete(jobs.Job).where(jobs.Job.payload["marker"].astext == marker))
@@ -107,7 +117,7 @@ def test_sweeper_requeues_lost_jobs(worker_process):
             db.get(jobs.Job, job_id).leased_until = jobs.utcnow()
             db.commit()
         sweep_unfinished_jobs.delay()
-        assert _wait_for(lambda: get_redis().get(marker) is not None)
+        assert wait_until(lambda: get_redis().get(marker) is not None)
     finally:
         with session_scope() as db:
             db.execute(delete(jobs.Job).where(jobs.Job.id == job_id))
@@ -150,8 +160,9 @@ def test_payout_redelivered_to_a_real_worker_pays_once(worker_process):
             with session_scope() as s:
                 return s.get(Withdrawal, wid).state == "paid"
 
-        assert _wait_for(paid)
-        time.sleep(1.0)
+        assert wait_until(paid)
+        both_handled = _everything_sent_so_far_has_run()  # the second delivery, too, has finished
+        assert wait_until(both_handled)
         with session_scope() as s:
             n = s.scalar(select(func.count()).select_from(LedgerTransaction).where(
                 LedgerTransaction.kind == "withdrawal_paid", LedgerTransaction.cause_id == wid))
@@ -162,3 +173,4 @@ def test_payout_redelivered_to_a_real_worker_pays_once(worker_process):
         from core.db import new_session
 
         _cleanup(new_session(), ids)
+        _remove_sentinels()

@@ -3,15 +3,23 @@ from __future__ import annotations
 
 from celery import Celery
 
-from core.redis import redis_url
+from checkin import hooks as checkin_hooks
 from core import clock
 from core.config import get_settings
+from core.redis import redis_url
+from evidence import hooks as evidence_hooks
+from tasks import hooks as task_hooks
 from workers.schedule import beat_schedule, scaled
 
 # The longest task is bounded by its hard time limit; the broker's visibility timeout must
 # exceed it, or Redis would hand a still-running task to a second worker (reasoning in core.config).
 TASK_TIME_LIMIT_S = get_settings().celery_task_time_limit_s
 VISIBILITY_TIMEOUT_S = max(get_settings().celery_visibility_timeout_s, TASK_TIME_LIMIT_S + 15)
+
+# The worker process runs domain code that relies on checkin's and evidence's hooks in tasks.
+checkin_hooks.register()
+evidence_hooks.register()
+task_hooks.assert_complete()
 
 app = Celery("fieldproof", include=["workers.tasks"])
 app.conf.update(

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core import idempotency, jobs
-from geo import heatmap
+from heatmap import service as heatmap
 import evidence.service  # noqa: F401  (registers the evidence.process job handler)
 from ledger import withdrawals
 from ledger.provider import get_provider

@@ -9,9 +9,19 @@ from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read
 from tasks import acceptance, claims, reviews
-from tasks.schemas import (AppealCreate, AppealDecision, AppealRead, ChangesRequest, ClaimRead, ComplaintDecision,
-                           RatingCreate,
-                           RatingRead, RejectRequest, SpotCheckRead, SpotCheckVerdict)
+from tasks.schemas import (
+    AppealCreate,
+    AppealDecision,
+    AppealRead,
+    ChangesRequest,
+    ClaimRead,
+    ComplaintDecision,
+    RatingCreate,
+    RatingRead,
+    RejectRequest,
+    SpotCheckRead,
+    SpotCheckVerdict,
+)
 
 router = APIRouter(prefix="/v1", tags=["acceptance"])
 
@@ -105,11 +115,7 @@ def rate(claim_id: Id, body: RatingCreate, merchant: Merchant, idem: IdempotentR
 
 @router.get("/workers/{worker_id}")
 def worker_profile(worker_id: Id, user: CurrentUser, db_session: DbSession) -> dict:
-    """A worker's credit and ratings, for merchants who worked with them and for ops."""
-    if user.role == "worker" and user.id != worker_id:
-        from tasks.errors import ClaimNotFound
-
-        raise ClaimNotFound("No such worker.", code="worker_not_found")
+    """A worker's credit and ratings, for the worker, merchants who worked with them and ops."""
     return acceptance.worker_profile(db_session=db_session, viewer=user, worker_id=worker_id)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 from typing import Literal
 
 from fastapi import APIRouter
@@ -32,12 +31,9 @@ def wallet(user: CurrentUser, db_session: DbSession):
 @router.post("/me/deposits", status_code=201, response_model=DepositRead)
 def deposit(body: DepositCreate, merchant: Merchant, idem: IdempotentRun):
     """Add money (or the security deposit) through the payment provider."""
-    # The provider sees a stable key per (merchant, Idempotency-Key), so a retried charge is one charge.
-    key = f"deposit-{merchant.id}-{idem.key or secrets.token_hex(16)}"
-
     def run(db):
         txn = ledger.deposit(db_session=db, merchant_id=merchant.id, amount_fen=body.amount_fen,
-                             provider=get_provider(db), idempotency_key=key,
+                             provider=get_provider(db), idempotency_key=idem.key,
                              security=body.purpose == "security_deposit")
         return DepositRead(transaction_id=txn.id, amount_fen=body.amount_fen, purpose=body.purpose,
                            balances_fen=ledger.balances(db, merchant.id))

@@ -1,7 +1,6 @@
 """Ops views: the heatmap."""
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Literal
 
 import hashlib
@@ -11,9 +10,8 @@ from fastapi.responses import Response
 
 from api.deps import DbSession, Ops
 from core.bounds import BoundedDatetime
-from core.models import utcnow
-from geo import heatmap
-from tasks import reviews
+from heatmap import ops as ops_views
+from heatmap import service as heatmap
 
 router = APIRouter(prefix="/v1/ops", tags=["ops"])
 
@@ -24,8 +22,7 @@ def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int
                   from_: Annotated[BoundedDatetime | None, Query(alias="from")] = None,
                   to: BoundedDatetime | None = None, crs: Literal["wgs84", "gcj02", "bd09"] = "wgs84") -> dict:
     """H3 cells in a viewport with every measure over a time range (cells seen by < k workers hidden)."""
-    until = to or utcnow()
-    since = from_ or until - timedelta(days=7)
+    since, until = ops_views.heatmap_window(from_, to)
     cells = heatmap.query(db_session=db_session, bbox=heatmap.parse_bbox(bbox, crs), res=res, metric=metric,
                           since=since, until=until)
     return heatmap.feature_collection(cells, metric, res, crs)
@@ -39,9 +36,8 @@ def tile(z: Annotated[int, Path(ge=0, le=30)], x: Annotated[int, Path(ge=0, le=2
          metric: str = "checkins",
          days: Annotated[int, Query(ge=1, le=90)] = 7) -> Response:
     """Vector tile of the heatmap (ST_AsMVT), resolution chosen from the zoom; ETag and a short cache."""
-    until = utcnow().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    data = heatmap.mvt_tile(db_session=db_session, z=z, x=x, y=y, metric=metric, since=until - timedelta(days=days),
-                            until=until)
+    since, until = ops_views.tile_window(days)
+    data = heatmap.mvt_tile(db_session=db_session, z=z, x=x, y=y, metric=metric, since=since, until=until)
     etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=60"}
     if request.headers.get("if-none-match") == etag:
@@ -53,8 +49,4 @@ def tile(z: Annotated[int, Path(ge=0, le=30)], x: Annotated[int, Path(ge=0, le=2
 def stats(ops: Ops, db_session: DbSession, from_: Annotated[BoundedDatetime | None, Query(alias="from")] = None,
           to: BoundedDatetime | None = None) -> dict:
     """Totals and rates per task type, and check-in/flag rates per region (k-anonymous)."""
-    until = to or utcnow() + timedelta(hours=1)
-    since = from_ or until - timedelta(days=30)
-    return {"from": since, "to": until,
-            "by_type": reviews.stats_by_type(db_session=db_session, ops=ops, since=since, until=until),
-            "by_region": heatmap.regions(db_session=db_session, since=since, until=until)}
+    return ops_views.stats(db_session=db_session, ops=ops, since=from_, until=to)

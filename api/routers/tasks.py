@@ -8,9 +8,7 @@ from fastapi import APIRouter, Query
 from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read, task_read
-from core.config import get_settings
 from tasks import claims, service
-from tasks.credit import PREMIUM_CREDIT
 from tasks.schemas import (ClaimRead, ForfeitRequest, MerchantTermsUpdate, ReviewDecision, TaskCreate, TaskProgress,
                            TaskRead, TaskType)
 
@@ -41,10 +39,8 @@ def nearby(worker: Worker, db_session: DbSession,
            min_reward: Annotated[int | None, Query(ge=0, le=10_000_000)] = None,
            limit: Annotated[int, Query(ge=1, le=1000)] = 50):
     """The task hall: open tasks nearest first, coordinates in and out in ``crs``."""
-    limit = min(limit, get_settings().nearby_max_results)
-    premium_ok = claims.credit_of(db_session, worker.id) >= PREMIUM_CREDIT
-    found = service.nearby(db_session=db_session, lat=lat, lon=lon, crs=crs, radius_m=radius_m, type=type,
-                           min_reward=min_reward, limit=limit, premium_ok=premium_ok)
+    found = service.hall(db_session=db_session, worker=worker, lat=lat, lon=lon, crs=crs, radius_m=radius_m,
+                         type=type, min_reward=min_reward, limit=limit)
     return [task_read(n.task, crs, n.distance_m) for n in found]
 
 

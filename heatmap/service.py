@@ -1,4 +1,4 @@
-"""Heatmap queries over the roll-ups (geo.rollup maintains them): GeoJSON cells, vector tiles, region stats.
+"""Heatmap queries over the roll-ups (heatmap.rollup maintains them): GeoJSON cells, vector tiles, region stats.
 
 A range reads whole UTC days from the day table and only its ragged ends from the hour table, so a week
 costs ~7 + 46 rows per cell rather than 168. Cells are hidden unless some single hour or day in the range
@@ -7,17 +7,29 @@ hiding (a cell visited by k workers over a week but never k in one day stays hid
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import ARRAY, BigInteger, Select, any_, cast, func, select, union_all
+import numpy as np
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Select,
+    any_,
+    cast,
+    func,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from core.config import get_settings
 from core.errors import InvalidInput
 from geo import crs as geocrs
 from geo import dwell, h3cells
-from geo.models import HeatCellDay, HeatCellHour
-from geo.rollup import COUNTS, catch_up, pending, roll_up  # noqa: F401  (the roll-up verbs live beside the queries' users)
+from heatmap.models import HeatCellDay, HeatCellHour
+from heatmap.rollup import COUNTS, catch_up, pending, roll_up  # noqa: F401  (the roll-up verbs live beside the queries' users)
 
 METRICS = ("checkins", "workers", "completions", "rejections", "spot_check_failures", "duplicate_flags",
            "spoof_flags", "median_dwell_s")
@@ -110,8 +122,6 @@ def query(*, db_session: Session, bbox: tuple[float, float, float, float], res: 
 
 def feature_collection(cells: list[dict], metric: str, res: int, crs: str) -> dict:
     """GeoJSON (RFC 7946) FeatureCollection of hexagons, coordinates in ``crs``, every measure as a property."""
-    import numpy as np
-
     features = []
     for cell in cells:
         ring = np.asarray(h3cells.ring(cell["cell"]))
@@ -133,8 +143,6 @@ def zoom_to_res(z: int) -> int:
 
 def tile_bbox(z: int, x: int, y: int) -> tuple[float, float, float, float]:
     """WGS-84 (min_lon, min_lat, max_lon, max_lat) of an XYZ web-mercator tile."""
-    import math
-
     n = 2 ** z
 
     def lat(yy: int) -> float:
@@ -145,8 +153,6 @@ def tile_bbox(z: int, x: int, y: int) -> tuple[float, float, float, float]:
 
 def mvt_tile(*, db_session: Session, z: int, x: int, y: int, metric: str, since: datetime, until: datetime) -> bytes:
     """A Mapbox Vector Tile of the visible cells, built by PostGIS (ST_AsMVT) from the roll-ups."""
-    from sqlalchemy import text
-
     if not (0 <= z <= 22 and 0 <= x < 2 ** z and 0 <= y < 2 ** z):
         raise InvalidInput("No such tile.", code="invalid_tile")
     res = zoom_to_res(z)

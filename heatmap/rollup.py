@@ -23,7 +23,7 @@ from core import reasons as reason_codes
 from core.config import get_settings
 from core.models import utcnow
 from geo import dwell, h3cells
-from geo.models import HeatCellDay, HeatCellHour, HeatCellWorkerDay, HeatCellWorkerHour, RollupState
+from heatmap.models import HeatCellDay, HeatCellHour, HeatCellWorkerDay, HeatCellWorkerHour, RollupState
 from tasks.models import Claim, ClaimEvent
 
 SPOOF_CODES = reason_codes.HEATMAP_SPOOF

@@ -1,0 +1,43 @@
+"""What ``evidence`` tells ``tasks`` at start-up: the submit precondition and the spot-check section."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from evidence.models import Evidence, EvidenceMatch
+from tasks import hooks
+from tasks.errors import EvidenceIncomplete
+
+
+def evidence_counts(db_session: Session, claim_id: int) -> tuple[int, int]:
+    """(photos, videos) uploaded for a claim."""
+    rows = dict(db_session.execute(select(Evidence.kind, func.count()).where(Evidence.claim_id == claim_id)
+                                   .group_by(Evidence.kind)).all())
+    return rows.get("image", 0), rows.get("video", 0)
+
+
+def check_requirements(db_session: Session, claim, task) -> None:
+    """Raise ``EvidenceIncomplete`` unless the claim has the photos (and video) its task asks for."""
+    photos, videos = evidence_counts(db_session, claim.id)
+    if photos < task.photos_min or (task.video_required and videos < 1):
+        raise EvidenceIncomplete(f"Needs {task.photos_min} photo(s)" + (" and a video" if task.video_required else "")
+                                 + f"; you have {photos} photo(s) and {videos} video(s).")
+
+
+def review_evidence(db_session: Session, claim_id: int) -> list[dict[str, Any]]:
+    """The claim's files with their reasons and near-duplicate matches, for the ops spot-check view."""
+    files = db_session.scalars(select(Evidence).where(Evidence.claim_id == claim_id).order_by(Evidence.id)).all()
+    out = []
+    for ev in files:
+        matches = [{"matched_evidence_id": m.matched_evidence_id, "distance": m.distance, "method": m.method}
+                   for m in db_session.scalars(select(EvidenceMatch).where(EvidenceMatch.evidence_id == ev.id))]
+        out.append({"id": ev.id, "kind": ev.kind, "sha256": ev.sha256, "reasons": ev.reasons, "matches": matches})
+    return out
+
+
+def register() -> None:
+    """Fill evidence's slots in ``tasks.hooks``."""
+    hooks.register_submit_check("evidence_requirements", check_requirements)
+    hooks.register_review_detail("evidence", review_evidence)
