@@ -16,6 +16,7 @@ from sim import gps, world
 from sim.agents import FRAUD_KINDS, HONEST, Day, WorkerAgent
 from sim.backoffice import MerchantAgent, OpsAgent
 from sim.client import Api, ApiError, Session
+from sim.cpu import CpuMeter, local_server_pids
 from sim.stack import Stack, clock_for
 
 CST = timezone(timedelta(hours=8))
@@ -69,6 +70,7 @@ class Simulation:
         self.stack = Stack(opts.database, opts.redis_db, clock_for(self.sim_start, rate))
         self.api: Api | None = None
         self.timings: dict[str, float] = {}
+        self.cpu: dict[str, dict[str, float]] = {}
 
     # ---- setup -----------------------------------------------------------------------------
     def _user(self, username: str, role: str, ip: str) -> Session:
@@ -146,6 +148,8 @@ class Simulation:
         self.stack.create_database()
         self.stack.start()
         self.api = Api(self.stack.base_url)
+        # CPU from a healthy stack to the end of the drain (process start-up, i.e. imports, is left out).
+        meter = CpuMeter({**self.stack.pids(), **local_server_pids()}).start()
         try:
             self.timings["startup_s"] = time.monotonic() - t0
             day, workers, merchants, ops = self.setup()
@@ -155,17 +159,23 @@ class Simulation:
             self.timings["setup_s"] = time.monotonic() - t0 - self.timings["startup_s"]
             t_day = time.monotonic()
             req0 = self.api.stats.total
+            self.timings["setup_requests"] = req0
+            day_meter = CpuMeter(meter.pids).start()
             threads = [threading.Thread(target=a.run, daemon=True) for a in (*workers, *merchants, ops)]
             for t in threads:
                 t.start()
             self._progress(day, threads)
             self.timings["day_s"] = time.monotonic() - t_day
             self.timings["day_requests"] = self.api.stats.total - req0
+            self.cpu["day"] = day_meter.stop()
             t_drain = time.monotonic()
             data = collect(self, day, workers, merchants, ops)
+            self.cpu["run"] = meter.stop()
             self.timings["drain_s"] = time.monotonic() - t_drain
             self.timings["total_s"] = time.monotonic() - t0
             data["timings"] = self.timings
+            data["cpu"] = self.cpu
+            data["workers_n"] = self.o.workers
             return data
         finally:
             self.api.close()

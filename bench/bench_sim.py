@@ -1,0 +1,64 @@
+"""sim_cpu_per_request_ms: CPU the service spends per simulated request over a simulated day.
+
+Runs `fieldproof simulate` (its own database, API with 2 processes, Celery worker and beat) and reads the report's
+``cpu.per_request_ms``: CPU seconds of the API, worker and beat process trees plus the project-local PostgreSQL
+and Redis (sim/cpu.py, from /proc), from a healthy stack to the end of the drain, over the requests the simulated
+people made. Seconds of CPU rather than wall time, so a busy machine slows the day but hardly moves the figure.
+
+The baseline cannot be re-measured in the same run (it is the service as it was), so it is a constant measured
+on the main tree before the issue-15 work, with the same command, recorded below with its date and commit.
+At full scale the day is the issue's 200 workers over 8 simulated hours; a quick run (FIELDPROOF_BENCH_SCALE < 1)
+uses a 20-worker, 2-hour day at x120, compared with its own baseline (per-request CPU depends on the load, since
+idle polling is spread over fewer requests).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import figure, scale
+
+# (args, CPU ms per simulated request on main before issue 15, when, commit)
+BASELINES = {
+    "full": (["--workers", "200", "--hours", "8"], None, "2026-11-29", "77915d4"),
+    "quick": (["--workers", "20", "--hours", "2", "--rate", "120"], None, "2026-11-29", "77915d4"),
+}
+GOAL_RATIO = 2.0  # "a 200-worker simulated day uses under half the CPU it uses today"
+
+
+def simulate(args: list[str]) -> dict:
+    """Run one simulated day; its JSON report."""
+    from core.config import ROOT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report.json"
+        proc = subprocess.run([sys.executable, "-m", "api.cli", "simulate", *args, "--no-progress", "--json",
+                               str(out)], cwd=str(ROOT), capture_output=True, text=True)
+        if not out.exists():
+            raise RuntimeError(f"simulate failed ({proc.returncode}): {proc.stderr[-1500:]}")
+        return json.loads(out.read_text())
+
+
+def run() -> dict:
+    """One simulated day; the per-request CPU against main's."""
+    key = "full" if scale() >= 1 else "quick"
+    args, base, when, commit = BASELINES[key]
+    rep = simulate(args)
+    cpu = rep["cpu"]
+    errors = rep["errors_5xx"] + rep["transport_errors"] + (0 if rep["ledger_check"]["ok"] else 1)
+    detail = {"args": " ".join(args), "requests": cpu["simulated_requests"], "cpu_s": cpu["run_s"],
+              "by_process_s": cpu["run_by_process_s"], "day_per_request_ms": cpu["day_per_request_ms"],
+              "errors_5xx": rep["errors_5xx"], "transport_errors": rep["transport_errors"],
+              "ledger_ok": rep["ledger_check"]["ok"], "evidence_unprocessed": rep["evidence_unprocessed"],
+              "baseline_from": f"main {commit}, {when}"}
+    return {"sim_cpu_per_request_ms": figure(cpu["per_request_ms"], "ms", base, False,
+                                             f"under half of main's CPU per request ({' '.join(args)}; "
+                                             f"baseline {commit} {when})", min_ratio=GOAL_RATIO,
+                                             errors=errors, detail=detail)}
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
