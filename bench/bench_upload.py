@@ -39,6 +39,7 @@ LADDER = (2.0, 4.0, 6.0, 8.0)
 GOAL_P95_S = 2.0
 DRAIN_S = 120.0
 SIZE = (4000, 3000)
+QUEUES = ("default", "evidence", "maintenance")  # what `fieldproof worker` consumes (Redis lists of that name)
 NOISE = 9  # sensor noise amplitude (grey levels): gives phone-like 4-6 MB files at quality 90
 
 
@@ -91,9 +92,23 @@ def photo(seed: int, lat: float, lon: float, noise) -> bytes:
 
 
 def _worker_process(log: Path) -> subprocess.Popen:
+    """`fieldproof worker` on the bench database and Redis DB, once it says it is ready (queue emptied first:
+    jobs left by an interrupted earlier run must not load the first step)."""
+    import redis
+
+    from core.redis import redis_url
+
+    redis.Redis.from_url(redis_url()).delete(*QUEUES)
     env = {**os.environ, "FIELDPROOF_LOG_LEVEL": "WARNING"}
-    return subprocess.Popen([sys.executable, "-m", "api.cli", "worker"], env=env, stdout=log.open("w"),
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "worker"], env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 90
+    while " ready." not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the Celery worker did not start: {log.read_text()[-1000:]}")
+        time.sleep(0.3)
+    return proc
 
 
 async def _send(base: str, jobs: list[tuple[int, str, Path]], rate: float) -> tuple[dict, dict, list[str]]:
@@ -188,7 +203,6 @@ def run() -> dict:
         worker = _worker_process(Path(tmp) / "worker.log")
         try:
             with server("api.app:app") as base:
-                time.sleep(3)  # the worker connects to the broker
                 seed0 = int(time.time()) * 1000 % 2**31  # scenes never repeat across runs of the same database
                 for rate in LADDER:
                     steps.append(_step(base, rate, period_s(False), Path(tmp), noise, seed0 + 100_000 * len(steps)))

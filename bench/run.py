@@ -20,6 +20,11 @@ from bench.common import machine
 MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup",
            "bench.bench_heatmap", "bench.bench_upload", "bench.bench_sim"]
 OUT = Path(__file__).resolve().parent
+# Table order: each goal figure beside its references; figures not listed follow in the order they came.
+ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "checkout_throughput",
+         "checkout_throughput_p99_ms", "checkout_non2xx", "insert_baseline_async", "insert_baseline_sync",
+         "upload_to_verdict", "upload_sustainable_rate", "sim_cpu_per_request_ms", "nearby_tasks",
+         "phash_throughput", "phash_vs_decode_limit", "dedup_lookup", "heatmap_viewport", "mvt_tile"]
 
 
 def _previous() -> dict[str, dict]:
@@ -51,7 +56,9 @@ def main(names: list[str]) -> int:
             if row.get("errors"):
                 failed.append(f"{name}: {fig} ({row['errors']} errors)")
         print(f"[bench] {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    doc = {"machine": here, "results": results}
+    rank = {name: i for i, name in enumerate(ORDER)}
+    ordered = dict(sorted(results.items(), key=lambda kv: rank.get(kv[0], len(ORDER))))
+    doc = {"machine": here, "results": ordered}
     (OUT / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     (OUT / "results.md").write_text(markdown(doc))
     print(markdown(doc))
