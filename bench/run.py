@@ -15,7 +15,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.common import machine
+from bench.common import machine, scale
 
 MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup",
            "bench.bench_heatmap", "bench.bench_upload", "bench.bench_sim"]
@@ -52,7 +52,7 @@ def main(names: list[str]) -> int:
             continue
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         for fig, row in figures.items():
-            results[fig] = {**row, "measured_at": at, "machine": here}
+            results[fig] = {**row, "measured_at": at, "machine": here, "scale": scale()}
             if row.get("errors"):
                 failed.append(f"{name}: {fig} ({row['errors']} errors)")
         print(f"[bench] {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
@@ -78,16 +78,18 @@ def _machine_label(m: dict | None) -> str:
 
 
 def markdown(doc: dict) -> str:
-    """The figures with goals, ``met`` and when and where each was measured."""
+    """The figures with goals, ``met`` and when and where each was measured (and at what scale, if not 1)."""
     lines = ["| figure | value | unit | baseline | ratio | goal | met | measured (UTC) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     marks = {True: "yes", False: "**no**", None: "-"}
     machines = set()
     for name, r in doc["results"].items():
         met = marks[r.get("met")] + (f" ({r['errors']} errors)" if r.get("errors") else "")
+        when = (r.get("measured_at") or "?").replace("+00:00", "Z")
+        if r.get("scale", 1.0) != 1.0:
+            when += f" (scale {r['scale']:g})"
         lines.append(f"| {name} | {_cell(r['value'])} | {r['unit']} | {_cell(r.get('baseline'))} | "
-                     f"{_cell(r.get('ratio'))} | {r.get('goal', '')} | {met} | "
-                     f"{(r.get('measured_at') or '?').replace('+00:00', 'Z')} |")
+                     f"{_cell(r.get('ratio'))} | {r.get('goal', '')} | {met} | {when} |")
         machines.add(_machine_label(r.get("machine")))
     m = doc["machine"]
     where = "; ".join(sorted(machines))
