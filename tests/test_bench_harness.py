@@ -93,3 +93,23 @@ def test_readme_table_is_replaced_between_markers():
     once = rendered(text, doc)
     assert "old table" not in once and "| f | 1 | s |" in once and once.endswith(f"{END}\nafter\n")
     assert rendered(once, doc) == once
+
+
+def test_a_figure_with_errors_fails_the_run_and_keeps_older_figures(tmp_path, monkeypatch):
+    import json
+
+    from bench import run
+
+    (tmp_path / "fake_bench.py").write_text(
+        "from bench.common import figure\n"
+        "def run():\n"
+        "    return {'fake': figure(5, 'req/s', 10, True, 'g', min_ratio=0.1, errors=2)}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(run, "OUT", tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"machine": {"cpus": 2}, "results": {"older": {"value": 1, "unit": "s", "goal": "g", "met": True}}}))
+    assert run.main(["fake_bench"]) == 1
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["results"]["fake"]["met"] is False and doc["results"]["fake"]["measured_at"]
+    assert doc["results"]["older"]["machine"] == {"cpus": 2}  # kept, with the machine it was measured on
+    assert "(2 errors)" in (tmp_path / "results.md").read_text()
