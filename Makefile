@@ -50,11 +50,11 @@ wrk:
 	  apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } \
 	  || echo "wrk could not be installed: the HTTP benchmarks will fail"
 
-# All benchmarks (or BENCH="bench.bench_checkin ..."); writes bench/results.json and results.md; exits 1 when a
-# benchmark failed (an exception, or any request error). `make bench-readme` copies results.json's table into README.
+# All benchmarks (or BENCH="bench.bench_checkin ..."); writes bench/results.json and results.md and copies the table
+# into README.md (bench-readme); exits 1 when a benchmark failed (an exception, or any request error).
 BENCH ?=
 bench: up wrk
-	$(PY) -m bench.run $(BENCH)
+	$(PY) -m bench.run $(BENCH); status=$$?; $(PY) -m bench.readme; exit $$status
 
 bench-readme: venv
 	$(PY) -m bench.readme
