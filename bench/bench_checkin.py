@@ -18,7 +18,7 @@ import random
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from bench import wrk
 from bench.common import checkpoint, figure, scale, server, use_bench_database

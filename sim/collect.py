@@ -10,20 +10,14 @@ DRAIN_LIMIT_S = 300
 EVIDENCE_DRAIN_LIMIT_S = 900  # a 200-worker day on a loaded 2-core machine can leave a long hashing backlog
 
 
-def _evidence_pending(sim, ids: list[int]) -> int:
-    """How many of the day's uploads the Celery worker has not processed yet.
+def _evidence_pending(conn, ids: list[int]) -> int:
+    """How many of the day's uploads the Celery worker has not processed yet."""
+    from sqlalchemy import text
 
-    Read from the database, not through the API: thousands of status polls would load the API (and the CPU the
-    report measures) more than the uploads themselves; the verdicts are read through the API afterwards."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(sim.stack.database_url(), pool_size=1)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM evidence WHERE id = ANY(:ids) AND state = 'received'"),
-                                {"ids": ids}).scalar_one()
-    finally:
-        engine.dispose()
+    n = conn.execute(text("SELECT count(*) FROM evidence WHERE id = ANY(:ids) AND state = 'received'"),
+                     {"ids": ids}).scalar_one()
+    conn.rollback()  # a fresh snapshot for the next poll
+    return n
 
 
 def _claims(workers) -> dict[int, dict]:
@@ -35,14 +29,26 @@ def _claims(workers) -> dict[int, dict]:
 
 
 def drain_evidence(sim, day) -> int:
-    """Wait (up to EVIDENCE_DRAIN_LIMIT_S) until Celery has processed the day's uploads; how many are left."""
-    deadline = time.monotonic() + EVIDENCE_DRAIN_LIMIT_S
+    """Wait (up to EVIDENCE_DRAIN_LIMIT_S) until Celery has processed the day's uploads; how many are left.
+
+    Polled in the database, not through the API: thousands of status polls would load the API (and the CPU the
+    report measures) more than the uploads themselves; the verdicts are read through the API afterwards."""
+    from sqlalchemy import create_engine
+
     ids = [e for v in day.visits for e in v.evidence_ids]
-    waiting = _evidence_pending(sim, ids) if ids else 0
-    while waiting and time.monotonic() < deadline:  # evidence is hashed asynchronously by Celery
-        time.sleep(2)
-        waiting = _evidence_pending(sim, ids)
-    return waiting
+    if not ids:
+        return 0
+    deadline = time.monotonic() + EVIDENCE_DRAIN_LIMIT_S
+    engine = create_engine(sim.stack.database_url(), pool_size=1)
+    try:
+        with engine.connect() as conn:
+            waiting = _evidence_pending(conn, ids)
+            while waiting and time.monotonic() < deadline:  # evidence is hashed asynchronously by Celery
+                time.sleep(2)
+                waiting = _evidence_pending(conn, ids)
+            return waiting
+    finally:
+        engine.dispose()
 
 
 def collect(sim, day, workers, merchants, ops, evidence_unprocessed: int) -> dict:
