@@ -2,8 +2,10 @@
 
 Runs `fieldproof simulate` (its own database, API with 2 processes, Celery worker and beat) and reads the report's
 ``cpu.per_request_ms``: CPU seconds of the API, worker and beat process trees plus the project-local PostgreSQL
-and Redis (sim/cpu.py, from /proc), from a healthy stack to the end of the drain, over the requests the simulated
-people made. Seconds of CPU rather than wall time, so a busy machine slows the day but hardly moves the figure.
+and Redis (sim/cpu.py, from /proc), from a healthy stack until the day's uploads are processed, over the requests
+the simulated people made. CPU seconds rather than wall time, yet not immune to a busy machine: other load slows
+the simulated people (fewer requests in the day) while fixed costs stay, so the figure rises with the load (two
+runs of the same code: 52.8 and 40.1 ms, see BASELINES). Compare runs made on an equally quiet machine.
 
 The baseline cannot be re-measured in the same run (it is the service as it was), so it is a constant measured
 on the main tree before the issue-15 work, with the same command, recorded below with its date and commit.
@@ -22,13 +24,16 @@ from pathlib import Path
 
 from bench.common import GIVEN_ENV, figure, scale
 
-# (args, CPU ms per simulated request on main before issue 15, when, commit); the full day's report is
-# sim/reports/cpu_baseline_200w_8h_seed7_77915d4.txt (and .json).
+# (args, CPU ms per simulated request on main before issue 15, when, commit). Two 200-worker days on main 77915d4:
+#   05:35-05:52 UTC, load average ~30 from other sessions: 52.81 ms (673.7 CPU s / 12,757 requests: API 320.5,
+#     worker 244.5, beat 3.9, PostgreSQL 95.6, Redis 9.2; day window alone 35.78; 4 transport errors, retried),
+#     report in sim/reports/cpu_baseline_200w_8h_seed7_77915d4.txt;
+#   06:05-06:21 UTC, load average ~4-15: 40.10 ms (651.9 CPU s / 16,258 requests: API 331.0, worker 218.9,
+#     beat 2.3, PostgreSQL 93.8, Redis 5.9; day window alone 32.01; 5 transport errors, retried).
+# A loaded machine slows the simulated people (fewer requests per day) while fixed costs stay, so the figure rises
+# with load: the baseline is the lower, quieter one (the stricter goal). Re-measure both sides on a quiet machine.
 BASELINES = {
-    # 673.7 CPU s over 12,757 requests (API 320.5, worker 244.5, beat 3.9, PostgreSQL 95.6, Redis 9.2; the day
-    # window alone 35.78 ms/request) in a 1,014 s run, 0 5xx, 4 transport errors (retried), on a 2-core machine
-    # at a load average near 30 from other sessions' tests.
-    "full": (["--workers", "200", "--hours", "8"], 52.81, "2026-11-29", "77915d4"),
+    "full": (["--workers", "200", "--hours", "8"], 40.10, "2026-11-29", "77915d4"),
     # One 152 s run, 318 requests: a rough figure, for trying the harness, not for judging the goal.
     "quick": (["--workers", "20", "--hours", "2", "--rate", "120"], 50.85, "2026-11-29", "77915d4"),
 }
