@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 FP     := $(VENV)/bin/fieldproof
 
-.PHONY: run test fuzz bench venv web browser up down clean
+.PHONY: run test fuzz bench bench-readme wrk venv web browser up down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,8 +44,20 @@ FUZZ_EXAMPLES ?= 60
 fuzz: up
 	FIELDPROOF_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FIELDPROOF_FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz_api.py -q
 
-bench: up
-	$(PY) -m bench.run
+# Debian's wrk drives the HTTP benchmarks (apt-get update only if the first install fails); without it they fail.
+wrk:
+	@command -v wrk >/dev/null || [ "$$(id -u)" != 0 ] || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; } \
+	  || echo "wrk could not be installed: the HTTP benchmarks will fail"
+
+# All benchmarks (or BENCH="bench.bench_checkin ..."); writes bench/results.json and results.md and copies the table
+# into README.md (bench-readme); exits 1 when a benchmark failed (an exception, or any request error).
+BENCH ?=
+bench: up wrk
+	$(PY) -m bench.run $(BENCH); status=$$?; $(PY) -m bench.readme; exit $$status
+
+bench-readme: venv
+	$(PY) -m bench.readme
 
 down: venv
 	$(FP) db down

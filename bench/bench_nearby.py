@@ -1,6 +1,7 @@
-"""nearby_tasks: p95 of the task-hall query at 100,000 published tasks.
+"""nearby_tasks: p95 latency of the task-hall query (tasks.service.nearby, 5 km, 50 rows) at 100,000 published tasks.
 
-Baseline: the same query with index scans disabled (a sequential scan and sort), same data, same run.
+An absolute goal (p95 <= 20 ms), no baseline: a ratio against the same query with its indexes disabled only says
+that indexes help, which nobody doubts.
 """
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import json
 import random
 import time
 
-from sqlalchemy import text
-
-from bench.common import figure, pct, scale, use_bench_database
+from bench.common import figure, pct, scale, summary, use_bench_database
 from bench.seed import CITIES, published_tasks
 from core.db import get_engine, new_session
 from tasks import service
@@ -18,9 +17,8 @@ from tasks import service
 QUERIES = 400
 
 
-def _time_queries(db, points, *, use_index: bool) -> list[float]:
-    db.execute(text("SET enable_indexscan = " + ("on" if use_index else "off")))
-    db.execute(text("SET enable_bitmapscan = " + ("on" if use_index else "off")))
+def _time_queries(db, points) -> list[float]:
+
     out = []
     for lon, lat in points:
         t = time.perf_counter()
@@ -41,14 +39,14 @@ def run() -> dict:
               for c in (rng.choice(CITIES) for _ in range(QUERIES))]
     db = new_session()
     try:
-        _time_queries(db, points[:50], use_index=True)  # warm the cache
-        ours = _time_queries(db, points, use_index=True)
-        base = _time_queries(db, points[: QUERIES // 4], use_index=False)
+        _time_queries(db, points[:50])  # warm the cache
+        ours = _time_queries(db, points)
     finally:
         db.rollback()
         db.close()
-    return {"nearby_tasks": figure(pct(ours, 95), "ms", pct(base, 95), bigger_is_better=False,
-                                   goal=f"p95 <= 20 ms at {n} tasks", at_most=20)}
+    return {"nearby_tasks": figure(pct(ours, 95), "ms", None, bigger_is_better=False,
+                                   goal=f"p95 <= 20 ms at {n} tasks", at_most=20,
+                                   detail={k + "_ms": round(v, 2) for k, v in summary(ours).items()})}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""`make bench`: run every benchmark, write bench/results.json and bench/results.md."""
+"""`make bench`: run every benchmark (or those named), write bench/results.json and bench/results.md.
+
+Each figure carries the UTC time and machine of the run that measured it, so running a subset updates those figures
+and keeps the others, with their own timestamps, from earlier runs. Exit status 1 when a benchmark raised or any
+figure of this run counted failed requests or lost work (``errors``); a goal not yet met is reported in the ``met``
+column, not as a failure of the harness.
+"""
 from __future__ import annotations
 
 import importlib
@@ -6,52 +12,90 @@ import json
 import sys
 import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.common import machine
+from bench.common import machine, scale
 
 MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup",
-           "bench.bench_heatmap", "bench.bench_upload"]
+           "bench.bench_heatmap", "bench.bench_upload", "bench.bench_sim"]
 OUT = Path(__file__).resolve().parent
+# Table order: each goal figure beside its references; figures not listed follow in the order they came.
+ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "checkout_throughput",
+         "checkout_throughput_p99_ms", "checkout_non2xx", "insert_baseline_async", "insert_baseline_sync",
+         "upload_to_verdict", "upload_sustainable_rate", "sim_cpu_per_request_ms", "nearby_tasks",
+         "phash_throughput", "phash_vs_decode_limit", "dedup_lookup", "heatmap_viewport", "mvt_tile"]
 
 
-def main() -> int:
-    """Run all benchmarks in this process order; a failing one is reported, the rest still run."""
-    # Running a subset updates those figures and keeps the others from the last full run.
-    previous = OUT / "results.json"
-    results: dict[str, dict] = json.loads(previous.read_text())["results"] if previous.exists() and sys.argv[1:] else {}
+def _previous() -> dict[str, dict]:
+    path = OUT / "results.json"
+    if not path.exists():
+        return {}
+    doc = json.loads(path.read_text())
+    # Figures from before figures carried their own run get the file's machine and no time.
+    return {name: {"machine": doc.get("machine"), **r} for name, r in doc.get("results", {}).items()}
+
+
+def main(names: list[str]) -> int:
+    """Run the benchmarks in order; a failing one is reported, the rest still run."""
+    results = _previous()
     failed = []
-    for name in (sys.argv[1:] or MODULES):
+    here = machine()
+    for name in names or MODULES:
         started = time.perf_counter()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         try:
-            module = importlib.import_module(name)
-            results.update(module.run())
-        except ModuleNotFoundError as exc:
-            print(f"[bench] {name}: not present ({exc.name})", file=sys.stderr)
-            continue
-        except Exception:
+            figures = importlib.import_module(name).run()
+        except Exception:  # one broken benchmark must not cost the others' figures
             traceback.print_exc()
             failed.append(name)
+            continue
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for fig, row in figures.items():
+            results[fig] = {**row, "measured_at": at, "machine": here, "scale": scale()}
+            if row.get("errors"):
+                failed.append(f"{name}: {fig} ({row['errors']} errors)")
         print(f"[bench] {name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    doc = {"machine": machine(), "results": results}
+    rank = {name: i for i, name in enumerate(ORDER)}
+    ordered = dict(sorted(results.items(), key=lambda kv: rank.get(kv[0], len(ORDER))))
+    doc = {"machine": here, "results": ordered}
     (OUT / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     (OUT / "results.md").write_text(markdown(doc))
     print(markdown(doc))
+    for f in failed:
+        print(f"[bench] FAILED: {f}", file=sys.stderr)
     return 1 if failed else 0
 
 
+def _cell(x) -> str:
+    return "-" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _machine_label(m: dict | None) -> str:
+    if not m:
+        return "?"
+    return f"{m.get('host', '?')} ({m.get('cpus')} CPU, {m.get('memory_gb')} GB)"
+
+
 def markdown(doc: dict) -> str:
-    """A short table of the figures with their goals."""
-    lines = ["| figure | value | unit | baseline | ratio | goal | met |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    """The figures with goals, ``met`` and when and where each was measured (and at what scale, if not 1)."""
+    lines = ["| figure | value | unit | baseline | ratio | goal | met | measured (UTC) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     marks = {True: "yes", False: "**no**", None: "-"}
+    machines = set()
     for name, r in doc["results"].items():
-        lines.append(f"| {name} | {r['value']} | {r['unit']} | {r.get('baseline')} | {r.get('ratio')} | "
-                     f"{r.get('goal', '')} | {marks[r.get('met')]} |")
+        met = marks[r.get("met")] + (f" ({r['errors']} errors)" if r.get("errors") else "")
+        when = (r.get("measured_at") or "?").replace("+00:00", "Z")
+        if r.get("scale", 1.0) != 1.0:
+            when += f" (scale {r['scale']:g})"
+        lines.append(f"| {name} | {_cell(r['value'])} | {r['unit']} | {_cell(r.get('baseline'))} | "
+                     f"{_cell(r.get('ratio'))} | {r.get('goal', '')} | {met} | {when} |")
+        machines.add(_machine_label(r.get("machine")))
     m = doc["machine"]
-    return "\n".join(lines) + f"\n\nMachine: {m['cpus']} CPUs, {m['memory_gb']} GB, {m['platform']}, Python {m['python']}\n"
+    where = "; ".join(sorted(machines))
+    return ("\n".join(lines) + f"\n\nMeasured on: {where}. Latest run: {m['cpus']} CPUs, {m['memory_gb']} GB, "
+            f"{m['platform']}, Python {m['python']}.\n")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -16,7 +16,8 @@ from sim import gps, world
 from sim.agents import FRAUD_KINDS, HONEST, Day, WorkerAgent
 from sim.backoffice import MerchantAgent, OpsAgent
 from sim.client import Api, ApiError, Session
-from sim.collect import collect
+from sim.collect import collect, drain_evidence
+from sim.cpu import CpuMeter, local_server_pids
 from sim.stack import Stack, clock_for
 
 CST = timezone(timedelta(hours=8))
@@ -70,6 +71,7 @@ class Simulation:
         self.stack = Stack(opts.database, opts.redis_db, clock_for(self.sim_start, rate))
         self.api: Api | None = None
         self.timings: dict[str, float] = {}
+        self.cpu: dict[str, dict[str, float]] = {}
 
     # ---- setup -----------------------------------------------------------------------------
     def _user(self, username: str, role: str, ip: str) -> Session:
@@ -141,10 +143,13 @@ class Simulation:
     # ---- the day ---------------------------------------------------------------------------
     def run(self) -> dict:
         """Everything, from an empty database to the report's raw data."""
+
         t0 = time.monotonic()
         self.stack.create_database()
         self.stack.start()
         self.api = Api(self.stack.base_url)
+        # CPU from a healthy stack until the day's uploads are processed (process start-up, i.e. imports, is out).
+        meter = CpuMeter({**self.stack.pids(), **local_server_pids()}).start()
         try:
             self.timings["startup_s"] = time.monotonic() - t0
             day, workers, merchants, ops = self.setup()
@@ -154,17 +159,27 @@ class Simulation:
             self.timings["setup_s"] = time.monotonic() - t0 - self.timings["startup_s"]
             t_day = time.monotonic()
             req0 = self.api.stats.total
+            self.timings["setup_requests"] = req0
+            day_meter = CpuMeter(meter.pids).start()
             threads = [threading.Thread(target=a.run, daemon=True) for a in (*workers, *merchants, ops)]
             for t in threads:
                 t.start()
             self._progress(day, threads)
             self.timings["day_s"] = time.monotonic() - t_day
             self.timings["day_requests"] = self.api.stats.total - req0
+            self.cpu["day"] = day_meter.stop()
             t_drain = time.monotonic()
-            data = collect(self, day, workers, merchants, ops)
+            # The run's CPU ends when the day's uploads are processed: the backlog is the day's work, the
+            # merchant/ops clean-up and the read-back that follow are the simulator's bookkeeping.
+            unprocessed = drain_evidence(self, day)
+            self.cpu["run"] = meter.stop()
+            self.timings["evidence_drain_s"] = time.monotonic() - t_drain
+            data = collect(self, day, workers, merchants, ops, unprocessed)
             self.timings["drain_s"] = time.monotonic() - t_drain
             self.timings["total_s"] = time.monotonic() - t0
             data["timings"] = self.timings
+            data["cpu"] = self.cpu
+            data["workers_n"] = self.o.workers
             return data
         finally:
             self.api.close()

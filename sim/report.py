@@ -72,6 +72,7 @@ def build(data: dict) -> dict:
                        "by_reason": dict(k["reasons"].most_common())}
     day_s = t["day_s"]
     return {
+        "cpu": cpu_summary(data.get("cpu", {}), t, data["evidence_unprocessed"]),
         "seed": data["seed"], "hours": data["hours"], "clock_rate": round(data["rate"], 2),
         "duration_s": {k: round(v, 1) for k, v in t.items() if k.endswith("_s")},
         "requests": stats.total, "requests_per_s_day": round(t["day_requests"] / day_s, 1) if day_s else None,
@@ -99,6 +100,25 @@ def build(data: dict) -> dict:
     }
 
 
+def cpu_summary(cpu: dict[str, dict[str, float]], t: dict, unprocessed: int) -> dict:
+    """CPU seconds of the service (API, Celery worker, beat, local PostgreSQL and Redis) per simulated request.
+
+    ``per_request_ms``: CPU from a healthy stack until the day's uploads are all processed (so the hashing backlog
+    the day left is counted; the clean-up and read-back after it are not) over the requests the agents made in
+    setup and day. ``day_per_request_ms``: the day window alone. ``complete`` is false when the backlog was not
+    processed within the drain limit (the figure then undercounts).
+    """
+    run, day = cpu.get("run", {}), cpu.get("day", {})
+    simulated = t.get("setup_requests", 0) + t.get("day_requests", 0)
+    run_s, day_s = sum(run.values()), sum(day.values())
+    return {"run_s": round(run_s, 1), "run_by_process_s": run, "day_s": round(day_s, 1), "day_by_process_s": day,
+            "simulated_requests": simulated,
+            "per_request_ms": round(1000 * run_s / simulated, 2) if simulated and run else None,
+            "complete": unprocessed == 0,
+            "day_per_request_ms": round(1000 * day_s / t["day_requests"], 2) if t.get("day_requests") and day
+            else None}
+
+
 def render(rep: dict) -> str:
     """The human table."""
     d = rep["duration_s"]
@@ -108,6 +128,7 @@ def render(rep: dict) -> str:
              f"{rep['requests_per_s_overall']} overall)  5xx: {rep['errors_5xx']}  transport errors: "
              f"{rep['transport_errors']}  evidence unprocessed: {rep['evidence_unprocessed']}",
              f"Ledger check: {'ok' if rep['ledger_check']['ok'] else 'FAILED'} — {rep['ledger_check']['output']}",
+             _cpu_line(rep["cpu"]),
              "", f"{'endpoint':<48}{'count':>8}"]
     lines += [f"{route:<48}{n:>8}" for route, n in rep["by_endpoint"].items()]
     lines += ["", f"Claims by state: {rep['claims_by_state']}", f"Merchants: {rep['merchants']}  "
@@ -132,6 +153,15 @@ def render(rep: dict) -> str:
     if rep["errors_5xx_samples"]:
         lines += ["", "5xx samples:"] + [f"  {json.dumps(e, ensure_ascii=False)}" for e in rep["errors_5xx_samples"]]
     return "\n".join(lines)
+
+
+def _cpu_line(cpu: dict) -> str:
+    if not cpu.get("per_request_ms"):
+        return "CPU: not measured"
+    procs = ", ".join(f"{k} {v:.1f}" for k, v in cpu["run_by_process_s"].items())
+    return (f"CPU: {cpu['per_request_ms']} ms per simulated request ({cpu['run_s']} s over "
+            f"{cpu['simulated_requests']} requests, until the uploads were processed: {procs}); day alone "
+            f"{cpu['day_per_request_ms']} ms/request" + ("" if cpu["complete"] else " (INCOMPLETE: backlog left)"))
 
 
 def _fmt(x: float | None) -> str:

@@ -130,6 +130,10 @@ class Stack:
             time.sleep(0.3)
         raise RuntimeError(f"the simulation API did not become healthy; logs in {self.workdir}")
 
+    def pids(self) -> dict[str, int]:
+        """The started processes by role (api, worker, beat): roots of the trees whose CPU is reported."""
+        return {name: p.pid for name, p in zip(("api", "worker", "beat"), self.procs)}
+
     def alive(self) -> bool:
         return all(p.poll() is None for p in self.procs)
 

@@ -126,3 +126,5 @@ def test_a_small_day_through_the_real_stack():
             assert k["claims_flagged"] >= 1, (kind, k)
     assert rep["honest"]["workers_flagged"] == 0, rep["honest"]
     assert math.isfinite(rep["requests_per_s_day"])
+    cpu = rep["cpu"]  # the service's CPU per simulated request, with PostgreSQL's when it runs locally
+    assert cpu["complete"] and cpu["per_request_ms"] > 0 and {"api", "worker", "beat"} <= set(cpu["run_by_process_s"])
