@@ -41,7 +41,8 @@ class Idempotent:
 
 
 async def _digest(request: Request) -> str:
-    """Hash of the request body; for multipart, of its fields and file contents (the stream is parsed once)."""
+    """Hash of the request body; for multipart, of its fields and file contents (the stream is parsed once;
+    files are read in chunks, never whole). api.uploads computes the same digest for streamed forms."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return idempotency.body_hash(await request.body())
     h = hashlib.sha256()
@@ -50,7 +51,8 @@ async def _digest(request: Request) -> str:
         if isinstance(value, str):
             h.update(value.encode())
         else:
-            h.update(await value.read())
+            while chunk := await value.read(256 * 1024):
+                h.update(chunk)
             await value.seek(0)
         h.update(b"\0")
     return h.hexdigest()
@@ -65,3 +67,15 @@ async def idempotent(request: Request, uow_factory: UowFactory,
 
 
 IdempotentRun = Annotated[Idempotent, Depends(idempotent)]
+
+
+async def idempotent_streamed(request: Request, uow_factory: UowFactory,
+                              idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+                              ) -> Idempotent:
+    """Dependency for routes that stream their body: reads the key only; the route sets ``digest`` once it
+    has received the body (api.uploads.ReceivedForm.digest), before calling ``run``."""
+    key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
+    return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest="", uow_factory=uow_factory)
+
+
+IdempotentStreamedRun = Annotated[Idempotent, Depends(idempotent_streamed)]

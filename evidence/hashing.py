@@ -75,24 +75,45 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 
+def decode_grey(img: Image.Image) -> Image.Image:
+    """The one decode of an opened file: JPEGs via draft mode straight to a small greyscale image, other
+    formats in full; orientation applied, at most 2 × WORK_SIDE a side. Call it inside a decode slot; it
+    closes ``img``, so the full-size pixels are freed before the slot is released."""
+    try:
+        if img.format == "JPEG":
+            img.draft("L", (WORK_SIDE, WORK_SIDE))
+        return _working_grey(img)
+    finally:
+        img.close()
+
+
+def _working_grey(img: Image.Image) -> Image.Image:
+    upright = ImageOps.exif_transpose(img)
+    grey = _to_8bit(upright) if upright.mode in HIGH_DEPTH_MODES else upright.convert("L")
+    del upright  # free the full-size copy before the slot is released
+    if max(grey.size) > WORK_SIDE * 2:
+        grey.thumbnail((WORK_SIDE * 2, WORK_SIDE * 2), Image.Resampling.BOX)
+    return grey
+
+
+def grey_png(grey: Image.Image) -> bytes:
+    """A working image kept losslessly (PNG, fast compression): hashing it gives the hashes of its original."""
+    buf = io.BytesIO()
+    grey.save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def load_grey(source: bytes | str | Path | Image.Image) -> Image.Image:
     """Decode to a small greyscale image, orientation applied; JPEGs via draft mode, other formats in full
     within a decode slot (evidence.decode bounds their pixels and how many run at once)."""
     from evidence.decode import decode_slot
 
     if isinstance(source, Image.Image):
-        img = source
-    else:
-        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        if img.format == "JPEG":
-            img.draft("L", (WORK_SIDE, WORK_SIDE))
+        with decode_slot():
+            return _working_grey(source)  # a video frame: already decoded, no draft
+    img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     with decode_slot():
-        upright = ImageOps.exif_transpose(img)
-        grey = _to_8bit(upright) if upright.mode in HIGH_DEPTH_MODES else upright.convert("L")
-        del upright, img  # free the full-size pixels before the slot is released
-        if max(grey.size) > WORK_SIDE * 2:
-            grey.thumbnail((WORK_SIDE * 2, WORK_SIDE * 2), Image.Resampling.BOX)
-    return grey
+        return decode_grey(img)
 
 
 def _longest_run(mask: np.ndarray, min_share: float = 0.3) -> tuple[int, int]:

@@ -1,20 +1,25 @@
 """Evidence upload and reads."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from api.deps import CurrentUser, DbSession, Id, Worker
-from api.idempotent import IdempotentRun
+from api.idempotent import IdempotentStreamedRun
+from api.uploads import receive_form
 from evidence import service
 from evidence.schemas import EvidenceRead, MatchRead
 
 router = APIRouter(prefix="/v1", tags=["evidence"])
 # "original" is the full photo up to 4096 px a side (a 50 MP JPEG is scaled while decoding, never held whole).
 SIZES = {"thumb": 320, "large": 1600, "original": 4096}
+# The body is parsed by the route as it streams (api.uploads), so FastAPI cannot describe it: said here.
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "title": "EvidenceUpload",
+    "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream", "title": "File"}}}}}}}
 JPEG = {"response_class": Response,
         "responses": {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}}
 
@@ -29,12 +34,18 @@ def evidence_read(db, ev) -> EvidenceRead:
                                            method=m.method) for m in service.matches_of(db, ev.id)])
 
 
-@router.post("/claims/{claim_id}/evidence", status_code=201, response_model=EvidenceRead)
-async def upload(claim_id: Id, worker: Worker, idem: IdempotentRun, file: Annotated[UploadFile, File()]):
-    """Upload a photo or video (type from content; EXIF is read, never served)."""
-    data = await file.read()
-    return await run_in_threadpool(idem.run, worker.id, lambda db: evidence_read(
-        db, service.upload(db_session=db, worker=worker, claim_id=claim_id, data=data)), status_code=201)
+@router.post("/claims/{claim_id}/evidence", status_code=201, response_model=EvidenceRead, openapi_extra=UPLOAD_BODY)
+async def upload(claim_id: Id, worker: Worker, idem: IdempotentStreamedRun, request: Request):
+    """Upload a photo or video (type from content; EXIF is read, never served). The file streams into the
+    evidence store as it arrives, hashed and size-capped on the way; it is kept only if it is accepted."""
+    form = await receive_form(request, file_field="file", stage=service.stage_upload)
+    try:
+        if idem.key:
+            idem.digest = await run_in_threadpool(form.digest, "file")
+        return await run_in_threadpool(idem.run, worker.id, lambda db: evidence_read(
+            db, service.upload(db_session=db, worker=worker, claim_id=claim_id, staged=form.file)), status_code=201)
+    finally:
+        form.discard()
 
 
 @router.get("/claims/{claim_id}/evidence", response_model=list[EvidenceRead])
