@@ -178,3 +178,27 @@ def test_processing_hashes_the_working_image_not_the_original(client, db, store_
     stored = db.get(Evidence, ev["id"])
     assert stored.state == "processed"
     assert stored.hashes["frames"] == [hash_image(data).to_dict()]
+
+
+def test_dihedral_variants_equal_hashing_each_transposed_image():
+    """The variants come from two resizes per region, not eight: bit for bit what imagehash gives for each
+    rotation/mirror, on the shipped photos, their transformed copies and images of random sizes and kinds."""
+    import imagehash
+    import numpy as np
+
+    from evidence.hashing import DIHEDRAL, load_grey, regions, to_int
+    from tests.evidence_transforms import TRANSFORMS, jpeg
+
+    greys = [load_grey(p.read_bytes()) for p in sorted(PHOTOS.glob("*.jpg"))]
+    greys += [load_grey(jpeg(f(Image.open(PHOTOS / "chelsea.jpg")))) for f in TRANSFORMS.values()]
+    rng = np.random.default_rng(15)
+    for i in range(60):
+        w, h = int(rng.integers(16, 520)), int(rng.integers(16, 520))
+        noise = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(noise[:6, :8]).resize((w, h), Image.Resampling.BICUBIC))
+        greys.append(Image.fromarray(noise if i % 2 else smooth, "L"))
+    for grey in greys:
+        parts = regions(grey)
+        expected = [{k: to_int(imagehash.phash(im if t is None else im.transpose(t))) for k, im in parts.items()}
+                    for t in DIHEDRAL]
+        assert hash_image(grey, with_variants=True).variants == expected
