@@ -40,20 +40,24 @@ class StagedBlob:
         self._file.write(chunk)
 
     def finish(self) -> str:
-        """The whole file has arrived: flush it to disk; returns its sha256."""
+        """The whole file has arrived: close it (cheap, no disk wait: fine on an event loop); returns its sha256."""
         if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())  # durable before a committed row can refer to it
             self._file.close()
         self.sha256 = self._sha.hexdigest()
         return self.sha256
 
     def keep(self) -> None:
-        """File the upload under its sha256 (an identical blob already there is kept instead)."""
+        """File the upload under its sha256 (an identical blob already there is kept instead). Waits for the
+        disk (fsync: durable before a committed row can refer to it), so call it from a worker thread."""
         path = self.store._path(self.sha256 or self.finish())
         if path.exists():
             self.discard()
         else:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.replace(self.path, path)
         self.kept = True
