@@ -86,7 +86,8 @@ def _checked_in_claims(n: int) -> list[tuple[int, int]]:
 def _worker_process() -> subprocess.Popen:
     env = {**os.environ, "FIELDPROOF_LOG_LEVEL": "WARNING"}
     return subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "worker",
-                             "-Q", "default,evidence,maintenance", "--concurrency", "2", "--loglevel", "WARNING",
+                             "-Q", "default,evidence,maintenance",
+                             "--concurrency", os.environ.get("FIELDPROOF_BENCH_WORKER_CONCURRENCY", "2"), "--loglevel", "WARNING",
                              "--without-gossip", "--without-mingle", "--without-heartbeat"], env=env)
 
 

@@ -14,7 +14,7 @@ from core.models import utcnow
 from evidence import index_store
 from evidence.decode import MAX_JPEG_PIXELS, decode_slot
 from evidence.exif import strip_and_orient
-from evidence.hashing import ImageHashes, grey_png, hash_image
+from evidence.hashing import ImageHashes, grey_file, hash_image
 from evidence.intake import inspect_upload
 from evidence.match import DEFAULT_THRESHOLD, compare_media
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
@@ -55,7 +55,7 @@ def upload(*, db_session: Session, worker: User, claim_id: int, staged: StagedBl
     _check_quotas(db_session, worker, claim_id, info.size_bytes)
     store = get_store()
     if info.grey is not None:  # the decode intake made: processing hashes this instead of decoding again
-        store.put(working_image_key(info.sha256), grey_png(info.grey))
+        store.put(working_image_key(info.sha256), grey_file(info.grey))
     staged.keep()  # content-addressed: an orphan after a crash is harmless
     ev = Evidence(claim_id=claim_id, worker_id=worker.id, task_id=found.task_id, sha256=info.sha256, kind=info.kind,
                   mime=info.mime, size_bytes=info.size_bytes, width=info.width, height=info.height,
