@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -76,6 +77,13 @@ class _Parts:
         self._name: str | None = None
         self._sink: StagedBlob | None = None
         self._text = bytearray()
+        self.pending: list[bytes] = []  # file data of the chunk just parsed (at most one chunk)
+
+    def write_pending(self) -> None:
+        """Append the parsed file data to the staged file (a disk write: run it in a worker thread)."""
+        chunks, self.pending = self.pending, []
+        for chunk in chunks:
+            self.form.file.write(chunk)
 
     def on_part_begin(self) -> None:
         self.count += 1
@@ -107,7 +115,7 @@ class _Parts:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is not None:
-            self._sink.write(data[start:end])
+            self.pending.append(data[start:end])  # written by the caller off the event loop
         elif len(self._text) + end - start > MAX_FIELD_BYTES:
             raise MalformedMultipart(f"A form field is over {MAX_FIELD_BYTES} bytes.")
         else:
@@ -141,7 +149,13 @@ async def receive_form(request: Request, *, file_field: str, stage: Callable[[],
         parser = MultipartParser(options[b"boundary"], parts.callbacks())
         async for chunk in request.stream():
             parser.write(chunk)
+            if parts.pending:
+                # Page-cache writes are usually quick, but a disk under pressure can stall one for long:
+                # never on the event loop (one stalled write would stall every request of the process).
+                await run_in_threadpool(parts.write_pending)
         parser.finalize()
+        if parts.pending:
+            await run_in_threadpool(parts.write_pending)
         if parts.form.file is None:
             raise _missing(file_field)
         parts.form.file.finish()

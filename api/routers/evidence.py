@@ -45,7 +45,7 @@ async def upload(claim_id: Id, worker: Worker, idem: IdempotentStreamedRun, requ
         return await run_in_threadpool(idem.run, worker.id, lambda db: evidence_read(
             db, service.upload(db_session=db, worker=worker, claim_id=claim_id, staged=form.file)), status_code=201)
     finally:
-        form.discard()
+        await run_in_threadpool(form.discard)
 
 
 @router.get("/claims/{claim_id}/evidence", response_model=list[EvidenceRead])
