@@ -13,7 +13,7 @@ from evidence.match import DEFAULT_THRESHOLD  # the parser shows the default, so
 
 def _media(path: Path, *, variants: bool = False):
     """(kind, sha256, [ImageHashes per frame], frame times) for a file, after the same intake as an upload
-    (type from content, size and per-format pixel caps, full decode, polyglot check)."""
+    (type from content, size and per-format pixel caps, full decode, polyglot check), decoded once."""
     # lazy: every fieldproof command loads this module; only this command needs these
     from core.config import get_settings
     from evidence.hashing import hash_image
@@ -26,7 +26,8 @@ def _media(path: Path, *, variants: bool = False):
     if info.kind == "video":
         frames = hash_video(data)
         return "video", info.sha256, [f.hashes for f in frames], [f.t for f in frames]
-    return "image", info.sha256, [hash_image(data, with_variants=variants)], None
+    # Intake's decode made the working image: hashing it gives the original's hashes without decoding again.
+    return "image", info.sha256, [hash_image(info.grey, with_variants=variants)], None
 
 
 def _error_text(exc: Exception) -> str:

@@ -31,8 +31,10 @@ async def get_session_factory() -> Callable[[], Session]:
     return new_session
 
 
-async def get_db(request: Request,
-                 factory: Annotated[Callable[[], Session], Depends(get_session_factory)]) -> AsyncIterator[Session]:
+SessionFactory = Annotated[Callable[[], Session], Depends(get_session_factory)]
+
+
+async def get_db(request: Request, factory: SessionFactory) -> AsyncIterator[Session]:
     """One session per request, authentication included (it connects on first use). A write's unit of work
     (api.idempotent) runs on this same session, so a request holds at most one pooled connection.
 
@@ -59,17 +61,24 @@ async def get_db(request: Request,
 DbSession = Annotated[Session, Depends(get_db)]
 
 
-def current_user(request: Request, db_session: DbSession,
-                 token: Annotated[str | None, Depends(oauth2_scheme)]) -> User:
-    """The authenticated, non-frozen user, read in the request's session and transaction. The edge middleware
-    verified the token and counted the request against the user's rate limit already."""
+async def access_claims(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+                        ) -> tuple[int, str | None]:
+    """The bearer token's verified (user id, login id), without the database. The edge middleware verified the
+    token already and counted the request against the user's rate limit; this only reads its result."""
     if not token:
         raise InvalidToken("Authentication required: send 'Authorization: Bearer <token>'.", code="unauthenticated")
     access = getattr(request.state, ACCESS, None)
     if isinstance(access, InvalidToken):
         raise access
-    user_id, login_id = access if access is not None else decode_access(token)
-    return accounts.authenticate_claims(db_session=db_session, user_id=user_id, login_id=login_id)
+    return access if access is not None else decode_access(token)
+
+
+AccessClaims = Annotated[tuple[int, str | None], Depends(access_claims)]
+
+
+def current_user(db_session: DbSession, access: AccessClaims) -> User:
+    """The authenticated, non-frozen user, read in the request's session and transaction."""
+    return accounts.authenticate_claims(db_session=db_session, user_id=access[0], login_id=access[1])
 
 
 CurrentUser = Annotated[User, Depends(current_user)]

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from api.deps import DbSession
+from api.deps import DbSession, SessionFactory
 from core import idempotency
 from core.db import UnitOfWork
 
@@ -21,15 +21,29 @@ ANONYMOUS = 0
 class Idempotent:
     """Per-request helper: ``run(user_id, fn)`` executes ``fn(session)`` at most once per key."""
 
-    def __init__(self, *, route: str, key: str | None, digest: str, session: Session) -> None:
-        self.route, self.key, self.digest, self.session = route, key, digest, session
+    def __init__(self, *, route: str, key: str | None, digest: str, session: Session | None,
+                 factory: Callable[[], Session] | None = None) -> None:
+        self.route, self.key, self.digest, self.session, self.factory = route, key, digest, session, factory
 
-    def run(self, user_id: int | None, fn: Callable[[Session], Any], *, status_code: int = 200) -> JSONResponse:
+    def run(self, user_id: int | None, fn: Callable[[Session], Any], *, status_code: int = 200,
+            authenticate: Callable[[Session], Any] | None = None) -> JSONResponse:
         """Run ``fn`` and commit; a replay of the same key and body returns the stored response.
 
-        The unit of work adopts the request's session: the user was read in this same transaction."""
+        The unit of work adopts the request's session (the user was read in this same transaction); a route
+        without one (a streamed upload) gets its own, and ``authenticate`` runs first in it."""
         uid = user_id or ANONYMOUS
-        with UnitOfWork(self.session) as uow:
+        session = self.session if self.session is not None else self.factory()
+        try:
+            return self._run(session, uid, fn, status_code, authenticate)
+        finally:
+            if self.session is None:
+                session.close()
+
+    def _run(self, session: Session, uid: int, fn: Callable[[Session], Any], status_code: int,
+             authenticate: Callable[[Session], Any] | None) -> JSONResponse:
+        with UnitOfWork(session) as uow:
+            if authenticate is not None:
+                authenticate(uow.session)
             if self.key:
                 stored = idempotency.acquire(uow.session, user_id=uid, route=self.route, key=self.key,
                                              digest=self.digest)
@@ -52,7 +66,8 @@ def _encode(result: Any) -> Any:
 
 
 async def _digest(request: Request) -> str:
-    """Hash of the request body; for multipart, of its fields and file contents (the stream is parsed once)."""
+    """Hash of the request body; for multipart, of its fields and file contents (the stream is parsed once;
+    files are read in chunks, never whole). api.uploads computes the same digest for streamed forms."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return idempotency.body_hash(await request.body())
     h = hashlib.sha256()
@@ -61,7 +76,8 @@ async def _digest(request: Request) -> str:
         if isinstance(value, str):
             h.update(value.encode())
         else:
-            h.update(await value.read())
+            while chunk := await value.read(256 * 1024):
+                h.update(chunk)
             await value.seek(0)
         h.update(b"\0")
     return h.hexdigest()
@@ -76,3 +92,17 @@ async def idempotent(request: Request, db_session: DbSession,
 
 
 IdempotentRun = Annotated[Idempotent, Depends(idempotent)]
+
+
+async def idempotent_streamed(request: Request, factory: SessionFactory,
+                              idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+                              ) -> Idempotent:
+    """Dependency for routes that stream their body: reads the key only; the route sets ``digest`` once it
+    has received the body (api.uploads.ReceivedForm.digest), before calling ``run``. No session is opened
+    until then: a slow phone's upload holds no database connection while its body arrives."""
+    key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
+    return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest="", session=None,
+                      factory=factory)
+
+
+IdempotentStreamedRun = Annotated[Idempotent, Depends(idempotent_streamed)]

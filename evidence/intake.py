@@ -1,10 +1,19 @@
-"""Upload intake: type from content (never the name), size and pixel caps, full decode, polyglot check. Pure."""
+"""Upload intake: type from content (never the name), size and pixel caps, full decode, polyglot check. Pure.
+
+The decode that proves an image readable is the only one: it makes the small greyscale working image the
+hashes are computed from (``MediaInfo.grey``), so processing never decodes the original again.
+Works on bytes or on a file (an upload streamed to disk), which is scanned through mmap, never read whole.
+"""
 from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageFile
@@ -19,6 +28,7 @@ from evidence.errors import (
     TruncatedImage,
     UnsupportedMediaType,
 )
+from evidence.hashing import decode_grey
 from evidence.exif import read_exif
 from evidence.video import probe
 
@@ -47,6 +57,7 @@ class MediaInfo:
     height: int | None = None
     duration_s: float | None = None
     exif: dict[str, Any] = field(default_factory=dict)
+    grey: Image.Image | None = field(default=None, repr=False)  # the hashing working image (images only)
 
 
 def sniff(data: bytes) -> str | None:
@@ -68,44 +79,48 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def _trailing(data: bytes, mime: str) -> bytes:
+def _tail_start(data, mime: str) -> int:
+    """Where the bytes after the image's end marker begin (the end of the file if there is no marker)."""
     if mime == "image/jpeg":
         end = data.rfind(b"\xff\xd9")
-        return data[end + 2:] if end >= 0 else b""
+        return end + 2 if end >= 0 else len(data)
     if mime == "image/png":
         end = data.rfind(b"IEND")
-        return data[end + 8:] if end >= 0 else b""
-    return b""
+        return end + 8 if end >= 0 else len(data)
+    return len(data)
 
 
-def _check_polyglot(data: bytes, mime: str) -> None:
-    tail = _trailing(data, mime)
-    if len(tail) > TRAILING_TOLERANCE or any(sig in tail for sig in EMBEDDED_SIGNATURES):
-        raise PolyglotFile(f"{len(tail)} bytes follow the end of the image.")
-    if mime == "image/jpeg" and data.find(b"\xff\xd9") < len(data) - 2 - len(tail):
+def _contains(data, signatures: tuple[bytes, ...], start: int, end: int) -> bool:
+    return any(data.find(sig, start, end) >= 0 for sig in signatures)
+
+
+def _check_polyglot(data, mime: str) -> None:
+    """``data`` is bytes or an mmap: searched in place, never copied."""
+    tail = _tail_start(data, mime)
+    if len(data) - tail > TRAILING_TOLERANCE or _contains(data, EMBEDDED_SIGNATURES, tail, len(data)):
+        raise PolyglotFile(f"{len(data) - tail} bytes follow the end of the image.")
+    if mime == "image/jpeg" and data.find(b"\xff\xd9") < tail - 2:
         # an EOI marker before the last one: two images (or an image and more) glued together
-        inner = data[data.find(b"\xff\xd9") + 2:data.rfind(b"\xff\xd9")]
-        if any(sig in inner for sig in EMBEDDED_SIGNATURES):
+        first, last = data.find(b"\xff\xd9"), data.rfind(b"\xff\xd9")
+        if _contains(data, EMBEDDED_SIGNATURES, first + 2, last if last >= 0 else len(data) - 1):
             raise PolyglotFile("An archive or script is embedded between image markers.")
 
 
-def _open_image(data: bytes, mime: str, max_pixels: int) -> MediaInfo:
+def _open_image(source, mime: str, max_pixels: int, sha256: str, size: int) -> MediaInfo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
             w, h = img.size
             limit = min(max_pixels, decode.max_pixels(img.format))
             if w * h > limit:
                 raise DecompressionBomb(f"{w}×{h} pixels exceeds the {limit}-pixel limit for {img.format}.")
             with decode.decode_slot():
                 exif = read_exif(img)  # inside the slot: Pillow decodes a PNG in full to look for EXIF
-                if img.format == "JPEG":
-                    # Decoding at 1/8 scale still reads every entropy-coded byte (truncation is still caught)
-                    # but skips most of the IDCT: ~4x less CPU per upload than a full decode.
-                    img.draft("L", (max(1, w // 8), max(1, h // 8)))
-                img.load()
-                img.close()  # free the pixels before the slot is released
+                # Decoding reads every byte of the image (truncation is caught) and is the only decode:
+                # JPEGs at 1/8 scale or so (DCT scaling skips most of the IDCT), others in full; the result
+                # is the small greyscale image hashing needs. The full-size pixels are freed inside the slot.
+                grey = decode_grey(img)
     except (DecompressionBomb, PolyglotFile, decode.DecoderBusy):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -116,26 +131,47 @@ def _open_image(data: bytes, mime: str, max_pixels: int) -> MediaInfo:
         raise CorruptMedia("The image cannot be decoded.")
     except Exception:  # Pillow raises assorted errors on hostile input; their text names internals
         raise CorruptMedia("The image cannot be decoded.")
-    return MediaInfo("image", mime, hashlib.sha256(data).hexdigest(), len(data), w, h, exif=exif)
+    return MediaInfo("image", mime, sha256, size, w, h, exif=exif, grey=grey)
 
 
-def _open_video(data: bytes, mime: str) -> MediaInfo:
-    width, height, duration = probe(data)
-    return MediaInfo("video", mime, hashlib.sha256(data).hexdigest(), len(data), width, height, duration)
+def _open_video(source, mime: str, sha256: str, size: int) -> MediaInfo:
+    width, height, duration = probe(source)
+    return MediaInfo("video", mime, sha256, size, width, height, duration)
 
 
-def inspect_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> MediaInfo:
-    """Accept or refuse an upload, with a distinct error code for each reason."""
-    if not data:
+@contextmanager
+def _contents(source: bytes | Path) -> Iterator[bytes | mmap.mmap]:
+    if isinstance(source, bytes):
+        yield source
+        return
+    with open(source, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        yield mm
+
+
+def _sha256(source: bytes | Path) -> str:
+    if isinstance(source, bytes):
+        return hashlib.sha256(source).hexdigest()
+    with open(source, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def inspect_upload(source: bytes | Path, *, max_bytes: int, max_pixels: int, sha256: str | None = None) -> MediaInfo:
+    """Accept or refuse an upload (its bytes, or the file it was streamed to, whose ``sha256`` may be given),
+    with a distinct error code for each reason."""
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    if not size:
         raise EmptyFile()
-    if len(data) > max_bytes:
-        raise FileTooLarge(f"The file is {len(data)} bytes; the limit is {max_bytes}.")
-    mime = sniff(data)
-    if mime is None:
-        raise UnsupportedMediaType()
+    if size > max_bytes:
+        raise FileTooLarge(f"The file is {size} bytes; the limit is {max_bytes}.")
+    with _contents(source) as data:
+        mime = sniff(data[:16])
+        if mime is None:
+            raise UnsupportedMediaType()
+        if mime == "image/heic" and pillow_heif is None:
+            raise UnsupportedMediaType("HEIC is not supported on this server.")
+        if not mime.startswith("video/"):
+            _check_polyglot(data, mime)
+    sha256 = sha256 or _sha256(source)
     if mime.startswith("video/"):
-        return _open_video(data, mime)
-    if mime == "image/heic" and pillow_heif is None:
-        raise UnsupportedMediaType("HEIC is not supported on this server.")
-    _check_polyglot(data, mime)
-    return _open_image(data, mime, max_pixels)
+        return _open_video(source, mime, sha256, size)
+    return _open_image(source, mime, max_pixels, sha256, size)

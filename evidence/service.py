@@ -14,11 +14,11 @@ from core.models import utcnow
 from evidence import index_store
 from evidence.decode import MAX_JPEG_PIXELS, decode_slot
 from evidence.exif import strip_and_orient
-from evidence.hashing import ImageHashes, hash_image
+from evidence.hashing import ImageHashes, grey_file, hash_image
 from evidence.intake import inspect_upload
 from evidence.match import DEFAULT_THRESHOLD, compare_media
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
-from evidence.storage import get_store
+from evidence.storage import StagedBlob, get_store
 from evidence.video import hash_video
 from geo.fence import haversine_m
 from tasks import claims, hooks
@@ -32,18 +32,32 @@ EXIF_GPS_SLACK_M = 1000
 REUSED_LATER = "evidence_reused_later"  # camera GPS is coarse indoors; beyond 1 km it is another place
 
 
-def upload(*, db_session: Session, worker: User, claim_id: int, data: bytes) -> Evidence:
-    """Accept a file for the worker's checked-in claim; processing happens in a worker after commit."""
+def stage_upload() -> StagedBlob:
+    """Where an upload streams to while it arrives (in the store, size-capped, hashed on the way)."""
+    return get_store().stage(get_settings().max_upload_bytes)
+
+
+def working_image_key(sha256: str) -> str:
+    """Store key of the greyscale working image intake decoded from the original (what hashing reads)."""
+    return f"{sha256}-grey"
+
+
+def upload(*, db_session: Session, worker: User, claim_id: int, staged: StagedBlob) -> Evidence:
+    """Accept a streamed file for the worker's checked-in claim; processing happens in a worker after commit."""
     found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
     if found.state not in ("checked_in", "changes_requested"):
         raise Conflict(f"Evidence can be added after check-in and before submission; the claim is {found.state}.",
                        code="evidence_not_accepted")
-    info = inspect_upload(data, max_bytes=get_settings().max_upload_bytes, max_pixels=MAX_PIXELS)
+    info = inspect_upload(staged.path, max_bytes=get_settings().max_upload_bytes, max_pixels=MAX_PIXELS,
+                          sha256=staged.sha256 or staged.finish())
     existing = db_session.scalar(select(Evidence).where(Evidence.claim_id == claim_id, Evidence.sha256 == info.sha256))
     if existing is not None:
         return existing  # the same file twice on one claim is one piece of evidence
-    _check_quotas(db_session, worker, claim_id, len(data))
-    get_store().put(info.sha256, data)  # content-addressed: an orphan after a crash is harmless
+    _check_quotas(db_session, worker, claim_id, info.size_bytes)
+    store = get_store()
+    if info.grey is not None:  # the decode intake made: processing hashes this instead of decoding again
+        store.put(working_image_key(info.sha256), grey_file(info.grey))
+    staged.keep()  # content-addressed: an orphan after a crash is harmless
     ev = Evidence(claim_id=claim_id, worker_id=worker.id, task_id=found.task_id, sha256=info.sha256, kind=info.kind,
                   mime=info.mime, size_bytes=info.size_bytes, width=info.width, height=info.height,
                   duration_s=info.duration_s, exif=info.exif or None, state="received", reasons=[])
@@ -73,10 +87,13 @@ def _check_quotas(db_session: Session, worker: User, claim_id: int, size: int) -
                           code="daily_upload_quota", retry_after_s=retry)
 
 
-def _frames(ev: Evidence, data: bytes) -> list[ImageHashes]:
+def _frames(ev: Evidence) -> list[ImageHashes]:
+    store = get_store()
     if ev.kind == "video":
-        return [f.hashes for f in hash_video(data)]
-    return [hash_image(data, with_variants=True)]
+        return [f.hashes for f in hash_video(store.get(ev.sha256))]
+    # The working image gives the very hashes of its original; files stored before it was kept are decoded.
+    key = working_image_key(ev.sha256)
+    return [hash_image(store.get(key) if store.exists(key) else store.get(ev.sha256), with_variants=True)]
 
 
 def _exif_reasons(db_session: Session, ev: Evidence) -> list[str]:
@@ -104,7 +121,7 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     ev = db_session.scalar(select(Evidence).where(Evidence.id == evidence_id).with_for_update())
     if ev is None or ev.state != "received":
         return
-    frames = _frames(ev, get_store().get(ev.sha256))
+    frames = _frames(ev)
     reasons = _exif_reasons(db_session, ev)
     # One processor at a time compares and inserts, so two copies processed at once still see each other;
     # each pair is recorded once, by whichever of the two is processed second.

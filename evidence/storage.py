@@ -1,13 +1,73 @@
 """Content-addressed blob storage (sha256). Local disk by default; an S3-compatible backend
-implements the same three methods."""
+implements the same methods (staging would be a multipart upload named by its hash once complete)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from core.config import get_settings
+from evidence.errors import FileTooLarge
+
+INCOMING = "incoming"  # uploads being received; a file left here by a crash is never referenced
+
+
+class StagedBlob:
+    """An upload written into the store as it arrives: sha256 and size computed and the size cap enforced while
+    it streams; a temp file until ``keep`` files it under its hash, removed by ``discard``."""
+
+    def __init__(self, store: "LocalBlobStore", max_bytes: int) -> None:
+        self.store, self.max_bytes = store, max_bytes
+        folder = store.root / INCOMING
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, name = tempfile.mkstemp(dir=folder, prefix="up-")
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self.sha256 = ""
+        self.kept = False
+
+    def write(self, chunk: bytes) -> None:
+        """Append a chunk; over the cap the partial file is removed and the upload refused."""
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            self.discard()
+            raise FileTooLarge(f"The file is over {self.max_bytes} bytes, the limit.")
+        self._sha.update(chunk)
+        self._file.write(chunk)
+
+    def finish(self) -> str:
+        """The whole file has arrived: close it (cheap, no disk wait: fine on an event loop); returns its sha256."""
+        if not self._file.closed:
+            self._file.close()
+        self.sha256 = self._sha.hexdigest()
+        return self.sha256
+
+    def keep(self) -> None:
+        """File the upload under its sha256 (an identical blob already there is kept instead). Waits for the
+        disk (fsync: durable before a committed row can refer to it), so call it from a worker thread."""
+        path = self.store._path(self.sha256 or self.finish())
+        if path.exists():
+            self.discard()
+        else:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.replace(self.path, path)
+        self.kept = True
+
+    def discard(self) -> None:
+        """Remove the temp file (nothing happens once it was kept)."""
+        if not self._file.closed:
+            self._file.close()
+        if not self.kept:
+            self.path.unlink(missing_ok=True)
 
 
 class BlobStore(Protocol):
@@ -18,6 +78,8 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes: ...
 
     def exists(self, key: str) -> bool: ...
+
+    def stage(self, max_bytes: int) -> StagedBlob: ...
 
 
 class LocalBlobStore:
@@ -51,6 +113,10 @@ class LocalBlobStore:
     def exists(self, key: str) -> bool:
         """Whether the blob is stored."""
         return self._path(key).exists()
+
+    def stage(self, max_bytes: int) -> StagedBlob:
+        """A new upload to stream into the store."""
+        return StagedBlob(self, max_bytes)
 
 
 def get_store() -> BlobStore:

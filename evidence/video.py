@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 from evidence.errors import CorruptMedia
 from evidence.hashing import ImageHashes, hash_image
@@ -18,18 +19,18 @@ class FrameHash:
     hashes: ImageHashes
 
 
-def _open(data: bytes):
+def _open(source: bytes | Path):
     import av  # lazy: PyAV (FFmpeg bindings) loads only when a video arrives; photo-only processes never pay
 
     try:
-        return av.open(io.BytesIO(data))
+        return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
     except (av.error.FFmpegError, ValueError):
         raise CorruptMedia("The video cannot be read.")
 
 
-def probe(data: bytes) -> tuple[int | None, int | None, float | None]:
+def probe(source: bytes | Path) -> tuple[int | None, int | None, float | None]:
     """Width, height and duration of a video, refusing unreadable or over-long ones."""
-    container = _open(data)
+    container = _open(source)
     try:
         if not container.streams.video:
             raise CorruptMedia("The file has no video stream.")

@@ -116,3 +116,55 @@ def test_more_requests_than_connections_never_wait_for_a_connection_while_holdin
         results = release_together(srv, 24, lambda c, i: c.get("/v1/me", headers=headers))
     codes = [r if isinstance(r, Exception) else r.status_code for r in results]
     assert codes == [200] * 24, codes
+
+
+def test_a_slow_upload_holds_no_connection_while_its_body_arrives(test_database):
+    """With one connection and one session slot per process, another request is served while a phone is still
+    sending a photo: the upload reads the worker from the database only once its body is in."""
+    import threading
+    import time
+    from pathlib import Path
+
+    from tests.live import live_server
+
+    photo = (Path(__file__).parent / "data" / "photos" / "brick.jpg").read_bytes()
+    boundary = "slowboundary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+    env = {"FIELDPROOF_API_THREADS": "2", "FIELDPROOF_DB_POOL_SIZE": "1", "FIELDPROOF_DB_MAX_OVERFLOW": "0",
+           "FIELDPROOF_DB_POOL_TIMEOUT_S": "10"}
+    with live_server("slowupload", env) as srv:
+        with srv.session() as s:
+            user = accounts.create(db_session=s, username=unique("slow"), password=PASSWORD, role="worker",
+                                   self_service=False)
+        with srv.http() as c:
+            r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+            headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        sending = threading.Event()
+
+        def slow_body():
+            yield head
+            sending.set()
+            for i in range(0, len(photo), len(photo) // 4 + 1):
+                time.sleep(1.0)
+                yield photo[i:i + len(photo) // 4 + 1]
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        result = {}
+
+        def upload():
+            with srv.http() as c:
+                result["upload"] = c.post("/v1/claims/999999/evidence", content=slow_body(), headers={
+                    **headers, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+        t = threading.Thread(target=upload)
+        t.start()
+        assert sending.wait(10)
+        time.sleep(0.5)  # the upload's request is in and its body is arriving
+        with srv.http() as c:
+            started = time.monotonic()
+            me = c.get("/v1/me", headers=headers)
+            waited = time.monotonic() - started
+        t.join(30)
+    assert me.status_code == 200 and waited < 2.0, (me.status_code, waited)
+    assert result["upload"].status_code == 404  # the body was taken in full, then the claim was looked up

@@ -1,20 +1,26 @@
 """Evidence upload and reads."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, File, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from api.deps import CurrentUser, DbSession, Id, Worker
-from api.idempotent import IdempotentRun
+from accounts import service as accounts
+from api.deps import AccessClaims, CurrentUser, DbSession, Id
+from api.idempotent import IdempotentStreamedRun
+from api.uploads import receive_form
 from evidence import service
 from evidence.schemas import EvidenceRead, MatchRead
 
 router = APIRouter(prefix="/v1", tags=["evidence"])
 # "original" is the full photo up to 4096 px a side (a 50 MP JPEG is scaled while decoding, never held whole).
 SIZES = {"thumb": 320, "large": 1600, "original": 4096}
+# The body is parsed by the route as it streams (api.uploads), so FastAPI cannot describe it: said here.
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "title": "EvidenceUpload",
+    "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream", "title": "File"}}}}}}}
 JPEG = {"response_class": Response,
         "responses": {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}}
 
@@ -29,12 +35,28 @@ def evidence_read(db, ev) -> EvidenceRead:
                                            method=m.method) for m in service.matches_of(db, ev.id)])
 
 
-@router.post("/claims/{claim_id}/evidence", status_code=201, response_model=EvidenceRead)
-async def upload(claim_id: Id, worker: Worker, idem: IdempotentRun, file: Annotated[UploadFile, File()]):
-    """Upload a photo or video (type from content; EXIF is read, never served)."""
-    data = await file.read()
-    return await run_in_threadpool(idem.run, worker.id, lambda db: evidence_read(
-        db, service.upload(db_session=db, worker=worker, claim_id=claim_id, data=data)), status_code=201)
+@router.post("/claims/{claim_id}/evidence", status_code=201, response_model=EvidenceRead, openapi_extra=UPLOAD_BODY)
+async def upload(claim_id: Id, access: AccessClaims, idem: IdempotentStreamedRun, request: Request):
+    """Upload a photo or video (type from content; EXIF is read, never served). The file streams into the
+    evidence store as it arrives, hashed and size-capped on the way; it is kept only if it is accepted. The
+    token is verified before the body is read; the worker is read from the database, in the same transaction
+    as the upload, once the body is in (no connection is held while a slow phone sends it)."""
+    user_id, login_id = access
+    form = await receive_form(request, file_field="file", stage=service.stage_upload)
+    found: dict = {}
+
+    def authenticate(db) -> None:
+        found["worker"] = accounts.authenticate_claims(db_session=db, user_id=user_id, login_id=login_id)
+        accounts.require_role(found["worker"], "worker")
+
+    try:
+        if idem.key:
+            idem.digest = await run_in_threadpool(form.digest, "file")
+        return await run_in_threadpool(idem.run, user_id, lambda db: evidence_read(
+            db, service.upload(db_session=db, worker=found["worker"], claim_id=claim_id, staged=form.file)),
+            status_code=201, authenticate=authenticate)
+    finally:
+        await run_in_threadpool(form.discard)
 
 
 @router.get("/claims/{claim_id}/evidence", response_model=list[EvidenceRead])

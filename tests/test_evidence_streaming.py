@@ -1,0 +1,204 @@
+"""Issue 15: uploads stream into the store (hashed and capped on the way, nothing left behind on refusal),
+Idempotency-Key replays of streamed uploads, and the single decode whose working image processing hashes."""
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from PIL import Image
+from starlette.requests import Request
+
+from core.config import get_settings
+from evidence.errors import FileTooLarge
+from evidence.hashing import grey_file, hash_image
+from evidence.intake import inspect_upload
+from evidence.models import Evidence
+from evidence.service import working_image_key
+from evidence.storage import INCOMING, LocalBlobStore, get_store
+from tests.test_evidence_api import PHOTOS, checked_in, process_all, upload
+
+URL = "/v1/claims/{}/evidence"
+
+
+@pytest.fixture
+def store_dir(tmp_path, monkeypatch):
+    """A store of this test's own, so what is left in it is this test's doing."""
+    monkeypatch.setattr(get_settings(), "evidence_dir", tmp_path)
+    return tmp_path
+
+
+def files_in(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def leftovers(root) -> list[str]:
+    return [p for p in files_in(root) if p.startswith(INCOMING)]
+
+
+def test_staged_blob_over_the_cap_is_refused_and_removed(tmp_path):
+    staged = LocalBlobStore(tmp_path).stage(max_bytes=10)
+    staged.write(b"0123456789")
+    with pytest.raises(FileTooLarge) as exc:
+        staged.write(b"x")
+    assert exc.value.code == "file_too_large"
+    assert files_in(tmp_path) == []
+
+
+def test_staged_blob_is_filed_under_its_sha256(tmp_path):
+    import hashlib
+
+    store = LocalBlobStore(tmp_path)
+    staged = store.stage(max_bytes=100)
+    staged.write(b"abc")
+    staged.write(b"def")
+    assert staged.finish() == hashlib.sha256(b"abcdef").hexdigest()
+    staged.keep()
+    assert store.get(staged.sha256) == b"abcdef" and leftovers(tmp_path) == []
+    again = store.stage(max_bytes=100)  # the same content again: the stored blob stays, the copy goes
+    again.write(b"abcdef")
+    again.keep()
+    assert store.get(staged.sha256) == b"abcdef" and leftovers(tmp_path) == []
+
+
+def test_upload_over_the_cap_is_refused_as_before_and_leaves_nothing(client, db, store_dir, monkeypatch):
+    data = (PHOTOS / "camera.jpg").read_bytes()
+    monkeypatch.setattr(get_settings(), "max_upload_bytes", len(data) // 2)
+    _, claim, w, _ = checked_in(client, db)
+    r = upload(client, claim, w, data)  # with Content-Length: refused at the edge
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large", r.text
+
+    def chunks():  # no Content-Length: refused while it streams, after part of the file was written
+        boundary = b"b0undary"
+        yield b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+        for i in range(0, len(data), 8192):
+            yield data[i:i + 8192]
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    r = client.post(URL.format(claim["id"]), content=chunks(),
+                    headers=dict(w, **{"Content-Type": "multipart/form-data; boundary=b0undary"}))
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large", r.text
+    assert files_in(store_dir) == []
+
+
+def test_refused_and_repeated_uploads_leave_no_temp_file(client, db, store_dir):
+    _, claim, w, _ = checked_in(client, db)
+    good = (PHOTOS / "camera.jpg").read_bytes()
+    for bad in (good[:3000], good + b"PK\x03\x04" + b"\0" * 100, b""):
+        assert upload(client, claim, w, bad).status_code == 422
+    assert files_in(store_dir) == []
+    first = upload(client, claim, w, good)
+    again = upload(client, claim, w, good)  # the same file on the same claim: the same evidence, one blob
+    assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
+    sha = first.json()["sha256"]
+    assert leftovers(store_dir) == []
+    assert get_store().get(sha) == good and get_store().exists(working_image_key(sha))
+
+
+def test_malformed_forms_are_4xx_with_codes(client, db, store_dir):
+    _, claim, w, _ = checked_in(client, db)
+    url = URL.format(claim["id"])
+    photo = (PHOTOS / "camera.jpg").read_bytes()
+    r = client.post(url, json={"file": "x"}, headers=w)
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    r = client.post(url, data={"note": "no file"}, files={"other": ("a.jpg", photo)}, headers=w)
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    r = client.post(url, files=[("file", ("a.jpg", photo)), ("file", ("b.jpg", photo))], headers=w)
+    assert r.status_code == 422 and r.json()["code"] == "malformed_multipart"
+    r = client.post(url, content=b"--x\r\nnot a part", headers=dict(w, **{"Content-Type": "multipart/form-data"}))
+    assert r.status_code == 422 and r.json()["code"] == "malformed_multipart"
+    r = client.post(url, content=b"--x\r\nContent-Disposition: form-data; filename=\"a\"\r\n\r\nab\r\n--x--\r\n",
+                    headers=dict(w, **{"Content-Type": "multipart/form-data; boundary=x"}))
+    assert r.status_code == 422 and r.json()["code"] == "malformed_multipart"
+    assert files_in(store_dir) == []
+
+
+def test_replay_with_the_same_key_returns_the_first_result(client, db, store_dir):
+    _, claim, w, _ = checked_in(client, db)
+    photo, other = (PHOTOS / "rocket.jpg").read_bytes(), (PHOTOS / "coffee.jpg").read_bytes()
+    first = upload(client, claim, w, photo, key="k-stream-1")
+    process_all(db)  # the evidence changes after the first answer: a replay still returns that answer
+    replay = upload(client, claim, w, photo, key="k-stream-1")
+    assert first.status_code == replay.status_code == 201
+    assert replay.json() == first.json() and replay.headers.get("Idempotent-Replayed") == "true"
+    reused = upload(client, claim, w, other, key="k-stream-1")
+    assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
+    assert len(client.get(f"/v1/claims/{claim['id']}/evidence", headers=w).json()) == 1
+    assert leftovers(store_dir) == []
+
+
+def test_streamed_digest_is_the_form_digest(tmp_path):
+    """Replays recorded by either path compare equal: the streamed form hashes as api.idempotent hashes forms."""
+    from api.idempotent import _digest
+    from api.uploads import receive_form
+
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+            b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n" + b"\xff" * 70_000 +
+            b"\r\n--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nfirst\r\n--B--\r\n")
+
+    def request() -> Request:
+        chunks = [body[i:i + 4096] for i in range(0, len(body), 4096)]
+
+        async def receive():
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+        return Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
+                        "headers": [(b"content-type", b"multipart/form-data; boundary=B")]}, receive)
+
+    store = LocalBlobStore(tmp_path)
+    form = asyncio.run(receive_form(request(), file_field="file", stage=lambda: store.stage(10**6)))
+    assert form.file.size == 70_000 and [n for n, _ in form.fields] == ["note", "a"]
+    assert form.digest("file") == asyncio.run(_digest(request()))
+    form.discard()
+    assert files_in(tmp_path) == []
+
+
+def test_working_image_gives_the_hashes_of_its_original():
+    """Processing hashes the greyscale image intake's decode made: the same hashes as decoding the original."""
+    buf = io.BytesIO()
+    Image.open(PHOTOS / "chelsea.jpg").rotate(90, expand=True).save(buf, "PNG")
+    rotated_exif = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated: the working image is upright like the hashes
+    Image.open(PHOTOS / "coffee.jpg").save(rotated_exif, "JPEG", exif=exif)
+    for data in [p.read_bytes() for p in sorted(PHOTOS.glob("*.jpg"))] + [buf.getvalue(), rotated_exif.getvalue()]:
+        info = inspect_upload(data, max_bytes=25 << 20, max_pixels=50_000_000)
+        ours, theirs = hash_image(grey_file(info.grey), with_variants=True), hash_image(data, with_variants=True)
+        assert (ours.phash, ours.dhash, ours.texture, ours.variants) == \
+            (theirs.phash, theirs.dhash, theirs.texture, theirs.variants)
+
+
+def test_processing_hashes_the_working_image_not_the_original(client, db, store_dir):
+    _, claim, w, _ = checked_in(client, db)
+    data = (PHOTOS / "grass.jpg").read_bytes()
+    ev = upload(client, claim, w, data).json()
+    # Make the stored original unreadable: processing must not need it.
+    get_store()._path(ev["sha256"]).write_bytes(b"gone")
+    process_all(db)
+    stored = db.get(Evidence, ev["id"])
+    assert stored.state == "processed"
+    assert stored.hashes["frames"] == [hash_image(data).to_dict()]
+
+
+def test_dihedral_variants_equal_hashing_each_transposed_image():
+    """The variants come from two resizes per region, not eight: bit for bit what imagehash gives for each
+    rotation/mirror, on the shipped photos, their transformed copies and images of random sizes and kinds."""
+    import imagehash
+    import numpy as np
+
+    from evidence.hashing import DIHEDRAL, load_grey, regions, to_int
+    from tests.evidence_transforms import TRANSFORMS, jpeg
+
+    greys = [load_grey(p.read_bytes()) for p in sorted(PHOTOS.glob("*.jpg"))]
+    greys += [load_grey(jpeg(f(Image.open(PHOTOS / "chelsea.jpg")))) for f in TRANSFORMS.values()]
+    rng = np.random.default_rng(15)
+    for i in range(60):
+        w, h = int(rng.integers(16, 520)), int(rng.integers(16, 520))
+        noise = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(noise[:6, :8]).resize((w, h), Image.Resampling.BICUBIC))
+        greys.append(Image.fromarray(noise if i % 2 else smooth, "L"))
+    for grey in greys:
+        parts = regions(grey)
+        expected = [{k: to_int(imagehash.phash(im if t is None else im.transpose(t))) for k, im in parts.items()}
+                    for t in DIHEDRAL]
+        assert hash_image(grey, with_variants=True).variants == expected
