@@ -97,6 +97,16 @@ def test_a_users_request_holds_one_session(client, db, connection, monkeypatch):
     assert r.status_code == 201 and len(made) == 1
 
 
+def _signed_in_worker(srv) -> dict:
+    """A new worker on a live server, signed in: its Authorization header."""
+    with srv.session() as s:
+        user = accounts.create(db_session=s, username=unique("live"), password=PASSWORD, role="worker",
+                               self_service=False)
+    with srv.http() as c:
+        r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
 def test_more_requests_than_connections_never_wait_for_a_connection_while_holding_a_thread(test_database):
     """A session keeps its connection across the request's thread hops (auth, then the handler). With 2
     threads, 2 connections and no overflow, 24 authenticated requests at once must all succeed: unbounded,
@@ -107,12 +117,7 @@ def test_more_requests_than_connections_never_wait_for_a_connection_while_holdin
            "FIELDPROOF_DB_POOL_TIMEOUT_S": "3", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000",
            "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000"}
     with live_server("pool", env) as srv:
-        with srv.session() as s:
-            user = accounts.create(db_session=s, username=unique("pool"), password=PASSWORD, role="worker",
-                                   self_service=False)
-        with srv.http() as c:
-            r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
-            headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        headers = _signed_in_worker(srv)
         results = release_together(srv, 24, lambda c, i: c.get("/v1/me", headers=headers))
     codes = [r if isinstance(r, Exception) else r.status_code for r in results]
     assert codes == [200] * 24, codes
@@ -134,12 +139,7 @@ def test_a_slow_upload_holds_no_connection_while_its_body_arrives(test_database)
     env = {"FIELDPROOF_API_THREADS": "2", "FIELDPROOF_DB_POOL_SIZE": "1", "FIELDPROOF_DB_MAX_OVERFLOW": "0",
            "FIELDPROOF_DB_POOL_TIMEOUT_S": "10"}
     with live_server("slowupload", env) as srv:
-        with srv.session() as s:
-            user = accounts.create(db_session=s, username=unique("slow"), password=PASSWORD, role="worker",
-                                   self_service=False)
-        with srv.http() as c:
-            r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
-            headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        headers = _signed_in_worker(srv)
         sending = threading.Event()
 
         def slow_body():
