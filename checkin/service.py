@@ -29,7 +29,8 @@ ON_BOUNDARY_M = 0.01
 # row of it can change until this transaction ends), its task's window and fence rules, the distance from the
 # fix to the fence on the spheroid (0 inside), the fence centre, and every history figure the signals need:
 # the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP.
-# All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time).
+# All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
+# read bounded (the shared-IP count by shared_ip_scan_rows: see checkin.settings).
 _MEASURE = text("""
 SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task_id,
        t.starts_at, t.ends_at, t.hard_fence, t.min_dwell_s,
@@ -44,8 +45,9 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
        (SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE device_id = :device_id
                                 AND worker_id <> :worker_id LIMIT :device_cap) x) AS devices,
        CASE WHEN CAST(:ip AS inet) IS NULL THEN 0
-            ELSE (SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
-                    AND worker_id <> :worker_id AND server_time > :ip_since LIMIT :ip_cap) x) END AS ips
+            ELSE (SELECT count(DISTINCT worker_id) FROM (SELECT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
+                    AND server_time > :ip_since AND worker_id <> :worker_id ORDER BY server_time DESC
+                    LIMIT :ip_rows) x) END AS ips
   FROM claim c JOIN task t ON t.id = c.task_id,
        (SELECT CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography) AS g) here
  WHERE c.id = :claim_id AND c.worker_id = :worker_id
@@ -91,7 +93,7 @@ def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coo
         "recent_n": s.constant_fields_min_fixes, "coord_key": coord_key, "fix_day": fix.client_time.date(),
         "device_id": fix.device_id, "device_cap": s.shared_device_min_accounts + 1, "ip": fix.ip,
         "ip_since": fix.server_time - timedelta(seconds=s.shared_ip_window_s),
-        "ip_cap": s.shared_ip_min_accounts + 1}).first()
+        "ip_rows": s.shared_ip_scan_rows}).first()
     if row is None:
         raise claims.ClaimNotFound()
     recent = [sig.PriorFix(**{**r, "client_time": datetime.fromisoformat(r["client_time"])}) for r in row.recent]

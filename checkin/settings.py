@@ -44,6 +44,12 @@ class CheckinSettings(BaseSettings):
     # Carrier NAT puts many people behind one IP, so only many accounts in one hour count.
     shared_ip_min_accounts: int = 8
     shared_ip_window_s: int = 3600
+    # The shared-IP count reads at most this many of the IP's latest fixes in the window (newest first, from the
+    # (ip, server_time) index): a carrier-grade NAT puts thousands of phones behind one address, and an exact
+    # distinct count would sort all of their fixes on every check-in. Reaching shared_ip_min_accounts needs 9
+    # distinct accounts among them, so the bound changes the verdict only for an IP whose latest 500 fixes in the
+    # hour came from 8 or fewer other accounts while older ones came from more.
+    shared_ip_scan_rows: int = 500
     # A fix within 25 cm of the fence centre or POI pin is the pin itself (typed in or dropped on the map;
     # six decimals are ~0.1 m). Real fixes scatter by metres: an honest one lands that close about once in
     # several thousand (1 m flagged ~1 honest visit in 250 in the city simulation).
