@@ -50,7 +50,8 @@ async def get_db(request: Request, factory: SessionFactory) -> AsyncIterator[Ses
     finally:
         try:
             if session.in_transaction():  # an open transaction ends with a ROLLBACK round trip: off the loop
-                await anyio.to_thread.run_sync(session.close)
+                with anyio.CancelScope(shield=True):  # a client that went away must not leak the connection
+                    await anyio.to_thread.run_sync(session.close)
             else:
                 session.close()
         finally:
