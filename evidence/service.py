@@ -243,3 +243,13 @@ def for_claim(*, db_session: Session, user: User, claim_id: int) -> list[Evidenc
     """The claim's evidence."""
     claims.get_for(db_session=db_session, user=user, claim_id=claim_id)
     return list(db_session.scalars(select(Evidence).where(Evidence.claim_id == claim_id).order_by(Evidence.id)))
+
+
+# An upload whose file has not grown for this long was abandoned by a process that died mid-request (a phone on
+# a poor network sends a 25 MB file in well under an hour, and every chunk moves the file's mtime).
+ABANDONED_UPLOAD_S = 6 * 3600
+
+
+def sweep_abandoned_uploads(older_than_s: float = ABANDONED_UPLOAD_S) -> int:
+    """Remove partial uploads left in the store by a crash; returns how many."""
+    return get_store().sweep_incoming(older_than_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -81,6 +82,8 @@ class BlobStore(Protocol):
 
     def stage(self, max_bytes: int) -> StagedBlob: ...
 
+    def sweep_incoming(self, older_than_s: float) -> int: ...
+
 
 class LocalBlobStore:
     """Files under a private directory, fanned out by the first hex digits of the key."""
@@ -117,6 +120,19 @@ class LocalBlobStore:
     def stage(self, max_bytes: int) -> StagedBlob:
         """A new upload to stream into the store."""
         return StagedBlob(self, max_bytes)
+
+    def sweep_incoming(self, older_than_s: float) -> int:
+        """Remove uploads that stopped being received more than ``older_than_s`` ago (their process died);
+        returns how many. A file still being written is younger than that: its mtime moves with every chunk."""
+        folder, cutoff, removed = self.root / INCOMING, time.time() - older_than_s, 0
+        for path in folder.glob("up-*") if folder.is_dir() else ():
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # kept or discarded meanwhile by the upload that owned it
+                continue
+        return removed
 
 
 def get_store() -> BlobStore:

@@ -202,3 +202,25 @@ def test_dihedral_variants_equal_hashing_each_transposed_image():
         expected = [{k: to_int(imagehash.phash(im if t is None else im.transpose(t))) for k, im in parts.items()}
                     for t in DIHEDRAL]
         assert hash_image(grey, with_variants=True).variants == expected
+
+
+def test_uploads_abandoned_by_a_crash_are_swept_and_live_ones_kept(store_dir):
+    """A partial upload whose process died stays in incoming/ until the beat sweep removes it; one still
+    arriving (recent mtime) and stored evidence are left alone."""
+    import os
+    import time
+
+    from evidence.service import ABANDONED_UPLOAD_S, sweep_abandoned_uploads
+    from workers.schedule import BEAT_SCHEDULE
+
+    store = get_store()
+    store.put("ab" * 32, b"kept evidence")
+    dead, live = store.stage(max_bytes=1000), store.stage(max_bytes=1000)
+    dead.write(b"half a photo")
+    live.write(b"still coming")
+    old = time.time() - ABANDONED_UPLOAD_S - 60
+    os.utime(dead.path, (old, old))
+    assert sweep_abandoned_uploads() == 1
+    assert not dead.path.exists() and live.path.exists() and store.exists("ab" * 32)
+    assert BEAT_SCHEDULE["sweep-abandoned-uploads"]["task"] == "fieldproof.sweep_abandoned_uploads"
+    live.discard()

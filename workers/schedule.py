@@ -11,6 +11,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "settle-ended-tasks": {"task": "fieldproof.settle_ended_tasks", "schedule": 600.0,
                            "options": {"queue": "maintenance"}},
     "roll-up-heatmap": {"task": "fieldproof.roll_up_heatmap", "schedule": 60.0, "options": {"queue": "maintenance"}},
+    "sweep-abandoned-uploads": {"task": "fieldproof.sweep_abandoned_uploads", "schedule": 1800.0,
+                                "options": {"queue": "maintenance"}},
     "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
                             "options": {"queue": "maintenance"}},
 }

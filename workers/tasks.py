@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from core import idempotency, jobs
 from heatmap import service as heatmap
-import evidence.service  # noqa: F401  (registers the evidence.process job handler)
+from evidence import service as evidence_service  # also registers the evidence.process job handler
 from ledger import withdrawals
 from ledger.provider import get_provider
 from tasks import acceptance, claims
@@ -96,6 +96,12 @@ def settle_ended_tasks() -> int:
     """Close tasks whose window is over and return their unused escrow."""
     with session_scope() as db:
         return tasks_service.settle_ended(db_session=db)
+
+
+@app.task(name="fieldproof.sweep_abandoned_uploads", queue="maintenance", acks_late=True)
+def sweep_abandoned_uploads() -> int:
+    """Remove partial uploads a crashed API process left in the evidence store."""
+    return evidence_service.sweep_abandoned_uploads()
 
 
 @app.task(name="fieldproof.roll_up_heatmap", queue="maintenance", acks_late=True)
