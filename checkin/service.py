@@ -15,7 +15,7 @@ from checkin.errors import (AlreadyCheckedIn, AlreadyCheckedOut, FixInFuture, No
 from checkin.models import Checkin
 from checkin.schemas import CheckinCreate
 from checkin.settings import get_checkin_settings
-from checkin.verdict import decide
+from checkin.verdict import Verdict, decide
 from core.models import utcnow
 from geo import crs as geocrs
 from geo import h3cells
@@ -123,7 +123,8 @@ def _fix(body: CheckinCreate, ip: str | None, now: datetime) -> sig.Fix:
                    altitude=body.altitude, speed=body.speed, bearing=body.bearing, sent_at=body.sent_at)
 
 
-def _decide(m: _Measured, body: CheckinCreate, fix: sig.Fix, extra: list[sig.Signal]) -> tuple:
+def _decide(m: _Measured, body: CheckinCreate, fix: sig.Fix,
+            extra: list[sig.Signal]) -> tuple[Verdict, list[sig.Signal], str | None]:
     """The verdict and the signals (hard fences refuse 'outside' here)."""
     s = get_checkin_settings()
     verdict = decide(m.distance_m, body.accuracy_m, body.platform, s)
@@ -139,9 +140,10 @@ def _decide(m: _Measured, body: CheckinCreate, fix: sig.Fix, extra: list[sig.Sig
     return verdict, found_signals + extra, remark
 
 
-def _insert(db_session: Session, worker: User, claim_id: int, m: _Measured, body: CheckinCreate, fix: sig.Fix,
-            kind: str, coord_key: str, verdict, found_signals: list[sig.Signal], remark: str | None) -> Checkin:
-    """Insert the fix (one statement) and return it as a Checkin (not tracked by the session)."""
+def _record(db_session: Session, worker: User, claim_id: int, m: _Measured, body: CheckinCreate, fix: sig.Fix,
+            kind: str, coord_key: str, extra: list[sig.Signal]) -> Checkin:
+    """Decide, then insert the fix (one statement); returns it as a Checkin (not tracked by the session)."""
+    verdict, found_signals, remark = _decide(m, body, fix, extra)
     values = dict(claim_id=claim_id, worker_id=worker.id, task_id=m.task_id, kind=kind, lat=fix.lat, lon=fix.lon,
                   raw_lat=body.lat, raw_lon=body.lon, raw_crs=body.crs, raw_coord_key=coord_key,
                   accuracy_m=body.accuracy_m, accuracy_95_m=verdict.accuracy_95_m, provider=body.provider,
@@ -177,7 +179,7 @@ def check_in(*, db_session: Session, worker: User, claim_id: int, body: CheckinC
         raise AlreadyCheckedIn() if m.claim_state == "checked_in" else claims.InvalidTransition(
             f"Claim {claim_id} is {m.claim_state}; check-in needs a claimed slot.")
     _in_window(m, _fix_time(body, now))
-    row = _insert(db_session, worker, claim_id, m, body, fix, "in", coord_key, *_decide(m, body, fix, []))
+    row = _record(db_session, worker, claim_id, m, body, fix, "in", coord_key, [])
     claims.move(db_session, claim_id, ("claimed",), "checked_in", actor_id=worker.id,
                 data={"checkin_id": row.id, "verdict": row.verdict, "risk_score": row.risk_score},
                 checked_in_at=body.client_time, **_merged(m, row))
@@ -197,7 +199,7 @@ def check_out(*, db_session: Session, worker: User, claim_id: int, body: Checkin
         raise NotCheckedIn()
     _fix_time(body, now)  # refuses a check-out dated in the future
     extra = sig.evaluate_checkout(m.checked_in_at, body.client_time, get_checkin_settings(), m.min_dwell_s)
-    row = _insert(db_session, worker, claim_id, m, body, fix, "out", coord_key, *_decide(m, body, fix, extra))
+    row = _record(db_session, worker, claim_id, m, body, fix, "out", coord_key, extra)
     dwell = sig.dwell_seconds(m.checked_in_at, body.client_time)
     # Not a state change: the claim stays checked in (guarded on that) and the audit row records the check-out.
     claims.move(db_session, claim_id, ("checked_in",), "checked_in", actor_id=worker.id, reason="checked out",
