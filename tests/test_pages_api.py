@@ -68,3 +68,14 @@ def test_match_image_for_the_merchant_judging_and_ops(client, db):
     for headers, mine, other in ((w2, e2, e1), (w1, e1, e2)):
         r = client.get(f"/v1/evidence/{mine}/matches/{other}/image", headers=headers)
         assert r.status_code == 404 and r.json()["code"] == "match_not_found"
+
+
+def test_reason_catalogue_gives_every_code_plain_words_in_both_languages(client):
+    """The pages show no raw code: every reason in the registry comes with Chinese and English words."""
+    from core.reasons import REASONS  # the registry the endpoint must mirror in full
+
+    body = client.get("/v1/reasons").json()["reasons"]
+    assert {r["code"] for r in body} == set(REASONS)
+    dup = next(r for r in body if r["code"] == "duplicate_evidence")
+    assert dup["zh"] == "照片与之前提交的照片重复" and dup["en"].startswith("photo re-used")
+    assert all(r["zh"] and r["en"] and r["zh"] != r["code"] for r in body)

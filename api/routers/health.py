@@ -13,6 +13,7 @@ from api.deps import DbSession, oauth2_scheme
 from core.config import get_settings
 from core.errors import Unauthenticated
 from core.health import check_all
+from core.reasons import REASONS
 
 router = APIRouter(tags=["health"])
 
@@ -40,3 +41,9 @@ def _metrics_reader(db_session: DbSession, token: Annotated[str | None, Depends(
 def metrics() -> Response:
     """Prometheus metrics (scrape token or ops only)."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/reasons")
+def reasons() -> dict:
+    """Every reason code with its severity and plain words in Chinese and English (public; the pages use it)."""
+    return {"reasons": [{"code": r.code, "severity": r.severity, "zh": r.zh, "en": r.en} for r in REASONS.values()]}

@@ -13,7 +13,8 @@ router = APIRouter(prefix="/app", tags=["pages"], include_in_schema=False)
 WEB = Path(__file__).resolve().parent.parent / "web"
 STATIC = WEB / "static"
 # Page name → (title, class of <main>): each page's content is api/web/<name>.html inside api/web/shell.html.
-PAGES = {"worker": ("Worker", "narrow"), "merchant": ("Merchant console", ""), "ops": ("Ops", "")}
+# Titles are the Chinese defaults; api/web/static/i18n.js switches them (and everything else) to English.
+PAGES = {"worker": ("地推人员", "narrow"), "merchant": ("商家后台", ""), "ops": ("运营看板", "")}
 # Installed by the Makefile with npm (gitignored); without it the pages still load, with lists instead of maps.
 LEAFLET = WEB / "node_modules" / "leaflet" / "dist"
 TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".svg": "image/svg+xml",

@@ -1,3 +1,7 @@
+import { lang, loadReasons, reason, setLang, t, translate } from "./i18n.js";
+
+export { percent, when, yuan } from "./i18n.js";
+
 // Shared by the three pages: session, fetch with errors as {code, detail}, Idempotency-Key, offline queue, DOM helpers.
 
 const SESSION_KEY = "fp.session";
@@ -167,10 +171,6 @@ export function el(tag, attrs = {}, ...children) {
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 
-export function yuan(fen) { return `¥${(fen / 100).toFixed(2)}`; }
-
-export function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
-
 export function toast(message, kind = "info") {
   const box = $("#toasts") || document.body.appendChild(el("div", { id: "toasts", "aria-live": "polite" }));
   const t = el("div", { class: `toast ${kind}` }, message);
@@ -179,8 +179,12 @@ export function toast(message, kind = "info") {
   setTimeout(() => t.remove(), 5000);
 }
 
+// Plain words for a failure: the reason registry's or the page's text for the code, else the server's detail;
+// the code itself is kept out of sight (it stays in the API and in the element's title for support).
 export function errorText(err) {
-  return err instanceof ApiError ? `${err.detail} (${err.code})` : `Network error: ${err.message}`;
+  if (!(err instanceof ApiError)) return t("err.network");
+  const words = reason(err.code);
+  return words !== err.code ? words : (err.detail || err.code);
 }
 
 // Run an async action from a button: disable it meanwhile, report errors.
@@ -194,12 +198,15 @@ export function action(fn) {
 
 // The login form for a page; calls ready(me) once signed in with the right role.
 export function setupLogin(role, ready) {
+  translate();
+  $("#lang").addEventListener("click", () => setLang(lang() === "en" ? "zh" : "en"));
+  const reasonsLoaded = loadReasons();
   const box = $("#login");
   const start = (me) => {
     box.hidden = true;
     $("#app").hidden = false;
-    $("#whoami").textContent = `${me.display_name || me.username} · ${me.role}`;
-    ready(me);
+    $("#whoami").textContent = `${me.display_name || me.username} · ${t(`role.${me.role}`)}`;
+    reasonsLoaded.then(() => ready(me));
   };
   $("#logout").addEventListener("click", logout);
   const s = session();
@@ -212,7 +219,7 @@ export function setupLogin(role, ready) {
       const me = await login(f.username.value.trim(), f.password.value);
       if (me.role !== role && !(role === "ops" && me.role === "admin")) {
         saveSession(null);
-        throw new ApiError(403, "wrong_role", `This page is for ${role} accounts; you are ${me.role}.`);
+        throw new ApiError(403, "wrong_role", t("err.wrong_role", { role: t(`role.${role}`), you: t(`role.${me.role}`) }));
       }
       start(me);
     } catch (err) {
