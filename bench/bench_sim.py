@@ -73,10 +73,17 @@ def run() -> dict:
               "ledger_ok": rep["ledger_check"]["ok"], "evidence_unprocessed": rep["evidence_unprocessed"],
               "servers_counted": sorted(cpu["run_by_process_s"]),
               "baseline_from": f"main {commit}, {when}"}
+    per_k = rep["storage"]["per_1000_workers_day_mb"]
+    storage = {"args": " ".join(args), "largest_tables_bytes": rep["storage"]["largest_tables_bytes"]}
     return {"sim_cpu_per_request_ms": figure(cpu["per_request_ms"], "ms", base, False,
                                              f"under half of main's CPU per request ({' '.join(args)}; "
                                              f"baseline {commit} {when})", min_ratio=GOAL_RATIO,
-                                             errors=errors, detail=detail)}
+                                             errors=errors, detail=detail),
+            # For the capacity plan (README): what a simulated day leaves on disk, scaled to 1,000 workers.
+            "storage_db_per_1000_workers_day_mb": figure(per_k["database"], "MB", None, False,
+                                                         "capacity plan input (no goal)", detail=storage),
+            "storage_evidence_per_1000_workers_day_mb": figure(per_k["evidence"], "MB", None, False,
+                                                               "capacity plan input (no goal)")}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """After the day: wait for evidence processing, auto-confirm and the spot-check queue; read the verdicts."""
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,6 +52,29 @@ def drain_evidence(sim, day) -> int:
         engine.dispose()
 
 
+def table_bytes(url: str) -> dict[str, int]:
+    """Every table's size with its indexes and TOAST, largest first."""
+    engine = create_engine(url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(text("""
+                SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c
+                  JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 2 DESC""")).all())
+    finally:
+        engine.dispose()
+
+
+def storage(sim) -> dict:
+    """What the run added on disk: table growth since the empty migrated database, and the evidence files."""
+    after = table_bytes(sim.stack.database_url())
+    grown = {name: size - sim.empty_tables.get(name, 0) for name, size in after.items()}
+    root = sim.stack.env()["FIELDPROOF_EVIDENCE_DIR"]
+    files = sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(root) for f in names)
+    return {"db_bytes": sum(grown.values()), "evidence_bytes": files,
+            "largest_tables_bytes": dict(sorted(grown.items(), key=lambda kv: -kv[1])[:8])}
+
+
 def collect(sim, day, workers, merchants, ops, evidence_unprocessed: int) -> dict:
     """Drain the day's other loose ends through the API, then gather claims, stats and the ledger check."""
     deadline = time.monotonic() + DRAIN_LIMIT_S
@@ -70,7 +94,7 @@ def collect(sim, day, workers, merchants, ops, evidence_unprocessed: int) -> dic
     return {"claims": claims, "visits": day.visits, "workers": workers, "merchants": merchants, "ops": ops,
             "stats": stats, "failures": day.failures, "evidence_unprocessed": evidence_unprocessed,
             "ledger": {"ok": ledger.returncode == 0, "output": (ledger.stdout + ledger.stderr).strip()},
-            "rate": sim.stack.clock.rate, "hours": sim.o.hours, "seed": sim.o.seed}
+            "storage": storage(sim), "rate": sim.stack.clock.rate, "hours": sim.o.hours, "seed": sim.o.seed}
 
 
 __all__ = ["collect", "ApiError"]

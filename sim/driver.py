@@ -16,7 +16,7 @@ from sim import gps, world
 from sim.agents import FRAUD_KINDS, HONEST, Day, WorkerAgent
 from sim.backoffice import MerchantAgent, OpsAgent
 from sim.client import Api, ApiError, Session
-from sim.collect import collect, drain_evidence
+from sim.collect import collect, drain_evidence, table_bytes
 from sim.cpu import CpuMeter, local_server_pids
 from sim.stack import Stack, clock_for
 
@@ -72,6 +72,7 @@ class Simulation:
         self.api: Api | None = None
         self.timings: dict[str, float] = {}
         self.cpu: dict[str, dict[str, float]] = {}
+        self.empty_tables: dict[str, int] = {}
 
     # ---- setup -----------------------------------------------------------------------------
     def _user(self, username: str, role: str, ip: str) -> Session:
@@ -146,6 +147,7 @@ class Simulation:
 
         t0 = time.monotonic()
         self.stack.create_database()
+        self.empty_tables = table_bytes(self.stack.database_url())  # the storage figures count growth only
         self.stack.start()
         self.api = Api(self.stack.base_url)
         # CPU from a healthy stack until the day's uploads are processed (process start-up, i.e. imports, is out).

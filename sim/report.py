@@ -84,6 +84,7 @@ def build(data: dict) -> dict:
         "evidence_unprocessed": data["evidence_unprocessed"],
         "claims_total": len(claims), "claims_by_state": dict(Counter(c["state"] for c in claims.values())),
         "ledger_check": data["ledger"],
+        "storage": storage_summary(data["storage"], data.get("workers_n") or 0, data["hours"]),
         "merchants": {"confirmed": sum(m.confirmed for m in data["merchants"]),
                       "rejected": sum(m.rejected for m in data["merchants"]),
                       "lazy": sum(m.lazy for m in data["merchants"])},
@@ -119,6 +120,14 @@ def cpu_summary(cpu: dict[str, dict[str, float]], t: dict, unprocessed: int) -> 
             else None}
 
 
+def storage_summary(st: dict, workers: int, hours: float) -> dict:
+    """Bytes the day left, and the same scaled to 1,000 workers working an 8-hour day (the capacity plan's unit)."""
+    scale = (1000 / workers) * (8 / hours) if workers and hours else 0.0
+    mb = 1024 * 1024
+    return {**st, "per_1000_workers_day_mb": {"database": round(st["db_bytes"] * scale / mb, 1),
+                                              "evidence": round(st["evidence_bytes"] * scale / mb, 1)}}
+
+
 def render(rep: dict) -> str:
     """The human table."""
     d = rep["duration_s"]
@@ -129,6 +138,8 @@ def render(rep: dict) -> str:
              f"{rep['transport_errors']}  evidence unprocessed: {rep['evidence_unprocessed']}",
              f"Ledger check: {'ok' if rep['ledger_check']['ok'] else 'FAILED'} — {rep['ledger_check']['output']}",
              _cpu_line(rep["cpu"]),
+             f"Storage per 1,000 workers per 8-hour day: database {rep['storage']['per_1000_workers_day_mb']['database']} MB, "
+             f"evidence files {rep['storage']['per_1000_workers_day_mb']['evidence']} MB",
              "", f"{'endpoint':<48}{'count':>8}"]
     lines += [f"{route:<48}{n:>8}" for route, n in rep["by_endpoint"].items()]
     lines += ["", f"Claims by state: {rep['claims_by_state']}", f"Merchants: {rep['merchants']}  "

@@ -128,3 +128,6 @@ def test_a_small_day_through_the_real_stack():
     assert math.isfinite(rep["requests_per_s_day"])
     cpu = rep["cpu"]  # the service's CPU per simulated request, with PostgreSQL's when it runs locally
     assert cpu["complete"] and cpu["per_request_ms"] > 0 and {"api", "worker", "beat"} <= set(cpu["run_by_process_s"])
+    st = rep["storage"]  # what the day left on disk, for the capacity plan: rows of check-ins and photo files
+    assert st["largest_tables_bytes"]["checkin"] > 0 and st["evidence_bytes"] > 0
+    assert st["per_1000_workers_day_mb"]["evidence"] > 0 and st["per_1000_workers_day_mb"]["database"] > 0
