@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from core import jobs
 from core.config import get_settings
+from geo.crs import from_wgs84
 from tests.fieldwork import STORE, claimed, fix, funded_merchant, published_task
 from tests.helpers import auth_for, login, unique
 
@@ -124,3 +125,14 @@ def test_statement_csv_has_local_times_yuan_memos_and_a_bom(client, db, no_sampl
                                      .decode("utf-8-sig"))))
     assert en[0][:4] == ["time", "account", "kind", "amount_yuan"] and len(en) == len(rows)
     assert client.get("/v1/me/statement.csv?lang=fr", headers=m).status_code == 422
+
+
+def test_coordinate_entry_converts_gcj02_to_wgs84(client, db):
+    _, m = auth_for(client, db, "merchant")
+    gl, go = from_wgs84(STORE[0], STORE[1], "gcj02")
+    r = client.get(f"/v1/coords/convert?lat={gl}&lon={go}&src=gcj02&dst=wgs84", headers=m)
+    assert r.status_code == 200
+    assert abs(r.json()["lat"] - STORE[0]) < 1e-6 and abs(r.json()["lon"] - STORE[1]) < 1e-6
+    assert client.get("/v1/coords/convert?lat=91&lon=0", headers=m).status_code == 422
+    assert client.get("/v1/coords/convert?lat=1&lon=1&src=utm", headers=m).status_code == 422
+    assert client.get(f"/v1/coords/convert?lat={gl}&lon={go}").status_code == 401
