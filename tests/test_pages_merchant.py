@@ -148,7 +148,7 @@ def test_merchant_console_end_to_end(server, browser):
     c2 = submit_with_photo(server, task, workers["小李"][1], "chelsea.jpg", 31)
     c3 = submit_with_photo(server, task, workers["小张"][1], "coffee.jpg", 47)  # the same photo as 小王's
 
-    ctx = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000}, bypass_csp=True,
+    ctx = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000}, bypass_csp=True, locale="zh-CN",
                               geolocation={"latitude": PLACE[0], "longitude": PLACE[1]}, permissions=["geolocation"])
     ctx.set_default_timeout(20_000)
     page = ctx.new_page()
