@@ -319,7 +319,7 @@ def test_merchant_confirms_a_submission_and_draws_a_task(server, browser):
     wait_loaded(card.locator(".thumbs img").first)
     assert "inside" in card.locator(".fixes").get_attribute("data-verdicts")
     # Another merchant's claim: said so in plain words, without its claim, task or worker.
-    pair = card.locator(".pair.duplicate", has_text="与另一商家任务中的照片相似")  # (others may match too)
+    pair = card.locator(".pair.duplicate", has_text="与另一商家任务中的照片相似").first  # (others may match too)
     pair.wait_for()
     assert "#" not in pair.locator(".dup-where").inner_text()
     assert pair.locator("img").count() == 2

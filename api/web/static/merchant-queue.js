@@ -56,8 +56,8 @@ function submissionCard(c, task) {
   const card = el("div", { class: "item submission", dataset: { claim: c.id, state: c.state } },
     el("div", { class: "row" }, pick,
       el("div", { class: "grow" }, el("div", { class: "title" }, t("m.sub_title", { id: c.id, task: task.id, title: task.title })),
-        who, el("div", { class: "muted" }, t("m.sub_meta", { when: when(c.submitted_at), risk: c.risk_score,
-          dwell: c.dwell_s == null ? "—" : Math.round(c.dwell_s / 60) }))),
+        who, el("div", { class: "muted" }, t("m.sub_meta", { when: when(c.submitted_at), risk: c.risk_score })
+          + (c.dwell_s == null ? "" : ` · ${t("m.dwell", { n: Math.round(c.dwell_s / 60) })}`))),
       el("span", { class: `badge ${c.state}` }, t(`state.${c.state}`))),
     c.flags.length ? el("div", { class: "reasons" }, t("m.flags"), ...c.flags.map((f) => el("span", { class: "badge flag", title: f }, reason(f)))) : null,
     evBox, mapBox, decisionControls(c, task));
@@ -171,6 +171,7 @@ function ask(verb, items) {
   form.code.closest("label").hidden = !spec.code;
   form.reason.value = "";
   form.reason.setAttribute("aria-required", String(spec.reason));
+  form.reason.oninput = () => { $("#decide-error").textContent = ""; };
   $("#decide-error").textContent = "";
   $("#decide-ok").textContent = t(`m.dlg_${verb}_ok`, { n: items.length });
   $("#decide-ok").className = verb === "confirm" ? "primary" : "danger";
@@ -218,6 +219,7 @@ async function decide(verb, items) {
     const path = verb === "complain" ? `/v1/claims/${c.id}/complaints` : `/v1/submissions/${c.id}/${spec.path}`;
     try { await post(path, bodyFor(verb, answer)); ok += 1; } catch (err) { toast(`#${c.id}: ${errorText(err)}`, "error"); }
   }
+  profiles.clear(); // their track records just changed
   if (ok) toast(t(`m.done_${verb}`, { n: ok }), "ok");
   await Promise.all([loadQueue(), onChanged()]);
 }

@@ -194,7 +194,8 @@ async function taskItem(x) {
           + (x.review_reason ? ` · ${t("m.review_note", { reason: x.review_reason })}` : ""))),
       el("span", { class: `badge ${x.state}` }, t(`state.${x.state}`)),
       ...taskActions(x),
-      el("button", { type: "button", class: "open-queue", onclick: action(() => openQueue(x)) }, t("m.open_queue"))),
+      ["draft", "pending_review"].includes(x.state) ? null
+        : el("button", { type: "button", class: "open-queue", onclick: action(() => openQueue(x)) }, t("m.open_queue"))),
     progressBar(x, p));
 }
 
