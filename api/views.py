@@ -9,7 +9,7 @@ from checkin.schemas import CheckinRead
 from checkin.signals import for_viewer
 from geo import crs as geocrs
 from geo.geojson import fence_geojson
-from tasks.schemas import ClaimRead, EvidenceRequirements, TaskRead
+from tasks.schemas import ClaimRead, EvidenceRequirements, RatingRead, SubmissionRead, TaskRead
 
 
 def user_read(user: User) -> UserRead:
@@ -37,6 +37,12 @@ def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
 def claim_read(claim):
     """A claim as the API shows it."""
     return ClaimRead.model_validate(claim, from_attributes=True)
+
+
+def submission_read(claim, rating=None) -> SubmissionRead:
+    """A claim in the merchant's queue with its rating."""
+    return SubmissionRead(**claim_read(claim).model_dump(),
+                          rating=None if rating is None else RatingRead.model_validate(rating, from_attributes=True))
 
 
 def checkin_read(row, crs: str | None = None, dwell_s: int | None = None, viewer_role: str = "worker"):

@@ -12,6 +12,11 @@ class MatchRead(BaseModel):
     matched_evidence_id: int
     distance: int
     method: str
+    # Where the other file is, only when the viewer may see that claim (own task, own claim, ops); else None.
+    own: bool = False
+    claim_id: int | None = None
+    task_id: int | None = None
+    task_title: str | None = None
 
 
 class EvidenceRead(BaseModel):

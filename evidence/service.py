@@ -22,7 +22,7 @@ from evidence.storage import StagedBlob, get_store
 from evidence.video import hash_video
 from geo.fence import haversine_m
 from tasks import claims, hooks
-from tasks.models import Claim
+from tasks.models import Claim, Task
 
 PROCESS_JOB = "evidence.process"
 MAX_PIXELS = MAX_JPEG_PIXELS  # 50 MP JPEG, 16 MP for formats decoded in full (evidence.decode)
@@ -203,6 +203,22 @@ def get_for(*, db_session: Session, user: User, evidence_id: int) -> Evidence:
 def matches_of(db_session: Session, evidence_id: int) -> list[EvidenceMatch]:
     """Duplicates found for one file."""
     return list(db_session.scalars(select(EvidenceMatch).where(EvidenceMatch.evidence_id == evidence_id)))
+
+
+def matched_claims(*, db_session: Session, user: User, matched_ids: list[int]) -> dict[int, tuple[Claim, Task]]:
+    """For duplicates the viewer may trace, the claim and task each matched file belongs to: only where the viewer
+    may see that claim (its own merchant, its worker, ops). Others' files stay anonymous."""
+    out: dict[int, tuple[Claim, Task]] = {}
+    if not matched_ids:
+        return out
+    rows = db_session.execute(select(Evidence.id, Evidence.claim_id).where(Evidence.id.in_(matched_ids))).all()
+    for ev_id, claim_id in rows:
+        try:
+            found = claims.get_for(db_session=db_session, user=user, claim_id=claim_id)
+        except NotFound:
+            continue  # another merchant's (or worker's) claim: said without identifiers
+        out[ev_id] = (found, db_session.get(Task, found.task_id))
+    return out
 
 
 def served_copy(*, db_session: Session, user: User, evidence_id: int, max_side: int | None) -> bytes:

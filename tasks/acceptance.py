@@ -165,6 +165,13 @@ def rate(*, db_session: Session, merchant: User, claim_id: int, stars: int, comm
     return row
 
 
+def ratings_of(db_session: Session, claim_ids: list[int]) -> dict[int, Rating]:
+    """The ratings given to these claims, by claim id (callers have already checked who may see the claims)."""
+    if not claim_ids:
+        return {}
+    return {r.claim_id: r for r in db_session.scalars(select(Rating).where(Rating.claim_id.in_(claim_ids)))}
+
+
 def may_see_worker(*, db_session: Session, viewer: User, worker_id: int) -> bool:
     """Who sees a worker's profile: the worker, ops and admins, and merchants the worker has claimed tasks of."""
     if viewer.role == "worker":
@@ -184,6 +191,8 @@ def worker_profile(*, db_session: Session, viewer: User, worker_id: int) -> dict
     avg, n = db_session.execute(select(func.avg(Rating.stars), func.count()).where(Rating.worker_id == worker_id)).one()
     states = dict(db_session.execute(select(Claim.state, func.count()).where(Claim.worker_id == worker_id)
                                      .group_by(Claim.state)).all())
-    return {"worker_id": worker_id, "credit_score": claims.credit_of(db_session, worker_id),
+    # The display name the worker chose, never the username, phone or devices (other people's identifiers).
+    name = db_session.scalar(select(User.display_name).where(User.id == worker_id)) or ""
+    return {"worker_id": worker_id, "display_name": name, "credit_score": claims.credit_of(db_session, worker_id),
             "credit_formula": credit.FORMULA, "rating_avg": None if avg is None else round(float(avg), 2),
             "ratings": n, "claims_by_state": states}

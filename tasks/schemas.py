@@ -180,6 +180,12 @@ class RatingRead(BaseModel):
     created_at: datetime
 
 
+class SubmissionRead(ClaimRead):
+    """A claim in the merchant's queue, with the rating the merchant gave it (if any)."""
+
+    rating: RatingRead | None = None
+
+
 class MerchantTermsUpdate(BaseModel):
     """Ops set a member merchant's commission rate."""
 

@@ -298,7 +298,7 @@ def test_merchant_confirms_a_submission_and_draws_a_task(server, browser):
     other_task, _ = published_task(server, north(PLACES["merchant"], 3000), title="Elsewhere")
     _, other_worker = register(server, "worker")
     other_claim = claim_and_check_in(server, other_task, other_worker, north(PLACES["merchant"], 3000))
-    first = upload_photo(server, other_claim["id"], other_worker)
+    upload_photo(server, other_claim["id"], other_worker)
     process_evidence(server)
     _, worker = register(server, "worker")
     claim = claim_and_check_in(server, task, worker, PLACES["merchant"])
@@ -317,14 +317,17 @@ def test_merchant_confirms_a_submission_and_draws_a_task(server, browser):
     card.locator(".thumbs img").wait_for()
     card.locator(".leaflet-interactive").first.wait_for()  # the fence and the check-in point on the map
     wait_loaded(card.locator(".thumbs img").first)
-    assert "inside" in card.locator(".fixes").inner_text()
-    pair = card.locator(".pair.duplicate", has_text=f"file #{first} on another claim")  # (others may match too)
+    assert "inside" in card.locator(".fixes").get_attribute("data-verdicts")
+    # Another merchant's claim: said so in plain words, without its claim, task or worker.
+    pair = card.locator(".pair.duplicate", has_text="与另一商家任务中的照片相似").first  # (others may match too)
     pair.wait_for()
+    assert "#" not in pair.locator(".dup-where").inner_text()
     assert pair.locator("img").count() == 2
     for i in (0, 1):
         wait_loaded(pair.locator("img").nth(i))
     shot(page, "merchant-queue")
     card.locator("button.confirm").click()
+    page.click("#decide[open] #decide-ok")  # the confirmation step lists the claim first
     page.wait_for_selector(f"#queue .submission[data-claim='{claim['id']}']", state="detached")
     with server.session() as s:
         assert s.get(Claim, claim["id"]).state in ("confirmed", "accepted", "spot_check", "paid")

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
-from api.views import claim_read
+from api.views import claim_read, submission_read
 from tasks import acceptance, claims, reviews
 from tasks.schemas import (
     AppealCreate,
@@ -19,6 +19,7 @@ from tasks.schemas import (
     RatingCreate,
     RatingRead,
     RejectRequest,
+    SubmissionRead,
     SpotCheckRead,
     SpotCheckVerdict,
 )
@@ -33,12 +34,13 @@ def submit(claim_id: Id, worker: Worker, idem: IdempotentRun):
                                                                        claim_id=claim_id)))
 
 
-@router.get("/tasks/{task_id}/submissions", response_model=list[ClaimRead])
+@router.get("/tasks/{task_id}/submissions", response_model=list[SubmissionRead])
 def submissions(task_id: Id, merchant: Merchant, db_session: DbSession, state: str | None = "submitted",
                 limit: Annotated[int, Query(ge=1, le=200)] = 100):
-    """The claims of the merchant's task (default: those waiting for a decision)."""
-    return [claim_read(c) for c in claims.list_for_task(db_session=db_session, merchant=merchant, task_id=task_id,
-                                                        state=state, limit=limit)]
+    """The claims of the merchant's task (default: those waiting for a decision), each with its rating."""
+    found = claims.list_for_task(db_session=db_session, merchant=merchant, task_id=task_id, state=state, limit=limit)
+    rated = acceptance.ratings_of(db_session, [c.id for c in found])
+    return [submission_read(c, rated.get(c.id)) for c in found]
 
 
 @router.post("/submissions/{claim_id}/confirm", response_model=ClaimRead)

@@ -25,14 +25,24 @@ JPEG = {"response_class": Response,
         "responses": {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}}
 
 
-def evidence_read(db, ev) -> EvidenceRead:
+def match_read(match, traced) -> MatchRead:
+    """A duplicate, with its claim and task when the viewer may see them."""
+    found = traced.get(match.matched_evidence_id)
+    where = {} if found is None else {"own": True, "claim_id": found[0].id, "task_id": found[1].id,
+                                      "task_title": found[1].title}
+    return MatchRead(matched_evidence_id=match.matched_evidence_id, distance=match.distance, method=match.method,
+                     **where)
+
+
+def evidence_read(db, ev, user) -> EvidenceRead:
     """An evidence row with its matches; EXIF GPS is kept out of API responses too."""
     exif = {k: v for k, v in (ev.exif or {}).items() if k != "gps"} or None
+    matches = service.matches_of(db, ev.id)
+    traced = service.matched_claims(db_session=db, user=user, matched_ids=[m.matched_evidence_id for m in matches])
     return EvidenceRead(id=ev.id, claim_id=ev.claim_id, kind=ev.kind, mime=ev.mime, sha256=ev.sha256,
                         size_bytes=ev.size_bytes, width=ev.width, height=ev.height, state=ev.state,
                         reasons=ev.reasons, exif=exif, created_at=ev.created_at,
-                        matches=[MatchRead(matched_evidence_id=m.matched_evidence_id, distance=m.distance,
-                                           method=m.method) for m in service.matches_of(db, ev.id)])
+                        matches=[match_read(m, traced) for m in matches])
 
 
 @router.post("/claims/{claim_id}/evidence", status_code=201, response_model=EvidenceRead, openapi_extra=UPLOAD_BODY)
@@ -53,7 +63,8 @@ async def upload(claim_id: Id, access: AccessClaims, idem: IdempotentStreamedRun
         if idem.key:
             idem.digest = await run_in_threadpool(form.digest, "file")
         return await run_in_threadpool(idem.run, user_id, lambda db: evidence_read(
-            db, service.upload(db_session=db, worker=found["worker"], claim_id=claim_id, staged=form.file)),
+            db, service.upload(db_session=db, worker=found["worker"], claim_id=claim_id, staged=form.file),
+            found["worker"]),
             status_code=201, authenticate=authenticate)
     finally:
         await run_in_threadpool(form.discard)
@@ -62,14 +73,15 @@ async def upload(claim_id: Id, access: AccessClaims, idem: IdempotentStreamedRun
 @router.get("/claims/{claim_id}/evidence", response_model=list[EvidenceRead])
 def list_evidence(claim_id: Id, user: CurrentUser, db_session: DbSession):
     """The claim's files (its worker, the task's merchant, ops)."""
-    return [evidence_read(db_session, ev) for ev in service.for_claim(db_session=db_session, user=user,
-                                                                      claim_id=claim_id)]
+    return [evidence_read(db_session, ev, user) for ev in service.for_claim(db_session=db_session, user=user,
+                                                                            claim_id=claim_id)]
 
 
 @router.get("/evidence/{evidence_id}", response_model=EvidenceRead)
 def get_evidence(evidence_id: Id, user: CurrentUser, db_session: DbSession):
     """One file's metadata, reasons and duplicates."""
-    return evidence_read(db_session, service.get_for(db_session=db_session, user=user, evidence_id=evidence_id))
+    return evidence_read(db_session, service.get_for(db_session=db_session, user=user, evidence_id=evidence_id),
+                         user)
 
 
 @router.get("/evidence/{evidence_id}/image", **JPEG)

@@ -1,8 +1,6 @@
 """Wallets, deposits, withdrawals, statements and the platform finance report."""
 from __future__ import annotations
 
-import csv
-import io
 from typing import Literal
 
 from fastapi import APIRouter
@@ -15,6 +13,7 @@ from ledger import withdrawals
 from ledger.provider import get_provider
 from ledger.schemas import DepositCreate, DepositRead, WalletRead, WithdrawalCreate, WithdrawalRead, WithdrawalReview
 from tasks import claims, credit
+from tasks import statement as task_statement
 
 router = APIRouter(prefix="/v1", tags=["money"])
 
@@ -66,15 +65,10 @@ def review_withdrawal(withdrawal_id: Id, body: WithdrawalReview, ops: Ops, idem:
 
 @router.get("/me/statement.csv", response_class=Response,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
-def statement(merchant: Merchant, db_session: DbSession) -> Response:
-    """Every posting on the merchant's accounts as CSV."""
-    rows = ledger.statement(db_session, merchant.id)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["at", "account", "kind", "cause_type", "cause_id", "amount_fen",
-                                             "balance_after_fen", "memo"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return Response(buf.getvalue(), media_type="text/csv",
+def statement(merchant: Merchant, db_session: DbSession, lang: Literal["zh", "en"] = "zh") -> Response:
+    """Every posting on the merchant's accounts as CSV (UTF-8 with BOM, Asia/Shanghai time, yuan and fen)."""
+    text = task_statement.statement_csv(db_session, merchant.id, lang)
+    return Response(text.encode("utf-8"), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="statement.csv"'})
 
 

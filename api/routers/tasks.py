@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read, task_read
+from geo import crs as geocrs
 from tasks import claims, service
 from tasks.schemas import (ClaimRead, ForfeitRequest, MerchantTermsUpdate, ReviewDecision, TaskCreate, TaskProgress,
                            TaskRead, TaskType)
@@ -42,6 +43,15 @@ def nearby(worker: Worker, db_session: DbSession,
     found = service.hall(db_session=db_session, worker=worker, lat=lat, lon=lon, crs=crs, radius_m=radius_m,
                          type=type, min_reward=min_reward, limit=limit)
     return [task_read(n.task, crs, n.distance_m) for n in found]
+
+
+@router.get("/coords/convert")
+def convert_coords(user: CurrentUser, lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
+                   lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)], src: Crs = "gcj02",
+                   dst: Crs = "wgs84") -> dict:
+    """One point from ``src`` to ``dst`` (as `fieldproof coords convert`): the console's coordinate entry."""
+    out_lat, out_lon = geocrs.convert(lat, lon, src, dst)
+    return {"lat": out_lat, "lon": out_lon, "crs": dst}
 
 
 @router.get("/tasks/review-queue", response_model=list[TaskRead])

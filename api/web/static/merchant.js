@@ -1,10 +1,14 @@
-// Merchant console: draw a fence and publish, progress, submission queue with evidence and check-ins, decisions, money.
-import { $, action, api, download, el, errorText, imageUrl, post, setupLogin, toast, when, yuan } from "./common.js";
+// Merchant console: find a place, draw a fence and publish, wallet and statement, tasks with progress; the
+// submission queue (filters, bulk confirm, photo viewer, worker profiles) is in merchant-queue.js.
+import { $, action, api, download, el, errorText, post, setupLogin, toast, when, yuan } from "./common.js";
+import { lang, t } from "./i18n.js";
 import { createMap, fenceLayer } from "./map.js";
+import "./merchant-i18n.js";
+import { confirmDialog, loadQueue, setupQueue, showTasks } from "./merchant-queue.js";
 
 const DEFAULT_CENTER = [39.8990, 116.3976];
-const draw = { mode: "circle", points: [], layer: null, ctx: null };
-let selectedTask = null;
+const draw = { mode: "circle", points: [], layer: null, ctx: null, marker: null, ref: null };
+let allTasks = [];
 
 // ---- drawing a fence ------------------------------------------------------------
 function metres(a, b) {
@@ -12,6 +16,13 @@ function metres(a, b) {
   const dlat = (b[0] - a[0]) * rad, dlon = (b[1] - a[1]) * rad;
   const h = Math.sin(dlat / 2) ** 2 + Math.cos(a[0] * rad) * Math.cos(b[0] * rad) * Math.sin(dlon / 2) ** 2;
   return 2 * R * Math.asin(Math.sqrt(h));
+}
+
+function drawStatus() {
+  const { mode, points } = draw;
+  if (mode === "polygon") return t("m.status_polygon", { n: points.length });
+  if (!points.length) return t("m.status_circle_start");
+  return points.length < 2 ? t("m.status_circle_edge") : t("m.status_circle_done", { r: $("#task-form").radius_m.value });
 }
 
 function redraw() {
@@ -22,29 +33,38 @@ function redraw() {
     f.lon.value = points[0][1].toFixed(6);
     if (points.length > 1) f.radius_m.value = Math.round(metres(points[0], points[1]));
   }
+  $("#draw-status").textContent = drawStatus();
   if (!ctx) return;
   draw.layer?.remove();
+  draw.layer = null;
   const { L, map } = ctx;
+  const style = { color: "#dc2626" };
   if (mode === "circle" && points.length) {
-    draw.layer = L.circle(points[0], { radius: Number(f.radius_m.value) || 1, color: "#dc2626" }).addTo(map);
+    draw.layer = L.circle(points[0], { radius: Number(f.radius_m.value) || 1, ...style }).addTo(map);
   } else if (mode === "polygon" && points.length) {
-    draw.layer = (points.length > 2 ? L.polygon(points, { color: "#dc2626" }) : L.polyline(points, { color: "#dc2626" })).addTo(map);
+    draw.layer = (points.length > 2 ? L.polygon(points, style) : L.polyline(points, style)).addTo(map);
   }
-  $("#draw-status").textContent = mode === "circle"
-    ? (points.length < 2 ? "Click the centre, then a point on the edge." : `Circle of ${f.radius_m.value} m.`)
-    : `${points.length} corner(s); at least 3 make a polygon.`;
 }
 
 function clearDrawing() { draw.points = []; redraw(); }
 
+// Switching shape starts afresh: a polygon must not be sent with the old circle's centre and radius.
+function setMode(mode) {
+  const f = $("#task-form");
+  draw.mode = mode;
+  f.lat.value = ""; f.lon.value = ""; f.radius_m.value = "";
+  $("#circle-fields").hidden = mode !== "circle";
+  clearDrawing();
+}
+
 function fenceFromForm(f) {
   if (draw.mode === "polygon") {
-    if (draw.points.length < 3) throw new Error("Click at least three corners for a polygon.");
+    if (draw.points.length < 3) throw new Error(t("m.err_polygon"));
     const ring = draw.points.map(([lat, lon]) => [lon, lat]);
     return { type: "Polygon", coordinates: [[...ring, ring[0]]] };
   }
   const lat = Number(f.lat.value), lon = Number(f.lon.value), r = Number(f.radius_m.value);
-  if (!f.lat.value || !f.lon.value || !r) throw new Error("Place a circle on the map (or type centre and radius).");
+  if (!f.lat.value || !f.lon.value || !r) throw new Error(t("m.err_circle"));
   return { center: [lon, lat], radius_m: r };
 }
 
@@ -53,164 +73,147 @@ function localInput(d) {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
 }
 
+function taskBody(f) {
+  const dwell = f.min_dwell_min.value === "" ? null : Math.round(Number(f.min_dwell_min.value) * 60);
+  return {
+    title: f.title.value.trim(), description: f.description.value.trim(), type: f.type.value,
+    reward_fen: Math.round(Number(f.reward.value) * 100), slots: Number(f.slots.value),
+    starts_at: new Date(f.starts_at.value).toISOString(), ends_at: new Date(f.ends_at.value).toISOString(),
+    crs: "wgs84", geofence: fenceFromForm(f), hard_fence: f.hard_fence.value === "true",
+    evidence: { photos_min: Number(f.photos_min.value || 0), video: f.video.checked },
+    min_credit: Number(f.min_credit.value || 0), min_dwell_s: dwell,
+  };
+}
+
 async function createTask(ev) {
   ev.preventDefault();
   const f = ev.currentTarget;
   let body;
-  try {
-    body = {
-      title: f.title.value.trim(), type: f.type.value, reward_fen: Math.round(Number(f.reward.value) * 100),
-      slots: Number(f.slots.value), starts_at: new Date(f.starts_at.value).toISOString(),
-      ends_at: new Date(f.ends_at.value).toISOString(), crs: "wgs84", geofence: fenceFromForm(f),
-      evidence: { photos_min: Number(f.photos_min.value || 0), video: false },
-    };
-  } catch (err) { return toast(err.message, "error"); }
+  try { body = taskBody(f); } catch (err) { return toast(err.message, "error"); }
   try {
     const task = await post("/v1/tasks", body);
     const published = await post(`/v1/tasks/${task.id}/publish`);
-    toast(`Task #${task.id} sent to review (${published.state}).`, "ok");
+    toast(t("m.created", { id: task.id, state: t(`state.${published.state}`) }), "ok");
     clearDrawing();
     await Promise.all([loadTasks(), loadWallet()]);
   } catch (err) { toast(errorText(err), "error"); }
+}
+
+// ---- place search: the merchant's own tasks, or typed coordinates (works without any online geocoder) --------
+function showPlace(lat, lon, label) {
+  const ctx = draw.ctx;
+  if (!ctx) return;
+  ctx.map.setView([lat, lon], 16);
+  draw.marker?.remove();
+  draw.marker = ctx.L.circleMarker([lat, lon], { radius: 6, color: "#0f172a" }).bindTooltip(label).addTo(ctx.map);
+}
+
+function searchPlaces(ev) {
+  ev.preventDefault();
+  const q = $("#place-q").value.trim().toLowerCase();
+  const hits = q ? allTasks.filter((x) => `${x.title} ${x.description}`.toLowerCase().includes(q)).slice(0, 8) : [];
+  const items = hits.map((x) => el("li", {}, el("button", { type: "button", class: "linkish", onclick: () => {
+    showPlace(x.center[1], x.center[0], x.title);
+    draw.ref?.remove();
+    if (draw.ctx) draw.ref = fenceLayer(draw.ctx.L, x, { dashArray: "4 4" }).addTo(draw.ctx.map);
+  } }, `#${x.id} ${x.title}`)));
+  $("#place-results").replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, t("m.no_places"))]));
+}
+
+async function goToCoords(ev) {
+  ev.preventDefault();
+  const f = ev.currentTarget;
+  const src = f.crs.value;
+  const p = src === "wgs84" ? { lat: Number(f.lat.value), lon: Number(f.lon.value) }
+    : await api(`/v1/coords/convert?lat=${f.lat.value}&lon=${f.lon.value}&src=${src}&dst=wgs84`);
+  showPlace(p.lat, p.lon, t("m.typed_point"));
+  if (draw.mode === "circle") { draw.points = [[p.lat, p.lon]]; redraw(); }
 }
 
 // ---- wallet ----------------------------------------------------------------------
 async function loadWallet() {
   const w = await api("/v1/me/wallet");
   $("#balances").replaceChildren(...Object.entries(w.balances_fen).map(([k, v]) =>
-    el("div", {}, el("div", { class: "stat" }, yuan(v)), el("div", { class: "muted" }, k.replace("_", " ")))));
+    el("div", {}, el("div", { class: "stat" }, yuan(v)), el("div", { class: "muted" }, t(`acct.${k}`)))));
 }
 
 async function deposit(ev) {
   ev.preventDefault();
   const f = ev.currentTarget;
   await post("/v1/me/deposits", { amount_fen: Math.round(Number(f.amount.value) * 100), purpose: f.purpose.value });
-  toast("Funds added.", "ok");
+  toast(t("m.funds_added"), "ok");
   await loadWallet();
 }
 
 // ---- tasks and progress -------------------------------------------------------------
-async function loadTasks() {
-  const list = await api("/v1/tasks");
-  const rows = await Promise.all(list.map(async (t) => {
-    const p = await api(`/v1/tasks/${t.id}/progress`).catch(() => ({ by_state: {} }));
-    const counts = Object.entries(p.by_state).map(([s, n]) => el("span", { class: `badge ${s}` }, `${s.replace("_", " ")} ${n}`));
-    return el("div", { class: "item", dataset: { task: t.id } },
-      el("div", { class: "row" },
-        el("div", { class: "grow" }, el("div", { class: "title" }, `#${t.id} ${t.title}`),
-          el("div", { class: "muted" }, `${yuan(t.reward_fen)} × ${t.slots} · ${t.slots_taken} taken · ends ${when(t.ends_at)}`
-            + (t.review_reason ? ` · review: ${t.review_reason}` : ""))),
-        el("span", { class: `badge ${t.state}` }, t.state.replace("_", " ")),
-        el("button", { type: "button", class: "open-queue", onclick: action(() => openQueue(t)) }, "Submissions")),
-      el("div", { class: "reasons" }, ...counts));
-  }));
-  $("#tasks").replaceChildren(...(rows.length ? rows : [el("p", { class: "muted" }, "No tasks yet: draw one above.")]));
+const DONE = ["paid", "accepted"], CHECKING = ["confirmed", "spot_check"], WAITING = ["submitted"];
+const WORKING = ["claimed", "checked_in", "changes_requested"];
+
+function sum(by, states) { return states.reduce((n, s) => n + (by[s] || 0), 0); }
+
+function progressBar(t0, p) {
+  const by = p.by_state || {};
+  const parts = [["done", DONE], ["checking", CHECKING], ["waiting", WAITING], ["working", WORKING]]
+    .map(([k, states]) => [k, sum(by, states)]);
+  const done = parts[0][1];
+  const bar = el("div", { class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": t0.slots,
+    "aria-valuenow": done, "aria-label": t("m.progress_aria", { title: t0.title }) },
+  ...parts.filter(([, n]) => n).map(([k, n]) => el("span", { class: `seg ${k}`, style: `width:${Math.min(100, 100 * n / t0.slots)}%` })));
+  const words = parts.filter(([, n]) => n).map(([k, n]) => t(`m.prog_${k}`, { n }));
+  const rejected = by.rejected || 0;
+  if (rejected) words.push(t("m.prog_rejected", { n: rejected }));
+  return el("div", { class: "progress-box" }, bar,
+    el("div", { class: "muted" }, t("m.progress_text", { done, slots: t0.slots }) + (words.length ? ` · ${words.join(" · ")}` : "")));
 }
 
-// ---- submission queue ------------------------------------------------------------------
+function taskActions(x) {
+  const verb = (path, key) => el("button", { type: "button", class: `task-${path}`, onclick: action(async () => {
+    if (path === "close" && !(await confirmDialog(t("m.close_title"), t("m.close_intro", { title: x.title })))) return;
+    await post(`/v1/tasks/${x.id}/${path}`);
+    toast(t(`m.done_${path}`, { id: x.id }), "ok");
+    await Promise.all([loadTasks(), loadWallet()]);
+  }) }, t(key));
+  const out = [];
+  if (x.state === "published") out.push(verb("pause", "m.pause"));
+  if (x.state === "paused") out.push(verb("resume", "m.resume"));
+  if (["published", "paused"].includes(x.state)) out.push(verb("close", "m.close_task"));
+  return out;
+}
+
+async function taskItem(x) {
+  const p = await api(`/v1/tasks/${x.id}/progress`).catch(() => ({ by_state: {} }));
+  const fence = x.radius_m ? t("m.fence_circle", { r: Math.round(x.radius_m) }) : t("m.fence_polygon");
+  const rules = [t(x.hard_fence ? "m.hard_short" : "m.soft_short"), t("m.photos_n", { n: x.evidence.photos_min }),
+    x.evidence.video ? t("m.video_short") : null, x.min_dwell_s ? t("m.dwell_n", { n: Math.round(x.min_dwell_s / 60) }) : null]
+    .filter(Boolean).join(" · ");
+  return el("div", { class: "item task", dataset: { task: x.id } },
+    el("div", { class: "row" },
+      el("div", { class: "grow" }, el("div", { class: "title" }, `#${x.id} ${x.title}`),
+        el("div", { class: "muted" }, `${t(`type.${x.type}`)} · ${yuan(x.reward_fen)} × ${x.slots} · ${fence} · ${rules}`),
+        el("div", { class: "muted" }, t("m.ends_at", { when: when(x.ends_at) })
+          + (x.review_reason ? ` · ${t("m.review_note", { reason: x.review_reason })}` : ""))),
+      el("span", { class: `badge ${x.state}` }, t(`state.${x.state}`)),
+      ...taskActions(x),
+      ["draft", "pending_review"].includes(x.state) ? null
+        : el("button", { type: "button", class: "open-queue", onclick: action(() => openQueue(x)) }, t("m.open_queue"))),
+    progressBar(x, p));
+}
+
+async function loadTasks() {
+  allTasks = await api("/v1/tasks?limit=200");
+  const rows = await Promise.all(allTasks.map(taskItem));
+  $("#tasks").replaceChildren(...(rows.length ? rows : [el("p", { class: "muted" }, t("m.no_tasks"))]));
+  showTasks(allTasks);
+}
+
 async function openQueue(task) {
-  selectedTask = task;
-  $("#queue-task").textContent = `· #${task.id} ${task.title}`;
+  $("#queue-task").value = String(task.id);
   await loadQueue();
   $("#queue-card").scrollIntoView({ behavior: "smooth" });
 }
 
-async function loadQueue() {
-  if (!selectedTask) return;
-  const state = $("#queue-state").value;
-  const claims = await api(`/v1/tasks/${selectedTask.id}/submissions?state=${state}`);
-  const cards = claims.map((c) => submissionCard(c, selectedTask));
-  $("#queue").classList.remove("muted");
-  $("#queue").replaceChildren(...(cards.length ? cards : [el("p", { class: "muted" }, "Nothing here.")]));
-}
-
-function submissionCard(c, task) {
-  const mapBox = el("div", { class: "map small" });
-  const evBox = el("div", {});
-  const card = el("div", { class: "item submission", dataset: { claim: c.id } },
-    el("div", { class: "row" },
-      el("div", { class: "grow" }, el("div", { class: "title" }, `Claim #${c.id} by worker #${c.worker_id}`),
-        el("div", { class: "muted" }, `submitted ${when(c.submitted_at)} · risk ${c.risk_score}/100`)),
-      el("span", { class: `badge ${c.state}` }, c.state.replace("_", " "))),
-    c.flags.length ? el("div", { class: "reasons" }, "flags:", ...c.flags.map((f) => el("code", {}, f))) : null,
-    evBox, mapBox, decisionControls(c));
-  fillEvidence(c, evBox).catch((err) => evBox.append(el("div", { class: "error-text" }, errorText(err))));
-  fillFixes(c, task, mapBox).catch((err) => mapBox.append(errorText(err)));
-  return card;
-}
-
-async function fillEvidence(c, box) {
-  const files = await api(`/v1/claims/${c.id}/evidence`);
-  const thumbs = el("div", { class: "thumbs" });
-  box.append(thumbs);
-  for (const ev of files) {
-    if (ev.kind === "image") {
-      thumbs.append(el("img", { src: await imageUrl(`/v1/evidence/${ev.id}/image?size=thumb`), alt: `evidence ${ev.id}`, title: ev.reasons.join(", ") }));
-    } else thumbs.append(el("span", { class: "badge" }, `video #${ev.id}`));
-    for (const m of ev.matches) {
-      const other = await imageUrl(`/v1/evidence/${ev.id}/matches/${m.matched_evidence_id}/image?size=thumb`).catch(() => null);
-      box.append(el("div", { class: "pair duplicate" },
-        el("img", { src: await imageUrl(`/v1/evidence/${ev.id}/image?size=thumb`), alt: "this claim" }),
-        other ? el("img", { src: other, alt: `duplicate ${m.matched_evidence_id}` }) : el("span", {}, "(no preview)"),
-        el("div", {}, el("strong", {}, "Possible duplicate"), el("div", { class: "muted" },
-          `of file #${m.matched_evidence_id} on another claim · ${m.method}, distance ${m.distance}`))));
-    }
-  }
-  if (!files.length) thumbs.append(el("span", { class: "muted" }, "No files."));
-}
-
-async function fillFixes(c, task, box) {
-  const fixes = await api(`/v1/claims/${c.id}/checkins`);
-  const ctx = await createMap(box, [task.center[1], task.center[0]], 16);
-  const text = fixes.map((f) => `${f.kind}: ${f.verdict}, ${f.distance_m} m${f.reasons.length ? ` (${f.reasons.join(", ")})` : ""}`);
-  box.after(el("div", { class: "muted fixes" }, text.join(" · ") || "No check-ins."));
-  if (!ctx) return;
-  const { L, map } = ctx;
-  const fence = fenceLayer(L, task).addTo(map);
-  const colors = { inside: "#16a34a", uncertain: "#d97706", outside: "#dc2626" };
-  const pts = fixes.map((f) => L.circleMarker([f.lat, f.lon], { radius: 7, color: colors[f.verdict], fillOpacity: 0.8 })
-    .bindTooltip(`${f.kind} ${f.verdict} ${f.distance_m} m`).addTo(map));
-  map.fitBounds(L.featureGroup([fence, ...pts]).getBounds().pad(0.3));
-}
-
-function decisionControls(c) {
-  const reason = el("input", { placeholder: "Reason (for reject / changes)", class: "grow reason", maxlength: 500 });
-  const code = el("select", { class: "reason-code" }, ...["evidence_insufficient", "not_at_location", "evidence_fake",
-    "work_not_done", "other"].map((x) => el("option", { value: x }, x.replaceAll("_", " "))));
-  const done = (verb) => async (claim) => { toast(`Claim #${c.id} ${verb}: ${claim.state ?? "ok"}`, "ok"); await Promise.all([loadQueue(), loadTasks(), loadWallet()]); };
-  const need = () => { if (!reason.value.trim()) throw new Error("Write a reason first."); return reason.value.trim(); };
-  const guarded = (fn) => action(async () => { try { await fn(); } catch (e) { if (e.code) throw e; toast(e.message, "error"); } });
-  if (c.state === "submitted") {
-    return el("div", { class: "row decisions" },
-      el("button", { class: "primary confirm", type: "button", onclick: guarded(async () => done("confirmed")(await post(`/v1/submissions/${c.id}/confirm`))) }, "Confirm"),
-      code, reason,
-      el("button", { class: "danger reject", type: "button", onclick: guarded(async () => done("rejected")(await post(`/v1/submissions/${c.id}/reject`, { reason_code: code.value, reason: need() }))) }, "Reject"),
-      el("button", { type: "button", class: "changes", onclick: guarded(async () => done("sent back")(await post(`/v1/submissions/${c.id}/request-changes`, { reason: need() }))) }, "Request changes"));
-  }
-  if (c.state === "accepted" || c.state === "paid") {
-    const stars = el("select", { class: "stars" }, ...[5, 4, 3, 2, 1].map((n) => el("option", { value: n }, "★".repeat(n))));
-    return el("div", { class: "row decisions" }, stars,
-      el("button", { type: "button", class: "rate", onclick: guarded(async () => done("rated")(await post(`/v1/submissions/${c.id}/rating`, { stars: Number(stars.value), comment: reason.value }))) }, "Rate"),
-      reason);
-  }
-  return null;
-}
-
 // ---- start ---------------------------------------------------------------------------------
-setupLogin("merchant", async () => {
-  const f = $("#task-form");
-  const now = new Date();
-  f.starts_at.value = localInput(now);
-  f.ends_at.value = localInput(new Date(now.getTime() + 2 * 86400_000));
-  f.addEventListener("submit", createTask);
-  $("#deposit-form").addEventListener("submit", action(deposit));
-  $("#tasks-refresh").addEventListener("click", action(loadTasks));
-  $("#queue-state").addEventListener("change", action(loadQueue));
-  $("#statement").addEventListener("click", action(() => download("/v1/me/statement.csv", "statement.csv")));
-  $("#draw-mode").addEventListener("change", (e) => { draw.mode = e.target.value; clearDrawing(); });
-  $("#draw-clear").addEventListener("click", clearDrawing);
-  f.radius_m.addEventListener("input", redraw);
-  Promise.all([loadWallet(), loadTasks()]).catch((err) => toast(errorText(err), "error"));
+async function startMap() {
   draw.ctx = await createMap($("#draw-map"), DEFAULT_CENTER, 15);
   draw.ctx?.map.on("click", (e) => {
     if (draw.mode === "circle" && draw.points.length >= 2) draw.points = [];
@@ -219,4 +222,24 @@ setupLogin("merchant", async () => {
   });
   navigator.geolocation?.getCurrentPosition((p) => draw.ctx?.map.setView([p.coords.latitude, p.coords.longitude], 15),
     () => {}, { timeout: 5000 });
+}
+
+setupLogin("merchant", async () => {
+  const f = $("#task-form");
+  const now = new Date();
+  f.starts_at.value = localInput(now);
+  f.ends_at.value = localInput(new Date(now.getTime() + 2 * 86400_000));
+  f.addEventListener("submit", createTask);
+  $("#place-form").addEventListener("submit", searchPlaces);
+  $("#coord-form").addEventListener("submit", action(goToCoords));
+  $("#deposit-form").addEventListener("submit", action(deposit));
+  $("#tasks-refresh").addEventListener("click", action(loadTasks));
+  $("#statement").addEventListener("click", action(() => download(`/v1/me/statement.csv?lang=${lang()}`, "statement.csv")));
+  $("#draw-mode").addEventListener("change", (e) => setMode(e.target.value));
+  $("#draw-clear").addEventListener("click", clearDrawing);
+  f.radius_m.addEventListener("input", redraw);
+  setupQueue(() => Promise.all([loadTasks(), loadWallet()]));
+  redraw();
+  Promise.all([loadWallet(), loadTasks().then(loadQueue)]).catch((err) => toast(errorText(err), "error"));
+  await startMap();
 });
