@@ -23,10 +23,12 @@ $(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
 
 web: $(WEB)/node_modules/.installed
 
-# Debian's Chromium for the browser tests (apt-get update only if the first install fails); without it they skip.
+# Debian's Chromium for the browser tests, and CJK fonts so the Chinese pages' screenshots show characters, not
+# boxes (apt-get update only if the first install fails); without Chromium the browser tests skip.
 browser:
-	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || { export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } \
+	@{ command -v chromium >/dev/null && [ -d /usr/share/fonts/opentype/noto ]; } || [ "$$(id -u)" != 0 ] || \
+	  { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq chromium fonts-noto-cjk || \
+	  { apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk; }; } \
 	  || echo "chromium could not be installed: the browser tests will skip"
 
 up: venv
