@@ -26,6 +26,7 @@ BUCKET = "fieldproof-test"
 @dataclass
 class S3Server:
     endpoint: str
+    client: object = None  # a boto3 S3 client of the test's own
     bucket: str = BUCKET
 
     def env(self, prefix: str) -> dict[str, str]:
@@ -43,9 +44,7 @@ class S3Server:
 
     def keys(self, prefix: str) -> list[str]:
         """Every object under ``prefix``, names without it."""
-        from evidence.storage import get_store  # lazy: the store of the settings in force
-
-        pages = get_store().client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
 
 
@@ -71,8 +70,10 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
         assert wait_until(up, timeout=60) and proc.poll() is None, "moto_server did not start"
         from evidence.storage_s3 import S3BlobStore  # lazy: boto3 only where S3 is tested
 
-        S3BlobStore(BUCKET, "", server.endpoint, "us-east-1", "path", "test", "test-secret", 5, 1,
-                    tmp_path_factory.mktemp("spool")).create_bucket()
+        admin = S3BlobStore(BUCKET, "", server.endpoint, "us-east-1", "path", "test", "test-secret", 5, 1,
+                            tmp_path_factory.mktemp("spool"))
+        admin.create_bucket()
+        server.client = admin.client
         yield server
     finally:
         proc.terminate()
