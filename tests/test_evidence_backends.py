@@ -66,3 +66,22 @@ def test_processing_reads_the_working_image_from_s3(client, db, s3_store):
     process_all(db)
     stored = db.get(Evidence, ev["id"])
     assert stored.state == "processed" and stored.hashes["frames"] == [hash_image(data).to_dict()]
+
+
+def test_api_start_sweeps_its_own_hosts_spool(app, any_store):
+    """With S3 the beat sweep runs on a worker host; the API host's leftovers go when its process starts."""
+    import os
+    import time
+
+    from fastapi.testclient import TestClient
+
+    spool = any_store.root / "incoming"
+    spool.mkdir(parents=True, exist_ok=True)
+    dead, live = spool / "up-dead", spool / "up-live"
+    dead.write_bytes(b"half a photo")
+    live.write_bytes(b"still coming")
+    old = time.time() - 7 * 3600
+    os.utime(dead, (old, old))
+    with TestClient(app):
+        pass
+    assert any_store.spooled() == ["up-live"]
