@@ -15,6 +15,7 @@ from core import jobs
 from core.config import get_settings
 from core.logging import configure_logging
 from evidence import service as evidence_service
+from evidence.storage import get_store
 from workers.tasks import enqueue_job
 
 ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, evidence.router,
@@ -29,6 +30,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     app.state.db_sessions = anyio.CapacityLimiter(settings.db_pool_size)
     await anyio.to_thread.run_sync(evidence_service.sweep_local_spool)
+    # Built here, not on the event loop by the first upload (the S3 backend imports boto3 and builds a client).
+    await anyio.to_thread.run_sync(get_store)
     yield
 
 

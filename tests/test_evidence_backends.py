@@ -85,3 +85,19 @@ def test_api_start_sweeps_its_own_hosts_spool(app, any_store):
     with TestClient(app):
         pass
     assert any_store.spooled() == ["up-live"]
+
+
+def test_upload_while_s3_is_down_is_a_503_and_leaves_nothing(client, db, s3_store, monkeypatch):
+    from core.config import get_settings
+    from core.localservices import free_port
+
+    _, claim, w, _ = checked_in(client, db)
+    live_endpoint = get_settings().s3_endpoint_url
+    monkeypatch.setattr(get_settings(), "s3_endpoint_url", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    r = upload(client, claim, w, (PHOTOS / "camera.jpg").read_bytes(), key="k-s3-down")
+    assert r.status_code == 503 and r.json()["code"] == "evidence_store_unavailable", r.text
+    assert int(r.headers["Retry-After"]) > 0
+    assert s3_store.spooled() == []
+    monkeypatch.setattr(get_settings(), "s3_endpoint_url", live_endpoint)  # back: the phone's retry goes through
+    again = upload(client, claim, w, (PHOTOS / "camera.jpg").read_bytes(), key="k-s3-down")
+    assert again.status_code == 201, again.text
