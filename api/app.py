@@ -14,6 +14,8 @@ from api.routers import acceptance, auth, claims, evidence, health, money, ops, 
 from core import jobs
 from core.config import get_settings
 from core.logging import configure_logging
+from evidence import service as evidence_service
+from evidence.storage import get_store
 from workers.tasks import enqueue_job
 
 ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, evidence.router,
@@ -22,10 +24,14 @@ ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Size the handler threads, and bound the requests holding a database session (api.deps.get_db)."""
+    """Size the handler threads, bound the requests holding a database session (api.deps.get_db), and remove
+    uploads a crashed predecessor on this host left half-received."""
     settings = get_settings()
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     app.state.db_sessions = anyio.CapacityLimiter(settings.db_pool_size)
+    await anyio.to_thread.run_sync(evidence_service.sweep_local_spool)
+    # Built here, not on the event loop by the first upload (the S3 backend imports boto3 and builds a client).
+    await anyio.to_thread.run_sync(get_store)
     yield
 
 

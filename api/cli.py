@@ -77,7 +77,17 @@ def _celery(argv: list[str]) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    return _celery(["worker", "-Q", "default,evidence,maintenance", "--concurrency", str(args.concurrency),
+    # lazy: every fieldproof command loads this module; only this command needs these
+    from workers.queues import QUEUES, parse_queues
+
+    try:
+        queues = parse_queues(args.queues)
+    except ValueError as exc:
+        print(f"fieldproof worker: {exc}", file=sys.stderr)
+        return 2
+    # A node name per queue group, so several workers on one host (one per group) do not clash.
+    name = "celery" if set(queues) == set(QUEUES) else "-".join(queues)
+    return _celery(["worker", "-Q", ",".join(queues), "-n", f"{name}@%h", "--concurrency", str(args.concurrency),
                     "--loglevel", "INFO"])
 
 
@@ -119,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--concurrency", type=int, default=2)
+    worker.add_argument("--queues", default="", help="comma-separated queues to consume: evidence, money, "
+                        "maintenance, default (default: all of them)")
     worker.set_defaults(func=_worker)
     sub.add_parser("beat", help="run Celery beat").set_defaults(func=_beat)
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)

@@ -13,6 +13,7 @@ import httpx
 
 from core import localservices
 from core.config import get_settings
+from workers.queues import parse_groups
 
 
 def _start(args: list[str]) -> subprocess.Popen:
@@ -21,6 +22,14 @@ def _start(args: list[str]) -> subprocess.Popen:
 
 def _fieldproof(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "api.cli", *args], check=True)
+
+
+def worker_commands(groups_text: str) -> list[list[str]]:
+    """The `fieldproof worker` command lines: one per queue group of FIELDPROOF_WORKER_QUEUE_GROUPS, or one
+    consuming every queue when it is empty."""
+    if not groups_text.strip():
+        return [["worker"]]
+    return [["worker", "--queues", ",".join(group)] for group in parse_groups(groups_text)]
 
 
 def port_free(host: str, port: int) -> bool:
@@ -74,7 +83,7 @@ def stop_services(started: list[str]) -> None:
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
-    print("stopping the API, worker and beat ...", file=sys.stderr, flush=True)
+    print("stopping the API, workers and beat ...", file=sys.stderr, flush=True)
     for p in procs:
         if p.poll() is None:
             p.terminate()  # SIGTERM: uvicorn and Celery shut down gracefully on it
@@ -89,6 +98,11 @@ def main() -> int:
     """Run until interrupted; non-zero if the port is taken, a step fails or a child dies."""
     s = get_settings()
     base = f"http://{s.api_host}:{s.api_port}"
+    try:
+        workers = worker_commands(s.worker_queue_groups)
+    except ValueError as exc:
+        print(f"FIELDPROOF_WORKER_QUEUE_GROUPS: {exc}", file=sys.stderr)
+        return 2
     if not port_free(s.api_host, s.api_port):
         print(f"port {s.api_port} on {s.api_host} is already in use (another Fieldproof or another server?); "
               "stop it or set FIELDPROOF_API_PORT", file=sys.stderr)
@@ -104,7 +118,7 @@ def main() -> int:
         start_services(started)
         _fieldproof("migrate")
         _fieldproof("demo")
-        procs = [_start(["serve"]), _start(["worker"]), _start(["beat"])]
+        procs = [_start(["serve"]), *(_start(cmd) for cmd in workers), _start(["beat"])]
         if not _wait_healthy(base + "/healthz", procs[:1]) or procs[0].poll() is not None:
             print("the API did not become healthy; see the logs above", file=sys.stderr)
             return 1

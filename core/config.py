@@ -4,8 +4,9 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +105,28 @@ class Settings(BaseSettings):
     # the same provider key (so it pays once), swept this often.
     payout_sweep_interval_s: float = 15.0
 
+    # Where evidence bytes live: "local" (a content-addressed directory under evidence_dir: one host) or "s3" (an
+    # S3-compatible bucket shared by every API and worker host; evidence_dir then only holds each API host's
+    # spool of uploads still arriving). See docs/scale-storage.md.
+    evidence_store: Literal["local", "s3"] = "local"
     evidence_dir: Path = ROOT / ".data" / "evidence"
+    # The S3 backend. Empty endpoint: AWS itself; set it for OSS, COS, MinIO, Ceph (https://host[:port]).
+    # Empty keys: boto3's own chain (AWS_* variables, ~/.aws, an instance or pod role).
+    s3_bucket: str = ""
+    s3_prefix: str = "evidence/"
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    # "virtual" (bucket.host: required by OSS and COS), "path" (host/bucket: MinIO, test servers) or "auto".
+    s3_addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    # Uploads above one part go as multipart uploads; parts are read from the spool file as they are sent,
+    # so an upload holds about s3_upload_concurrency parts of memory (2 x 8 MiB).
+    s3_part_mib: int = Field(8, ge=5, le=512)  # S3's minimum part size is 5 MiB
+    s3_upload_concurrency: int = Field(2, ge=1, le=16)
+    # `fieldproof run`'s Celery workers: one per group, groups separated by ";" and queues within a group by ","
+    # (e.g. "evidence;money,maintenance,default"); empty: one worker consuming every queue.
+    worker_queue_groups: str = ""
     # Full image decodes at once per process (each up to ~183 MiB, see evidence/decode.py), and how long an
     # upload or preview waits for one before it is refused as busy.
     decode_concurrency: int = 2
@@ -131,6 +153,13 @@ class Settings(BaseSettings):
     sim_clock_epoch: float | None = None
     # Beat intervals are divided by the clock rate (down to this floor) so a fast day keeps its cadence.
     beat_min_interval_s: float = 5.0
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> "Settings":
+        """The S3 backend without a bucket would fail on the first upload; fail at start-up instead."""
+        if self.evidence_store == "s3" and not self.s3_bucket:
+            raise ValueError("FIELDPROOF_EVIDENCE_STORE=s3 needs FIELDPROOF_S3_BUCKET")
+        return self
 
     @model_validator(mode="after")
     def _prod_needs_configured_secrets(self) -> "Settings":

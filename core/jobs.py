@@ -57,11 +57,12 @@ def handler(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
     return deco
 
 
-_dispatcher: list[Callable[[int], None]] = []
+_dispatcher: list[Callable[[int, str], None]] = []
 
 
-def set_dispatcher(fn: Callable[[int], None]) -> None:
-    """How to nudge a worker about a committed job (the Celery wiring registers itself here)."""
+def set_dispatcher(fn: Callable[[int, str], None]) -> None:
+    """How to nudge a worker about a committed job, given its id and kind (the kind picks the Celery queue; the
+    Celery wiring registers itself here)."""
     _dispatcher[:] = [fn]
 
 
@@ -70,15 +71,15 @@ def add(db_session: Session, kind: str, **payload: Any) -> Job:
     job = Job(kind=kind, payload=payload, leased_until=utcnow() + clock.machine_seconds(lease_s()))
     db_session.add(job)
     db_session.flush()
-    db_session.info.setdefault("pending_jobs", []).append(job.id)
+    db_session.info.setdefault("pending_jobs", []).append((job.id, kind))
     return job
 
 
 def dispatch_pending(db_session: Session) -> None:
     """After the outer commit: nudge workers about the jobs this session recorded."""
-    for job_id in db_session.info.pop("pending_jobs", []):
+    for job_id, kind in db_session.info.pop("pending_jobs", []):
         for fn in _dispatcher:
-            fn(job_id)
+            fn(job_id, kind)
 
 
 # Jobs go out right after the commit that made them visible, whichever process it is in (API, Celery worker,
@@ -138,13 +139,13 @@ def _record_failure(db_session: Session, job_id: int, exc: Exception) -> None:
     db_session.commit()
 
 
-def due_for_retry(*, db_session: Session, limit: int = 500) -> list[int]:
-    """Pending jobs whose lease expired: lease them again and return their ids."""
+def due_for_retry(*, db_session: Session, limit: int = 500) -> list[tuple[int, str]]:
+    """Pending jobs whose lease expired: lease them again and return their ids and kinds."""
     now = utcnow()
-    ids = db_session.scalars(
+    rows = db_session.execute(
         update(Job).where(Job.id.in_(
             select(Job.id).where(Job.state == "pending", Job.leased_until < now)
             .order_by(Job.id).limit(limit).with_for_update(skip_locked=True)))
-        .values(leased_until=now + clock.machine_seconds(lease_s())).returning(Job.id)).all()
+        .values(leased_until=now + clock.machine_seconds(lease_s())).returning(Job.id, Job.kind)).all()
     db_session.commit()
-    return list(ids)
+    return [(job_id, kind) for job_id, kind in rows]

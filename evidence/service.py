@@ -18,7 +18,7 @@ from evidence.hashing import ImageHashes, grey_file, hash_image
 from evidence.intake import inspect_upload
 from evidence.match import DEFAULT_THRESHOLD, compare_media
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
-from evidence.storage import StagedBlob, get_store
+from evidence.storage import INCOMING, StagedBlob, get_store, sweep_spool
 from evidence.video import hash_video
 from geo.fence import haversine_m
 from tasks import claims, hooks
@@ -269,3 +269,9 @@ ABANDONED_UPLOAD_S = 6 * 3600
 def sweep_abandoned_uploads(older_than_s: float = ABANDONED_UPLOAD_S) -> int:
     """Remove partial uploads left in the store by a crash; returns how many."""
     return get_store().sweep_incoming(older_than_s)
+
+
+def sweep_local_spool(older_than_s: float = ABANDONED_UPLOAD_S) -> int:
+    """This host's abandoned partial uploads. With the S3 store the beat sweep runs on some worker host, so each
+    API process also sweeps its own host's spool when it starts (after a crash, when leftovers appear)."""
+    return sweep_spool(get_settings().evidence_dir / INCOMING, older_than_s)

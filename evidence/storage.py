@@ -1,11 +1,18 @@
-"""Content-addressed blob storage (sha256). Local disk by default; an S3-compatible backend
-implements the same methods (staging would be a multipart upload named by its hash once complete)."""
+"""Content-addressed blob storage (keys are sha256 hex digests, optionally suffixed: ``<sha>-grey``).
+
+Two backends behind one interface: ``LocalBlobStore`` (a private directory, the embedded default) and
+``evidence.storage_s3.S3BlobStore`` (any S3-compatible object store, for API and workers on several hosts).
+An upload is always staged in a local spool file first (hashed and capped as it streams): intake must read it
+(type sniffing, decoding, polyglot checks) before it is accepted, and only an accepted file is kept.
+"""
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -13,17 +20,24 @@ from core.config import get_settings
 from evidence.errors import FileTooLarge
 
 INCOMING = "incoming"  # uploads being received; a file left here by a crash is never referenced
+_KEY_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz-_.")
+
+
+def check_key(key: str) -> str:
+    """The key itself, or ValueError: keys are made by us from hashes, never taken from a request."""
+    if not key or key[0] in "-_." or any(c not in _KEY_CHARS for c in key):
+        raise ValueError("invalid blob key")
+    return key
 
 
 class StagedBlob:
-    """An upload written into the store as it arrives: sha256 and size computed and the size cap enforced while
-    it streams; a temp file until ``keep`` files it under its hash, removed by ``discard``."""
+    """An upload written to a local spool file as it arrives: sha256 and size computed and the size cap enforced
+    while it streams; ``keep`` hands it to the store under its hash, ``discard`` removes it."""
 
-    def __init__(self, store: "LocalBlobStore", max_bytes: int) -> None:
-        self.store, self.max_bytes = store, max_bytes
-        folder = store.root / INCOMING
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, name = tempfile.mkstemp(dir=folder, prefix="up-")
+    def __init__(self, spool: Path, max_bytes: int, commit: Callable[["StagedBlob"], None]) -> None:
+        self.max_bytes, self._commit = max_bytes, commit
+        spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, name = tempfile.mkstemp(dir=spool, prefix="up-")
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._sha = hashlib.sha256()
@@ -48,23 +62,15 @@ class StagedBlob:
         return self.sha256
 
     def keep(self) -> None:
-        """File the upload under its sha256 (an identical blob already there is kept instead). Waits for the
-        disk (fsync: durable before a committed row can refer to it), so call it from a worker thread."""
-        path = self.store._path(self.sha256 or self.finish())
-        if path.exists():
-            self.discard()
-        else:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.replace(self.path, path)
+        """Store the upload under its sha256 (an identical blob already there is kept instead), durably before it
+        returns (a committed row may refer to it then): waits for disk or network, so call it from a thread."""
+        self.sha256 or self.finish()
+        self._commit(self)
         self.kept = True
+        self.path.unlink(missing_ok=True)  # the local backend moved it already; the S3 one copied it
 
     def discard(self) -> None:
-        """Remove the temp file (nothing happens once it was kept)."""
+        """Remove the spool file (nothing happens once it was kept)."""
         if not self._file.closed:
             self._file.close()
         if not self.kept:
@@ -85,6 +91,20 @@ class BlobStore(Protocol):
     def sweep_incoming(self, older_than_s: float) -> int: ...
 
 
+def sweep_spool(folder: Path, older_than_s: float) -> int:
+    """Remove spool files that stopped growing more than ``older_than_s`` ago (their process died); returns how
+    many. A file still being written is younger than that: its mtime moves with every chunk."""
+    cutoff, removed = time.time() - older_than_s, 0
+    for path in folder.glob("up-*") if folder.is_dir() else ():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # kept or discarded meanwhile by the upload that owned it
+            continue
+    return removed
+
+
 class LocalBlobStore:
     """Files under a private directory, fanned out by the first hex digits of the key."""
 
@@ -92,8 +112,7 @@ class LocalBlobStore:
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        if not key or any(c not in "0123456789abcdef-_.abcdefghijklmnopqrstuvwxyz" for c in key):
-            raise ValueError("invalid blob key")
+        check_key(key)
         return self.root / key[:2] / key[2:4] / key
 
     def put(self, key: str, data: bytes) -> None:
@@ -118,23 +137,43 @@ class LocalBlobStore:
         return self._path(key).exists()
 
     def stage(self, max_bytes: int) -> StagedBlob:
-        """A new upload to stream into the store."""
-        return StagedBlob(self, max_bytes)
+        """A new upload to stream into the store (spooled inside it, so keeping it is a rename)."""
+        return StagedBlob(self.root / INCOMING, max_bytes, self._keep_staged)
+
+    def _keep_staged(self, staged: StagedBlob) -> None:
+        path = self._path(staged.sha256)
+        if path.exists():
+            return
+        fd = os.open(staged.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.replace(staged.path, path)
 
     def sweep_incoming(self, older_than_s: float) -> int:
-        """Remove uploads that stopped being received more than ``older_than_s`` ago (their process died);
-        returns how many. A file still being written is younger than that: its mtime moves with every chunk."""
-        folder, cutoff, removed = self.root / INCOMING, time.time() - older_than_s, 0
-        for path in folder.glob("up-*") if folder.is_dir() else ():
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:  # kept or discarded meanwhile by the upload that owned it
-                continue
-        return removed
+        """Remove uploads abandoned by a process that died while receiving them; returns how many."""
+        return sweep_spool(self.root / INCOMING, older_than_s)
 
 
 def get_store() -> BlobStore:
-    """The configured store (local disk under FIELDPROOF_EVIDENCE_DIR)."""
-    return LocalBlobStore(get_settings().evidence_dir)
+    """The configured store: FIELDPROOF_EVIDENCE_STORE=local (under FIELDPROOF_EVIDENCE_DIR) or s3."""
+    s = get_settings()
+    if s.evidence_store == "s3":
+        return _s3_store(tuple(getattr(s, name) for name in S3_SETTINGS))
+    return LocalBlobStore(s.evidence_dir)
+
+
+# The settings an S3 store is built from, in the order S3BlobStore takes them.
+S3_SETTINGS = ("s3_bucket", "s3_prefix", "s3_endpoint_url", "s3_region", "s3_addressing_style", "s3_access_key_id",
+               "s3_secret_access_key", "s3_part_mib", "s3_upload_concurrency", "evidence_dir")
+
+
+@lru_cache(maxsize=8)
+def _s3_store(config: tuple) -> BlobStore:
+    """One store (one boto3 client: thread-safe, costly to build) per configuration and process."""
+    # lazy: boto3 takes a noticeable fraction of a second to import and only the S3 backend needs it
+    from evidence.storage_s3 import S3BlobStore
+
+    return S3BlobStore(*config)

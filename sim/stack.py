@@ -113,7 +113,7 @@ class Stack:
                             "--workers", str(self.api_workers), "--no-access-log", "--log-level", "warning",
                             "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"])
         celery = [py, "-m", "celery", "-A", "workers.celery_app:app"]
-        self._spawn("worker", [*celery, "worker", "-Q", "default,evidence,maintenance", "--concurrency",
+        self._spawn("worker", [*celery, "worker", "-Q", "default,evidence,maintenance,money", "--concurrency",
                                str(self.celery_concurrency), "-n", f"sim{os.getpid()}@%h", "--without-gossip",
                                "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"])
         self._spawn("beat", [*celery, "beat", "--schedule", os.path.join(self.workdir, "beat-schedule"),

@@ -35,7 +35,7 @@ def _add_follow_up(*, db_session, marker: str) -> None:
 def worker_process():
     env = {**os.environ, "FIELDPROOF_TEST_JOB_HANDLERS": "tests.test_workers"}
     proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tests.celery_test_app:app", "worker",
-                             "-Q", "default,maintenance", "--concurrency", "1", "--pool", "solo",
+                             "-Q", "default,maintenance,money", "--concurrency", "1", "--pool", "solo",
                              "--loglevel", "WARNING"], env=env)
     yield proc
     proc.terminate()

@@ -36,7 +36,7 @@ app.conf.update(
     task_soft_time_limit=TASK_TIME_LIMIT_S - 15,
     broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
     broker_connection_retry_on_startup=True,
-    task_default_queue="default",
+    task_default_queue="default",  # every task names its own queue (workers.queues); this is only a fallback
     beat_schedule=scaled(beat_schedule(get_settings()), clock.rate(), get_settings().beat_min_interval_s),
     timezone="UTC",
     enable_utc=True,

@@ -11,6 +11,7 @@ from tasks import service as tasks_service
 from core.db import session_scope
 from core.logging import get_logger
 from workers.celery_app import app
+from workers.queues import queue_for_job
 
 log = get_logger("workers")
 
@@ -23,7 +24,7 @@ RETRY_BACKOFF_MAX_S = 60
 @app.task(name="fieldproof.run_job", queue="default", acks_late=True, max_retries=5,
           autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=RETRY_BACKOFF_MAX_S, retry_jitter=True)
 def run_job(job_id: int) -> str:
-    """Perform one durable job (idempotent: a second delivery finds it done)."""
+    """Perform one durable job (idempotent: a second delivery finds it done); sent to its kind's queue."""
     with session_scope() as db:
         return jobs.run(db_session=db, job_id=job_id)
 
@@ -32,12 +33,12 @@ def run_job(job_id: int) -> str:
 def sweep_unfinished_jobs() -> int:
     """Re-enqueue jobs whose message was lost (Redis flushed, worker died)."""
     with session_scope() as db:
-        ids = jobs.due_for_retry(db_session=db)
-    for job_id in ids:
-        run_job.delay(job_id)
-    if ids:
-        log.info("requeued_jobs", count=len(ids))
-    return len(ids)
+        due = jobs.due_for_retry(db_session=db)
+    for job_id, kind in due:
+        send_job(job_id, kind)
+    if due:
+        log.info("requeued_jobs", count=len(due))
+    return len(due)
 
 
 @app.task(name="fieldproof.purge_idempotency_records", queue="maintenance", acks_late=True)
@@ -47,10 +48,15 @@ def purge_idempotency_records() -> int:
         return idempotency.purge_expired(db_session=db)
 
 
-def enqueue_job(job_id: int) -> None:
+def send_job(job_id: int, kind: str) -> None:
+    """Send ``run_job`` for one job to the queue of its kind (evidence jobs to the evidence workers)."""
+    run_job.apply_async((job_id,), queue=queue_for_job(kind))
+
+
+def enqueue_job(job_id: int, kind: str) -> None:
     """Nudge a worker after the job row committed; if this fails the sweeper catches it."""
     try:
-        run_job.delay(job_id)
+        send_job(job_id, kind)
     except Exception:  # the DB row is the truth; a lost nudge is only a delay
         log.warning("enqueue_failed", job_id=job_id)
 
@@ -73,7 +79,7 @@ def auto_confirm() -> int:
         return acceptance.auto_confirm_due(db_session=db)
 
 
-@app.task(name="fieldproof.execute_payout", queue="default", acks_late=True, max_retries=10,
+@app.task(name="fieldproof.execute_payout", queue="money", acks_late=True, max_retries=10,
           autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=RETRY_BACKOFF_MAX_S)
 def execute_payout(withdrawal_id: int) -> str:
     """Pay one withdrawal; a redelivery after a crash reuses the provider key, so it pays once."""
