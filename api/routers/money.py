@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, StatementReadDb, Worker
 from api.idempotent import IdempotentRun
 from ledger import service as ledger
 from ledger import withdrawals
@@ -66,7 +66,7 @@ def review_withdrawal(withdrawal_id: Id, body: WithdrawalReview, ops: Ops, idem:
 
 @router.get("/me/statement.csv", response_class=Response,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
-def statement(merchant: Merchant, db_session: DbSession) -> Response:
+def statement(merchant: Merchant, db_session: StatementReadDb) -> Response:
     """Every posting on the merchant's accounts as CSV."""
     rows = ledger.statement(db_session, merchant.id)
     buf = io.StringIO()
