@@ -78,10 +78,16 @@ class Standby:
             log("standby stopped")
 
 
+def pgbouncer_exe() -> str | None:
+    """Path of the pgbouncer program (Debian puts it in /usr/sbin, not on every user's PATH)."""
+    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    return exe if Path(exe).exists() else None
+
+
 def pgbouncer_version() -> tuple[int, int] | None:
     """The installed PgBouncer's (major, minor), or None when it is not installed."""
-    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    if not Path(exe).exists():
+    exe = pgbouncer_exe()
+    if exe is None:
         return None
     out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
     found = re.search(r"PgBouncer (\d+)\.(\d+)", out)
@@ -136,7 +142,7 @@ class Bouncer:
             shutil.chown(home, user)
         log(f"starting PgBouncer (transaction mode, {get_settings().pgbouncer_pool_size} server connections per "
             f"database) on 127.0.0.1:{self.port}")
-        self.svc.as_pg(["pgbouncer", "-d", str(home / "pgbouncer.ini")], check=True)
+        self.svc.as_pg([str(pgbouncer_exe()), "-d", str(home / "pgbouncer.ini")], check=True)
         for _ in range(100):
             if self.running():
                 return

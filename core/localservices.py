@@ -175,7 +175,7 @@ class LocalServices:
                 + (f" as unprivileged user '{user}' (PostgreSQL refuses to run as root)" if user else ""))
             opts = f"-c listen_addresses=127.0.0.1 -p {st['pg_port']} -k {cluster} {DURABILITY_OPTS}"
             self.as_pg([str(PG_BIN / "pg_ctl"), "-D", str(cluster), "-l", str(cluster / "server.log"),
-                         "-o", opts, "-w", "-t", "60", "start"], check=True, stdout=subprocess.DEVNULL)
+                        "-o", opts, "-w", "-t", "60", "start"], check=True, stdout=subprocess.DEVNULL)
         for name in (get_settings().database_name, get_settings().database_name + "_test"):
             self.ensure_database(name)
 
@@ -190,8 +190,8 @@ class LocalServices:
             shutil.chown(pwfile, user)
         try:
             self.as_pg([str(PG_BIN / "initdb"), "-D", str(cluster), "-U", PG_SUPERUSER, "--pwfile", str(pwfile),
-                         "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8"],
-                        check=True, stdout=subprocess.DEVNULL)
+                        "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8"],
+                       check=True, stdout=subprocess.DEVNULL)
         finally:
             pwfile.unlink(missing_ok=True)
         with open(cluster / "postgresql.conf", "a") as conf:
