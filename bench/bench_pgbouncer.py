@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import statistics
 import sys
 import threading
 import time
@@ -22,13 +23,14 @@ from sqlalchemy.orm import Session
 
 from accounts import service as accounts
 from bench import wrk
-from bench.common import figure, scale, server, summary, use_bench_database
+from bench.common import figure, scale, server, use_bench_database
 from bench.seed import CITIES, published_tasks
 from core import localservices
-from core.localscale import Bouncer
+from core.localscale import Bouncer, on_local_cluster
 from tasks import service
 
 QUERIES = 1000
+ROUNDS = 10
 PASSWORD = "bench-password-1"
 WRK_S = 10.0
 
@@ -39,37 +41,40 @@ def _points(n: int, seed: int = 7) -> list[tuple[float, float]]:
             for c in (rng.choice(CITIES) for _ in range(n))]
 
 
-def _time(url: str, connect_args: dict, points) -> tuple[list[float], list[float]]:
-    """Per-query ms of the hall query and of a primary-key read, on one connection (after a warm-up)."""
-    engine = create_engine(url, connect_args=connect_args)
+def _time(db: Session, points, user_id: int) -> tuple[float, float]:
+    """Median ms of the hall query and of a primary-key read over ``points``, on one connection."""
     hall, pk = [], []
-    with Session(engine) as db:
-        user_id = db.execute(text("SELECT min(id) FROM app_user")).scalar_one()
-        for i, (lon, lat) in enumerate(points):
-            t = time.perf_counter()
-            service.nearby(db_session=db, lat=lat, lon=lon, crs="wgs84", radius_m=5000, limit=50)
-            t2 = time.perf_counter()
-            db.execute(text("SELECT * FROM app_user WHERE id = :id"), {"id": user_id}).one()
-            t3 = time.perf_counter()
-            if i >= 50:  # warm-up: caches, and psycopg's prepare threshold
-                hall.append((t2 - t) * 1000)
-                pk.append((t3 - t2) * 1000)
-        db.rollback()
-    engine.dispose()
-    return hall, pk
+    for lon, lat in points:
+        t = time.perf_counter()
+        service.nearby(db_session=db, lat=lat, lon=lon, crs="wgs84", radius_m=5000, limit=50)
+        t2 = time.perf_counter()
+        db.execute(text("SELECT * FROM app_user WHERE id = :id"), {"id": user_id}).one()
+        hall.append((t2 - t) * 1000)
+        pk.append((time.perf_counter() - t2) * 1000)
+    return statistics.median(hall), statistics.median(pk)
 
 
 def _prepare_cost(url: str) -> dict:
+    """Prepared and unprepared in alternating rounds on two warm connections (a busy machine drifts over time);
+    the figure is the median over rounds."""
+    engines = [create_engine(url), create_engine(url, connect_args={"prepare_threshold": None})]
+    sessions = [Session(e) for e in engines]
+    user_id = sessions[0].execute(text("SELECT min(id) FROM app_user")).scalar_one()
     points = _points(QUERIES)
-    prepared = _time(url, {}, points)
-    unprepared = _time(url, {"prepare_threshold": None}, points)
-    p50 = [summary(x)["p50"] for x in (*prepared, *unprepared)]
-    print(f"[bench_pgbouncer] p50 ms prepared hall {p50[0]:.3f} pk {p50[1]:.3f}; unprepared hall {p50[2]:.3f} "
-          f"pk {p50[3]:.3f}", file=sys.stderr)
+    for db in sessions:
+        _time(db, points[:50], user_id)  # warm-up: caches, and psycopg's prepare threshold
+    rounds = [[_time(db, points[i::ROUNDS], user_id) for db in sessions] for i in range(ROUNDS)]
+    for db, engine in zip(sessions, engines):
+        db.rollback()
+        db.close()
+        engine.dispose()
+    (hall_p, pk_p), (hall_u, pk_u) = [[statistics.median(r[k][j] for r in rounds) for j in (0, 1)] for k in (0, 1)]
+    print(f"[bench_pgbouncer] median ms prepared hall {hall_p:.3f} pk {pk_p:.3f}; unprepared hall {hall_u:.3f} "
+          f"pk {pk_u:.3f}", file=sys.stderr)
     return {"unprepared_statement_cost": figure(
-        p50[2], "ms", p50[0], False, "reference: task-hall query p50 unprepared (behind PgBouncer 1.18) vs prepared",
-        detail={"hall_prepared_p50_ms": round(p50[0], 3), "hall_unprepared_p50_ms": round(p50[2], 3),
-                "pk_read_prepared_p50_ms": round(p50[1], 3), "pk_read_unprepared_p50_ms": round(p50[3], 3)})}
+        hall_u, "ms", hall_p, False, "reference: task-hall query median unprepared (behind PgBouncer 1.18) vs prepared",
+        detail={"hall_prepared_ms": round(hall_p, 3), "hall_unprepared_ms": round(hall_u, 3),
+                "pk_read_prepared_ms": round(pk_p, 3), "pk_read_unprepared_ms": round(pk_u, 3), "rounds": ROUNDS})}
 
 
 @contextmanager
@@ -131,7 +136,7 @@ def run() -> dict:
     with create_engine(url).begin() as conn:
         published_tasks(conn, int(100_000 * scale()))
     out = _prepare_cost(url)
-    if localservices.external():
+    if not on_local_cluster(url):  # the bouncer fronts the local cluster only
         return out
     Bouncer(localservices.LocalServices.from_settings()).up()
     reqs = _hall_requests(_token(_worker(url)))

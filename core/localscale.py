@@ -15,11 +15,20 @@ import time
 from pathlib import Path
 
 from core.config import get_settings
-from core.localservices import (DURABILITY_OPTS, PG_BIN, PG_SUPERUSER, LocalServices, log, port_open)
+from core.localservices import DURABILITY_OPTS, PG_BIN, PG_SUPERUSER, LocalServices, log, port_open
 
 # PgBouncer follows protocol-level prepared statements across server connections from 1.21 on.
 PREPARED_STATEMENTS_SINCE = (1, 21)
 PGBOUNCER_PACKAGE = "pgbouncer"
+
+
+def on_local_cluster(url: str) -> bool:
+    """Whether ``url`` is a database on the project-local primary (the standby and bouncer front only that one)."""
+    # lazy: sqlalchemy is heavy for `fieldproof db`, which needs this only in tests and benches
+    from sqlalchemy.engine import make_url
+
+    svc = LocalServices.from_settings()
+    return svc.state_file.exists() and make_url(url).port == svc.state()["pg_port"]
 
 
 class Standby:

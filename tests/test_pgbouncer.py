@@ -14,7 +14,7 @@ from accounts import service as accounts
 from core import localservices
 from core.config import get_settings
 from core.db import _connect_args, database_url, get_engine, pgbouncer_url
-from core.localscale import Bouncer
+from core.localscale import Bouncer, on_local_cluster
 from tests.fieldwork import STORE, publish_approved, task_body
 from tests.helpers import PASSWORD, unique, wait_until
 from tests.live import live_server, release_together
@@ -22,12 +22,8 @@ from tests.live import live_server, release_together
 POOL = 16  # the bouncer's default_pool_size (settings pgbouncer_pool_size)
 
 
-def _on_local_cluster() -> bool:
-    svc = localservices.LocalServices.from_settings()
-    return svc.state_file.exists() and make_url(database_url()).port == svc.state()["pg_port"]
-
-
-pytestmark = pytest.mark.skipif(not _on_local_cluster(), reason="the bouncer fronts the local cluster")
+pytestmark = pytest.mark.skipif(not on_local_cluster(database_url()),
+                                reason="the bouncer fronts the local cluster")
 
 
 @pytest.fixture(scope="session")

@@ -16,18 +16,11 @@ from sqlalchemy.orm import Session
 from core import localservices, replica
 from core.config import get_settings
 from core.db import database_url, get_replica_engine
-from core.localscale import Standby
-from tests.fieldwork import STORE, publish_approved, task_body
-from tests.helpers import PASSWORD, unique, wait_until
+from core.localscale import Standby, on_local_cluster
+from tests.helpers import wait_until
 
-
-
-def _on_local_cluster() -> bool:
-    svc = localservices.LocalServices.from_settings()
-    return svc.state_file.exists() and make_url(database_url()).port == svc.state()["pg_port"]
-
-
-pytestmark = pytest.mark.skipif(not _on_local_cluster(), reason="the standby is copied from the local cluster")
+pytestmark = pytest.mark.skipif(not on_local_cluster(database_url()),
+                                reason="the standby is copied from the local cluster")
 
 
 @pytest.fixture(scope="session")

@@ -12,18 +12,13 @@ from sqlalchemy.engine import make_url
 from accounts import service as accounts
 from core import localservices
 from core.db import database_url
-from core.localscale import Standby
+from core.localscale import Standby, on_local_cluster
 from tests.fieldwork import STORE, publish_approved, task_body
 from tests.helpers import PASSWORD, unique, wait_until
 from tests.live import live_server
 
-
-def _on_local_cluster() -> bool:
-    svc = localservices.LocalServices.from_settings()
-    return svc.state_file.exists() and make_url(database_url()).port == svc.state()["pg_port"]
-
-
-pytestmark = pytest.mark.skipif(not _on_local_cluster(), reason="the standby is copied from the local cluster")
+pytestmark = pytest.mark.skipif(not on_local_cluster(database_url()),
+                                reason="the standby is copied from the local cluster")
 
 # The hall and ops views accept an hour of staleness here, so a paused replica still serves them (and shows that
 # it does, by missing what was written since); statements accept none.
