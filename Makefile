@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 FP     := $(VENV)/bin/fieldproof
 
-.PHONY: run test fuzz bench bench-readme wrk venv web browser up down clean
+.PHONY: run test fuzz bench bench-readme wrk pgbouncer venv web browser up down clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ browser:
 	  { apt-get update -qq && apt-get install -y -qq chromium fonts-noto-cjk; }; } \
 	  || echo "chromium could not be installed: the browser tests will skip"
 
+# Debian's PgBouncer for the connection-pooling tests (they start it, and a streaming standby, through session
+# fixtures under .data/); apt-get update only if the first install fails; without it those tests skip.
+pgbouncer:
+	@command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || [ "$$(id -u)" != 0 ] || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends pgbouncer || { apt-get update -qq && apt-get install -y -qq --no-install-recommends pgbouncer; }; } \
+	  || echo "pgbouncer could not be installed: the PgBouncer tests will skip"
+
 up: venv
 	$(FP) db up
 
@@ -38,7 +45,7 @@ up: venv
 run: venv web
 	$(PY) -m api.supervise
 
-test: up web browser
+test: up web browser pgbouncer
 	$(PY) -m pytest
 
 # A larger, random schema-fuzzing run than the bounded one in `make test` (examples per operation and mode).

@@ -23,7 +23,7 @@ def _db(args: argparse.Namespace) -> int:
     from core import localservices
 
     if args.action == "up":
-        localservices.up()
+        localservices.up(replica=args.replica, pgbouncer=args.pgbouncer)
     elif args.action == "down":
         localservices.down()
     print(json.dumps(_status()))
@@ -40,6 +40,20 @@ def _status() -> dict:
     if not info["external"]:
         svc = localservices.LocalServices.from_settings()
         info.update(postgres_running=svc.pg_running(), redis_running=svc.redis_running())
+    return {**info, **_scale_status()}
+
+
+def _scale_status() -> dict:
+    """The replica's and the bouncer's URLs when configured; whether the local standby and bouncer run."""
+    # lazy: every fieldproof command loads this module; only this command needs these
+    from core import db, localscale, localservices
+
+    info = {f"{name}_url": _redact(url) for name, url in (("replica", db.replica_url()),
+                                                          ("pgbouncer", db.pgbouncer_url())) if url}
+    if not localservices.external():
+        svc = localservices.LocalServices.from_settings()
+        info.update(replica_running=localscale.Standby(svc).running(),
+                    pgbouncer_running=localscale.Bouncer(svc).running())
     return info
 
 
@@ -118,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="project-local PostGIS and Redis")
     db.add_argument("action", choices=["up", "down", "status"])
+    db.add_argument("--replica", action="store_true", help="also start a streaming standby (pg_basebackup -R)")
+    db.add_argument("--pgbouncer", action="store_true", help="also start PgBouncer in transaction mode")
     db.set_defaults(func=_db)
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.add_argument("--revision", default="head")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from typing import Annotated
 
@@ -16,6 +16,7 @@ from accounts.models import User
 from accounts.errors import InvalidToken
 from accounts.security import decode_access
 from api.middleware import ACCESS
+from core import replica
 from core.bounds import BIGINT_MAX
 from core.db import new_session
 from core.models import utcnow
@@ -98,6 +99,35 @@ def role(*roles: str) -> Callable[[User], User]:
 Worker = Annotated[User, Depends(role("worker"))]
 Merchant = Annotated[User, Depends(role("merchant"))]
 Ops = Annotated[User, Depends(role("ops"))]
+
+
+def read_db(query_class: str) -> Callable[..., Iterator[Session]]:
+    """Dependency factory: where a read-only view of ``query_class`` reads: the streaming replica when it is fresh
+    enough for that class (core.replica, settings replica_max_lag_s), else the request's own primary session.
+    Authentication always reads the primary (a freeze or a revoked login counts at once)."""
+
+    def _dep(db_session: DbSession, user: CurrentUser) -> Iterator[Session]:
+        session = replica.read_session(db_session, query_class)
+        if session is None:
+            yield db_session
+            return
+        # Authentication is done: end its transaction, so the primary connection goes back to the pool while the
+        # replica works (expire_on_commit=False keeps the user loaded).
+        db_session.commit()
+        try:
+            yield session
+        finally:
+            session.close()
+
+    return _dep
+
+
+# Read classes (docs/scale-db.md). Everything else, above all what a caller reads right after writing it (own
+# claims, wallet, progress, submissions), reads the primary through DbSession.
+HeatmapReadDb = Annotated[Session, Depends(read_db("heatmap"))]
+StatsReadDb = Annotated[Session, Depends(read_db("stats"))]
+HallReadDb = Annotated[Session, Depends(read_db("hall"))]
+StatementReadDb = Annotated[Session, Depends(read_db("statement"))]
 
 
 def client_ip(request: Request) -> str | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.common import machine, scale
 
 MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup",
-           "bench.bench_heatmap", "bench.bench_upload", "bench.bench_sim"]
+           "bench.bench_heatmap", "bench.bench_upload", "bench.bench_sim", "bench.bench_pgbouncer"]
 OUT = Path(__file__).resolve().parent
 # Table order: each goal figure beside its references; figures not listed follow in the order they came.
 ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "checkout_throughput",

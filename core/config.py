@@ -62,6 +62,29 @@ class Settings(BaseSettings):
     db_max_overflow: int = 8
     db_pool_timeout_s: float = 30.0
 
+    # ---- Scale-out (docs/scale-db.md) ----
+    # PgBouncer in transaction mode between the API/worker processes and PostgreSQL: the project-local one
+    # (`fieldproof db up --pgbouncer`) when pgbouncer is true, or an external one at pgbouncer_url. Migrations and
+    # `fieldproof db` connect directly. The bouncer opens at most pgbouncer_pool_size server connections per
+    # database, however many processes (each with its own db_pool_size) connect to it.
+    pgbouncer: bool = False
+    pgbouncer_url: str = ""
+    pgbouncer_pool_size: int = 16
+    # Whether the bouncer follows protocol-level prepared statements (PgBouncer >= 1.21, max_prepared_statements).
+    # Unset: the local bouncer's version decides; an external one is assumed not to. Without them psycopg sends
+    # every statement unprepared (prepare_threshold=None): Debian 12 ships PgBouncer 1.18.
+    pgbouncer_prepared_statements: bool | None = None
+    # Streaming read replica for read-only views: the project-local standby (`fieldproof db up --replica`) when
+    # replica is true, or replica_url. Each read class accepts this much staleness in seconds; a class not listed,
+    # or a replica lagging more or not answering, reads the primary. 0 means "everything committed before this
+    # request began" (the caller's own writes included). Heatmap and stats read roll-ups that are >= 30 s old
+    # anyway; the hall only offers tasks (claims are decided on the primary); a statement shows one's own money.
+    replica: bool = False
+    replica_url: str = ""
+    replica_max_lag_s: dict[str, float] = {"heatmap": 120.0, "stats": 120.0, "hall": 5.0, "statement": 0.0}
+    # After the replica failed to answer, reads use the primary for this long before trying it again.
+    replica_retry_s: float = 5.0
+
     # HTTP edge limits.
     max_json_body_bytes: int = 256 * 1024
     max_upload_bytes: int = 25 * 1024 * 1024

@@ -6,17 +6,22 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import jobs  # noqa: F401  (registers the after-commit job dispatch on every session)
 from core.config import get_settings
+from core.localscale import Bouncer
 from core.localservices import LocalServices
 
 
 def database_url() -> str:
-    """The SQLAlchemy URL: FIELDPROOF_DATABASE_URL, else the project-local cluster's."""
+    """The SQLAlchemy URL of the primary: FIELDPROOF_DATABASE_URL, else the project-local cluster's."""
     settings = get_settings()
-    url = settings.database_url or _local_url(settings.database_name)
+    return _psycopg(settings.database_url or _local_url(settings.database_name))
+
+
+def _psycopg(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
@@ -24,6 +29,46 @@ def database_url() -> str:
 
 def _local_url(dbname: str) -> str:
     return LocalServices.from_settings().database_url(dbname)
+
+
+def _on_local_port(key: str) -> str:
+    """The primary's URL (same database and credentials) on a local port: the standby's or the bouncer's."""
+    url = make_url(database_url()).set(host="127.0.0.1", port=LocalServices.from_settings().port(key))
+    return url.render_as_string(hide_password=False)
+
+
+def pgbouncer_url() -> str:
+    """The PgBouncer the API and workers connect through: FIELDPROOF_PGBOUNCER_URL, else the local bouncer when
+    FIELDPROOF_PGBOUNCER is set; empty for none (they connect to the primary directly)."""
+    settings = get_settings()
+    if settings.pgbouncer_url:
+        return _psycopg(settings.pgbouncer_url)
+    return _on_local_port("pgbouncer_port") if settings.pgbouncer else ""
+
+
+def replica_url() -> str:
+    """The streaming replica's URL: FIELDPROOF_REPLICA_URL, else the local standby when FIELDPROOF_REPLICA is
+    set; empty for none (every read uses the primary)."""
+    settings = get_settings()
+    if settings.replica_url:
+        return _psycopg(settings.replica_url)
+    return _on_local_port("replica_port") if settings.replica else ""
+
+
+def _bouncer_prepares() -> bool:
+    settings = get_settings()
+    if settings.pgbouncer_prepared_statements is not None:
+        return settings.pgbouncer_prepared_statements
+    return not settings.pgbouncer_url and Bouncer(LocalServices.from_settings()).prepared_statements()
+
+
+def _connect_args() -> dict:
+    if not pgbouncer_url():
+        return {"options": "-c synchronous_commit=on"}
+    # Behind a bouncer the server connection sets synchronous_commit itself (core.localscale's connect_query;
+    # configure an external bouncer alike). A bouncer older than 1.21 in transaction mode hands the next
+    # transaction another server connection, where psycopg's prepared "_pg3_N" does not exist: never prepare.
+    return {} if _bouncer_prepares() else {"prepare_threshold": None}
 
 
 @lru_cache
@@ -34,10 +79,25 @@ def get_engine() -> Engine:
     # No pre-ping: it cost a round trip on every checkout. A connection the server dropped (restart, failover)
     # fails its first statement instead; SQLAlchemy then invalidates every pooled connection older than that
     # moment, so one request per process sees 503 + Retry-After (api.errors) and the pool is fresh again.
+    # Through PgBouncer (pgbouncer_url) when one is configured.
     settings = get_settings()
-    return create_engine(database_url(), pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
+    return create_engine(pgbouncer_url() or database_url(), pool_size=settings.db_pool_size,
+                         max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout_s,
+                         pool_pre_ping=False, pool_recycle=1800, connect_args=_connect_args())
+
+
+@lru_cache
+def get_replica_engine() -> Engine | None:
+    """The read replica's engine, or None when no replica is configured (core.replica decides per read)."""
+    url = replica_url()
+    if not url:
+        return None
+    # A short connect timeout: a replica that does not answer costs a read this long once, then core.replica
+    # sends reads to the primary for replica_retry_s.
+    settings = get_settings()
+    return create_engine(url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
                          pool_timeout=settings.db_pool_timeout_s, pool_pre_ping=False, pool_recycle=1800,
-                         connect_args={"options": "-c synchronous_commit=on"})
+                         connect_args={"connect_timeout": 2})
 
 
 # Set in a session's info while a unit of work owns its transaction.

@@ -5,6 +5,8 @@ import time
 
 from sqlalchemy import text
 
+from core import replica
+from core.config import get_settings
 from core.db import get_engine
 from core.redis import get_redis
 
@@ -29,5 +31,9 @@ def _redis() -> str:
 
 
 def check_all() -> dict[str, dict]:
-    """Check the database and Redis."""
-    return {"database": _timed(_db), "redis": _timed(_redis)}
+    """Check the database and Redis, and report the read replica's lag when one is configured. The replica is
+    optional: reads fall back to the primary, so a lagging or stopped replica does not make the service unhealthy."""
+    checks = {"database": _timed(_db), "redis": _timed(_redis)}
+    if get_settings().replica or get_settings().replica_url:
+        checks["replica"] = {**_timed(replica.status), "optional": True}
+    return checks

@@ -43,7 +43,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on a loopback port."""
     with socket.socket() as s:
         s.settimeout(0.3)
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -75,6 +76,14 @@ class LocalServices:
         self.state_file.write_text(json.dumps(st))
         self.state_file.chmod(0o600)
         return st
+
+    def port(self, key: str) -> int:
+        """A port kept in the state file under ``key``, chosen free on first use (standby, bouncer)."""
+        st = self.state()
+        if key not in st:
+            st[key] = free_port()
+            self.state_file.write_text(json.dumps(st))
+        return st[key]
 
     def database_url(self, dbname: str) -> str:
         """SQLAlchemy URL of a database on the local cluster."""
@@ -109,7 +118,8 @@ class LocalServices:
                        check=True, env=env)
 
     # ---- postgres ---------------------------------------------------------
-    def _pg_user(self) -> str | None:
+    def pg_user(self) -> str | None:
+        """The user PostgreSQL's processes run as: ``postgres`` when we are root, else ourselves (None)."""
         if os.geteuid() != 0:
             return None
         try:
@@ -118,38 +128,43 @@ class LocalServices:
             subprocess.run(["useradd", "--system", "--no-create-home", "postgres"], check=True)
         return "postgres"
 
-    def _as_pg(self, args: list[str], **kw) -> subprocess.CompletedProcess:
-        user = self._pg_user()
+    def as_pg(self, args: list[str], **kw) -> subprocess.CompletedProcess:
+        """Run a command as pg_user()."""
+        user = self.pg_user()
         cmd = ["runuser", "-u", user, "--", *args] if user else args
         return subprocess.run(cmd, **kw)
 
     def _cluster_dir(self) -> Path:
-        """The cluster directory; if the pg user cannot reach .data/pg, keep it elsewhere and link."""
-        user = self._pg_user()
-        if self.pg_dir.is_symlink() or not user:
-            return self.pg_dir.resolve()
+        """The cluster directory (see pg_owned_dir)."""
+        return self.pg_owned_dir(self.pg_dir)
+
+    def pg_owned_dir(self, path: Path) -> Path:
+        """``path`` for files the pg user owns; if that user cannot reach .data, kept elsewhere and linked."""
+        user = self.pg_user()
+        if path.is_symlink() or not user:
+            return path.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._as_pg(["test", "-x", str(self.data_dir)], capture_output=True).returncode == 0:
-            return self.pg_dir
+        if self.as_pg(["test", "-x", str(self.data_dir)], capture_output=True).returncode == 0:
+            return path
         # e.g. the clone lives under /root (mode 700): the postgres user cannot enter it.
         alt = Path("/var/lib/fieldproof") / secrets.token_hex(6)
         alt.mkdir(parents=True)
         alt.parent.chmod(0o755)
-        if self.pg_dir.exists():
-            shutil.rmtree(self.pg_dir)
-        self.pg_dir.symlink_to(alt)
-        log(f"{self.data_dir} is not reachable by user postgres; cluster kept in {alt}")
+        if path.exists():
+            shutil.rmtree(path)
+        path.symlink_to(alt)
+        log(f"{self.data_dir} is not reachable by user postgres; {path.name} kept in {alt}")
         return alt
 
     def pg_running(self) -> bool:
         """Whether our cluster is accepting connections."""
-        return _port_open(self.state()["pg_port"])
+        return port_open(self.state()["pg_port"])
 
     def pg_up(self) -> None:
         """Create (first time) and start the cluster, then make sure the databases exist."""
         st = self.state()
         cluster = self._cluster_dir()
-        user = self._pg_user()
+        user = self.pg_user()
         if not (cluster / "PG_VERSION").exists():
             self._initdb(cluster, st["pg_password"])
         if self.pg_running() and not self._pg_durable():
@@ -159,24 +174,24 @@ class LocalServices:
             log(f"starting PostgreSQL {PG_VERSION} on 127.0.0.1:{st['pg_port']}"
                 + (f" as unprivileged user '{user}' (PostgreSQL refuses to run as root)" if user else ""))
             opts = f"-c listen_addresses=127.0.0.1 -p {st['pg_port']} -k {cluster} {DURABILITY_OPTS}"
-            self._as_pg([str(PG_BIN / "pg_ctl"), "-D", str(cluster), "-l", str(cluster / "server.log"),
-                         "-o", opts, "-w", "-t", "60", "start"], check=True, stdout=subprocess.DEVNULL)
+            self.as_pg([str(PG_BIN / "pg_ctl"), "-D", str(cluster), "-l", str(cluster / "server.log"),
+                        "-o", opts, "-w", "-t", "60", "start"], check=True, stdout=subprocess.DEVNULL)
         for name in (get_settings().database_name, get_settings().database_name + "_test"):
             self.ensure_database(name)
 
     def _initdb(self, cluster: Path, password: str) -> None:
         log(f"initialising a PostgreSQL cluster in {cluster}")
         cluster.mkdir(parents=True, exist_ok=True)
-        user = self._pg_user()
+        user = self.pg_user()
         pwfile = cluster.parent / f".pw-{os.getpid()}"
         pwfile.write_text(password + "\n")
         if user:
             shutil.chown(cluster, user)
             shutil.chown(pwfile, user)
         try:
-            self._as_pg([str(PG_BIN / "initdb"), "-D", str(cluster), "-U", PG_SUPERUSER, "--pwfile", str(pwfile),
-                         "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8"],
-                        check=True, stdout=subprocess.DEVNULL)
+            self.as_pg([str(PG_BIN / "initdb"), "-D", str(cluster), "-U", PG_SUPERUSER, "--pwfile", str(pwfile),
+                        "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8"],
+                       check=True, stdout=subprocess.DEVNULL)
         finally:
             pwfile.unlink(missing_ok=True)
         with open(cluster / "postgresql.conf", "a") as conf:
@@ -214,13 +229,13 @@ class LocalServices:
         """Stop the cluster if it runs."""
         cluster = self.pg_dir.resolve()
         if (cluster / "PG_VERSION").exists() and self.pg_running():
-            self._as_pg([str(PG_BIN / "pg_ctl"), "-D", str(cluster), "-m", "fast", "-w", "stop"], check=False)
+            self.as_pg([str(PG_BIN / "pg_ctl"), "-D", str(cluster), "-m", "fast", "-w", "stop"], check=False)
             log("PostgreSQL stopped")
 
     # ---- redis ------------------------------------------------------------
     def redis_running(self) -> bool:
         """Whether our Redis accepts connections."""
-        return _port_open(self.state()["redis_port"])
+        return port_open(self.state()["redis_port"])
 
     def redis_up(self) -> None:
         """Start Redis on its loopback port, data under .data/redis."""
@@ -253,8 +268,9 @@ def external() -> bool:
     return bool(s.database_url and s.redis_url)
 
 
-def up() -> None:
-    """Install if needed and start both local servers (no-op for external servers)."""
+def up(replica: bool = False, pgbouncer: bool = False) -> None:
+    """Install if needed and start both local servers (no-op for external servers); the streaming standby and
+    PgBouncer too when asked for here or in settings (FIELDPROOF_REPLICA, FIELDPROOF_PGBOUNCER)."""
     if external():
         log("FIELDPROOF_DATABASE_URL and FIELDPROOF_REDIS_URL are set: using them, starting nothing")
         return
@@ -262,10 +278,23 @@ def up() -> None:
     svc.ensure_installed()
     svc.pg_up()
     svc.redis_up()
+    # lazy: core.localscale builds on this module (standby and bouncer are optional extras of the cluster)
+    from core import localscale
+
+    settings = get_settings()
+    if replica or (settings.replica and not settings.replica_url):
+        localscale.Standby(svc).up()
+    if pgbouncer or (settings.pgbouncer and not settings.pgbouncer_url):
+        localscale.Bouncer(svc).up()
 
 
 def down() -> None:
-    """Stop both local servers."""
+    """Stop the local servers (standby and bouncer first, if they run)."""
     svc = LocalServices.from_settings()
+    # lazy: core.localscale builds on this module
+    from core import localscale
+
+    localscale.Bouncer(svc).down()
+    localscale.Standby(svc).down()
     svc.redis_down()
     svc.pg_down()

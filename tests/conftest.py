@@ -49,6 +49,9 @@ from core.db import AppSession, database_url, get_engine  # noqa: E402
 from core.redis import get_redis  # noqa: E402
 from api.hooks import register_domain_hooks  # noqa: E402
 
+# The S3-compatible server and store fixtures (moto_server), for every test module that asks for them.
+pytest_plugins = ["tests.s3"]
+
 # Tests call domain services directly, as the app and the Celery worker do after their start-up registration.
 register_domain_hooks()
 

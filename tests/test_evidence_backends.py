@@ -9,7 +9,6 @@ from PIL import Image
 from evidence.service import working_image_key
 from evidence.storage import get_store
 from tests.evidence_transforms import jpeg, watermark_band
-from tests.s3 import any_store, s3_server, s3_store  # noqa: F401  (fixtures)
 from tests.test_evidence_api import PHOTOS, checked_in, process_all, upload
 
 

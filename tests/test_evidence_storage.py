@@ -10,7 +10,6 @@ import pytest
 from core.config import get_settings
 from evidence.errors import FileTooLarge
 from evidence.storage import get_store
-from tests.s3 import any_store, s3_server, s3_store  # noqa: F401  (fixtures)
 
 
 def test_put_get_exists_and_missing(any_store):

@@ -16,7 +16,6 @@ from tests.evidence_transforms import jpeg, watermark_band
 from tests.fieldwork import STORE, claimed, fix
 from tests.helpers import wait_until
 from tests.live import live_server
-from tests.s3 import s3_server  # noqa: F401  (fixture)
 from tests.test_evidence_api import PHOTOS
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, StatementReadDb, Worker
 from api.idempotent import IdempotentRun
 from ledger import service as ledger
 from ledger import withdrawals
@@ -65,7 +65,7 @@ def review_withdrawal(withdrawal_id: Id, body: WithdrawalReview, ops: Ops, idem:
 
 @router.get("/me/statement.csv", response_class=Response,
             responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
-def statement(merchant: Merchant, db_session: DbSession, lang: Literal["zh", "en"] = "zh") -> Response:
+def statement(merchant: Merchant, db_session: StatementReadDb, lang: Literal["zh", "en"] = "zh") -> Response:
     """Every posting on the merchant's accounts as CSV (UTF-8 with BOM, Asia/Shanghai time, yuan and fen)."""
     text = task_statement.statement_csv(db_session, merchant.id, lang)
     return Response(text.encode("utf-8"), media_type="text/csv; charset=utf-8",

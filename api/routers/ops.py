@@ -8,7 +8,7 @@ import hashlib
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from api.deps import DbSession, Ops
+from api.deps import HeatmapReadDb, Ops, StatsReadDb
 from core.bounds import BoundedDatetime
 from heatmap import ops as ops_views
 from heatmap import service as heatmap
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1/ops", tags=["ops"])
 
 
 @router.get("/heatmap")
-def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int, Query(ge=5, le=9)] = 8,
+def heatmap_cells(ops: Ops, db_session: HeatmapReadDb, bbox: str, res: Annotated[int, Query(ge=5, le=9)] = 8,
                   metric: str = "checkins",
                   from_: Annotated[BoundedDatetime | None, Query(alias="from")] = None,
                   to: BoundedDatetime | None = None, crs: Literal["wgs84", "gcj02", "bd09"] = "wgs84") -> dict:
@@ -32,7 +32,7 @@ def heatmap_cells(ops: Ops, db_session: DbSession, bbox: str, res: Annotated[int
     200: {"content": {"application/vnd.mapbox-vector-tile": {"schema": {"type": "string", "format": "binary"}}}},
     304: {"description": "Not modified (If-None-Match)"}})
 def tile(z: Annotated[int, Path(ge=0, le=30)], x: Annotated[int, Path(ge=0, le=2**30)],
-         y: Annotated[int, Path(ge=0, le=2**30)], ops: Ops, db_session: DbSession, request: Request,
+         y: Annotated[int, Path(ge=0, le=2**30)], ops: Ops, db_session: HeatmapReadDb, request: Request,
          metric: str = "checkins",
          days: Annotated[int, Query(ge=1, le=90)] = 7) -> Response:
     """Vector tile of the heatmap (ST_AsMVT), resolution chosen from the zoom; ETag and a short cache."""
@@ -46,7 +46,7 @@ def tile(z: Annotated[int, Path(ge=0, le=30)], x: Annotated[int, Path(ge=0, le=2
 
 
 @router.get("/stats")
-def stats(ops: Ops, db_session: DbSession, from_: Annotated[BoundedDatetime | None, Query(alias="from")] = None,
+def stats(ops: Ops, db_session: StatsReadDb, from_: Annotated[BoundedDatetime | None, Query(alias="from")] = None,
           to: BoundedDatetime | None = None) -> dict:
     """Totals and rates per task type, and check-in/flag rates per region (k-anonymous)."""
     return ops_views.stats(db_session=db_session, ops=ops, since=from_, until=to)

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, HallReadDb, Id, Merchant, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read, task_read
 from geo import crs as geocrs
@@ -33,7 +33,7 @@ def my_tasks(merchant: Merchant, db_session: DbSession, crs: Crs = "wgs84",
 
 
 @router.get("/tasks/nearby", response_model=list[TaskRead])
-def nearby(worker: Worker, db_session: DbSession,
+def nearby(worker: Worker, db_session: HallReadDb,
            lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
            lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)], crs: Crs = "wgs84",
            radius_m: Annotated[float, Query(gt=0, le=50_000, allow_inf_nan=False)] = 5000, type: TaskType | None = None,

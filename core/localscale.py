@@ -1,0 +1,193 @@
+"""The project-local streaming standby and PgBouncer under ``.data/`` (``fieldproof db up --replica --pgbouncer``).
+
+Both belong to the local cluster of core.localservices: the standby is a physical copy of it (pg_basebackup -R)
+replaying its WAL on its own port, the bouncer pools connections to it in transaction mode. Like the cluster they
+run as the unprivileged ``postgres`` user when we are root (PgBouncer refuses root as PostgreSQL does).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from core.config import get_settings
+from core.localservices import DURABILITY_OPTS, PG_BIN, PG_SUPERUSER, LocalServices, log, port_open
+
+# PgBouncer follows protocol-level prepared statements across server connections from 1.21 on.
+PREPARED_STATEMENTS_SINCE = (1, 21)
+PGBOUNCER_PACKAGE = "pgbouncer"
+
+
+def on_local_cluster(url: str) -> bool:
+    """Whether ``url`` is a database on the project-local primary (the standby and bouncer front only that one)."""
+    # lazy: sqlalchemy is heavy for `fieldproof db`, which needs this only in tests and benches
+    from sqlalchemy.engine import make_url
+
+    svc = LocalServices.from_settings()
+    return svc.state_file.exists() and make_url(url).port == svc.state()["pg_port"]
+
+
+class Standby:
+    """A hot standby of the local cluster, streaming from it (its own data dir and port)."""
+
+    def __init__(self, svc: LocalServices) -> None:
+        self.svc = svc
+        self.dir = svc.data_dir / "replica"
+
+    @property
+    def port(self) -> int:
+        return self.svc.port("replica_port")
+
+    def running(self) -> bool:
+        """Whether the standby accepts connections."""
+        return port_open(self.port)
+
+    def up(self) -> None:
+        """Copy the primary (first time) and start the standby; waits until it accepts read-only queries."""
+        if self.running():
+            return
+        if not self.svc.pg_running():
+            raise SystemExit("the primary is not running: start it first (fieldproof db up)")
+        cluster = self.svc.pg_owned_dir(self.dir)
+        if not (cluster / "PG_VERSION").exists():
+            self._basebackup(cluster)
+        log(f"starting the streaming standby on 127.0.0.1:{self.port}")
+        # Small buffers: a second 1 GB cluster is not needed for tests and benches. hot_standby_feedback keeps
+        # the primary's vacuum from removing rows a long heatmap query on the standby still reads.
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {cluster} -c shared_buffers=128MB "
+                f"-c hot_standby=on -c hot_standby_feedback=on {DURABILITY_OPTS}")
+        self.svc.as_pg([str(PG_BIN / "pg_ctl"), "-D", str(cluster), "-l", str(cluster / "server.log"), "-o", opts,
+                        "-w", "-t", "120", "start"], check=True, stdout=subprocess.DEVNULL)
+
+    def _basebackup(self, cluster: Path) -> None:
+        st = self.svc.state()
+        log(f"copying the primary into {cluster} (pg_basebackup -R: it becomes a streaming standby)")
+        if cluster.exists():
+            shutil.rmtree(cluster)
+        cluster.mkdir(parents=True, mode=0o700)
+        if user := self.svc.pg_user():
+            shutil.chown(cluster, user)
+        # -R writes primary_conninfo (with this password) and standby.signal; -X stream copies the WAL written
+        # meanwhile; -c fast checkpoints at once instead of waiting for the next one.
+        env = {**os.environ, "PGPASSWORD": st["pg_password"]}
+        self.svc.as_pg([str(PG_BIN / "pg_basebackup"), "-D", str(cluster), "-h", "127.0.0.1", "-p",
+                        str(st["pg_port"]), "-U", PG_SUPERUSER, "-R", "-X", "stream", "-c", "fast", "-w"],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+
+    def down(self) -> None:
+        """Stop the standby if it runs (its data dir stays, so it resumes streaming on the next start)."""
+        cluster = self.dir.resolve()
+        if (cluster / "PG_VERSION").exists() and self.running():
+            self.svc.as_pg([str(PG_BIN / "pg_ctl"), "-D", str(cluster), "-m", "fast", "-w", "stop"], check=False,
+                           stdout=subprocess.DEVNULL)
+            log("standby stopped")
+
+
+def pgbouncer_exe() -> str | None:
+    """Path of the pgbouncer program (Debian puts it in /usr/sbin, not on every user's PATH)."""
+    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    return exe if Path(exe).exists() else None
+
+
+def pgbouncer_version() -> tuple[int, int] | None:
+    """The installed PgBouncer's (major, minor), or None when it is not installed."""
+    exe = pgbouncer_exe()
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    found = re.search(r"PgBouncer (\d+)\.(\d+)", out)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+class Bouncer:
+    """PgBouncer in transaction mode in front of the local cluster."""
+
+    def __init__(self, svc: LocalServices) -> None:
+        self.svc = svc
+        self.dir = svc.data_dir / "pgbouncer"
+
+    @property
+    def port(self) -> int:
+        return self.svc.port("pgbouncer_port")
+
+    def running(self) -> bool:
+        """Whether the bouncer accepts connections."""
+        return port_open(self.port)
+
+    def prepared_statements(self) -> bool:
+        """Whether this bouncer follows protocol-level prepared statements (its version is new enough)."""
+        version = pgbouncer_version()
+        return bool(version and version >= PREPARED_STATEMENTS_SINCE)
+
+    def ensure_installed(self) -> None:
+        """Install Debian's pgbouncer package when missing (as root; the system service is left stopped)."""
+        if pgbouncer_version():
+            return
+        if os.geteuid() != 0:
+            raise SystemExit(f"PgBouncer missing; run as root or: apt-get install {PGBOUNCER_PACKAGE}")
+        log(f"installing {PGBOUNCER_PACKAGE} from Debian packages")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", PGBOUNCER_PACKAGE]
+        if subprocess.run(install, env=env).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+            subprocess.run(install, check=True, env=env)
+
+    def up(self) -> None:
+        """Write the configuration and start the bouncer (daemonised, logs under .data/pgbouncer)."""
+        if self.running():
+            return
+        self.ensure_installed()
+        if not self.svc.pg_running():
+            raise SystemExit("the primary is not running: start it first (fieldproof db up)")
+        home = self.svc.pg_owned_dir(self.dir)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._write(home, "userlist.txt", f'"{PG_SUPERUSER}" "{self.svc.state()["pg_password"]}"\n')
+        self._write(home, "pgbouncer.ini", self._ini(home))
+        if user := self.svc.pg_user():
+            shutil.chown(home, user)
+        log(f"starting PgBouncer (transaction mode, {get_settings().pgbouncer_pool_size} server connections per "
+            f"database) on 127.0.0.1:{self.port}")
+        self.svc.as_pg([str(pgbouncer_exe()), "-d", str(home / "pgbouncer.ini")], check=True)
+        for _ in range(100):
+            if self.running():
+                return
+            time.sleep(0.1)
+        raise SystemExit(f"PgBouncer did not start; see {home / 'pgbouncer.log'}")
+
+    def _write(self, home: Path, name: str, text: str) -> None:
+        path = home / name
+        path.write_text(text)
+        path.chmod(0o600)
+        if user := self.svc.pg_user():
+            shutil.chown(path, user)
+
+    def _ini(self, home: Path) -> str:
+        st, settings = self.svc.state(), get_settings()
+        # The startup parameter "options" (how core.db asks for synchronous_commit) is not passed on by a
+        # bouncer: every server connection sets it itself (connect_query), so acknowledged still means durable.
+        lines = ["[databases]",
+                 f"* = host=127.0.0.1 port={st['pg_port']} connect_query='SET synchronous_commit = on'",
+                 "[pgbouncer]", "listen_addr = 127.0.0.1", f"listen_port = {self.port}", "unix_socket_dir =",
+                 "auth_type = scram-sha-256", f"auth_file = {home / 'userlist.txt'}",
+                 f"admin_users = {PG_SUPERUSER}", "pool_mode = transaction",
+                 f"default_pool_size = {settings.pgbouncer_pool_size}", "reserve_pool_size = 0",
+                 "max_client_conn = 1000", "ignore_startup_parameters = extra_float_digits, options",
+                 f"logfile = {home / 'pgbouncer.log'}", f"pidfile = {home / 'pgbouncer.pid'}"]
+        if self.prepared_statements():
+            lines.append("max_prepared_statements = 200")
+        return "\n".join(lines) + "\n"
+
+    def down(self) -> None:
+        """Stop the bouncer if it runs (SIGTERM: immediate shutdown; clients see their connection close)."""
+        pidfile = self.dir.resolve() / "pgbouncer.pid"
+        if not self.running() or not pidfile.exists():
+            return
+        try:
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+            log("PgBouncer stopped")
+        except (ProcessLookupError, ValueError):
+            pass

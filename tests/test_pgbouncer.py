@@ -1,0 +1,173 @@
+"""PgBouncer in transaction mode in front of the local cluster (`fieldproof db up --pgbouncer`), for real."""
+from __future__ import annotations
+
+import subprocess
+import threading
+from contextlib import ExitStack
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from accounts import service as accounts
+from core import localservices
+from core.config import get_settings
+from core.db import _connect_args, database_url, get_engine, pgbouncer_url
+from core.localscale import Bouncer, on_local_cluster
+from tests.fieldwork import STORE, publish_approved, task_body
+from tests.helpers import PASSWORD, unique, wait_until
+from tests.live import live_server, release_together
+
+POOL = 16  # the bouncer's default_pool_size (settings pgbouncer_pool_size)
+
+
+pytestmark = pytest.mark.skipif(not on_local_cluster(database_url()),
+                                reason="the bouncer fronts the local cluster")
+
+
+@pytest.fixture(scope="session")
+def bouncer(test_database) -> Bouncer:
+    """The local bouncer, started once (installed from Debian when missing; skipped only if that fails)."""
+    node = Bouncer(localservices.LocalServices.from_settings())
+    try:
+        node.up()
+    except (SystemExit, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"PgBouncer could not be installed or started: {exc}")
+    return node
+
+
+@pytest.fixture
+def via_bouncer(monkeypatch, bouncer):
+    """Settings routing the engine through the local bouncer; restored after."""
+    monkeypatch.setenv("FIELDPROOF_PGBOUNCER", "1")
+    get_settings.cache_clear()
+    yield pgbouncer_url()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def _admin(bouncer: Bouncer, command: str) -> list[dict]:
+    """A SHOW command on the bouncer's admin console (simple query protocol only: a client-side cursor)."""
+    st = bouncer.svc.state()
+    with psycopg.connect(host="127.0.0.1", port=bouncer.port, user="fieldproof", password=st["pg_password"],
+                         dbname="pgbouncer", autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        cur = conn.execute(command)
+        return [dict(zip([d.name for d in cur.description], row)) for row in cur.fetchall()]
+
+
+def _dsn(url: str) -> dict:
+    u = make_url(url)
+    return {"host": u.host, "port": u.port, "user": u.username, "password": u.password, "dbname": u.database}
+
+
+def test_transaction_mode_and_statements_that_would_be_prepared_work_through_it(bouncer, via_bouncer):
+    config = {row["key"]: row["value"] for row in _admin(bouncer, "SHOW CONFIG")}
+    assert config["pool_mode"] == "transaction" and int(config["default_pool_size"]) == POOL
+    args = _connect_args()
+    dsn = _dsn(via_bouncer)
+    # The hazard: a statement prepared on one server connection, run in a later transaction that the bouncer gives
+    # another (here: the one it used is held by a second client; the bouncer reuses the last released first).
+    outcomes = {}
+    for name, prepare_threshold in (("psycopg default, prepared at once", 0),
+                                    ("core.db's setting", args.get("prepare_threshold", 0))):
+        a, b = psycopg.connect(**dsn, prepare_threshold=prepare_threshold), psycopg.connect(**dsn)
+        try:
+            a.execute("SELECT %s::int + 1", (1,))
+            a.commit()
+            b.execute("SELECT 1")  # b's open transaction now holds the server connection a used
+            outcomes[name] = a.execute("SELECT %s::int + 1", (2,)).fetchone()[0]
+        except psycopg.errors.InvalidSqlStatementName:
+            outcomes[name] = "prepared statement lost"
+        finally:
+            a.close()
+            b.close()
+    if bouncer.prepared_statements():  # PgBouncer >= 1.21 follows them: both work, and psycopg may prepare
+        assert "prepare_threshold" not in args and set(outcomes.values()) == {3}
+    else:  # Debian 12's 1.18: psycopg must not prepare, and with core.db's setting it does not
+        assert outcomes == {"psycopg default, prepared at once": "prepared statement lost", "core.db's setting": 3}
+
+
+def test_the_engine_through_the_bouncer_runs_repeated_statements_durably(via_bouncer):
+    get_engine.cache_clear()
+    try:
+        engine = get_engine()
+        assert engine.url.port == make_url(via_bouncer).port
+        # More executions than psycopg's prepare threshold (5), each its own transaction, from several pooled
+        # connections at once: none may meet a prepared statement another server connection holds.
+        for i in range(20):
+            with engine.begin() as conn, engine.begin() as other:
+                assert conn.execute(text("SELECT CAST(:x AS int) + 1"), {"x": i}).scalar_one() == i + 1
+                assert other.execute(text("SELECT CAST(:x AS int) + 1"), {"x": i}).scalar_one() == i + 1
+        with engine.connect() as conn:  # acknowledged means durable through the bouncer too
+            assert conn.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+        engine.dispose()
+    finally:
+        get_engine.cache_clear()
+
+
+def test_four_api_processes_share_the_bouncers_server_connections(bouncer, test_database):
+    # Four API processes on one database, as behind a load balancer (four ports, so each surely gets its share:
+    # uvicorn --workers leaves the spread to the kernel's accept), each with its own pool of 16.
+    env = {"FIELDPROOF_PGBOUNCER": "1", "FIELDPROOF_DB_POOL_SIZE": str(POOL),
+           "FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000",
+           "FIELDPROOF_LOGIN_PER_IP_PER_MINUTE": "100000", "FIELDPROOF_LOGIN_PER_MINUTE_TOTAL": "100000"}
+    with ExitStack() as stack:
+        first = stack.enter_context(live_server("pgbouncer", env))
+        servers = [first] + [stack.enter_context(live_server("pgbouncer", env, database=first.env[
+            "FIELDPROOF_DATABASE_URL"])) for _ in range(3)]
+        worker, ops, merchant = (_login(first, role) for role in ("worker", "ops", "merchant"))
+        _fund(first, merchant)
+        with first.http() as c:
+            publish_approved(c, task_body(), merchant, ops)
+        snapshot, servers_seen, results = _burst(bouncer, servers, worker, per_process=12)
+    assert snapshot["sv_active"] == POOL and snapshot["cl_waiting"] == 4 * 12 - POOL  # 48 requests in flight ...
+    assert servers_seen <= POOL  # ... and PostgreSQL saw at most the bouncer's pool of server connections
+    assert results == [200] * (4 * 12)
+
+
+def _burst(bouncer: Bouncer, servers: list, worker: dict, per_process: int) -> tuple[dict, int, list]:
+    """per_process task-hall requests to each server at once while the test holds the task table, so every
+    request keeps its transaction (and a server connection) open until we let go: the counts are read while all
+    are in flight. Returns the bouncer's pool row, PostgreSQL's connection count, and the status codes."""
+    dbname = make_url(servers[0].env["FIELDPROOF_DATABASE_URL"]).database
+    results: list = []
+    with servers[0].engine.connect() as lock:
+        lock.execute(text("LOCK TABLE task IN ACCESS EXCLUSIVE MODE"))
+        runners = [threading.Thread(target=lambda srv=srv: results.extend(release_together(
+            srv, per_process, lambda c, i: c.get("/v1/tasks/nearby", params={"lat": STORE[0], "lon": STORE[1]},
+                                                 headers=worker).status_code))) for srv in servers]
+        for runner in runners:
+            runner.start()
+
+        def pool() -> dict:
+            return next(p for p in _admin(bouncer, "SHOW POOLS") if p["database"] == dbname)
+
+        # All in flight: the pool's server connections busy with blocked requests, every other request queued.
+        queued = len(servers) * per_process - POOL
+        assert wait_until(lambda: pool()["cl_waiting"] >= queued, timeout=120), pool()
+        snapshot = pool()
+        seen = lock.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND "
+                                 "backend_type = 'client backend' AND pid <> pg_backend_pid()"),
+                            {"d": dbname}).scalar_one()
+        lock.rollback()
+    for runner in runners:
+        runner.join(180)
+    return snapshot, seen, results
+
+
+def _login(srv, role: str) -> dict:
+    with srv.session() as s:
+        user = accounts.create(db_session=s, username=unique(f"pb_{role}"), password=PASSWORD, role=role,
+                               self_service=False)
+    with srv.http() as c:
+        r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _fund(srv, merchant: dict) -> None:
+    with srv.http() as c:
+        for purpose, amount in (("security_deposit", 10_000), ("available", 1_000_000)):
+            r = c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose}, headers=merchant)
+            assert r.status_code == 201, r.text
