@@ -75,17 +75,27 @@ def learn(*, db_session: Session, batch: int = 500) -> int:
 
 
 def relearn(db_session: Session, task_id: int) -> int:
-    """Rebuild one task's fingerprint from its latest learnable scans and flag scans foreign to it (flushes)."""
+    """Rebuild one task's fingerprint from its latest learnable scans and flag scans foreign to it (flushes);
+    returns how many were flagged (they stop teaching the site, so it is rebuilt without them)."""
     s = get_checkin_settings()
-    window = {"t": task_id, "n": s.radio_window}
-    workers = db_session.execute(_SITE, window).scalar_one()
-    db_session.execute(_FORGET, {"t": task_id})
-    db_session.execute(_LEARN, window)
+    workers = _rebuild(db_session, task_id)
     pinned = db_session.execute(text("SELECT cardinality(radio_pins) FROM task WHERE id = :t"), {"t": task_id})
     if workers < s.radio_min_workers and not pinned.scalar_one():
         return 0
-    strangers = db_session.scalars(_STRANGERS, {**window, "hash_min": s.radio_hash_min_workers}).all()
-    return _flag(db_session, list(strangers), workers) if strangers else 0
+    strangers = db_session.scalars(_STRANGERS, {"t": task_id, "n": s.radio_window,
+                                                "hash_min": s.radio_hash_min_workers}).all()
+    flagged = _flag(db_session, list(strangers), workers) if strangers else 0
+    if flagged:
+        _rebuild(db_session, task_id)
+    return flagged
+
+
+def _rebuild(db_session: Session, task_id: int) -> int:
+    window = {"t": task_id, "n": get_checkin_settings().radio_window}
+    workers = db_session.execute(_SITE, window).scalar_one()
+    db_session.execute(_FORGET, {"t": task_id})
+    db_session.execute(_LEARN, window)
+    return workers
 
 
 def _flag(db_session: Session, checkin_ids: list[int], workers: int) -> int:
