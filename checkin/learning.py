@@ -14,6 +14,7 @@ import json
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from checkin.radio import RadioContext, established
 from checkin.settings import get_checkin_settings
 
 LOCK_KEY = 0x7261_6469_6F  # "radio"
@@ -28,11 +29,13 @@ RETURNING task_id
 _WINDOW = """WITH w AS (SELECT id, worker_id, server_time, radio FROM checkin
                        WHERE task_id = :t AND radio_learned ORDER BY id DESC LIMIT :n)"""
 _SITE = text(_WINDOW + """
-INSERT INTO radio_site (task_id, checkins, workers, updated_at)
-SELECT :t, count(*), count(DISTINCT worker_id), now() FROM w
+INSERT INTO radio_site (task_id, checkins, workers, hashes, updated_at)
+SELECT :t, count(*), count(DISTINCT worker_id),
+       (SELECT count(*) FROM (SELECT 1 FROM w, unnest(w.radio) h GROUP BY h
+                               HAVING count(DISTINCT w.worker_id) >= :hash_min) x), now() FROM w
 ON CONFLICT (task_id) DO UPDATE SET checkins = EXCLUDED.checkins, workers = EXCLUDED.workers,
-                                    updated_at = EXCLUDED.updated_at
-RETURNING workers
+                                    hashes = EXCLUDED.hashes, updated_at = EXCLUDED.updated_at
+RETURNING workers, hashes
 """)
 _FORGET = text("DELETE FROM radio_fingerprint WHERE task_id = :t")
 _LEARN = text(_WINDOW + """
@@ -78,9 +81,9 @@ def relearn(db_session: Session, task_id: int) -> int:
     """Rebuild one task's fingerprint from its latest learnable scans and flag scans foreign to it (flushes);
     returns how many were flagged (they stop teaching the site, so it is rebuilt without them)."""
     s = get_checkin_settings()
-    workers = _rebuild(db_session, task_id)
+    workers, hashes = _rebuild(db_session, task_id)
     pinned = db_session.execute(text("SELECT cardinality(radio_pins) FROM task WHERE id = :t"), {"t": task_id})
-    if workers < s.radio_min_workers and not pinned.scalar_one():
+    if not established(RadioContext(site_workers=workers, site_hashes=hashes, pins=pinned.scalar_one()), s):
         return 0
     strangers = db_session.scalars(_STRANGERS, {"t": task_id, "n": s.radio_window,
                                                 "hash_min": s.radio_hash_min_workers}).all()
@@ -90,12 +93,13 @@ def relearn(db_session: Session, task_id: int) -> int:
     return flagged
 
 
-def _rebuild(db_session: Session, task_id: int) -> int:
-    window = {"t": task_id, "n": get_checkin_settings().radio_window}
-    workers = db_session.execute(_SITE, window).scalar_one()
+def _rebuild(db_session: Session, task_id: int) -> tuple[int, int]:
+    s = get_checkin_settings()
+    window = {"t": task_id, "n": s.radio_window}
+    workers, hashes = db_session.execute(_SITE, {**window, "hash_min": s.radio_hash_min_workers}).one()
     db_session.execute(_FORGET, {"t": task_id})
     db_session.execute(_LEARN, window)
-    return workers
+    return workers, hashes
 
 
 def _flag(db_session: Session, checkin_ids: list[int], workers: int) -> int:

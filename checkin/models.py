@@ -75,6 +75,7 @@ class RadioSite(Base):
     task_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("task.id"), primary_key=True)
     checkins: Mapped[int] = mapped_column(Integer, nullable=False)
     workers: Mapped[int] = mapped_column(Integer, nullable=False)
+    hashes: Mapped[int] = mapped_column(Integer, nullable=False)  # hashes seen by radio_hash_min_workers or more
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 

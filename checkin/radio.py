@@ -5,8 +5,9 @@ the task's learned fingerprint is and how many of the scan's hashes it (or the m
 A scan that shares nothing with an established fingerprint while GPS puts the phone at the site is the
 signature of a location spoofer at home: the GPS is faked, the radios are not.
 
-Established: learned from accepted check-ins of at least ``radio_min_workers`` distinct workers, counting only
-hashes that ``radio_hash_min_workers`` distinct workers saw; or any pinned BSSID on the task. A check-in with
+Established: learned from accepted check-ins of at least ``radio_min_workers`` distinct workers, with at least
+``radio_min_hashes`` hashes that ``radio_hash_min_workers`` distinct workers each saw (only those count); or any
+pinned BSSID on the task. A check-in with
 no scan (a browser cannot scan) is not judged.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ class RadioContext:
     """What the database knows about the task's radio environment, relative to this scan."""
 
     site_workers: int = 0  # distinct workers the learned fingerprint rests on
+    site_hashes: int = 0  # hashes in it that enough distinct workers saw to count
     shared: int = 0  # scan hashes in the learned fingerprint (counted ones only)
     pins: int = 0  # BSSIDs the merchant pinned
     pin_shared: bool = False  # the scan saw a pinned BSSID
@@ -35,7 +37,7 @@ def scan_hashes(wifi: list, cells: list) -> list[int]:
 
 def established(ctx: RadioContext, s) -> bool:
     """Whether the site's fingerprint is strong enough to judge a scan against."""
-    return ctx.pins > 0 or ctx.site_workers >= s.radio_min_workers
+    return ctx.pins > 0 or (ctx.site_workers >= s.radio_min_workers and ctx.site_hashes >= s.radio_min_hashes)
 
 
 def evaluate(scan: list[int], verdict: str, ctx: RadioContext, s) -> list[Signal]:

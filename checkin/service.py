@@ -51,12 +51,12 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
             ELSE (SELECT count(DISTINCT worker_id) FROM (SELECT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
                     AND server_time > :ip_since AND worker_id <> :worker_id ORDER BY server_time DESC
                     LIMIT :ip_rows) x) END AS ips,
-       coalesce((SELECT rs.workers FROM radio_site rs WHERE rs.task_id = c.task_id), 0) AS radio_workers,
+       coalesce(rs.workers, 0) AS radio_workers, coalesce(rs.hashes, 0) AS radio_hashes,
        CASE WHEN cardinality(CAST(:radio AS bigint[])) = 0 THEN 0
             ELSE (SELECT count(*) FROM radio_fingerprint f WHERE f.task_id = c.task_id AND f.workers >= :hash_min
                      AND f.hash = ANY(CAST(:radio AS bigint[]))) END AS radio_shared,
        cardinality(t.radio_pins) AS radio_pins, t.radio_pins && CAST(:radio AS bigint[]) AS radio_pin_shared
-  FROM claim c JOIN task t ON t.id = c.task_id,
+  FROM claim c JOIN task t ON t.id = c.task_id LEFT JOIN radio_site rs ON rs.task_id = c.task_id,
        (SELECT CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography) AS g) here
  WHERE c.id = :claim_id AND c.worker_id = :worker_id
    FOR UPDATE OF c
@@ -115,7 +115,7 @@ def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coo
     return _Measured(row.state, row.checked_in_at, row.checked_out_at, row.risk_score, list(row.flags), row.task_id,
                      row.starts_at, row.ends_at, row.hard_fence, row.min_dwell_s,
                      0.0 if row.distance_m < ON_BOUNDARY_M else float(row.distance_m), context,
-                     radio.RadioContext(row.radio_workers, row.radio_shared, row.radio_pins,
+                     radio.RadioContext(row.radio_workers, row.radio_hashes, row.radio_shared, row.radio_pins,
                                         bool(row.radio_pin_shared)))
 
 

@@ -63,6 +63,9 @@ class CheckinSettings(BaseSettings):
     # distinct workers reported it, so a single (possibly dishonest) phone's home network never becomes "the site".
     radio_min_workers: int = 3
     radio_hash_min_workers: int = 2
+    # ... and at least 8 such hashes: a site whose few known APs a phone can miss in one scan is not judged (in the
+    # simulated city, 3 workers and 8 counted hashes put an honest scan's chance of sharing nothing near 1 in 2000).
+    radio_min_hashes: int = 8
     # Learned from the latest 100 learnable check-ins of the site: access points get replaced and neighbours
     # come and go, so old sightings age out with the window.
     radio_window: int = 100

@@ -125,9 +125,9 @@ def spoof_fix(rng: random.Random, phone: Phone, style: SpoofStyle, center_gcj: t
 
 
 # ---- radio scans ---------------------------------------------------------------------------------------
-# An Android scan sees each access point of the place about half the time (walls, bodies, scan timing), plus
+# An Android scan sees each access point of the place about 60 % of the time (walls, bodies, scan timing), plus
 # a few transient ones (phones' hotspots, passing buses); iOS and a browser cannot scan, so they send nothing.
-AP_SEEN_P = 0.55
+AP_SEEN_P = 0.6
 
 
 def radio_scan(rng: random.Random, phone: Phone, place_key: str, lat: float, lon: float, hour: float) -> dict:

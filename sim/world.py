@@ -155,8 +155,9 @@ class AccessPoint:
     until_h: float = 24.0
 
 
-def access_points(key: str, lo: int = 3, hi: int = 10) -> list[AccessPoint]:
-    """The access points a place has (a shop, its neighbours, or a flat), deterministic in ``key``.
+def access_points(key: str, lo: int = 8, hi: int = 24) -> list[AccessPoint]:
+    """The access points heard at a place (a shop and its neighbours in the street or mall, or a flat and the
+    rest of its building; Beijing scans indoors hear dozens), deterministic in ``key``.
 
     About one in ten is swapped during the day (a new router, a neighbour's replaced box): the churn a
     learned fingerprint must survive."""

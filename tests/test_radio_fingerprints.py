@@ -11,7 +11,7 @@ from tasks.models import Claim
 from tests.fieldwork import STORE, fix, published_task
 from tests.helpers import auth_for
 
-SITE_APS = [f"5c:02:14:aa:00:{i:02x}" for i in range(6)]
+SITE_APS = [f"5c:02:14:aa:00:{i:02x}" for i in range(12)]
 HOME_APS = ["c8:3a:35:11:22:33", "c8:3a:35:11:22:34"]
 SITE_CELL = {"mcc": 460, "mnc": 0, "tac": 4321, "cid": 987654321}
 HOME_CELL = {"mcc": 460, "mnc": 0, "tac": 4321, "cid": 123498765}
@@ -44,7 +44,7 @@ def _task(client, db, **over):
 def _learned_site(client, db, workers=3):
     task = _task(client, db)
     for i in range(workers):  # each honest phone sees a different part of the site
-        _check_in(client, db, task, **_scan(SITE_APS[i:i + 4], SITE_CELL))
+        _check_in(client, db, task, **_scan(SITE_APS[i:i + 9], SITE_CELL))
     learning.learn(db_session=db)
     return task
 
@@ -52,7 +52,7 @@ def _learned_site(client, db, workers=3):
 def test_a_site_learns_its_fingerprint_from_accepted_check_ins(client, db):
     task = _learned_site(client, db)
     site = db.get(RadioSite, task["id"])
-    assert (site.checkins, site.workers) == (3, 3)
+    assert (site.checkins, site.workers, site.hashes) == (3, 3, 9 + 1)  # APs 1-9 and the cell, seen twice or more
     rows = {r.hash: r.workers for r in db.query(RadioFingerprint).filter_by(task_id=task["id"])}
     assert rows[wifi_hash(SITE_APS[2])] == 3 and rows[wifi_hash(SITE_APS[0])] == 1
     # A scan sharing one counted access point passes; one sharing nothing while GPS says inside is flagged.
@@ -80,7 +80,7 @@ def test_the_sweep_flags_an_earlier_scan_once_the_site_is_established(client, db
     early_claim, early = _check_in(client, db, task, **_scan(HOME_APS, HOME_CELL))  # first at the site, from home
     assert "radio_mismatch" not in early["reasons"]
     for i in range(3):
-        _check_in(client, db, task, **_scan(SITE_APS[i:i + 4], SITE_CELL))
+        _check_in(client, db, task, **_scan(SITE_APS[i:i + 9], SITE_CELL))
     learning.learn(db_session=db)
     c = db.get(Claim, early_claim)
     db.refresh(c)
@@ -114,9 +114,9 @@ def test_bad_radio_input_is_a_422(client, db):
 
 def test_no_raw_radio_identifier_is_stored_anywhere(client, db):
     """Every text-like column of every table, searched for the raw BSSIDs (any spelling) and cell ids."""
-    task = _task(client, db, pinned_bssids=[SITE_APS[5]])
+    task = _task(client, db, pinned_bssids=[SITE_APS[11]])
     for i in range(3):
-        _check_in(client, db, task, **_scan(SITE_APS[i:i + 4], SITE_CELL))
+        _check_in(client, db, task, **_scan(SITE_APS[i:i + 9], SITE_CELL))
     _check_in(client, db, task, **_scan(HOME_APS, HOME_CELL))
     learning.learn(db_session=db)
     needles = [b for mac in SITE_APS + HOME_APS for b in (mac, mac.replace(":", ""), mac.replace(":", "-"))]

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column('task_id', sa.BigInteger(), sa.ForeignKey('task.id'), primary_key=True),
         sa.Column('checkins', sa.Integer(), nullable=False),
         sa.Column('workers', sa.Integer(), nullable=False),
+        sa.Column('hashes', sa.Integer(), nullable=False),
         sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False))
     op.create_table(
         'radio_fingerprint',
