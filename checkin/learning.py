@@ -4,7 +4,8 @@ A check-in with a scan that was accepted (GPS at the site, no hard reason) is st
 false``; this sweep (beat: ``fieldproof.learn_radio``) takes a batch of them, rebuilds the fingerprint of each
 task they belong to from its latest ``radio_window`` learnable check-ins, and then re-judges those check-ins
 against it: a scan made before the fingerprint was established can still be found to share nothing with it
-(the first visits of a hidden spoofer to a new site), and its claim is flagged ``radio_mismatch`` then.
+(the first visits of a hidden spoofer to a new site), and its claim is flagged ``radio_mismatch`` then, in
+whatever state it is: on a claim already paid the flag is for ops (credit, recovery); nothing is re-decided.
 One sweep at a time (advisory lock); every step is idempotent, so a repeated or crashed run is harmless.
 """
 from __future__ import annotations
@@ -18,8 +19,6 @@ from checkin.radio import RadioContext, established
 from checkin.settings import get_checkin_settings
 
 LOCK_KEY = 0x7261_6469_6F  # "radio"
-# Claims still open to review: a flag found later on a paid or closed claim informs nobody's decision.
-OPEN_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "confirmed", "spot_check")
 
 _TAKE = text("""
 UPDATE checkin SET radio_learned = true
@@ -61,7 +60,7 @@ UPDATE claim c SET flags = ARRAY(SELECT DISTINCT x FROM unnest(c.flags || ARRAY[
        risk_score = greatest(c.risk_score, v.risk)
   FROM (SELECT id, max(risk) AS risk FROM unnest(CAST(:claims AS bigint[]), CAST(:risks AS int[])) AS u(id, risk)
          GROUP BY id) v
- WHERE c.id = v.id AND c.state = ANY(:open)
+ WHERE c.id = v.id
 """)
 
 
@@ -113,6 +112,5 @@ def _flag(db_session: Session, checkin_ids: list[int], workers: int) -> int:
         claim_ids = sorted({r[0] for r in rows})
         # Locked in id order first, like every other multi-claim update (evidence matches), so none deadlock.
         db_session.execute(text("SELECT id FROM claim WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"), {"ids": claim_ids})
-        db_session.execute(_FLAG_CLAIMS, {"claims": [r[0] for r in rows], "risks": [r[1] for r in rows],
-                                          "open": list(OPEN_STATES)})
+        db_session.execute(_FLAG_CLAIMS, {"claims": [r[0] for r in rows], "risks": [r[1] for r in rows]})
     return len(rows)

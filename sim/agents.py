@@ -262,10 +262,14 @@ class WorkerAgent:
 
     def _upload(self, visit: Visit, i: int) -> None:
         """A photo: a new scene, or for re-users (after their first visit) an old one made to look new."""
+        # The in-app camera holds its nonce before the shutter opens: the photo's time is after the nonce's.
+        gallery = self.radio_rng.random() < 0.03
+        nonce = None if gallery else self._nonce(visit)
         data, reused = self._photo(visit)
+        receipt = {} if reused or nonce is None else {"capture_receipt": json.dumps(
+            {"nonce": nonce, "captured_at": self.day.now().isoformat()})}
         r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/evidence", ok=(201,),
-                        files={"file": (f"IMG_{visit.claim_id}_{i}.jpg", data, "image/jpeg")},
-                        data=self._receipt(visit, reused))
+                        files={"file": (f"IMG_{visit.claim_id}_{i}.jpg", data, "image/jpeg")}, data=receipt)
         visit.evidence_ids.append(r.json()["id"])
         if reused:
             visit.reused_photos.append(reused)
@@ -273,17 +277,15 @@ class WorkerAgent:
             with self.day.lock:
                 self.day.shared_photos.append(data)
 
-    def _receipt(self, visit: Visit, reused: str | None) -> dict:
-        """The in-app camera's receipt: the check-in's nonce for the first photo, a fresh one after. An old photo
-        comes from the gallery (no receipt), and so do ~3 % of honest ones (the camera would not open)."""
-        if reused or self.radio_rng.random() < 0.03:
-            return {}
+    def _nonce(self, visit: Visit) -> str:
+        """The in-app camera's nonce: the check-in's for the first photo, a fresh one after. An old photo comes
+        from the gallery (no receipt), and so do ~3 % of honest ones (the camera would not open)."""
         fresh = visit.capture_nonce_expires_at and self.day.now() < visit.capture_nonce_expires_at - timedelta(minutes=1)
         nonce = visit.capture_nonce if fresh else None
         if nonce is None:  # the camera asks for a new nonce when the check-in's is used or about to lapse
             nonce = self.s.call("POST", f"/v1/claims/{visit.claim_id}/capture-nonces", ok=(201,)).json()["capture_nonce"]
         visit.capture_nonce = None  # used once
-        return {"capture_receipt": json.dumps({"nonce": nonce, "captured_at": self.day.now().isoformat()})}
+        return nonce
 
     def _photo(self, visit: Visit) -> tuple[bytes, str | None]:
         own_old = [data for claim_id, data in self.camera_roll if claim_id != visit.claim_id]
