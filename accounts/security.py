@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import threading
 from collections.abc import Iterator
@@ -88,6 +89,12 @@ def _secret() -> str:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def derived_key(purpose: str) -> bytes:
+    """A key for ``purpose`` derived from the deployment's secret (HMAC-SHA256), so one configured secret
+    keys radio hashes and capture nonces without any of them revealing the JWT key or each other."""
+    return hmac.new(_secret().encode(), b"fieldproof:" + purpose.encode(), hashlib.sha256).digest()
 
 
 def create_access_token(user_id: int, role: str, login_id: str | None = None) -> str:

@@ -1,6 +1,8 @@
 """Conversions from domain objects to response schemas."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from geoalchemy2.shape import to_shape
 
 from accounts.models import User
@@ -28,7 +30,9 @@ def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
                     slots_taken=task.slots_taken, starts_at=task.starts_at, ends_at=task.ends_at, crs=crs,
                     center=[clon, clat], radius_m=task.radius_m, geofence=fence_geojson(to_shape(task.fence), crs),
                     hard_fence=task.hard_fence,
-                    evidence=EvidenceRequirements(photos_min=task.photos_min, video=task.video_required),
+                    evidence=EvidenceRequirements(photos_min=task.photos_min, video=task.video_required,
+                                                  allow_gallery=task.allow_gallery),
+                    pinned_bssids=len(task.radio_pins or []),
                     min_credit=task.min_credit, min_dwell_s=task.min_dwell_s, review_reason=task.review_reason,
                     premium=task.premium,
                     distance_m=None if distance_m is None else round(distance_m, 1))
@@ -45,7 +49,8 @@ def submission_read(claim, rating=None) -> SubmissionRead:
                           rating=None if rating is None else RatingRead.model_validate(rating, from_attributes=True))
 
 
-def checkin_read(row, crs: str | None = None, dwell_s: int | None = None, viewer_role: str = "worker"):
+def checkin_read(row, crs: str | None = None, dwell_s: int | None = None, viewer_role: str = "worker",
+                 nonce: tuple[str, datetime] | None = None):
     """A fix's verdict; coordinates in the crs the phone sent (or the one asked for); signal details
     without other people's identifiers unless the viewer is ops."""
     out_crs = crs or row.raw_crs
@@ -55,4 +60,5 @@ def checkin_read(row, crs: str | None = None, dwell_s: int | None = None, viewer
                        risk_score=row.risk_score, reasons=row.reasons, signals=for_viewer(row.signals, viewer_role),
                        remark=row.remark,
                        lat=lat, lon=lon, crs=out_crs, client_time=row.client_time, server_time=row.server_time,
-                       dwell_s=dwell_s)
+                       dwell_s=dwell_s, capture_nonce=nonce[0] if nonce else None,
+                       capture_nonce_expires_at=nonce[1] if nonce else None)

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from geoalchemy2 import Geography
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String, text
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,6 +24,8 @@ class Checkin(Base):
         Index("ix_checkin_ip_server_time", "ip", "server_time"),
         Index("ix_checkin_raw_coord_key", "raw_coord_key"),
         Index("ix_checkin_point", "point", postgresql_using="gist"),
+        Index("ix_checkin_radio_pending", "id", postgresql_where=text("radio_learned = false")),
+        Index("ix_checkin_task_radio", "task_id", "id", postgresql_where=text("radio_learned IS NOT NULL")),
     )
 
     id: Mapped[int] = pk()
@@ -59,3 +61,30 @@ class Checkin(Base):
     remark: Mapped[str | None] = mapped_column(String(300))
     # H3 cell (resolution 9) of the WGS-84 point, computed at write time for the heatmap roll-ups.
     h3_r9: Mapped[int | None] = mapped_column(BigInteger)
+    # Keyed hashes (geo.radio) of the Wi-Fi BSSIDs and cell ids the phone scanned; never the raw values.
+    radio: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    # None: nothing to learn (no scan, or not an accepted check-in); False: to be learned; True: learned.
+    radio_learned: Mapped[bool | None] = mapped_column()
+
+
+class RadioSite(Base):
+    """How much a task's learned radio fingerprint rests on (see checkin.radio)."""
+
+    __tablename__ = "radio_site"
+
+    task_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("task.id"), primary_key=True)
+    checkins: Mapped[int] = mapped_column(Integer, nullable=False)
+    workers: Mapped[int] = mapped_column(Integer, nullable=False)
+    hashes: Mapped[int] = mapped_column(Integer, nullable=False)  # hashes seen by radio_hash_min_workers or more
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class RadioFingerprint(Base):
+    """One keyed hash (Wi-Fi or cell) seen at a task's site, with how many distinct workers reported it."""
+
+    __tablename__ = "radio_fingerprint"
+
+    task_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("task.id"), primary_key=True)
+    hash: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    workers: Mapped[int] = mapped_column(Integer, nullable=False)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from accounts.models import User
+from checkin import radio
 from checkin import signals as sig
 from checkin.errors import (AlreadyCheckedIn, AlreadyCheckedOut, FixInFuture, NotCheckedIn, OutsideFence,
                             OutsideTimeWindow)
@@ -17,9 +18,10 @@ from checkin.schemas import CheckinCreate
 from checkin.settings import get_checkin_settings
 from checkin.verdict import Verdict, decide
 from core.models import utcnow
+from core.reasons import FORCES_SPOT_CHECK
 from geo import crs as geocrs
 from geo import h3cells
-from tasks import claims
+from tasks import capture, claims
 from tasks.models import Claim
 
 # Below a centimetre the geodesic distance is float noise: a point on the boundary is inside.
@@ -28,7 +30,8 @@ ON_BOUNDARY_M = 0.01
 # Everything a check-in or check-out decides on, in one round trip: the worker's own claim, locked (no other
 # row of it can change until this transaction ends), its task's window and fence rules, the distance from the
 # fix to the fence on the spheroid (0 inside), the fence centre, and every history figure the signals need:
-# the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP.
+# the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP,
+# and the site's radio fingerprint against this scan (checkin.radio: primary-key lookups, no extra round trip).
 # All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
 # read bounded (the shared-IP count by shared_ip_scan_rows: see checkin.settings).
 _MEASURE = text("""
@@ -47,8 +50,13 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
        CASE WHEN CAST(:ip AS inet) IS NULL THEN 0
             ELSE (SELECT count(DISTINCT worker_id) FROM (SELECT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
                     AND server_time > :ip_since AND worker_id <> :worker_id ORDER BY server_time DESC
-                    LIMIT :ip_rows) x) END AS ips
-  FROM claim c JOIN task t ON t.id = c.task_id,
+                    LIMIT :ip_rows) x) END AS ips,
+       coalesce(rs.workers, 0) AS radio_workers, coalesce(rs.hashes, 0) AS radio_hashes,
+       CASE WHEN cardinality(CAST(:radio AS bigint[])) = 0 THEN 0
+            ELSE (SELECT count(*) FROM radio_fingerprint f WHERE f.task_id = c.task_id AND f.workers >= :hash_min
+                     AND f.hash = ANY(CAST(:radio AS bigint[]))) END AS radio_shared,
+       cardinality(t.radio_pins) AS radio_pins, t.radio_pins && CAST(:radio AS bigint[]) AS radio_pin_shared
+  FROM claim c JOIN task t ON t.id = c.task_id LEFT JOIN radio_site rs ON rs.task_id = c.task_id,
        (SELECT CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography) AS g) here
  WHERE c.id = :claim_id AND c.worker_id = :worker_id
    FOR UPDATE OF c
@@ -58,11 +66,13 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
 _INSERT = text("""
 INSERT INTO checkin (claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs, raw_coord_key,
                      accuracy_m, accuracy_95_m, provider, platform, mock_location, altitude, speed, bearing, device_id,
-                     ip, client_time, server_time, verdict, distance_m, risk_score, reasons, signals, remark, h3_r9)
+                     ip, client_time, server_time, verdict, distance_m, risk_score, reasons, signals, remark, h3_r9,
+                     radio, radio_learned)
 VALUES (:claim_id, :worker_id, :task_id, :kind, CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography), :lat,
         :lon, :raw_lat, :raw_lon, :raw_crs, :raw_coord_key, :accuracy_m, :accuracy_95_m, :provider, :platform,
         :mock_location, :altitude, :speed, :bearing, :device_id, CAST(:ip AS inet), :client_time, :server_time,
-        :verdict, :distance_m, :risk_score, :reasons, CAST(:signals AS jsonb), :remark, :h3_r9)
+        :verdict, :distance_m, :risk_score, :reasons, CAST(:signals AS jsonb), :remark, :h3_r9,
+        CAST(:radio AS bigint[]), :radio_learned)
 RETURNING id
 """)
 
@@ -83,9 +93,11 @@ class _Measured:
     min_dwell_s: int | None
     distance_m: float
     context: sig.SignalContext
+    radio_ctx: radio.RadioContext
 
 
-def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coord_key: str) -> _Measured:
+def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coord_key: str,
+             scan: list[int]) -> _Measured:
     """Lock the worker's claim and read everything the decision needs (one statement); 404 if not theirs."""
     s = get_checkin_settings()
     row = db_session.execute(_MEASURE, {
@@ -93,7 +105,7 @@ def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coo
         "recent_n": s.constant_fields_min_fixes, "coord_key": coord_key, "fix_day": fix.client_time.date(),
         "device_id": fix.device_id, "device_cap": s.shared_device_min_accounts + 1, "ip": fix.ip,
         "ip_since": fix.server_time - timedelta(seconds=s.shared_ip_window_s),
-        "ip_rows": s.shared_ip_scan_rows}).first()
+        "ip_rows": s.shared_ip_scan_rows, "radio": scan, "hash_min": s.radio_hash_min_workers}).first()
     if row is None:
         raise claims.ClaimNotFound()
     recent = [sig.PriorFix(**{**r, "client_time": datetime.fromisoformat(r["client_time"])}) for r in row.recent]
@@ -102,7 +114,9 @@ def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coo
                                 ip_account_count=row.ips, fence_center=(row.cx, row.cy))
     return _Measured(row.state, row.checked_in_at, row.checked_out_at, row.risk_score, list(row.flags), row.task_id,
                      row.starts_at, row.ends_at, row.hard_fence, row.min_dwell_s,
-                     0.0 if row.distance_m < ON_BOUNDARY_M else float(row.distance_m), context)
+                     0.0 if row.distance_m < ON_BOUNDARY_M else float(row.distance_m), context,
+                     radio.RadioContext(row.radio_workers, row.radio_hashes, row.radio_shared, row.radio_pins,
+                                        bool(row.radio_pin_shared)))
 
 
 def _fix_time(body: CheckinCreate, now: datetime) -> datetime:
@@ -123,8 +137,8 @@ def _fix(body: CheckinCreate, ip: str | None, now: datetime) -> sig.Fix:
                    altitude=body.altitude, speed=body.speed, bearing=body.bearing, sent_at=body.sent_at)
 
 
-def _decide(m: _Measured, body: CheckinCreate, fix: sig.Fix,
-            extra: list[sig.Signal]) -> tuple[Verdict, list[sig.Signal], str | None]:
+def _decide(m: _Measured, body: CheckinCreate, fix: sig.Fix, extra: list[sig.Signal],
+            scan: list[int]) -> tuple[Verdict, list[sig.Signal], str | None]:
     """The verdict and the signals (hard fences refuse 'outside' here)."""
     s = get_checkin_settings()
     verdict = decide(m.distance_m, body.accuracy_m, body.platform, s)
@@ -137,13 +151,22 @@ def _decide(m: _Measured, body: CheckinCreate, fix: sig.Fix,
                                distance_m=round(verdict.distance_m, 1), accuracy_95_m=round(verdict.accuracy_95_m, 1))
         remark = f"outside soft fence by {verdict.distance_m:.0f} m; flagged for review"
         found_signals.append(sig.Signal("outside_soft_fence", s.weight_outside_soft_fence, remark))
+    found_signals += radio.evaluate(scan, verdict.verdict, m.radio_ctx, s)
     return verdict, found_signals + extra, remark
 
 
+def _learnable(scan: list[int], verdict: str, found: list[sig.Signal]) -> bool | None:
+    """False (to be learned by checkin.learning) for an accepted check-in with a scan, else None: a fix outside
+    or with a hard reason never teaches the site what it looks like."""
+    if not scan or verdict == "outside" or any(x.code in FORCES_SPOT_CHECK for x in found):
+        return None
+    return False
+
+
 def _record(db_session: Session, worker: User, claim_id: int, m: _Measured, body: CheckinCreate, fix: sig.Fix,
-            kind: str, coord_key: str, extra: list[sig.Signal]) -> Checkin:
+            kind: str, coord_key: str, extra: list[sig.Signal], scan: list[int]) -> Checkin:
     """Decide, then insert the fix (one statement); returns it as a Checkin (not tracked by the session)."""
-    verdict, found_signals, remark = _decide(m, body, fix, extra)
+    verdict, found_signals, remark = _decide(m, body, fix, extra, scan)
     values = dict(claim_id=claim_id, worker_id=worker.id, task_id=m.task_id, kind=kind, lat=fix.lat, lon=fix.lon,
                   raw_lat=body.lat, raw_lon=body.lon, raw_crs=body.crs, raw_coord_key=coord_key,
                   accuracy_m=body.accuracy_m, accuracy_95_m=verdict.accuracy_95_m, provider=body.provider,
@@ -152,7 +175,8 @@ def _record(db_session: Session, worker: User, claim_id: int, m: _Measured, body
                   client_time=body.client_time, server_time=fix.server_time, verdict=verdict.verdict,
                   distance_m=verdict.distance_m, risk_score=sig.risk_score(found_signals),
                   reasons=[x.code for x in found_signals], signals=[asdict(x) for x in found_signals],
-                  remark=remark, h3_r9=h3cells.cell(fix.lat, fix.lon))
+                  remark=remark, h3_r9=h3cells.cell(fix.lat, fix.lon), radio=scan or None,
+                  radio_learned=_learnable(scan, verdict.verdict, found_signals))
     new_id = db_session.execute(_INSERT, {**values, "signals": json.dumps(values["signals"])}).scalar_one()
     return Checkin(id=new_id, **values)
 
@@ -174,12 +198,13 @@ def check_in(*, db_session: Session, worker: User, claim_id: int, body: CheckinC
     Three statements: measure (claim locked), insert the fix, move the claim with its audit row."""
     now = received_at or utcnow()
     fix, coord_key = _fix(body, ip, now), f"{body.lat:.6f},{body.lon:.6f}"
-    m = _measure(db_session, worker, claim_id, fix, coord_key)
+    scan = radio.scan_hashes(body.wifi, body.cells)
+    m = _measure(db_session, worker, claim_id, fix, coord_key, scan)
     if m.claim_state != "claimed":
         raise AlreadyCheckedIn() if m.claim_state == "checked_in" else claims.InvalidTransition(
             f"Claim {claim_id} is {m.claim_state}; check-in needs a claimed slot.")
     _in_window(m, _fix_time(body, now))
-    row = _record(db_session, worker, claim_id, m, body, fix, "in", coord_key, [])
+    row = _record(db_session, worker, claim_id, m, body, fix, "in", coord_key, [], scan)
     claims.move(db_session, claim_id, ("claimed",), "checked_in", actor_id=worker.id,
                 data={"checkin_id": row.id, "verdict": row.verdict, "risk_score": row.risk_score},
                 checked_in_at=body.client_time, **_merged(m, row))
@@ -192,14 +217,15 @@ def check_out(*, db_session: Session, worker: User, claim_id: int, body: Checkin
     """Check out: records the fix and the dwell time (returned with the fix); a too-short dwell is a signal."""
     now = received_at or utcnow()
     fix, coord_key = _fix(body, ip, now), f"{body.lat:.6f},{body.lon:.6f}"
-    m = _measure(db_session, worker, claim_id, fix, coord_key)
+    scan = radio.scan_hashes(body.wifi, body.cells)
+    m = _measure(db_session, worker, claim_id, fix, coord_key, scan)
     if m.checked_out_at is not None:
         raise AlreadyCheckedOut()
     if m.claim_state != "checked_in" or m.checked_in_at is None:
         raise NotCheckedIn()
     _fix_time(body, now)  # refuses a check-out dated in the future
     extra = sig.evaluate_checkout(m.checked_in_at, body.client_time, get_checkin_settings(), m.min_dwell_s)
-    row = _record(db_session, worker, claim_id, m, body, fix, "out", coord_key, extra)
+    row = _record(db_session, worker, claim_id, m, body, fix, "out", coord_key, extra, scan)
     dwell = sig.dwell_seconds(m.checked_in_at, body.client_time)
     # Not a state change: the claim stays checked in (guarded on that) and the audit row records the check-out.
     claims.move(db_session, claim_id, ("checked_in",), "checked_in", actor_id=worker.id, reason="checked out",
@@ -207,6 +233,11 @@ def check_out(*, db_session: Session, worker: User, claim_id: int, body: Checkin
                 **_merged(m, row))
     db_session.commit()
     return row, dwell
+
+
+def capture_nonce(row: Checkin) -> tuple[str, datetime]:
+    """A capture nonce for the check-in's claim (stateless: tasks.capture), issued with the check-in response."""
+    return capture.issue(row.claim_id, row.server_time)
 
 
 def for_claim(*, db_session: Session, user: User, claim_id: int) -> tuple[Claim, list[Checkin]]:

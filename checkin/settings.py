@@ -57,6 +57,20 @@ class CheckinSettings(BaseSettings):
     # Minimum plausible dwell for a store visit when the task sets none: 2 minutes.
     default_min_dwell_s: int = 120
 
+    # Radio fingerprints (checkin.radio). A site's learned fingerprint is judged only once accepted check-ins of
+    # at least 3 distinct workers built it: one or two people's scans may all have missed the site's APs (phones
+    # see roughly half of them per scan) or be a spoofer's own home. A learned hash counts only when 2 or more
+    # distinct workers reported it, so a single (possibly dishonest) phone's home network never becomes "the site".
+    radio_min_workers: int = 3
+    radio_hash_min_workers: int = 2
+    # ... and at least 8 such hashes: a site whose few known APs a phone can miss in one scan is not judged (in the
+    # simulated city, 3 workers and 8 counted hashes put an honest scan's chance of sharing nothing near 1 in 2000).
+    radio_min_hashes: int = 8
+    # Learned from the latest 100 learnable check-ins of the site: access points get replaced and neighbours
+    # come and go, so old sightings age out with the window.
+    radio_window: int = 100
+    weight_radio_mismatch: int = 45
+
     weight_mock_location: int = 60
     weight_accuracy_zero: int = 40
     weight_accuracy_implausible: int = 20

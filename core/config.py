@@ -27,6 +27,9 @@ class Settings(BaseSettings):
 
     # Auth. Without a configured secret, dev and test use a random per-install key file (accounts.security).
     jwt_secret: str = ""
+    # Salt (key) of the radio hashes (geo.radio). Empty: derived from the JWT secret, so rotating that secret
+    # would reset every learned fingerprint and pinned BSSID; set it separately to rotate them independently.
+    radio_salt: str = ""
     jwt_issuer: str = "fieldproof"
     jwt_audience: str = "fieldproof-api"
     # Short-lived access tokens limit the damage of a leaked token; refresh tokens rotate.

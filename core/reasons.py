@@ -48,6 +48,15 @@ _ROWS = [
     Reason("exif_gps_far", "soft", None, "照片自带位置离签到地点很远", "photo's own location far from the check-in"),
     Reason("duplicate_evidence", "hard", "duplicate", "照片与之前提交的照片重复", "photo re-used from an earlier submission"),
     Reason("exact_duplicate_evidence", "hard", "duplicate", "与之前提交的文件完全相同", "file identical to an earlier submission"),
+    # Hard: the phone's GPS says "at the shop" while every radio it hears says somewhere else (a spoofer at home).
+    Reason("radio_mismatch", "hard", "spoof", "手机扫描到的 Wi-Fi 和基站与该地点不符",
+           "the Wi-Fi and cell towers the phone saw do not match this place"),
+    # Soft: an honest gallery upload on a task that allows it only lowers trust (raises the sampling odds a little).
+    Reason("no_capture_receipt", "soft", None, "照片来自相册，不是现场用应用相机拍摄",
+           "photo picked from the gallery, not taken with the in-app camera on site"),
+    # Hard: a receipt that is forged, re-used, another claim's or expired means a tampered client.
+    Reason("capture_receipt_invalid", "hard", None, "照片的拍摄凭证无效（伪造、重复使用或已过期）",
+           "the photo's capture receipt is invalid (forged, re-used or expired)"),
     Reason("evidence_reused_later", "note", None, "这张照片后来被别人重复使用（不扣分）",
            "this photo was re-used later by someone else (no penalty)"),
 ]

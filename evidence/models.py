@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String,
+                        UniqueConstraint, text)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,6 +22,8 @@ class Evidence(Base):
         UniqueConstraint("claim_id", "sha256", name="uq_evidence_claim_sha256"),
         Index("ix_evidence_sha256", "sha256"),
         Index("ix_evidence_state_created_at", "state", "created_at"),
+        Index("uq_evidence_capture_nonce", "capture_nonce_sha256", unique=True,
+              postgresql_where=text("capture_nonce_sha256 IS NOT NULL")),
     )
 
     id: Mapped[int] = pk()
@@ -44,6 +47,11 @@ class Evidence(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = created_at()
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The in-app camera's receipt (evidence.capture): verified or not, the phone's capture time, and the SHA-256
+    # of the nonce it stamped (unique: a nonce is used once).
+    capture_verified: Mapped[bool] = mapped_column(nullable=False, default=False, server_default="false")
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    capture_nonce_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class EvidenceMatch(Base):

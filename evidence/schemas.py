@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 
 
 class MatchRead(BaseModel):
@@ -35,3 +35,13 @@ class EvidenceRead(BaseModel):
     exif: dict | None
     created_at: datetime
     matches: list[MatchRead] = []
+    # True when the photo came with a valid in-app capture receipt (nonce of this claim, in time, used once).
+    capture_verified: bool = False
+    captured_at: datetime | None = None
+
+
+class CaptureReceipt(BaseModel):
+    """The in-app camera's receipt sent with a photo (multipart field ``capture_receipt``, JSON)."""
+
+    nonce: str = Field(min_length=8, max_length=128)
+    captured_at: AwareDatetime

@@ -11,13 +11,14 @@ from core import jobs
 from core.config import get_settings
 from core.errors import Conflict, NotFound, RateLimited
 from core.models import utcnow
-from evidence import index_store
+from evidence import capture, index_store
 from evidence.decode import MAX_JPEG_PIXELS, decode_slot
 from evidence.exif import strip_and_orient
 from evidence.hashing import ImageHashes, grey_file, hash_image
 from evidence.intake import inspect_upload
 from evidence.match import DEFAULT_THRESHOLD, compare_media
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
+from evidence.schemas import CaptureReceipt
 from evidence.storage import INCOMING, StagedBlob, get_store, sweep_spool
 from evidence.video import hash_video
 from geo.fence import haversine_m
@@ -42,8 +43,10 @@ def working_image_key(sha256: str) -> str:
     return f"{sha256}-grey"
 
 
-def upload(*, db_session: Session, worker: User, claim_id: int, staged: StagedBlob) -> Evidence:
-    """Accept a streamed file for the worker's checked-in claim; processing happens in a worker after commit."""
+def upload(*, db_session: Session, worker: User, claim_id: int, staged: StagedBlob,
+           receipt: CaptureReceipt | None = None, received_at: datetime | None = None) -> Evidence:
+    """Accept a streamed file for the worker's checked-in claim, with its in-app capture receipt if any (see
+    evidence.capture); processing happens in a worker after commit."""
     found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
     if found.state not in ("checked_in", "changes_requested"):
         raise Conflict(f"Evidence can be added after check-in and before submission; the claim is {found.state}.",
@@ -54,13 +57,20 @@ def upload(*, db_session: Session, worker: User, claim_id: int, staged: StagedBl
     if existing is not None:
         return existing  # the same file twice on one claim is one piece of evidence
     _check_quotas(db_session, worker, claim_id, info.size_bytes)
+    task = db_session.get(Task, found.task_id)
+    got = capture.check(db_session, claim_id=claim_id, allow_gallery=task.allow_gallery, receipt=receipt,
+                        exif=info.exif, now=received_at or utcnow())
     store = get_store()
     if info.grey is not None:  # the decode intake made: processing hashes this instead of decoding again
         store.put(working_image_key(info.sha256), grey_file(info.grey))
     staged.keep()  # content-addressed: an orphan after a crash is harmless
     ev = Evidence(claim_id=claim_id, worker_id=worker.id, task_id=found.task_id, sha256=info.sha256, kind=info.kind,
                   mime=info.mime, size_bytes=info.size_bytes, width=info.width, height=info.height,
-                  duration_s=info.duration_s, exif=info.exif or None, state="received", reasons=[])
+                  duration_s=info.duration_s, exif=info.exif or None, state="received", reasons=got.reasons,
+                  capture_verified=got.verified, captured_at=got.captured_at, capture_nonce_sha256=got.nonce_sha256)
+    if got.reasons:  # lower trust: the claim carries the reason, and its score rises to the reason's weight
+        found.flags = sorted(set(found.flags) | set(got.reasons))
+        found.risk_score = max(found.risk_score, got.weight)
     db_session.add(ev)
     db_session.flush()
     jobs.add(db_session, PROCESS_JOB, evidence_id=ev.id)

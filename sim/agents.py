@@ -6,6 +6,7 @@ simulator's ground truth; the service never sees it.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
@@ -38,6 +39,8 @@ class Visit:
     checkin_risk: int = 0
     submitted: bool = False
     evidence_ids: list = field(default_factory=list)
+    capture_nonce: str | None = None  # from the check-in response, for the in-app camera's first photo
+    capture_nonce_expires_at: datetime | None = None
 
 
 class Day:
@@ -90,6 +93,9 @@ class WorkerAgent:
         self.photo_seed = seed * 1000
         self.last_fix_at: datetime | None = None  # when the previous check-out fix was taken
         self.style = self._style()
+        self.home = home
+        # Radio scans and camera choices draw from their own stream, so the rest of the day stays as it was.
+        self.radio_rng = random.Random(seed * 7 + 1)
 
     def _style(self) -> gps.SpoofStyle | None:
         if self.kind == "gps_spoofer_mock":
@@ -219,8 +225,18 @@ class WorkerAgent:
         now = self.day.now()
         taken = min(now, taken) if taken else now - timedelta(seconds=self.rng.uniform(1, 8))
         if self.spoofer:
-            return gps.spoof_fix(self.rng, self.phone, self.style, fence_center_gcj(shop), spot, taken, now)
-        return gps.honest_fix(self.rng, self.phone, *spot, taken, now)
+            body = gps.spoof_fix(self.rng, self.phone, self.style, fence_center_gcj(shop), spot, taken, now)
+        else:
+            body = gps.honest_fix(self.rng, self.phone, *spot, taken, now)
+        return {**body, **self._scan(shop, spot, now)}
+
+    def _scan(self, shop: Shop, spot: tuple[float, float], now: datetime) -> dict:
+        """The radios the phone really hears: the shop's, or (a spoofer never leaves) those of home."""
+        local = now.astimezone(_CST)
+        hour = local.hour + local.minute / 60
+        if self.spoofer:  # a spoofing app fakes GPS only; the scan is of the flat the spoofer sits in
+            return gps.radio_scan(self.radio_rng, self.phone, f"home:{self.s.username}", *self.home, hour)
+        return gps.radio_scan(self.radio_rng, self.phone, f"shop:{shop.name}", *spot, hour)
 
     def _check(self, visit: Visit, shop: Shop, spot: tuple[float, float], what: str,
                taken: datetime | None = None) -> datetime | None:
@@ -237,21 +253,39 @@ class WorkerAgent:
                     continue
                 raise
             visit.checkin_reasons = sorted(set(visit.checkin_reasons) | set(r["reasons"]))
+            if r.get("capture_nonce"):
+                visit.capture_nonce = r["capture_nonce"]
+                visit.capture_nonce_expires_at = datetime.fromisoformat(r["capture_nonce_expires_at"])
             visit.checkin_risk = max(visit.checkin_risk, r["risk_score"])
             return datetime.fromisoformat(body["client_time"])
         return None
 
     def _upload(self, visit: Visit, i: int) -> None:
         """A photo: a new scene, or for re-users (after their first visit) an old one made to look new."""
+        # The in-app camera holds its nonce before the shutter opens: the photo's time is after the nonce's.
+        gallery = self.radio_rng.random() < 0.03
+        nonce = None if gallery else self._nonce(visit)
         data, reused = self._photo(visit)
+        receipt = {} if reused or nonce is None else {"capture_receipt": json.dumps(
+            {"nonce": nonce, "captured_at": self.day.now().isoformat()})}
         r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/evidence", ok=(201,),
-                        files={"file": (f"IMG_{visit.claim_id}_{i}.jpg", data, "image/jpeg")})
+                        files={"file": (f"IMG_{visit.claim_id}_{i}.jpg", data, "image/jpeg")}, data=receipt)
         visit.evidence_ids.append(r.json()["id"])
         if reused:
             visit.reused_photos.append(reused)
         elif self.kind == HONEST and self.rng.random() < 0.05:  # posted to a chat group after it was submitted
             with self.day.lock:
                 self.day.shared_photos.append(data)
+
+    def _nonce(self, visit: Visit) -> str:
+        """The in-app camera's nonce: the check-in's for the first photo, a fresh one after. An old photo comes
+        from the gallery (no receipt), and so do ~3 % of honest ones (the camera would not open)."""
+        fresh = visit.capture_nonce_expires_at and self.day.now() < visit.capture_nonce_expires_at - timedelta(minutes=1)
+        nonce = visit.capture_nonce if fresh else None
+        if nonce is None:  # the camera asks for a new nonce when the check-in's is used or about to lapse
+            nonce = self.s.call("POST", f"/v1/claims/{visit.claim_id}/capture-nonces", ok=(201,)).json()["capture_nonce"]
+        visit.capture_nonce = None  # used once
+        return nonce
 
     def _photo(self, visit: Visit) -> tuple[bytes, str | None]:
         own_old = [data for claim_id, data in self.camera_roll if claim_id != visit.claim_id]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from geo import crs as geocrs
+from sim import world
 from sim.world import offset
 
 # For a 2-D Gaussian, the radius holding p of the mass is sigma * sqrt(-2 ln(1 - p)).
@@ -28,6 +29,11 @@ class Phone:
     platform: str  # android | ios | browser
     base_altitude: float = 45.0
     provider: str = "fused"
+    carrier: int = 0  # MNC: China Mobile 0, Unicom 1, Telecom 11
+
+    def __post_init__(self) -> None:
+        # Drawn from the device id, not the simulation's random stream (which the day's other draws depend on).
+        self.carrier = random.Random(f"carrier:{self.device_id}").choice((0, 0, 0, 1, 1, 11))
 
     @property
     def crs(self) -> str:
@@ -116,3 +122,21 @@ def spoof_fix(rng: random.Random, phone: Phone, style: SpoofStyle, center_gcj: t
             "device_id": phone.device_id, "provider": "gps", "platform": "android",
             "mock_location": True if style.mock_flag else False, "altitude": alt, "speed": speed,
             "bearing": bearing}
+
+
+# ---- radio scans ---------------------------------------------------------------------------------------
+# An Android scan sees each access point of the place about 60 % of the time (walls, bodies, scan timing), plus
+# a few transient ones (phones' hotspots, passing buses); iOS and a browser cannot scan, so they send nothing.
+AP_SEEN_P = 0.6
+
+
+def radio_scan(rng: random.Random, phone: Phone, place_key: str, lat: float, lon: float, hour: float) -> dict:
+    """The ``wifi``/``cells`` a phone at (lat, lon) WGS-84 would report; ``place_key`` names its access points."""
+    if phone.platform != "android":
+        return {}
+    wifi = [{"bssid": world.visible_bssid(ap, hour), "rssi": rng.randint(-90, -45)}
+            for ap in world.access_points(place_key) if rng.random() < AP_SEEN_P]
+    wifi += [{"bssid": ":".join(f"{rng.getrandbits(8) | 2 if i == 0 else rng.getrandbits(8):02x}" for i in range(6)),
+              "rssi": rng.randint(-92, -70)} for _ in range(rng.randint(0, 3))]
+    cells = world.cells_near(lat, lon, phone.carrier, count=rng.randint(1, 3))
+    return {"wifi": wifi[:50], "cells": [{**c, "rssi": rng.randint(-115, -70)} for c in cells]}

@@ -111,3 +111,66 @@ def home_near(rng: random.Random, district: str) -> tuple[float, float]:
     clat, clon = DISTRICTS[district]
     r, a = 3000 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)
     return offset(clat, clon, r * math.cos(a), r * math.sin(a))
+
+
+# ---- radio environment ---------------------------------------------------------------------------------
+# Cells: each carrier (China Mobile 0, Unicom 1, Telecom 11) covers the city with a grid of sites ~450 m apart
+# (dense urban macro cells); a phone reports its serving cell and up to two neighbours of its carrier.
+MCC, CARRIERS, CELL_SPACING_M = 460, (0, 1, 11), 450.0
+_ORIGIN = (39.9042, 116.4074)  # Tiananmen: the grid's origin
+_CARRIER_SHIFT = {0: (0.0, 0.0), 1: (150.0, 220.0), 11: (310.0, 90.0)}
+
+
+def _local_m(lat: float, lon: float) -> tuple[float, float]:
+    """East and north metres from the grid origin (tangent plane; fine across the city)."""
+    north = math.radians(lat - _ORIGIN[0]) * EARTH_R
+    east = math.radians(lon - _ORIGIN[1]) * EARTH_R * math.cos(math.radians(_ORIGIN[0]))
+    return east, north
+
+
+def cells_near(lat: float, lon: float, mnc: int, count: int = 3) -> list[dict]:
+    """The ``count`` nearest cells of carrier ``mnc`` to (lat, lon) WGS-84, nearest (serving) first."""
+    sx, sy = _CARRIER_SHIFT[mnc]
+    east, north = _local_m(lat, lon)
+    gx, gy = (east - sx) / CELL_SPACING_M, (north - sy) / CELL_SPACING_M
+    around = [(math.floor(gx) + dx, math.floor(gy) + dy) for dx in (-1, 0, 1, 2) for dy in (-1, 0, 1, 2)]
+    around.sort(key=lambda c: (c[0] - gx) ** 2 + (c[1] - gy) ** 2)
+    out = []
+    for ix, iy in around[:count]:
+        cid = (random.Random(f"cell:{mnc}:{ix}:{iy}").getrandbits(28)) | 1
+        out.append({"mcc": MCC, "mnc": mnc, "tac": 4000 + ((ix // 8) * 31 + (iy // 8)) % 5000, "cid": cid})
+    return out
+
+
+def _bssid(rng: random.Random) -> str:
+    return ":".join(f"{rng.getrandbits(8):02x}" for _ in range(6))
+
+
+@dataclass(frozen=True)
+class AccessPoint:
+    """A Wi-Fi access point; one that gets replaced during the day answers with ``replaced_by`` after ``until_h``."""
+
+    bssid: str
+    replaced_by: str | None = None
+    until_h: float = 24.0
+
+
+def access_points(key: str, lo: int = 8, hi: int = 24) -> list[AccessPoint]:
+    """The access points heard at a place (a shop and its neighbours in the street or mall, or a flat and the
+    rest of its building; Beijing scans indoors hear dozens), deterministic in ``key``.
+
+    About one in ten is swapped during the day (a new router, a neighbour's replaced box): the churn a
+    learned fingerprint must survive."""
+    rng = random.Random(f"aps:{key}")
+    out = []
+    for _ in range(rng.randint(lo, hi)):
+        if rng.random() < 0.1:
+            out.append(AccessPoint(_bssid(rng), _bssid(rng), rng.uniform(9, 14)))
+        else:
+            out.append(AccessPoint(_bssid(rng)))
+    return out
+
+
+def visible_bssid(ap: AccessPoint, hour: float) -> str:
+    """The BSSID an access point answers with at ``hour`` (local, 0-24)."""
+    return ap.replaced_by if ap.replaced_by and hour >= ap.until_h else ap.bssid

@@ -62,6 +62,11 @@ class Task(Base):
     hard_fence: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     photos_min: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     video_required: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Photos without an in-app capture receipt (from the gallery) are accepted with lower trust; False refuses them.
+    allow_gallery: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True, server_default="true")
+    # Wi-Fi the merchant pinned (DingTalk-style), as keyed hashes (geo.radio): never the raw BSSIDs.
+    radio_pins: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False, default=list,
+                                                  server_default="{}")
     min_credit: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     min_dwell_s: Mapped[int | None] = mapped_column(Integer)
     # Platform commission in basis points (500 = 5 %), fixed when the task is published.

@@ -4,9 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from core.bounds import BoundedDatetime
+from geo.radio import normalise_bssid
 from tasks.models import TASK_TYPES
 
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
@@ -18,6 +19,15 @@ class EvidenceRequirements(BaseModel):
 
     photos_min: int = Field(default=1, ge=0, le=20)
     video: bool = False
+    # Photos picked from the gallery (no in-app capture receipt) are accepted with lower trust; False refuses them.
+    allow_gallery: bool = True
+
+
+class CaptureNonceRead(BaseModel):
+    """A nonce for the in-app camera to stamp on a photo (see tasks.capture)."""
+
+    capture_nonce: str
+    capture_nonce_expires_at: datetime
 
 
 class TaskCreate(BaseModel):
@@ -34,9 +44,17 @@ class TaskCreate(BaseModel):
     geofence: dict[str, Any]
     hard_fence: bool = True
     evidence: EvidenceRequirements = EvidenceRequirements()
+    # Wi-Fi the site is known to have (DingTalk-style attendance): kept as keyed hashes only, never shown back.
+    pinned_bssids: list[str] = Field(default_factory=list, max_length=20)
     min_credit: int = Field(default=0, ge=0, le=1000)
     min_dwell_s: int | None = Field(default=None, ge=0, le=86_400)
     premium: bool = False
+
+
+    @field_validator("pinned_bssids")
+    @classmethod
+    def _macs(cls, v: list[str]) -> list[str]:
+        return sorted({normalise_bssid(x) for x in v})
 
 
 class TaskRead(BaseModel):
@@ -59,6 +77,7 @@ class TaskRead(BaseModel):
     geofence: dict[str, Any]
     hard_fence: bool
     evidence: EvidenceRequirements
+    pinned_bssids: int = 0  # how many BSSIDs are pinned (their values are not kept)
     min_credit: int
     min_dwell_s: int | None
     review_reason: str | None

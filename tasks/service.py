@@ -20,6 +20,7 @@ from geo import crs as geocrs
 from geo.fence import parse_fence
 from geo.sql import point_geog
 from ledger import service as ledger
+from geo.radio import wifi_hash
 from tasks import credit
 from tasks.errors import (
     EscrowExhausted,
@@ -50,6 +51,8 @@ def create(*, db_session: Session, merchant: User, body: TaskCreate) -> Task:
                 fence=from_shape(fence.geometry, srid=4326), center=from_shape(Point(*fence.center), srid=4326),
                 fence_kind=fence.kind, radius_m=fence.radius_m, area_m2=fence.area_m2, hard_fence=body.hard_fence,
                 photos_min=body.evidence.photos_min, video_required=body.evidence.video,
+                allow_gallery=body.evidence.allow_gallery,
+                radio_pins=sorted({wifi_hash(b) for b in body.pinned_bssids}),
                 min_credit=body.min_credit, min_dwell_s=body.min_dwell_s, premium=body.premium, state="draft",
                 slots_taken=0)
     db_session.add(task)

@@ -13,6 +13,8 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "roll-up-heatmap": {"task": "fieldproof.roll_up_heatmap", "schedule": 60.0, "options": {"queue": "maintenance"}},
     "sweep-abandoned-uploads": {"task": "fieldproof.sweep_abandoned_uploads", "schedule": 1800.0,
                                 "options": {"queue": "maintenance"}},
+    # Radio fingerprints learn within a minute of a check-in (checkin.learning; cheap when nothing is new).
+    "learn-radio": {"task": "fieldproof.learn_radio", "schedule": 30.0, "options": {"queue": "maintenance"}},
     "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
                             "options": {"queue": "maintenance"}},
 }

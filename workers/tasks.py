@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from core import idempotency, jobs
+from checkin import learning as radio_learning
 from heatmap import service as heatmap
 from evidence import service as evidence_service  # also registers the evidence.process job handler
 from ledger import withdrawals
@@ -115,3 +116,10 @@ def roll_up_heatmap() -> int:
     """Fold new check-ins and claim outcomes into the heatmap tables (watermark row locks: safe twice)."""
     with session_scope() as db:
         return heatmap.catch_up(db_session=db)
+
+
+@app.task(name="fieldproof.learn_radio", queue="maintenance", acks_late=True)
+def learn_radio() -> int:
+    """Learn site radio fingerprints from new accepted check-ins (advisory lock: one run at a time)."""
+    with session_scope() as db:
+        return radio_learning.learn(db_session=db)

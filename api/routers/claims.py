@@ -10,8 +10,8 @@ from api.idempotent import IdempotentRun
 from api.views import checkin_read, claim_read
 from checkin import service as checkins
 from checkin.schemas import CheckinCreate, CheckinRead
-from tasks import claims
-from tasks.schemas import ClaimRead
+from tasks import capture, claims
+from tasks.schemas import CaptureNonceRead, ClaimRead
 
 router = APIRouter(prefix="/v1", tags=["claims"])
 
@@ -20,8 +20,21 @@ router = APIRouter(prefix="/v1", tags=["claims"])
 def check_in(claim_id: Id, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
     """Check in from the phone: verdict, distance, risk score and reasons."""
     ip, at = client_ip(request), received_at(request)
-    return idem.run(worker.id, lambda db: checkin_read(checkins.check_in(
-        db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip, received_at=at)), status_code=201)
+
+    def run(db):
+        row = checkins.check_in(db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip, received_at=at)
+        return checkin_read(row, nonce=checkins.capture_nonce(row))
+
+    return idem.run(worker.id, run, status_code=201)
+
+
+@router.post("/claims/{claim_id}/capture-nonces", status_code=201, response_model=CaptureNonceRead)
+def capture_nonce(claim_id: Id, worker: Worker, idem: IdempotentRun, request: Request):
+    """A fresh nonce for the in-app camera while the claim is checked in (each photo's receipt uses one)."""
+    at = received_at(request)
+    return idem.run(worker.id, lambda db: CaptureNonceRead(**dict(zip(
+        ("capture_nonce", "capture_nonce_expires_at"),
+        capture.for_claim(db_session=db, worker=worker, claim_id=claim_id, now=at)))), status_code=201)
 
 
 @router.post("/claims/{claim_id}/checkouts", status_code=201, response_model=CheckinRead)

@@ -6,13 +6,15 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from accounts import service as accounts
-from api.deps import AccessClaims, CurrentUser, DbSession, Id
+from api.deps import AccessClaims, CurrentUser, DbSession, Id, received_at
 from api.idempotent import IdempotentStreamedRun
 from api.uploads import receive_form
 from evidence import service
-from evidence.schemas import EvidenceRead, MatchRead
+from evidence.schemas import CaptureReceipt, EvidenceRead, MatchRead
+from tasks.capture import CaptureReceiptInvalid
 
 router = APIRouter(prefix="/v1", tags=["evidence"])
 # "original" is the full photo up to 4096 px a side (a 50 MP JPEG is scaled while decoding, never held whole).
@@ -20,7 +22,9 @@ SIZES = {"thumb": 320, "large": 1600, "original": 4096}
 # The body is parsed by the route as it streams (api.uploads), so FastAPI cannot describe it: said here.
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file"], "title": "EvidenceUpload",
-    "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream", "title": "File"}}}}}}}
+    "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream", "title": "File"},
+                   "capture_receipt": {"type": "string", "title": "Capture receipt",
+                                       "description": 'JSON {"nonce", "captured_at"} from the in-app camera'}}}}}}}
 JPEG = {"response_class": Response,
         "responses": {200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}}}
 
@@ -42,6 +46,7 @@ def evidence_read(db, ev, user) -> EvidenceRead:
     return EvidenceRead(id=ev.id, claim_id=ev.claim_id, kind=ev.kind, mime=ev.mime, sha256=ev.sha256,
                         size_bytes=ev.size_bytes, width=ev.width, height=ev.height, state=ev.state,
                         reasons=ev.reasons, exif=exif, created_at=ev.created_at,
+                        capture_verified=ev.capture_verified, captured_at=ev.captured_at,
                         matches=[match_read(m, traced) for m in matches])
 
 
@@ -54,6 +59,7 @@ async def upload(claim_id: Id, access: AccessClaims, idem: IdempotentStreamedRun
     user_id, login_id = access
     form = await receive_form(request, file_field="file", stage=service.stage_upload)
     found: dict = {}
+    at = received_at(request)
 
     def authenticate(db) -> None:
         found["worker"] = accounts.authenticate_claims(db_session=db, user_id=user_id, login_id=login_id)
@@ -62,12 +68,25 @@ async def upload(claim_id: Id, access: AccessClaims, idem: IdempotentStreamedRun
     try:
         if idem.key:
             idem.digest = await run_in_threadpool(form.digest, "file")
+        receipt = _receipt(form)
         return await run_in_threadpool(idem.run, user_id, lambda db: evidence_read(
-            db, service.upload(db_session=db, worker=found["worker"], claim_id=claim_id, staged=form.file),
-            found["worker"]),
+            db, service.upload(db_session=db, worker=found["worker"], claim_id=claim_id, staged=form.file,
+                               receipt=receipt, received_at=at), found["worker"]),
             status_code=201, authenticate=authenticate)
     finally:
         await run_in_threadpool(form.discard)
+
+
+def _receipt(form) -> CaptureReceipt | None:
+    """The ``capture_receipt`` field (JSON), if sent; a malformed one is a 422 with the receipt's code."""
+    raw = [value for name, value in form.fields if name == "capture_receipt"]
+    if not raw or not raw[-1].strip():
+        return None
+    try:
+        return CaptureReceipt.model_validate_json(raw[-1])
+    except ValidationError:
+        raise CaptureReceiptInvalid('capture_receipt must be JSON {"nonce": ..., "captured_at": ISO time with offset}.',
+                                    why="malformed")
 
 
 @router.get("/claims/{claim_id}/evidence", response_model=list[EvidenceRead])
