@@ -44,6 +44,9 @@ class Evidence(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = created_at()
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the worker removes the file before submitting: it no longer counts or shows, but stays in the
+    # duplicate index (a re-used photo cannot be laundered by deleting it) and in ops' view.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class EvidenceMatch(Base):

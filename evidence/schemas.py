@@ -30,3 +30,4 @@ class EvidenceRead(BaseModel):
     exif: dict | None
     created_at: datetime
     matches: list[MatchRead] = []
+    withdrawn_at: datetime | None = None

@@ -8,8 +8,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from accounts import service as accounts
-from api.deps import AccessClaims, CurrentUser, DbSession, Id
-from api.idempotent import IdempotentStreamedRun
+from api.deps import AccessClaims, CurrentUser, DbSession, Id, Worker
+from api.idempotent import IdempotentRun, IdempotentStreamedRun
 from api.uploads import receive_form
 from evidence import service
 from evidence.schemas import EvidenceRead, MatchRead
@@ -30,7 +30,7 @@ def evidence_read(db, ev) -> EvidenceRead:
     exif = {k: v for k, v in (ev.exif or {}).items() if k != "gps"} or None
     return EvidenceRead(id=ev.id, claim_id=ev.claim_id, kind=ev.kind, mime=ev.mime, sha256=ev.sha256,
                         size_bytes=ev.size_bytes, width=ev.width, height=ev.height, state=ev.state,
-                        reasons=ev.reasons, exif=exif, created_at=ev.created_at,
+                        reasons=ev.reasons, exif=exif, created_at=ev.created_at, withdrawn_at=ev.withdrawn_at,
                         matches=[MatchRead(matched_evidence_id=m.matched_evidence_id, distance=m.distance,
                                            method=m.method) for m in service.matches_of(db, ev.id)])
 
@@ -64,6 +64,13 @@ def list_evidence(claim_id: Id, user: CurrentUser, db_session: DbSession):
     """The claim's files (its worker, the task's merchant, ops)."""
     return [evidence_read(db_session, ev) for ev in service.for_claim(db_session=db_session, user=user,
                                                                       claim_id=claim_id)]
+
+
+@router.post("/evidence/{evidence_id}/withdraw", response_model=EvidenceRead)
+def withdraw(evidence_id: Id, worker: Worker, idem: IdempotentRun):
+    """The worker removes one of their files before submitting (to delete it or retake the photo)."""
+    return idem.run(worker.id, lambda db: evidence_read(db, service.withdraw(db_session=db, worker=worker,
+                                                                             evidence_id=evidence_id)))
 
 
 @router.get("/evidence/{evidence_id}", response_model=EvidenceRead)
