@@ -127,6 +127,9 @@ def test_claim_check_in_out_photos_submit_paid_reclaim_and_withdraw(server, brow
     page = ctx.new_page()
     errors = watch_errors(page)
     sign_in(page, "/app/worker", username)
+    stale = ctx.new_page()  # a second tab, left open from before the claim: its hall still offers the task
+    stale.goto("/app/worker")
+    stale.locator(f"#nearby [data-task='{task['id']}'] button.claim").wait_for()
     assert page.locator("html").get_attribute("lang") == "zh-CN"
     assert page.locator("#hall-h").inner_text() == "附近的任务"
 
@@ -187,11 +190,15 @@ def test_claim_check_in_out_photos_submit_paid_reclaim_and_withdraw(server, brow
     assert "任务通过验收" in page.locator("#credit-changes").inner_text()
     shot(page, "paid")
 
-    # The same task again (slots are left): refused in plain words, no slot taken.
+    # The same task again (slots are left): this page no longer offers it; the stale tab tries and is refused in
+    # plain words; no slot is taken.
     page.click("#nearby-refresh")
-    page.locator(f"#nearby [data-task='{task['id']}'] button").click()
-    words = toast_text(page)
+    page.locator(f"#nearby [data-task='{task['id']}'] .badge:has-text('您已做过这个任务')").wait_for()
+    assert page.locator(f"#nearby [data-task='{task['id']}'] button").count() == 0
+    stale.locator(f"#nearby [data-task='{task['id']}'] button.claim").click()
+    words = toast_text(stale)
     assert "您已经做过这个任务了" in words and "task_already_done" not in words
+    stale.close()
     with server.session() as s:
         assert s.scalar(select(Task.slots_taken).where(Task.id == task["id"])) == 1
 

@@ -7,6 +7,7 @@ import { claimsNow, focusCard, loadClaims, onClaimsChanged, queuedResult, rememb
 import { locate } from "./worker_geo.js";
 
 const ACTIVE = ["claimed", "checked_in", "submitted", "changes_requested", "confirmed", "spot_check"];
+const DONE = ["accepted", "paid", "rejected", "appealed", "closed"]; // the API refuses these a second claim
 const signed = (d) => `${d > 0 ? "+" : "−"}${Math.abs(d)}`;
 
 // ---- earnings, credit, withdrawals ---------------------------------------------------------------------------
@@ -40,8 +41,8 @@ async function loadNearby() {
   try {
     pos = await locate();
   } catch (err) {
-    position.replaceChildren(el("span", { class: "error-text geo-error" }, errorText(err)), " ",
-      el("button", { type: "button", id: "geo-retry", onclick: action(loadNearby) }, t("w.retry")));
+    position.replaceChildren(el("p", { class: "error-text geo-error" }, errorText(err)),
+      el("button", { type: "button", id: "geo-retry", class: "primary", onclick: action(loadNearby) }, t("w.retry")));
     return;
   }
   const { latitude: lat, longitude: lon, accuracy } = pos.coords;
@@ -53,6 +54,7 @@ async function loadNearby() {
 
 function taskCard(task) {
   const mine = claimsNow().find((c) => c.task_id === task.id && ACTIVE.includes(c.state));
+  const done = !mine && claimsNow().some((c) => c.task_id === task.id && DONE.includes(c.state));
   const where = task.distance_m > 0 ? t("w.dist_edge", { m: Math.round(task.distance_m) }) : t("w.dist_inside");
   return el("div", { class: "item", dataset: { task: task.id } },
     el("div", { class: "row" },
@@ -61,7 +63,8 @@ function taskCard(task) {
         el("div", { class: "muted" }, t("w.task_line", { type: t(`type.${task.type}`), where, free: task.slots - task.slots_taken,
           slots: task.slots, photos: task.evidence.photos_min }))),
       el("div", { class: "stat" }, yuan(task.reward_fen))),
-    mine ? el("span", { class: `badge ${mine.state}` }, t("w.yours", { state: t(`state.${mine.state}`) })) : el("button", {
+    done ? el("span", { class: "badge" }, t("w.done_before")) : null,
+    mine ? el("span", { class: `badge ${mine.state}` }, t("w.yours", { state: t(`state.${mine.state}`) })) : done ? null : el("button", {
       class: "primary claim", type: "button", onclick: action(async () => {
         const claim = await post(`/v1/tasks/${task.id}/claims`);
         toast(t("w.claimed_toast"), "ok");
