@@ -3,6 +3,7 @@ emulated geolocation) against a real uvicorn: every worker flow from claim to wi
 refusals and reasons, accessibility (axe-core) and tap-target sizes measured in the browser."""
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -23,7 +24,7 @@ AXE = ROOT / "api" / "web" / "node_modules" / "axe-core" / "axe.min.js"
 PHOTOS = Path(__file__).parent / "data" / "photos"
 # Each test at its own place (Shenzhen, away from the other browser tests' Shanghai and the API tests' Beijing).
 PLACES = {"journey": (22.5431, 114.0579), "appeal": (22.5531, 114.0679), "geo": (22.5331, 114.0479),
-          "spot": (22.5631, 114.0779)}
+          "spot": (22.5631, 114.0779), "svg": (22.5731, 114.0879)}
 # Chinese text the page must show (the default language); the codes themselves must never appear.
 RAW_CODES = ("task_already_done", "outside_fence", "at_fence_center", "evidence_incomplete", "spot_check")
 # Everything a finger taps, as measured: hidden file inputs are tapped through their label.
@@ -304,6 +305,32 @@ def test_denied_location_says_what_to_do_and_retry_works(server, browser):
     page.wait_for_selector(f"#position:has-text('{place[0]:.5f}')")
     page.locator(f"#nearby [data-task='{task['id']}']").wait_for()
     assert errors == []
+    ctx.close()
+
+
+def test_without_leaflet_the_map_is_drawn_in_svg_with_the_way_to_walk(server, browser):
+    place = PLACES["svg"]
+    task, _ = published_task(server, place, title="扫码拉新")
+    username, worker = register(server, "worker")
+    with server.http() as c:
+        claim = c.post(f"/v1/tasks/{task['id']}/claims", headers=worker).json()
+    ctx = phone(browser, server, north(place, 300))  # 300 m north of the centre of a 100 m circle
+    page = ctx.new_page()
+    page.route("**/app/vendor/**", lambda route: route.abort())  # no Leaflet (not installed, or offline)
+    sign_in(page, "/app/worker", username)
+    box = card(page, claim["id"])
+    box.locator(".claim-map svg .me").wait_for()
+    walk = box.locator(".walk")
+    walk.locator("strong").wait_for()
+    metres = int(walk.get_attribute("data-distance"))
+    assert 195 <= metres <= 202 and f"距围栏边缘 {metres} 米" in walk.inner_text()
+    assert f"向南走约 {metres} 米" in walk.inner_text()
+    hall = page.locator(f"#nearby [data-task='{task['id']}']")
+    hall.wait_for()  # the hall (server, spheroid) and the map (phone, local plane) agree to a metre
+    assert re.search(rf"距围栏边缘 ({metres - 1}|{metres}|{metres + 1}) 米", hall.inner_text()), hall.inner_text()
+    assert box.locator(".claim-map svg").get_attribute("aria-label").startswith("围栏和您的位置")
+    shot(page, "map-without-leaflet")
+    assert axe_violations(page) == []
     ctx.close()
 
 

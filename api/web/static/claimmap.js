@@ -3,16 +3,18 @@
 // without Leaflet (not installed, offline) a plain SVG drawing of the same things.
 import { createMap, fenceLayer, loadMapLib } from "./map.js";
 
-const R = 6371008.8; // mean Earth radius (m): the same sphere for distances and the local plane
 const RAD = Math.PI / 180;
 const SVG = "http://www.w3.org/2000/svg";
 
-// Local plane in metres around (lat0, lon0): good to well under a metre over a few kilometres.
+// Local plane in metres around (lat0, lon0), with the WGS-84 ellipsoid's length of a degree at that latitude (a
+// sphere is off by up to 0.7 %, enough to disagree with the server's spheroid distances by metres).
 function plane(lat0, lon0) {
-  const k = Math.cos(lat0 * RAD);
+  const p = lat0 * RAD;
+  const mLat = 111132.92 - 559.82 * Math.cos(2 * p) + 1.175 * Math.cos(4 * p);
+  const mLon = 111412.84 * Math.cos(p) - 93.5 * Math.cos(3 * p);
   return {
-    xy: (lat, lon) => [(lon - lon0) * RAD * R * k, (lat - lat0) * RAD * R],
-    ll: (x, y) => [lat0 + y / (RAD * R), lon0 + x / (RAD * R * k)],
+    xy: (lat, lon) => [(lon - lon0) * mLon, (lat - lat0) * mLat],
+    ll: (x, y) => [lat0 + y / mLat, lon0 + x / mLon],
   };
 }
 

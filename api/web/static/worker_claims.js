@@ -293,7 +293,9 @@ function photos(c, task, files) {
     await loadClaims({ focus: c.id });
   }));
   const list = el("div", { class: "thumbs" }, ...files.map((ev, i) => el("figure", { class: "photo", dataset: { evidence: ev.id } },
-    thumb(ev, i + 1), editable ? el("div", { class: "row" },
+    thumb(ev, i + 1),
+    ev.reasons.length ? el("div", { class: "reasons" }, ...ev.reasons.map((r) => el("span", { class: "note", title: r }, reason(r)))) : null,
+    editable ? el("div", { class: "row" },
       el("button", { type: "button", class: "danger delete", onclick: action(async () => {
         await post(`/v1/evidence/${ev.id}/withdraw`);
         toast(t("w.deleted_toast"), "ok");
