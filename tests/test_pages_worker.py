@@ -252,6 +252,7 @@ def test_rejection_reason_appeal_and_its_decision_are_shown(server, browser):
     page.wait_for_selector(f"#claims .item[data-claim='{claim_id}'][data-state=paid]")
     text = card(page, claim_id).inner_text()
     assert "申诉成功：照片能看清门头" in text and "已付款 ¥15.00" in text
+    page.wait_for_selector("#earn-available:has-text('¥15.00')")  # earnings follow without a second tap
     shot(page, "appeal-decided")
     assert axe_violations(page) == []
     assert errors == []

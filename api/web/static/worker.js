@@ -110,7 +110,13 @@ window.addEventListener("offline", renderNet);
 
 document.documentElement.lang = lang() === "en" ? "en" : "zh-CN";
 setupLogin("worker", () => {
-  onClaimsChanged((claims) => { nextStep(claims); renderNet(); });
+  let first = true; // the first claims load runs beside loadWallet below; later ones may have moved money
+  onClaimsChanged((claims) => {
+    nextStep(claims);
+    renderNet();
+    if (!first) loadWallet().catch(() => {});
+    first = false;
+  });
   $("#nearby-refresh").addEventListener("click", action(loadNearby));
   $("#claims-refresh").addEventListener("click", action(() => loadClaims()));
   $("#wallet-refresh").addEventListener("click", action(loadWallet));

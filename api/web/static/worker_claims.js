@@ -91,7 +91,7 @@ function claimCard(c, { task, story, files }) {
     story ? storyBox(c, story) : null);
   if (c.state === "claimed") card.append(el("div", { class: "muted" }, t("w.checkin_before", { when: when(c.expires_at) })));
   if (ON_SITE.includes(c.state) && task.center) card.append(el("div", { class: "map claim-map" }), el("div", { class: "walk", role: "status" }));
-  if (results.has(c.id)) card.append(verdictBox(results.get(c.id)));
+  if (results.has(c.id) && ON_SITE.includes(c.state)) card.append(verdictBox(results.get(c.id)));
   card.append(actions(c));
   if (c.state !== "claimed" && c.state !== "expired" && c.state !== "cancelled") card.append(photos(c, task, files));
   if (["rejected", "closed"].includes(c.state) && !story?.appeals.some((a) => a.kind === "appeal")) card.append(appealForm(c));
