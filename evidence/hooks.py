@@ -12,8 +12,9 @@ from tasks.errors import EvidenceIncomplete
 
 
 def evidence_counts(db_session: Session, claim_id: int) -> tuple[int, int]:
-    """(photos, videos) uploaded for a claim."""
-    rows = dict(db_session.execute(select(Evidence.kind, func.count()).where(Evidence.claim_id == claim_id)
+    """(photos, videos) uploaded for a claim and not withdrawn."""
+    rows = dict(db_session.execute(select(Evidence.kind, func.count())
+                                   .where(Evidence.claim_id == claim_id, Evidence.withdrawn_at.is_(None))
                                    .group_by(Evidence.kind)).all())
     return rows.get("image", 0), rows.get("video", 0)
 
@@ -33,7 +34,8 @@ def review_evidence(db_session: Session, claim_id: int) -> list[dict[str, Any]]:
     for ev in files:
         matches = [{"matched_evidence_id": m.matched_evidence_id, "distance": m.distance, "method": m.method}
                    for m in db_session.scalars(select(EvidenceMatch).where(EvidenceMatch.evidence_id == ev.id))]
-        out.append({"id": ev.id, "kind": ev.kind, "sha256": ev.sha256, "reasons": ev.reasons, "matches": matches})
+        out.append({"id": ev.id, "kind": ev.kind, "sha256": ev.sha256, "reasons": ev.reasons, "matches": matches,
+                    "withdrawn": ev.withdrawn_at is not None})
     return out
 
 

@@ -52,6 +52,9 @@ class Evidence(Base):
     capture_verified: Mapped[bool] = mapped_column(nullable=False, default=False, server_default="false")
     captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     capture_nonce_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Set when the worker removes the file before submitting: it no longer counts or shows, but stays in the
+    # duplicate index (a re-used photo cannot be laundered by deleting it) and in ops' view.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class EvidenceMatch(Base):

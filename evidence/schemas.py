@@ -35,6 +35,7 @@ class EvidenceRead(BaseModel):
     exif: dict | None
     created_at: datetime
     matches: list[MatchRead] = []
+    withdrawn_at: datetime | None = None
     # True when the photo came with a valid in-app capture receipt (nonce of this claim, in time, used once).
     capture_verified: bool = False
     captured_at: datetime | None = None

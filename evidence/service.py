@@ -54,8 +54,11 @@ def upload(*, db_session: Session, worker: User, claim_id: int, staged: StagedBl
     info = inspect_upload(staged.path, max_bytes=get_settings().max_upload_bytes, max_pixels=MAX_PIXELS,
                           sha256=staged.sha256 or staged.finish())
     existing = db_session.scalar(select(Evidence).where(Evidence.claim_id == claim_id, Evidence.sha256 == info.sha256))
-    if existing is not None:
-        return existing  # the same file twice on one claim is one piece of evidence
+    if existing is not None:  # the same file twice on one claim is one piece of evidence
+        if existing.withdrawn_at is not None:  # taken back, now sent again: it counts again
+            existing.withdrawn_at = None
+            db_session.commit()
+        return existing
     _check_quotas(db_session, worker, claim_id, info.size_bytes)
     task = db_session.get(Task, found.task_id)
     got = capture.check(db_session, claim_id=claim_id, allow_gallery=task.allow_gallery, receipt=receipt,
@@ -198,11 +201,13 @@ def _record_matches(db_session: Session, ev: Evidence, matches: list[tuple[int, 
 
 
 def get_for(*, db_session: Session, user: User, evidence_id: int) -> Evidence:
-    """Evidence the user may see (through the claim's rules)."""
+    """Evidence the user may see (through the claim's rules; a withdrawn file only its worker and ops)."""
     ev = db_session.get(Evidence, evidence_id)
     try:
         if ev is not None:
             claims.get_for(db_session=db_session, user=user, claim_id=ev.claim_id)
+            if ev.withdrawn_at is not None and user.role == "merchant":
+                ev = None
     except NotFound:
         ev = None
     if ev is None:  # one answer for "not yours" and "does not exist": ids cannot be probed
@@ -266,9 +271,26 @@ def served_match_copy(*, db_session: Session, user: User, evidence_id: int, matc
 
 
 def for_claim(*, db_session: Session, user: User, claim_id: int) -> list[Evidence]:
-    """The claim's evidence."""
+    """The claim's evidence (withdrawn files only for ops)."""
     claims.get_for(db_session=db_session, user=user, claim_id=claim_id)
-    return list(db_session.scalars(select(Evidence).where(Evidence.claim_id == claim_id).order_by(Evidence.id)))
+    stmt = select(Evidence).where(Evidence.claim_id == claim_id).order_by(Evidence.id)
+    if user.role not in ("ops", "admin"):
+        stmt = stmt.where(Evidence.withdrawn_at.is_(None))
+    return list(db_session.scalars(stmt))
+
+
+def withdraw(*, db_session: Session, worker: User, evidence_id: int) -> Evidence:
+    """The worker takes a file back before submitting (delete or retake). Decided under the claim's row lock,
+    which submit also takes, so a file is never withdrawn from a claim being submitted."""
+    ev = get_for(db_session=db_session, user=worker, evidence_id=evidence_id)
+    found = claims.get_own(db_session=db_session, worker=worker, claim_id=ev.claim_id, for_update=True)
+    if found.state not in ("checked_in", "changes_requested"):
+        raise Conflict(f"Files can be removed only before submission; the claim is {found.state}.",
+                       code="evidence_locked")
+    if ev.withdrawn_at is None:
+        ev.withdrawn_at = utcnow()
+    db_session.commit()
+    return ev
 
 
 # An upload whose file has not grown for this long was abandoned by a process that died mid-request (a phone on

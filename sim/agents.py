@@ -151,7 +151,7 @@ class WorkerAgent:
             try:
                 claim = self.s.call("POST", f"/v1/tasks/{task['id']}/claims", ok=(201,)).json()
             except ApiError as exc:
-                if exc.code in ("slots_full", "task_not_open", "already_claimed"):
+                if exc.code in ("slots_full", "task_not_open", "already_claimed", "task_already_done"):
                     self.done_tasks.add(task["id"])
                     continue
                 raise

@@ -15,9 +15,9 @@ from core.batch import sweep
 from core.config import get_settings
 from core.models import utcnow
 from tasks import credit
-from tasks.errors import (AlreadyClaimed, ClaimNotFound, CreditTooLow, InvalidTransition, SlotsFull, TaskNotFound,
-                          TaskNotOpen)
-from tasks.models import ACTIVE_CLAIM_STATES, Claim, ClaimEvent, Task, in_list
+from tasks.errors import (AlreadyClaimed, AlreadyDone, ClaimNotFound, CreditTooLow, InvalidTransition, SlotsFull,
+                          TaskNotFound, TaskNotOpen)
+from tasks.models import ACTIVE_CLAIM_STATES, DONE_CLAIM_STATES, Claim, ClaimEvent, Task, in_list
 
 def credit_of(db_session: Session, worker_id: int) -> int:
     """The worker's credit score (see tasks.credit for the formula)."""
@@ -33,6 +33,7 @@ def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
     have = credit_of(db_session, worker.id)
     if not credit.may_claim(task, have):
         raise CreditTooLow(f"This task needs credit {credit.required_credit(task)}; yours is {have}.")
+    _refuse_if_done(db_session, task_id, worker.id)
     now = utcnow()
     # The worker's one active claim per task is decided by the unique partial index, without an error to
     # recover from; the slot by one guarded UPDATE. On a refusal the service only raises: the caller owns
@@ -60,6 +61,16 @@ def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
     audit(db_session, new_id, None, "claimed", worker.id)
     db_session.commit()
     return db_session.get(Claim, new_id)
+
+
+def _refuse_if_done(db_session: Session, task_id: int, worker_id: int) -> None:
+    """Refuse a second go at a task this worker already did. The worker's earlier claims on the task are
+    row-locked: one moving to paid (or out of an active state) right now is waited for and read as committed,
+    and a claim still active is caught by the unique partial index in the INSERT that follows."""
+    states = db_session.scalars(select(Claim.state).where(Claim.task_id == task_id, Claim.worker_id == worker_id)
+                                .order_by(Claim.id).with_for_update()).all()
+    if any(state in DONE_CLAIM_STATES for state in states):
+        raise AlreadyDone()
 
 
 def audit(db_session: Session, claim_id: int, from_state: str | None, to_state: str, actor_id: int | None,

@@ -32,6 +32,11 @@ class AlreadyClaimed(Conflict):
     detail = "You already hold a claim on this task."
 
 
+class AlreadyDone(Conflict):
+    code = "task_already_done"
+    detail = "You have already done this task; each worker can do a task once."
+
+
 class CreditTooLow(Forbidden):
     code = "credit_too_low"
     detail = "Your credit score is below this task's minimum."

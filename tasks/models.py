@@ -18,6 +18,8 @@ CLAIM_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "conf
                 "paid", "rejected", "appealed", "closed", "expired", "cancelled")
 # A worker holds at most one claim per task in these states.
 ACTIVE_CLAIM_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "confirmed", "spot_check")
+# A worker who reached one of these on a task has done it (paid, or judged and possibly appealed): no second claim.
+DONE_CLAIM_STATES = ("accepted", "paid", "rejected", "appealed", "closed")
 
 
 def in_list(column: str, values: tuple[str, ...]) -> str:

@@ -224,3 +224,66 @@ class ComplaintDecision(BaseModel):
 
     decision: Literal["uphold", "dismiss"]
     reason: str = Field(min_length=1, max_length=500)
+
+
+class ClaimEventRead(BaseModel):
+    """One state change of a claim: who (by role), when, why; ``reward_fen`` on the payment."""
+
+    from_state: str | None
+    to_state: str
+    at: datetime
+    by: str
+    reason: str | None
+    reason_code: str | None
+    reward_fen: int | None
+
+
+class TimelineAppeal(BaseModel):
+    """An appeal or complaint on the claim and its decision."""
+
+    id: int
+    kind: str
+    state: str
+    reason: str
+    decision_reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class TimelineSpotCheck(BaseModel):
+    """The outcome of a spot check the claim was sampled for."""
+
+    state: str
+    reason: str | None
+    decided_at: datetime | None
+
+
+class CreditChange(BaseModel):
+    """One change of the worker's credit and why."""
+
+    delta: int
+    reason: str
+    at: datetime
+    claim_id: int | None = None
+
+
+class ClaimTimeline(BaseModel):
+    """What happened to a claim: changes with reasons, appeals, spot check, credit, deadline, amount paid."""
+
+    claim_id: int
+    state: str
+    events: list[ClaimEventRead]
+    appeals: list[TimelineAppeal]
+    spot_check: TimelineSpotCheck | None
+    credit: list[CreditChange]
+    deadline: datetime | None
+    paid_fen: int | None
+    resolved_at: datetime | None
+
+
+class CreditChanges(BaseModel):
+    """The worker's credit, its formula and the latest changes."""
+
+    score: int
+    formula: str
+    events: list[CreditChange]

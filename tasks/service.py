@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -291,7 +291,10 @@ def nearby(*, db_session: Session, lat: float, lon: float, crs: str, radius_m: f
     """Published tasks with free slots within radius, nearest first (KNN on the partial GiST index)."""
     wlat, wlon = geocrs.to_wgs84(lat, lon, crs)
     here = point_geog(wlon, wlat)
-    dist = func.ST_Distance(Task.center, here).label("distance_m")
+    # To the fence's edge, 0 inside, as the check-in measures it (a circle exactly, from its centre and radius), so
+    # the hall and the check-in never disagree; nearest first still goes by the centre (the KNN index).
+    dist = case((Task.radius_m.is_not(None), func.greatest(0.0, func.ST_Distance(Task.center, here) - Task.radius_m)),
+                else_=func.ST_Distance(Task.fence, here)).label("distance_m")
     stmt = (select(Task, dist)
             .where(Task.state == "published", Task.slots_taken < Task.slots, Task.ends_at > utcnow(),
                    func.ST_DWithin(Task.center, here, radius_m))

@@ -219,7 +219,7 @@ def test_worker_checks_in_inside_then_outside_a_fence(server, browser):
     page.locator("#claims .item[data-state=claimed] button.checkin").click()
     verdict = page.locator("#claims .verdict .verdict-text").first
     verdict.wait_for()
-    assert verdict.inner_text() == "inside"
+    assert verdict.inner_text() == "在围栏内"  # the page speaks Chinese by default
     shot(page, "worker-inside")
 
     # Photo from the camera input, then submit: the claim is waiting for the merchant.
@@ -237,7 +237,9 @@ def test_worker_checks_in_inside_then_outside_a_fence(server, browser):
     page.locator("#claims .item[data-state=claimed] button.checkin").click()
     refused = page.locator("#claims .verdict.error").first
     refused.wait_for()
-    assert "outside_fence" in refused.inner_text() and "outside the fence" in refused.inner_text()
+    # Plain words with the distance; the code only in the title (for support), never in the text.
+    assert "围栏外" in refused.inner_text() and "outside_fence" not in refused.inner_text()
+    assert refused.get_attribute("title") == "outside_fence"
     shot(page, "worker-outside")
     with server.session() as s:
         claims = {c.task_id: c for c in s.scalars(select(Claim).where(Claim.task_id.in_([task_in["id"], task_out["id"]])))}

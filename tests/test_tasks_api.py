@@ -80,7 +80,9 @@ def test_nearby_orders_by_distance_filters_and_speaks_callers_crs(client, db):
     ids = [t["id"] for t in r.json()]
     assert ids.index(near["id"]) < ids.index(far["id"])
     first = next(t for t in r.json() if t["id"] == near["id"])
-    assert 90 < first["distance_m"] < 130
+    assert 5 < first["distance_m"] < 20  # to the fence's edge: the centre is 111 m away, the radius 100 m
+    inside = client.get("/v1/tasks/nearby", params={"lat": lat + 0.001, "lon": lon, "radius_m": 500}, headers=w)
+    assert next(t for t in inside.json() if t["id"] == near["id"])["distance_m"] == 0
     nlat, nlon = geocrs.wgs84_to_gcj02(lat + 0.001, lon)
     assert abs(first["center"][1] - nlat) < 1e-6 and abs(first["center"][0] - nlon) < 1e-6
     rich = client.get("/v1/tasks/nearby", params={"lat": lat, "lon": lon, "radius_m": 3000, "min_reward": 2000},

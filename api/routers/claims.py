@@ -10,8 +10,8 @@ from api.idempotent import IdempotentRun
 from api.views import checkin_read, claim_read
 from checkin import service as checkins
 from checkin.schemas import CheckinCreate, CheckinRead
-from tasks import capture, claims
-from tasks.schemas import CaptureNonceRead, ClaimRead
+from tasks import capture, claims, history
+from tasks.schemas import CaptureNonceRead, ClaimRead, ClaimTimeline, CreditChanges
 
 router = APIRouter(prefix="/v1", tags=["claims"])
 
@@ -75,3 +75,15 @@ def claim_checkins(claim_id: Id, user: CurrentUser, db_session: DbSession):
     """The claim's fixes with verdicts and signals."""
     _, rows = checkins.for_claim(db_session=db_session, user=user, claim_id=claim_id)
     return [checkin_read(r, viewer_role=user.role) for r in rows]
+
+
+@router.get("/claims/{claim_id}/timeline", response_model=ClaimTimeline)
+def claim_timeline(claim_id: Id, user: CurrentUser, db_session: DbSession):
+    """What happened to the claim and why: reasons, deadline, appeals, spot check, credit, amount paid."""
+    return history.timeline(db_session=db_session, user=user, claim_id=claim_id)
+
+
+@router.get("/me/credit", response_model=CreditChanges)
+def my_credit(worker: Worker, db_session: DbSession):
+    """The worker's credit score with its latest changes and their reasons."""
+    return history.credit_changes(db_session=db_session, worker=worker)

@@ -9,8 +9,8 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from accounts import service as accounts
-from api.deps import AccessClaims, CurrentUser, DbSession, Id, received_at
-from api.idempotent import IdempotentStreamedRun
+from api.deps import AccessClaims, CurrentUser, DbSession, Id, Worker, received_at
+from api.idempotent import IdempotentRun, IdempotentStreamedRun
 from api.uploads import receive_form
 from evidence import service
 from evidence.schemas import CaptureReceipt, EvidenceRead, MatchRead
@@ -45,7 +45,7 @@ def evidence_read(db, ev, user) -> EvidenceRead:
     traced = service.matched_claims(db_session=db, user=user, matched_ids=[m.matched_evidence_id for m in matches])
     return EvidenceRead(id=ev.id, claim_id=ev.claim_id, kind=ev.kind, mime=ev.mime, sha256=ev.sha256,
                         size_bytes=ev.size_bytes, width=ev.width, height=ev.height, state=ev.state,
-                        reasons=ev.reasons, exif=exif, created_at=ev.created_at,
+                        reasons=ev.reasons, exif=exif, created_at=ev.created_at, withdrawn_at=ev.withdrawn_at,
                         capture_verified=ev.capture_verified, captured_at=ev.captured_at,
                         matches=[match_read(m, traced) for m in matches])
 
@@ -94,6 +94,13 @@ def list_evidence(claim_id: Id, user: CurrentUser, db_session: DbSession):
     """The claim's files (its worker, the task's merchant, ops)."""
     return [evidence_read(db_session, ev, user) for ev in service.for_claim(db_session=db_session, user=user,
                                                                             claim_id=claim_id)]
+
+
+@router.post("/evidence/{evidence_id}/withdraw", response_model=EvidenceRead)
+def withdraw(evidence_id: Id, worker: Worker, idem: IdempotentRun):
+    """The worker removes one of their files before submitting (to delete it or retake the photo)."""
+    return idem.run(worker.id, lambda db: evidence_read(db, service.withdraw(db_session=db, worker=worker,
+                                                                             evidence_id=evidence_id), worker))
 
 
 @router.get("/evidence/{evidence_id}", response_model=EvidenceRead)

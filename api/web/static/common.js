@@ -8,11 +8,12 @@ const SESSION_KEY = "fp.session";
 const QUEUE_KEY = "fp.queue";
 
 export class ApiError extends Error {
-  constructor(status, code, detail) {
+  constructor(status, code, detail, body = null) {
     super(detail || code);
     this.status = status;
     this.code = code;
     this.detail = detail;
+    this.body = body; // the whole error body: some carry figures (e.g. distance_m) for the page's own words
   }
 }
 
@@ -73,7 +74,7 @@ export async function api(path, opts = {}, retried = false) {
   const data = resp.status === 204 ? null : await resp.json().catch(() => null);
   if (!resp.ok) {
     if (resp.status === 401 && path !== "/v1/auth/token") saveSession(null);
-    throw new ApiError(resp.status, data?.code || `http_${resp.status}`, data?.detail || resp.statusText);
+    throw new ApiError(resp.status, data?.code || `http_${resp.status}`, data?.detail || resp.statusText, data);
   }
   return data;
 }
