@@ -45,7 +45,7 @@ DISTRICT_ZH = {"wangfujing": "王府井", "xidan": "西单", "sanlitun": "三里
                "wudaokou": "五道口", "qianmen": "前门", "wangjing": "望京"}
 TYPE_ZH = {"store_visit": "门店拜访", "shelf_audit": "货架巡检", "flyer_run": "传单派发", "poster": "海报张贴",
            "signup_drive": "地推拉新"}
-PHOTOS_FOR_OPEN_CHECKS = 40  # queued spot checks that get real photos (the rest of history keeps none)
+PHOTOS_FOR_OPEN_CHECKS = 200  # queued spot checks that get real photos (the rest of history keeps none)
 
 
 def _ids(db_session: Session, table: str, n: int) -> list[int]:

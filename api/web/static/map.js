@@ -130,6 +130,8 @@ export function loadMapLib() {
 
 // A map in `node` centred on [lat, lon] (WGS-84); returns {L, map} or null (and says so in the node).
 export async function createMap(node, center, zoom = 15) {
+  if (!node.hasAttribute("role")) node.setAttribute("role", "region"); // a named landmark for screen readers
+  if (!node.hasAttribute("aria-label")) node.setAttribute("aria-label", t("map.label"));
   const lib = await loadMapLib();
   if (!lib) {
     node.classList.add("map-missing");
@@ -137,7 +139,6 @@ export async function createMap(node, center, zoom = 15) {
     return null;
   }
   const { L, tileUrl, tiles } = lib;
-  if (!node.hasAttribute("aria-label")) node.setAttribute("aria-label", t("map.label"));
   const map = L.map(node).setView(toDisplay(center[0], center[1]), zoom); // SVG: shapes stay DOM elements
   if (tileUrl) {
     let failed = 0;
