@@ -99,6 +99,11 @@ def _outcome(v: Visit, rng: random.Random, now: datetime, busy: set) -> None:
     pair = (v.worker, v.shop)
     fraud = v.kind != HONEST
     hard = bool(FORCES_SPOT_CHECK & set(v.flags))
+    # A flagged claim goes to a spot check as soon as its merchant confirms; the newest one may still be queued.
+    if hard and age < timedelta(hours=30) and pair not in busy:
+        v.state, v.spot_state, v.sampled = "spot_check", "open", True
+        busy.add(pair)
+        return
     if age < timedelta(hours=18) and pair not in busy and rng.random() < 0.5:
         v.state, v.spot_state = "submitted", None
         busy.add(pair)

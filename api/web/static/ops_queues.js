@@ -123,12 +123,16 @@ async function evidenceBlock(s) {
   return blocks.length ? el("div", { class: "photos" }, ...blocks) : el("p", { class: "muted" }, t("ops.no_photos"));
 }
 
+const pendingMaps = [];
+
 // The fence and every check-in/out point of the claim.
 function spotMap(s) {
   const box = el("div", { class: "map small spot-map", "aria-label": t("ops.map_of", { claim: s.claim_id }) });
   const first = s.checkins?.[0];
   if (!first || !s.claim) return box;
-  Promise.all([createMap(box, [first.lat, first.lon], 17), api(`/v1/tasks/${s.claim.task_id}`).catch(() => null)])
+  // Drawn once the card is in the page: Leaflet measures its box, and a detached one has no size.
+  pendingMaps.push(() => Promise.all([createMap(box, [first.lat, first.lon], 17),
+    api(`/v1/tasks/${s.claim.task_id}`).catch(() => null)])
     .then(([ctx, task]) => {
       if (!ctx) return;
       const { L, map } = ctx;
@@ -138,7 +142,7 @@ function spotMap(s) {
           fillOpacity: 0.8 }).bindTooltip(t("ops.fix", { kind: t(`ops.fix_${f.kind}`), d: Math.round(f.distance_m) })).addTo(map));
       }
       map.fitBounds(L.featureGroup(shapes).getBounds().pad(0.4), { maxZoom: 18 });
-    });
+    }));
   return box;
 }
 
@@ -170,6 +174,7 @@ loaders.spot = async function loadSpotChecks() {
   $("#spot-count").textContent = list.length > SPOT_SHOWN ? t("ops.spot_more", { n: list.length, shown: SPOT_SHOWN })
     : list.length ? t("ops.spot_count", { n: list.length }) : "";
   $("#spot").replaceChildren(...(items.length ? items : [el("p", { class: "muted" }, t("ops.no_spot"))]));
+  await Promise.all(pendingMaps.splice(0).map((draw) => draw()));
 };
 
 // ---- appeals -------------------------------------------------------------------------------------------------
