@@ -15,11 +15,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from accounts import service as accounts
 from accounts.models import User
 from geo import crs as geocrs
+from ledger import service as ledger
 from sim import month, month_db
 from tasks import demo
 from tests.fieldwork import circle, publish_approved, task_body
@@ -81,10 +82,10 @@ def ops_page(server, browser):
     ctx.close()
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, full_page: bool = True) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.evaluate("document.querySelectorAll('#toasts .toast').forEach(t => t.remove())")
-    page.screenshot(path=str(ARTIFACTS / f"ops-{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"ops-{name}.png"), full_page=full_page)
 
 
 def summary(page) -> dict:
@@ -127,6 +128,14 @@ def lonely_check_in(server) -> None:
 
 
 # ---- tests ---------------------------------------------------------------------------------------------------
+
+def test_demo_month_is_seeded_once_and_the_ledger_balances(server):
+    with server.session() as s:
+        again = month_db.seed(db_session=s, ops=s.scalar(select(User).where(User.username == "ops_demo")), size=SIZE)
+        assert again == {"seeded": False}  # `fieldproof demo` twice does not duplicate
+        assert ledger.check(s) == []
+        assert s.scalar(select(func.count()).select_from(User).where(User.username.like("city_worker_%"))) == SIZE.workers
+
 
 def test_heatmap_shows_demo_cells_and_says_how_many_are_hidden(server, ops_page):
     page, errors = ops_page
@@ -225,11 +234,11 @@ def test_api_docs_render_offline(server, browser):
     page.goto("/docs")
     page.locator(".swagger-ui .opblock").first.wait_for()
     assert page.locator(".swagger-ui .opblock").count() > 20
-    shot(page, "docs")
+    shot(page, "docs", full_page=False)
     page.goto("/redoc")
     page.get_by_text("Fieldproof", exact=False).first.wait_for()
     page.locator("[data-section-id]").first.wait_for()
-    shot(page, "redoc")
+    shot(page, "redoc", full_page=False)
     assert outside == []
     ctx.close()
 

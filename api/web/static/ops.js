@@ -20,7 +20,7 @@ addStrings({
     "ops.hidden": "另有 {n} 个网格有数据但未显示：所选时间内，这些网格的任一小时或一天都不足 {k} 名地推人员（k 匿名，保护个人行踪）。",
     "ops.hidden_all": "所选范围内有 {n} 个网格有数据，但都不足 {k} 名地推人员，为保护个人行踪全部隐藏。可放大网格、拉长时间范围。",
     "ops.empty": "所选范围和时间内没有数据。",
-    "ops.legend": "图例（{unit}）",
+    "ops.legend": "图例（单位：{unit}）",
     "metric.checkins": "签到", "metric.workers": "地推人员", "metric.completions": "完成", "metric.rejections": "驳回",
     "metric.spot_check_failures": "抽查未通过", "metric.duplicate_flags": "重复照片", "metric.spoof_flags": "疑似虚假定位",
     "metric.median_dwell_s": "停留时长中位数",
@@ -45,7 +45,7 @@ addStrings({
     "ops.hidden": "{n} more cells have data but are hidden: no single hour or day in the range saw {k} distinct workers there (k-anonymity protects individual movements).",
     "ops.hidden_all": "{n} cells in view have data, but all saw fewer than {k} workers, so they are hidden to protect individual movements. Try larger cells or a longer range.",
     "ops.empty": "No data in this view and time range.",
-    "ops.legend": "Legend ({unit})",
+    "ops.legend": "Legend (in {unit})",
     "metric.checkins": "Check-ins", "metric.workers": "Workers", "metric.completions": "Completions",
     "metric.rejections": "Rejections", "metric.spot_check_failures": "Failed spot checks",
     "metric.duplicate_flags": "Duplicate photos", "metric.spoof_flags": "Suspected GPS spoofing",
@@ -174,7 +174,7 @@ async function loadStats() {
     el("h3", {}, t("ops.by_type")),
     table(s.by_type || [], ["type", "claims", "acceptance_rate", "rejection_rate", "spot_check_failures"]),
     el("h3", {}, t("ops.by_region")), table(s.by_region || [], regions),
-    s.regions_hidden ? el("p", { class: "muted" }, t("ops.regions_hidden", { n: s.regions_hidden, k: s.k })) : null);
+    ...(s.regions_hidden ? [el("p", { class: "muted" }, t("ops.regions_hidden", { n: s.regions_hidden, k: s.k }))] : []));
 }
 loaders.stats = loadStats;
 
