@@ -1,9 +1,12 @@
-"""Ops tools behind the dashboard: user search (ops only) and the ledger's bulk postings used by the demo seed."""
+"""Ops tools behind the dashboard: user search (ops only), the ledger's bulk postings used by the demo seed, and
+the base-map setting (defaults per crs, CSP origin)."""
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
 
+from api.routers import pages
+from core.config import Settings
 from ledger import service as ledger
 from ledger.errors import AlreadyPosted, InsufficientFunds, UnbalancedTransaction
 from ledger.models import LedgerAccount
@@ -54,3 +57,15 @@ def test_transfer_many_keeps_the_ledger_rules(db):
     with pytest.raises(InsufficientFunds):  # never negative, checked in order
         ledger.transfer_many(db, kind="test_pay", cause_type="test", entries=[(4, [(escrow, -1), (wallet, 1)])])
     assert ledger.check(db) == []
+
+
+def test_base_map_defaults_per_crs_and_csp_origin(monkeypatch):
+    gcj = Settings(map_tile_url=None, map_tile_crs="gcj02")
+    assert "autonavi.com" in gcj.map_tiles["url"] and gcj.map_tiles["subdomains"] == "1234"
+    assert "openstreetmap.org" in Settings(map_tile_url=None, map_tile_crs="wgs84").map_tiles["url"]
+    assert Settings(map_tile_url="", map_tile_crs="gcj02").map_tiles["url"] == ""  # the plain grid
+    monkeypatch.setattr(pages, "get_settings", lambda: gcj)
+    assert pages._tile_origin() == "https://*.is.autonavi.com"  # CSP img-src allows the {s} subdomains
+    assert pages.config()["tile_crs"] == "gcj02"
+    monkeypatch.setattr(pages, "get_settings", lambda: Settings(map_tile_url="", map_tile_crs="wgs84"))
+    assert pages._tile_origin() == "" and pages.config()["tile_url"] == ""

@@ -110,10 +110,12 @@ def lonely_check_in(server) -> None:
 
         names = {role: f"{role}_{uuid.uuid4().hex[:8]}" for role in ("merchant", "worker")}
         for role, name in names.items():
-            assert c.post("/v1/auth/register", json={"username": name, "password": PASSWORD, "role": role}).status_code == 201
+            r = c.post("/v1/auth/register", json={"username": name, "password": PASSWORD, "role": role})
+            assert r.status_code == 201, r.text
         m, w = login(names["merchant"]), login(names["worker"])
         for purpose, amount in (("security_deposit", 10_000), ("available", 100_000)):
-            assert c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose}, headers=m).status_code == 201
+            r = c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose}, headers=m)
+            assert r.status_code == 201, r.text
         ops_name = f"ops_{uuid.uuid4().hex[:8]}"
         with server.session() as s:
             accounts.create(db_session=s, username=ops_name, password=PASSWORD, role="ops", self_service=False)
@@ -134,7 +136,8 @@ def test_demo_month_is_seeded_once_and_the_ledger_balances(server):
         again = month_db.seed(db_session=s, ops=s.scalar(select(User).where(User.username == "ops_demo")), size=SIZE)
         assert again == {"seeded": False}  # `fieldproof demo` twice does not duplicate
         assert ledger.check(s) == []
-        assert s.scalar(select(func.count()).select_from(User).where(User.username.like("city_worker_%"))) == SIZE.workers
+        workers = select(func.count()).select_from(User).where(User.username.like("city_worker_%"))
+        assert s.scalar(workers) == SIZE.workers
 
 
 def test_heatmap_shows_demo_cells_and_says_how_many_are_hidden(server, ops_page):
