@@ -272,3 +272,18 @@ def test_ops_page_has_no_serious_accessibility_violations(ops_page):
     bad = [v for v in violations if v["impact"] in ("critical", "serious")]
     assert bad == [], bad
     assert errors == []
+
+
+def test_english_is_available_and_every_string_is_translated(ops_page):
+    page, errors = ops_page
+    page.wait_for_selector("#stats table")
+    page.click("#lang")  # reloads in English
+    page.wait_for_selector("#heat-summary[data-cells]")
+    page.locator("#spot [data-spot]").first.wait_for()
+    page.wait_for_selector("#stats table")
+    text = page.locator("#app").inner_text()
+    assert "Heatmap" in text and "Spot checks" in text and "Legend (in check-ins)" in text
+    for prefix in ("ops.", "metric.", "col.", "type.", "unit.", "stratum.", "verdict."):
+        assert prefix not in text, prefix  # a key shown instead of words
+    shot(page, "english")
+    assert errors == []
