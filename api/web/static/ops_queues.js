@@ -31,7 +31,7 @@ addStrings({
     "kind.appeal": "申诉", "kind.complaint": "投诉", "ops.write_reason": "请先填写理由。",
     "ops.task_done": "任务 #{id}：{d}", "ops.spot_done": "抽查 #{id}：{v}", "ops.appeal_done": "申诉 #{id}：{d}",
     "ops.user_line": "#{id} · {role} · 注册于 {at}", "ops.frozen": "已冻结", "ops.active": "正常",
-    "ops.user_done": "{name} 现在{state}",
+    "ops.user_done": "{name} 现在{state}", "ops.loading": "正在加载…",
   },
   en: {
     "ops.reviews": "Tasks to review", "ops.spot": "Spot checks", "ops.appeals": "Appeals", "ops.users": "Find and freeze users",
@@ -57,7 +57,7 @@ addStrings({
     "kind.appeal": "Appeal", "kind.complaint": "Complaint", "ops.write_reason": "Write a reason first.",
     "ops.task_done": "Task #{id}: {d}", "ops.spot_done": "Spot check #{id}: {v}", "ops.appeal_done": "Appeal #{id}: {d}",
     "ops.user_line": "#{id} · {role} · since {at}", "ops.frozen": "frozen", "ops.active": "active",
-    "ops.user_done": "{name} is now {state}",
+    "ops.user_done": "{name} is now {state}", "ops.loading": "Loading…",
   },
 });
 
@@ -165,6 +165,7 @@ async function spotCard(s) {
 }
 
 loaders.spot = async function loadSpotChecks() {
+  if (!$("#spot [data-spot]")) $("#spot").replaceChildren(el("p", { class: "muted" }, t("ops.loading")));
   const list = await api("/v1/spot-checks?limit=200");
   // Photo duplicates first (judged at a glance, side by side), then the riskiest, then the oldest.
   const dup = (s) => ((s.claim?.flags || []).some((f) => DUPLICATE.has(f)) ? 0 : 1);
