@@ -4,7 +4,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -152,6 +152,16 @@ def freeze(*, db_session: Session, actor: User, user_id: int, reason: str, froze
                                                       RefreshToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
     db_session.commit()
     return user
+
+
+def search(*, db_session: Session, actor: User, q: str, limit: int = 20) -> list[User]:
+    """Users whose username or display name contains ``q`` (case-insensitive), exact username first (ops only)."""
+    require_role(actor, "ops")
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    stmt = (select(User).where(or_(User.username.ilike(pattern, escape="\\"),
+                                   User.display_name.ilike(pattern, escape="\\")))
+            .order_by((func.lower(User.username) != q.lower()), User.username).limit(limit))
+    return list(db_session.scalars(stmt))
 
 
 def set_real_name(*, db_session: Session, actor: User, user_id: int, verified: bool) -> User:

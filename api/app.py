@@ -19,7 +19,7 @@ from evidence.storage import get_store
 from workers.tasks import enqueue_job
 
 ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router, evidence.router,
-           acceptance.router, money.router, ops.router, pages.router]
+           acceptance.router, money.router, ops.router, pages.router, pages.docs_router]
 
 
 @asynccontextmanager
@@ -39,6 +39,7 @@ def create_app() -> FastAPI:
     """Build the app with its routers, error table and middleware."""
     configure_logging()
     app = FastAPI(title="Fieldproof", lifespan=lifespan, version="0.1.0", openapi_url="/openapi.json",
+                  docs_url=None, redoc_url=None,  # served from local assets by api.routers.pages (no CDN)
                   description="Verified offline field work: geofenced check-ins, photo evidence, escrow payouts.")
     errors.register(app)
     openapi.install(app)

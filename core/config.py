@@ -12,6 +12,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Default base maps per coordinate system: OpenStreetMap's standard tiles are WGS-84; AutoNavi (Gaode) tiles are
+# drawn in GCJ-02, as every map of mainland China must be.
+MAP_TILE_DEFAULTS = {
+    "wgs84": {"url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png", "subdomains": "abc",
+              "attribution": "© OpenStreetMap contributors"},
+    "gcj02": {"url": "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8&x={x}&y={y}&z={z}",
+              "subdomains": "1234", "attribution": "© 高德地图 AutoNavi"},
+}
+
+
 class Settings(BaseSettings):
     """Service settings; every field can be set as FIELDPROOF_<NAME>."""
 
@@ -161,9 +171,23 @@ class Settings(BaseSettings):
     max_evidence_per_claim: int = 30
     max_upload_bytes_per_worker_day: int = 500 * 1024 * 1024
 
-    # Base-map tiles for the web pages, e.g. "https://tile.openstreetmap.org/{z}/{x}/{y}.png"; empty: no base
-    # map (fences, check-ins and the heatmap still draw on a plain background).
-    map_tile_url: str = ""
+    # Base-map tiles for the web pages: an XYZ template ({s} subdomain, {z}/{x}/{y}) and the coordinate system its
+    # tiles are drawn in. Unset: the default for that system (OpenStreetMap for wgs84, AutoNavi/Gaode for gcj02,
+    # whose streets are shifted as GCJ-02 requires; the pages shift WGS-84 data to match). Empty: no base map
+    # (fences, check-ins and the heatmap draw on a plain grid, also the fallback when tiles cannot load).
+    map_tile_url: str | None = None
+    map_tile_crs: Literal["wgs84", "gcj02"] = "wgs84"
+    map_tile_subdomains: str | None = None  # letters or digits for {s}; unset: the default template's own
+
+    @property
+    def map_tiles(self) -> dict:
+        """The base map the pages use: {"url", "crs", "subdomains", "attribution"} (url empty: none)."""
+        default = MAP_TILE_DEFAULTS[self.map_tile_crs]
+        url = default["url"] if self.map_tile_url is None else self.map_tile_url.strip()
+        own = url == default["url"]
+        return {"url": url, "crs": self.map_tile_crs,
+                "subdomains": self.map_tile_subdomains or (default["subdomains"] if own else "abc"),
+                "attribution": default["attribution"] if own else ""}
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

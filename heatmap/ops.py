@@ -37,6 +37,7 @@ def stats_window(since: datetime | None, until: datetime | None, *,
 def stats(*, db_session: Session, ops: User, since: datetime | None, until: datetime | None) -> dict:
     """Totals and rates per task type, and check-in/flag rates per region (k-anonymous)."""
     since, until = stats_window(since, until)
+    by_region = heatmap.regions(db_session=db_session, since=since, until=until)
     return {"from": since, "to": until,
             "by_type": reviews.stats_by_type(db_session=db_session, ops=ops, since=since, until=until),
-            "by_region": heatmap.regions(db_session=db_session, since=since, until=until)}
+            "by_region": list(by_region), "regions_hidden": by_region.hidden, "k": by_region.k}

@@ -33,8 +33,20 @@ from heatmap.rollup import COUNTS, catch_up, pending, roll_up  # noqa: F401  (th
 
 METRICS = ("checkins", "workers", "completions", "rejections", "spot_check_failures", "duplicate_flags",
            "spoof_flags", "median_dwell_s")
+# What each metric counts, for legends: a count of check-ins, of distinct workers, of claims, or seconds.
+UNITS = {"checkins": "checkins", "workers": "workers", "completions": "claims", "rejections": "claims",
+         "spot_check_failures": "claims", "duplicate_flags": "claims", "spoof_flags": "checkins",
+         "median_dwell_s": "seconds"}
 MAX_CELLS = 20_000
 DAY = timedelta(days=1)
+
+
+class Cells(list):
+    """Visible cells, and how many more had data but were hidden (seen by fewer than ``k`` workers)."""
+
+    def __init__(self, items=(), hidden: int = 0, k: int = 0) -> None:
+        super().__init__(items)
+        self.hidden, self.k = hidden, k
 
 
 def parse_bbox(bbox: str, crs: str) -> tuple[float, float, float, float]:
@@ -82,8 +94,8 @@ def _piece(model, lo, hi, res: int, bbox, cells: list[int] | None, with_dwell: b
 
 def measures(*, db_session: Session, res: int, since: datetime, until: datetime,
              bbox: tuple[float, float, float, float] | None = None, k: int | None = None,
-             with_dwell: bool = False) -> list[dict]:
-    """Every measure per cell over [since, until), cells seen by fewer than k workers hidden."""
+             with_dwell: bool = False) -> Cells:
+    """Every measure per cell over [since, until), cells seen by fewer than k workers hidden (and counted)."""
     if res not in h3cells.ROLLUP_RES:
         raise InvalidInput(f"res must be one of {h3cells.ROLLUP_RES}.", code="invalid_resolution")
     if until <= since:
@@ -91,16 +103,21 @@ def measures(*, db_session: Session, res: int, since: datetime, until: datetime,
     k = get_settings().heatmap_k if k is None else k
     cells = h3cells.cells_in_bbox(bbox, res, MAX_CELLS) if bbox is not None else None
     if cells == []:
-        return []
+        return Cells(k=k)
     u = union_all(*(_piece(m, lo, hi, res, bbox, cells, with_dwell)
                     for m, lo, hi in _periods(since, until))).subquery()
     workers = func.max(u.c.workers)
     cols = [u.c.cell, *(func.sum(u.c[m]).label(m) for m in COUNTS), workers.label("workers")]
     if with_dwell:
         cols.append(func.hist_sum(u.c.dwell_hist).label("dwell_hist"))
-    stmt = select(*cols).group_by(u.c.cell).having(workers >= k).limit(MAX_CELLS)
-    out = []
+    # No HAVING: the hidden cells are counted too (the page says how many and why); a viewport holds at most
+    # MAX_CELLS cells, so the extra rows are bounded.
+    stmt = select(*cols).group_by(u.c.cell).limit(2 * MAX_CELLS)
+    out = Cells(k=k)
     for row in db_session.execute(stmt).mappings():
+        if row["workers"] < k:
+            out.hidden += 1
+            continue
         cell = {"cell": int(row["cell"]), "workers": int(row["workers"]), **{m: int(row[m]) for m in COUNTS}}
         if with_dwell:
             cell["median_dwell_s"] = dwell.median(row["dwell_hist"] or [])
@@ -109,19 +126,20 @@ def measures(*, db_session: Session, res: int, since: datetime, until: datetime,
 
 
 def query(*, db_session: Session, bbox: tuple[float, float, float, float], res: int, metric: str,
-          since: datetime, until: datetime, k: int | None = None) -> list[dict]:
-    """Cells in the viewport with every measure and ``value`` = the chosen metric."""
+          since: datetime, until: datetime, k: int | None = None) -> Cells:
+    """Cells in the viewport with every measure and ``value`` = the chosen metric (``hidden``: how many not shown)."""
     if metric not in METRICS:
         raise InvalidInput(f"metric must be one of {', '.join(METRICS)}.", code="invalid_metric")
     cells = measures(db_session=db_session, res=res, since=since, until=until, bbox=bbox, k=k,
                      with_dwell=metric == "median_dwell_s")
     for cell in cells:
         cell["value"] = cell[metric]
-    return [c for c in cells if c["value"] is not None]
+    return Cells((c for c in cells if c["value"] is not None), hidden=cells.hidden, k=cells.k)
 
 
 def feature_collection(cells: list[dict], metric: str, res: int, crs: str) -> dict:
-    """GeoJSON (RFC 7946) FeatureCollection of hexagons, coordinates in ``crs``, every measure as a property."""
+    """GeoJSON (RFC 7946) FeatureCollection of hexagons, coordinates in ``crs``, every measure as a property;
+    ``hidden`` says how many cells with data were left out because fewer than ``k`` workers were seen there."""
     features = []
     for cell in cells:
         ring = np.asarray(h3cells.ring(cell["cell"]))
@@ -133,7 +151,8 @@ def feature_collection(cells: list[dict], metric: str, res: int, crs: str) -> di
                          "geometry": {"type": "Polygon", "coordinates": [ring.round(7).tolist()]},
                          "properties": {**cell, "cell": name, "res": res}})
     return {"type": "FeatureCollection", "features": features, "metric": metric, "metrics": list(METRICS),
-            "crs": crs, "k": get_settings().heatmap_k}
+            "crs": crs, "k": getattr(cells, "k", 0) or get_settings().heatmap_k,
+            "hidden": getattr(cells, "hidden", 0), "units": UNITS}
 
 
 def zoom_to_res(z: int) -> int:
@@ -177,10 +196,11 @@ def mvt_tile(*, db_session: Session, z: int, x: int, y: int, metric: str, since:
     return bytes(data or b"")
 
 
-def regions(*, db_session: Session, since: datetime, until: datetime, k: int | None = None) -> list[dict]:
+def regions(*, db_session: Session, since: datetime, until: datetime, k: int | None = None) -> Cells:
     """Per resolution-5 region (~250 km²): totals and rates, regions seen by fewer than k workers hidden."""
     out = []
-    for r in measures(db_session=db_session, res=5, since=since, until=until, k=k, with_dwell=True):
+    found = measures(db_session=db_session, res=5, since=since, until=until, k=k, with_dwell=True)
+    for r in found:
         lat, lon = h3cells.centre(r["cell"])
         n, done = r["checkins"], r["completions"] + r["rejections"]
         out.append({"region": h3cells.h3_str(r["cell"]), "lat": round(lat, 5), "lon": round(lon, 5), "checkins": n,
@@ -189,4 +209,4 @@ def regions(*, db_session: Session, since: datetime, until: datetime, k: int | N
                     "spoof_rate": round(r["spoof_flags"] / n, 4) if n else None,
                     "duplicate_rate": round(r["duplicate_flags"] / n, 4) if n else None,
                     "rejection_rate": round(r["rejections"] / done, 4) if done else None})
-    return sorted(out, key=lambda r: -r["checkins"])
+    return Cells(sorted(out, key=lambda r: -r["checkins"]), hidden=found.hidden, k=found.k)

@@ -72,6 +72,43 @@ def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, 
     return txn
 
 
+def transfer_many(db_session: Session, *, kind: str, cause_type: str, entries: list[tuple[int, list[Leg]]],
+                  memo: str = "") -> int:
+    """``transfer`` for many causes at once (bulk loads such as the demo's history): the same rules (balanced,
+    never negative, once per cause), checked in order, written as multi-row INSERTs; returns how many."""
+    if not entries:
+        return 0
+    for _, legs in entries:
+        if not legs or sum(a for _, a in legs) != 0 or any(not isinstance(a, int) or a == 0 for _, a in legs):
+            raise UnbalancedTransaction(f"Legs {legs} do not balance.")
+    causes = [c for c, _ in entries]
+    if len(set(causes)) != len(causes) or db_session.scalar(select(func.count()).where(
+            LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause_type,
+            LedgerTransaction.cause_id.in_(causes))):
+        raise AlreadyPosted(f"{kind} for some {cause_type} is already recorded.")
+    ids = sorted({a for _, legs in entries for a, _ in legs})
+    rows = {r.id: r for r in db_session.scalars(select(LedgerAccount).where(LedgerAccount.id.in_(ids))
+                                                .order_by(LedgerAccount.id).with_for_update())}
+    txn_ids = list(db_session.scalars(text("SELECT nextval(pg_get_serial_sequence('ledger_transaction', 'id')) "
+                                           "FROM generate_series(1, :n)"), {"n": len(entries)}))
+    postings = []
+    for txn_id, (_, legs) in zip(txn_ids, entries):
+        for acc_id, amount in legs:
+            acc = rows[acc_id]
+            if acc.kind != "external" and acc.balance_fen + amount < 0:
+                raise InsufficientFunds(f"{acc.kind} holds {acc.balance_fen} fen; {-amount} fen needed.",
+                                        balance_fen=acc.balance_fen, needed_fen=-amount)
+            acc.balance_fen += amount
+            postings.append({"transaction_id": txn_id, "account_id": acc_id, "amount_fen": amount,
+                             "balance_after_fen": acc.balance_fen})
+    db_session.execute(insert(LedgerTransaction), [{"id": t, "kind": kind, "cause_type": cause_type, "cause_id": c,
+                                                    "memo": memo} for t, c in zip(txn_ids, causes)])
+    for k in range(0, len(postings), 5000):
+        db_session.execute(insert(Posting), postings[k:k + 5000])
+    db_session.flush()  # the accounts' new balances
+    return len(entries)
+
+
 def _move(db_session: Session, *, kind: str, cause: tuple[str, int], src: int, dst: int, amount: int,
           memo: str = "") -> LedgerTransaction:
     return transfer(db_session, kind=kind, cause_type=cause[0], cause_id=cause[1],
@@ -140,6 +177,24 @@ def pay_claim(db_session: Session, *, merchant_id: int, worker_id: int, claim_id
     if commission_fen:
         legs.append((account(db_session, None, "platform_revenue"), commission_fen))
     return transfer(db_session, kind="claim_payout", cause_type="claim", cause_id=claim_id, legs=legs)
+
+
+def pay_claims(db_session: Session, payouts: list[tuple[int, int, int, int, int]]) -> int:
+    """``pay_claim`` for many (claim id, merchant id, worker id, reward fen, commission fen) at once."""
+    entries, known = [], {}
+
+    def acc(owner_id: int | None, kind: str) -> int:
+        if (owner_id, kind) not in known:
+            known[owner_id, kind] = account(db_session, owner_id, kind)
+        return known[owner_id, kind]
+
+    for claim_id, merchant_id, worker_id, reward_fen, commission_fen in payouts:
+        legs = [(acc(merchant_id, "merchant_escrow"), -(reward_fen + commission_fen)),
+                (acc(worker_id, "worker_available"), reward_fen)]
+        if commission_fen:
+            legs.append((acc(None, "platform_revenue"), commission_fen))
+        entries.append((claim_id, legs))
+    return transfer_many(db_session, kind="claim_payout", cause_type="claim", entries=entries)
 
 
 def forfeit_security_deposit(db_session: Session, *, merchant_id: int, amount_fen: int, memo: str) -> None:

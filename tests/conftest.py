@@ -9,6 +9,7 @@ os.environ.setdefault("FIELDPROOF_ENV", "test")
 os.environ.setdefault("FIELDPROOF_LOG_LEVEL", "WARNING")
 # Roll-ups wait for in-flight transactions in production; a test commits before it rolls up.
 os.environ.setdefault("FIELDPROOF_HEATMAP_SETTLE_S", "0")
+os.environ.setdefault("FIELDPROOF_MAP_TILE_URL", "")  # no base-map tiles: tests have no internet (plain grid)
 # argon2 at a test cost (8 MiB, 1 pass): the suite hashes hundreds of passwords; production's 64 MiB x 3
 # would be most of its time. Hashes carry their own parameters, so verification is the same code path.
 os.environ.setdefault("FIELDPROOF_ARGON2_MEMORY_KIB", "8192")

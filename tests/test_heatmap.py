@@ -42,8 +42,10 @@ def test_small_cells_are_suppressed(client, db):
     heatmap.roll_up(db_session=db)
     args = dict(db_session=db, bbox=BBOX, res=9, metric="workers", since=now() - timedelta(days=1),
                 until=now() + timedelta(hours=1))
-    assert heatmap.query(**args, k=5) == []
-    assert heatmap.query(**args, k=1)
+    hidden = heatmap.query(**args, k=5)
+    assert hidden == []
+    shown = heatmap.query(**args, k=1)
+    assert shown and hidden.hidden == len(shown) and hidden.k == 5  # the page can say how many, and why
 
 
 def test_heatmap_endpoint_geojson_in_requested_crs_and_ops_only(client, db):
@@ -61,6 +63,7 @@ def test_heatmap_endpoint_geojson_in_requested_crs_and_ops_only(client, db):
     assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 1
     feature = fc["features"][0]
     assert feature["properties"]["checkins"] >= 6 and feature["properties"]["workers"] >= 5
+    assert fc["hidden"] == 0 and fc["k"] == 5 and fc["units"]["checkins"] == "checkins"
     ring = feature["geometry"]["coordinates"][0]
     assert ring[0] == ring[-1] and len(ring) >= 7
     assert sum(a[0] * b[1] - b[0] * a[1] for a, b in zip(ring, ring[1:])) > 0  # exterior counter-clockwise

@@ -1,9 +1,68 @@
-// Ops dashboard: heatmap (metric list read from the API), region stats, task review, spot checks, appeals, freezing.
-import { $, ApiError, action, api, el, errorText, imageUrl, post, setupLogin, toast, when } from "./common.js";
-import { createMap, fenceLayer, heatColor } from "./map.js";
+// Ops dashboard: heatmap (metrics from the API, a time slider over the last 30 days, legends with units, the
+// count of cells hidden by k-anonymity), region stats; the queues and user search are in ops_queues.js.
+import { $, action, api, el, errorText, percent, setupLogin, toast, when } from "./common.js";
+import { addStrings, t, translate } from "./i18n.js";
+import { createMap, displayCrs, heatColor } from "./map.js";
+import { loaders, setupQueues } from "./ops_queues.js";
+
+document.head.append(el("link", { rel: "stylesheet", href: "/app/static/ops.css" }));
 
 const FALLBACK_METRICS = ["checkins", "workers", "spoof_flags", "duplicate_flags"];
 const heat = { ctx: null, layer: null, metrics: null };
+const DAY_MS = 86400_000;
+
+addStrings({
+  zh: {
+    "ops.heatmap": "热力图", "ops.metric": "指标", "ops.res": "网格大小", "ops.window": "时间范围（最近 30 天）",
+    "ops.from": "开始", "ops.to": "结束", "ops.show": "显示", "ops.cell": "网格", "ops.value": "数值",
+    "ops.workers": "地推人员", "ops.days_ago": "{n} 天前", "ops.now": "现在",
+    "ops.summary": "{cells} 个网格 · {metric}合计 {total}",
+    "ops.hidden": "另有 {n} 个网格有数据但未显示：所选时间内，这些网格的任一小时或一天都不足 {k} 名地推人员（k 匿名，保护个人行踪）。",
+    "ops.hidden_all": "所选范围内有 {n} 个网格有数据，但都不足 {k} 名地推人员，为保护个人行踪全部隐藏。可放大网格、拉长时间范围。",
+    "ops.empty": "所选范围和时间内没有数据。",
+    "ops.legend": "图例（单位：{unit}）",
+    "metric.checkins": "签到", "metric.workers": "地推人员", "metric.completions": "完成", "metric.rejections": "驳回",
+    "metric.spot_check_failures": "抽查未通过", "metric.duplicate_flags": "重复照片", "metric.spoof_flags": "疑似虚假定位",
+    "metric.median_dwell_s": "停留时长中位数",
+    "unit.checkins": "次签到", "unit.workers": "名地推人员", "unit.claims": "单", "unit.seconds": "分钟",
+    "res.5": "5 级（约 250 平方公里）", "res.6": "6 级（约 36 平方公里）", "res.7": "7 级（约 5 平方公里）",
+    "res.8": "8 级（约 0.7 平方公里）", "res.9": "9 级（约 0.1 平方公里）",
+    "ops.stats": "区域统计", "ops.by_type": "按任务类型", "ops.by_region": "按区域",
+    "ops.regions_hidden": "另有 {n} 个区域不足 {k} 名地推人员，未显示。", "ops.nothing": "暂无数据。",
+    "col.type": "任务类型", "col.claims": "领取", "col.acceptance_rate": "通过率", "col.rejection_rate": "驳回率",
+    "col.spot_check_failures": "抽查未通过", "col.region": "区域", "col.checkins": "签到", "col.workers": "地推人员",
+    "col.completions": "完成", "col.rejections": "驳回", "col.median_dwell_s": "停留中位数",
+    "col.spoof_rate": "虚假定位率", "col.duplicate_rate": "重复照片率",
+    "type.store_visit": "门店拜访", "type.shelf_audit": "货架巡检", "type.flyer_run": "传单派发", "type.poster": "海报张贴",
+    "type.signup_drive": "地推拉新", "type.other_offline": "其他线下",
+    "ops.tooltip": "{metric}：{value} · 地推人员 {workers} 名",
+  },
+  en: {
+    "ops.heatmap": "Heatmap", "ops.metric": "Metric", "ops.res": "Cell size", "ops.window": "Time range (last 30 days)",
+    "ops.from": "From", "ops.to": "To", "ops.show": "Show", "ops.cell": "Cell", "ops.value": "Value",
+    "ops.workers": "Workers", "ops.days_ago": "{n} days ago", "ops.now": "now",
+    "ops.summary": "{cells} cells · {metric} total {total}",
+    "ops.hidden": "{n} more cells have data but are hidden: no single hour or day in the range saw {k} distinct workers there (k-anonymity protects individual movements).",
+    "ops.hidden_all": "{n} cells in view have data, but all saw fewer than {k} workers, so they are hidden to protect individual movements. Try larger cells or a longer range.",
+    "ops.empty": "No data in this view and time range.",
+    "ops.legend": "Legend (in {unit})",
+    "metric.checkins": "Check-ins", "metric.workers": "Workers", "metric.completions": "Completions",
+    "metric.rejections": "Rejections", "metric.spot_check_failures": "Failed spot checks",
+    "metric.duplicate_flags": "Duplicate photos", "metric.spoof_flags": "Suspected GPS spoofing",
+    "metric.median_dwell_s": "Median dwell",
+    "unit.checkins": "check-ins", "unit.workers": "workers", "unit.claims": "claims", "unit.seconds": "minutes",
+    "res.5": "5 (~250 km²)", "res.6": "6 (~36 km²)", "res.7": "7 (~5 km²)", "res.8": "8 (~0.7 km²)", "res.9": "9 (~0.1 km²)",
+    "ops.stats": "Region stats", "ops.by_type": "By task type", "ops.by_region": "By region",
+    "ops.regions_hidden": "{n} more regions saw fewer than {k} workers and are not shown.", "ops.nothing": "Nothing yet.",
+    "col.type": "Task type", "col.claims": "Claims", "col.acceptance_rate": "Accepted", "col.rejection_rate": "Rejected",
+    "col.spot_check_failures": "Failed spot checks", "col.region": "Region", "col.checkins": "Check-ins",
+    "col.workers": "Workers", "col.completions": "Completions", "col.rejections": "Rejections",
+    "col.median_dwell_s": "Median dwell", "col.spoof_rate": "Spoofing rate", "col.duplicate_rate": "Duplicate rate",
+    "type.store_visit": "Store visit", "type.shelf_audit": "Shelf audit", "type.flyer_run": "Flyer run",
+    "type.poster": "Poster", "type.signup_drive": "Sign-up drive", "type.other_offline": "Other offline",
+    "ops.tooltip": "{metric}: {value} · {workers} workers",
+  },
+});
 
 // Centre from the URL (#lat,lon,zoom) so a view can be shared; else central Beijing.
 function initialView() {
@@ -11,13 +70,8 @@ function initialView() {
   return Number.isFinite(lat) && Number.isFinite(lon) ? [[lat, lon], zoom || 14] : [[39.9042, 116.4074], 12];
 }
 
-function localInput(d) {
-  const p = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
-}
-
 function bbox() {
-  if (heat.ctx) {
+  if (heat.ctx) { // the map shows the tiles' crs; the API is asked in that crs
     const b = heat.ctx.map.getBounds();
     return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((x) => x.toFixed(6)).join(",");
   }
@@ -25,50 +79,65 @@ function bbox() {
   return [lon - 0.1, lat - 0.08, lon + 0.1, lat + 0.08].map((x) => x.toFixed(6)).join(",");
 }
 
-// The metrics the API offers: from a response's "metrics", else from its error naming the allowed values.
-async function discoverMetrics() {
-  try {
-    const fc = await api(`/v1/ops/heatmap?bbox=${bbox()}&res=5&metric=checkins`);
-    if (Array.isArray(fc.metrics) && fc.metrics.length) return fc.metrics;
-  } catch { /* fall through to the probe */ }
-  try {
-    await api(`/v1/ops/heatmap?bbox=${bbox()}&res=5&metric=__list__`);
-  } catch (err) {
-    if (err instanceof ApiError) {
-      const text = err.detail || "";
-      const quoted = [...text.matchAll(/'([a-z0-9_]+)'/g)].map((m) => m[1]);
-      const listed = text.match(/one of ([a-z0-9_, ]+)/)?.[1].split(",").map((s) => s.trim()).filter(Boolean) ?? [];
-      if (quoted.length || listed.length) return quoted.length ? quoted : listed;
-    }
-  }
-  return FALLBACK_METRICS;
-}
+const metricName = (m) => t(`metric.${m}`);
+const unitOf = (fc, m) => t(`unit.${fc.units?.[m] || "checkins"}`);
+// Dwell comes in seconds; people read minutes.
+const shown = (m, v) => (m === "median_dwell_s" ? Math.round(v / 6) / 10 : v);
 
 function fillMetrics(list) {
   const sel = $("#heat-metric");
   const current = sel.value || "checkins";
-  sel.replaceChildren(...list.map((m) => el("option", { value: m, selected: m === current }, m.replaceAll("_", " "))));
+  sel.replaceChildren(...list.map((m) => el("option", { value: m, selected: m === current }, metricName(m))));
+}
+
+// The slider's two ends as ISO times: "from" N days ago, "to" M days ago (0 = now).
+function windowFromSlider() {
+  const f = $("#heat-form");
+  let a = Number(f.from_days.value), b = Number(f.to_days.value);
+  if (a <= b) { a = b + 1; f.from_days.value = a; } // keep at least a day between the ends
+  const now = Date.now();
+  $("#heat-from-out").textContent = t("ops.days_ago", { n: a });
+  $("#heat-to-out").textContent = b ? t("ops.days_ago", { n: b }) : t("ops.now");
+  f.from_days.setAttribute("aria-valuetext", t("ops.days_ago", { n: a }));
+  f.to_days.setAttribute("aria-valuetext", b ? t("ops.days_ago", { n: b }) : t("ops.now"));
+  return { from: new Date(now - a * DAY_MS).toISOString(), to: new Date(now - b * DAY_MS + (b ? 0 : 3600_000)).toISOString() };
+}
+
+function legend(fc, metric, max) {
+  const stops = [0, 0.25, 0.5, 0.75, 1];
+  $("#heat-legend").replaceChildren(el("span", { class: "muted" }, t("ops.legend", { unit: unitOf(fc, metric) })),
+    el("span", {}, "0"), ...stops.map((s) => el("span", { class: "sw", style: `background:${heatColor(s)}`, "aria-hidden": "true" })),
+    el("span", {}, `${shown(metric, max)} ${unitOf(fc, metric)}`));
+}
+
+function summarise(fc, metric, total) {
+  const summary = $("#heat-summary");
+  summary.textContent = t("ops.summary", { cells: fc.features.length, metric: metricName(metric),
+    total: `${shown(metric, total)} ${unitOf(fc, metric)}` });
+  Object.assign(summary.dataset, { cells: fc.features.length, total, hidden: fc.hidden ?? 0, k: fc.k ?? "" });
+  const note = $("#heat-hidden");
+  const hidden = fc.hidden ?? 0;
+  note.hidden = false;
+  note.textContent = hidden ? t(fc.features.length ? "ops.hidden" : "ops.hidden_all", { n: hidden, k: fc.k })
+    : fc.features.length ? "" : t("ops.empty");
+  note.hidden = !note.textContent;
 }
 
 async function loadHeat(ev) {
   ev?.preventDefault();
   const f = $("#heat-form");
-  const q = new URLSearchParams({ bbox: bbox(), res: f.res.value, metric: f.metric.value });
-  if (f.from.value) q.set("from", new Date(f.from.value).toISOString());
-  if (f.to.value) q.set("to", new Date(f.to.value).toISOString());
+  const { from, to } = windowFromSlider();
+  const crs = heat.ctx?.crs || "wgs84";
+  const q = new URLSearchParams({ bbox: bbox(), res: f.res.value, metric: f.metric.value, from, to, crs });
   const fc = await api(`/v1/ops/heatmap?${q}`);
   if (Array.isArray(fc.metrics) && fc.metrics.join() !== heat.metrics?.join()) { heat.metrics = fc.metrics; fillMetrics(fc.metrics); }
   const metric = fc.metric || f.metric.value;
   const value = (feat) => Number(feat.properties.value ?? feat.properties[metric] ?? 0);
   const values = fc.features.map(value);
   const max = Math.max(1, ...values);
-  const total = values.reduce((a, b) => a + b, 0);
-  const summary = $("#heat-summary");
-  summary.textContent = `${fc.features.length} cells · ${metric} total ${total}`;
-  summary.dataset.cells = fc.features.length;
-  summary.dataset.total = total;
-  $("#heat-legend").replaceChildren("0", ...[0, .25, .5, .75, 1].map((t) => el("span", { class: "sw", style: `background:${heatColor(t)}` })), String(max));
-  const rows = fc.features.map((feat) => el("tr", {}, el("td", {}, feat.properties.cell), el("td", {}, value(feat)),
+  summarise(fc, metric, values.reduce((a, b) => a + b, 0));
+  legend(fc, metric, max);
+  const rows = fc.features.map((feat) => el("tr", {}, el("td", {}, feat.properties.cell), el("td", {}, shown(metric, value(feat))),
     el("td", {}, feat.properties.workers ?? "")));
   $("#heat-table tbody").replaceChildren(...rows);
   if (!heat.ctx) { $("#heat-table").hidden = false; return; }
@@ -76,110 +145,54 @@ async function loadHeat(ev) {
   heat.layer?.remove();
   heat.layer = L.geoJSON(fc, {
     style: (feat) => ({ color: "#7f1d1d", weight: 1, fillColor: heatColor(value(feat) / max), fillOpacity: 0.7 }),
-    onEachFeature: (feat, layer) => layer.bindTooltip(`${metric}: ${value(feat)} · workers ${feat.properties.workers ?? "?"}`),
+    onEachFeature: (feat, layer) => layer.bindTooltip(t("ops.tooltip", { metric: metricName(metric),
+      value: `${shown(metric, value(feat))} ${unitOf(fc, metric)}`, workers: feat.properties.workers ?? "?" })),
   }).addTo(map);
 }
 
-// ---- generic tables -----------------------------------------------------------------
-function table(rows) {
-  if (!rows.length) return el("p", { class: "muted" }, "Nothing yet.");
-  const keys = Object.keys(rows[0]).filter((k) => typeof rows[0][k] !== "object" || rows[0][k] === null);
-  return el("table", {}, el("thead", {}, el("tr", {}, ...keys.map((k) => el("th", {}, k.replaceAll("_", " "))))),
-    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...keys.map((k) => el("td", {}, r[k] ?? "—"))))));
+// ---- stats ---------------------------------------------------------------------------------------------------
+const RATE = /_rate$/;
+function cellText(key, v) {
+  if (v === null || v === undefined) return "—";
+  if (RATE.test(key)) return percent(v, 1);
+  if (key === "type") return t(`type.${v}`);
+  if (key === "median_dwell_s") return `${Math.round(v / 60)} ${t("unit.seconds")}`;
+  return String(v);
+}
+
+function table(rows, keys) {
+  if (!rows.length) return el("p", { class: "muted" }, t("ops.nothing"));
+  return el("table", {}, el("thead", {}, el("tr", {}, ...keys.map((k) => el("th", { scope: "col" }, t(`col.${k}`))))),
+    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...keys.map((k) => el("td", {}, cellText(k, r[k])))))));
 }
 
 async function loadStats() {
   const s = await api("/v1/ops/stats");
+  const regions = ["region", "checkins", "workers", "completions", "rejections", "median_dwell_s", "spoof_rate",
+    "duplicate_rate", "rejection_rate"];
   $("#stats").replaceChildren(el("div", { class: "muted" }, `${when(s.from)} – ${when(s.to)}`),
-    el("h3", {}, "By task type"), table(s.by_type || []), el("h3", {}, "By region"), table(s.by_region || []));
+    el("h3", {}, t("ops.by_type")),
+    table(s.by_type || [], ["type", "claims", "acceptance_rate", "rejection_rate", "spot_check_failures"]),
+    el("h3", {}, t("ops.by_region")), table(s.by_region || [], regions),
+    ...(s.regions_hidden ? [el("p", { class: "muted" }, t("ops.regions_hidden", { n: s.regions_hidden, k: s.k }))] : []));
 }
+loaders.stats = loadStats;
 
-// ---- queues ----------------------------------------------------------------------------
-function decide(label, cls, fn, reason) {
-  return el("button", { type: "button", class: cls, onclick: action(async () => { await fn(reason?.value.trim() || ""); }) }, label);
-}
-
-async function loadReviews() {
-  const list = await api("/v1/tasks/review-queue");
-  const items = list.map((t) => {
-    const reason = el("input", { placeholder: "Reason", class: "grow", maxlength: 500 });
-    const mapBox = el("div", { class: "map small" });
-    createMap(mapBox, [t.center[1], t.center[0]], 15).then((ctx) => {
-      if (ctx) ctx.map.fitBounds(fenceLayer(ctx.L, t).addTo(ctx.map).getBounds().pad(0.3));
-    });
-    const done = (d) => async (r) => { await post(`/v1/tasks/${t.id}/review`, { decision: d, reason: r }); toast(`Task #${t.id}: ${d}d`, "ok"); await loadReviews(); };
-    return el("div", { class: "item", dataset: { task: t.id } },
-      el("div", { class: "title" }, `#${t.id} ${t.title}`),
-      el("div", { class: "muted" }, `merchant #${t.merchant_id} · ${t.type} · ¥${(t.reward_fen / 100).toFixed(2)} × ${t.slots} · `
-        + `${t.radius_m ? `circle ${t.radius_m} m` : "polygon"} · ${when(t.starts_at)} – ${when(t.ends_at)}`),
-      t.description ? el("p", {}, t.description) : null, mapBox,
-      el("div", { class: "row" }, decide("Approve", "primary", done("approve"), reason), reason, decide("Reject", "danger", done("reject"), reason)));
-  });
-  $("#reviews").replaceChildren(...(items.length ? items : [el("p", { class: "muted" }, "No tasks waiting.")]));
-}
-
-async function loadSpotChecks() {
-  const list = await api("/v1/spot-checks");
-  const items = await Promise.all(list.map(async (s) => {
-    const reason = el("input", { placeholder: "Reason", class: "grow", maxlength: 500 });
-    const thumbs = el("div", { class: "thumbs" });
-    for (const ev of s.evidence) {
-      const src = await imageUrl(`/v1/evidence/${ev.id}/image?size=thumb`).catch(() => null);
-      if (src) thumbs.append(el("img", { src, alt: `evidence ${ev.id}`, title: (ev.reasons || []).join(", ") }));
-    }
-    const verdict = (v) => async (r) => { await post(`/v1/spot-checks/${s.id}/verdict`, { verdict: v, reason: r }); toast(`Spot check #${s.id}: ${v}`, "ok"); await loadSpotChecks(); };
-    return el("div", { class: "item", dataset: { spot: s.id } },
-      el("div", { class: "title" }, `Claim #${s.claim_id} · ${s.stratum} · p=${(s.probability * 100).toFixed(0)}%`),
-      el("div", { class: "muted" }, `worker #${s.claim?.worker_id} · risk ${s.claim?.risk_score} · flags ${(s.claim?.flags || []).join(", ") || "none"}`),
-      ...s.checkins.map((f) => el("div", { class: "muted" }, el("span", { class: `badge ${f.verdict}` }, f.verdict),
-        ` ${f.kind} ${Math.round(f.distance_m)} m ${(f.reasons || []).join(", ")}`)),
-      thumbs,
-      el("div", { class: "row" }, decide("Pass", "primary", verdict("pass"), reason), reason, decide("Fail", "danger", verdict("fail"), reason)));
-  }));
-  $("#spot").replaceChildren(...(items.length ? items : [el("p", { class: "muted" }, "No open spot checks.")]));
-}
-
-async function loadAppeals() {
-  const list = await api("/v1/appeals");
-  const items = list.map((a) => {
-    const reason = el("input", { placeholder: "Decision reason (required)", class: "grow", maxlength: 500 });
-    const done = (d) => async (r) => {
-      if (!r) return toast("Write a reason first.", "error");
-      await post(`/v1/appeals/${a.id}/decision`, { decision: d, reason: r }); toast(`Appeal #${a.id}: ${d}`, "ok"); await loadAppeals();
-    };
-    return el("div", { class: "item", dataset: { appeal: a.id } },
-      el("div", { class: "title" }, `${a.kind} #${a.id} · claim #${a.claim_id} · worker #${a.worker_id}`),
-      el("div", { class: "muted" }, `from ${a.from_state} · ${when(a.created_at)}`), el("p", {}, a.reason),
-      el("div", { class: "row" }, decide("Overturn", "primary", done("overturn"), reason), reason, decide("Deny", "danger", done("deny"), reason)));
-  });
-  $("#appeals").replaceChildren(...(items.length ? items : [el("p", { class: "muted" }, "No open appeals.")]));
-}
-
-async function freeze(ev) {
-  ev.preventDefault();
-  const f = ev.currentTarget;
-  const frozen = ev.submitter?.value !== "false";
-  const u = await post(`/v1/users/${Number(f.user_id.value)}/freeze`, { reason: f.reason.value.trim(), frozen });
-  toast(`${u.username} is ${u.frozen ? "frozen" : "active"}.`, "ok");
-}
-
-const loaders = { reviews: loadReviews, spot: loadSpotChecks, appeals: loadAppeals, stats: loadStats };
-
+// ---- start ---------------------------------------------------------------------------------------------------
 setupLogin("ops", async () => {
+  translate();
   const f = $("#heat-form");
-  const now = new Date();
-  f.from.value = localInput(new Date(now.getTime() - 7 * 86400_000));
-  f.to.value = localInput(new Date(now.getTime() + 3600_000));
+  $("#heat-res").replaceChildren(...[5, 6, 7, 8, 9].map((r) => el("option", { value: r, selected: r === 8 }, t(`res.${r}`))));
   fillMetrics(FALLBACK_METRICS);
+  windowFromSlider();
   f.addEventListener("submit", action(loadHeat));
-  f.metric.addEventListener("change", action(loadHeat));
-  $("#freeze-form").addEventListener("submit", action(freeze));
-  document.querySelectorAll("[data-reload]").forEach((b) => b.addEventListener("click", action(() => loaders[b.dataset.reload]())));
+  for (const input of [f.metric, f.res, f.from_days, f.to_days]) input.addEventListener("change", action(loadHeat));
+  for (const input of [f.from_days, f.to_days]) input.addEventListener("input", () => windowFromSlider());
+  setupQueues();
   for (const load of Object.values(loaders)) load().catch((err) => toast(errorText(err), "error"));
   const [center, zoom] = initialView();
   heat.ctx = await createMap($("#heat-map"), center, zoom);
+  if (heat.ctx) heat.ctx.crs = displayCrs();
   heat.ctx?.map.on("moveend", () => loadHeat().catch(() => {}));
-  heat.metrics = await discoverMetrics();
-  fillMetrics(heat.metrics);
   await loadHeat().catch((err) => toast(errorText(err), "error"));
 });
