@@ -1,7 +1,7 @@
 // The claim map on the worker's phone: the fence, where the worker is (dot and accuracy circle), the distance to
 // the fence's edge (0 inside, as the check-in measures it) and the direction to walk. Leaflet through map.js;
 // without Leaflet (not installed, offline) a plain SVG drawing of the same things.
-import { createMap, fenceLayer, loadMapLib } from "./map.js";
+import { createMap, fenceLayer, loadMapLib, toDisplay } from "./map.js";
 
 const RAD = Math.PI / 180;
 const SVG = "http://www.w3.org/2000/svg";
@@ -92,10 +92,10 @@ async function leafletMap(node, task) {
     kind: "leaflet",
     update(fix, info) {
       layers.forEach((l) => l.remove());
-      const here = [fix.lat, fix.lon];
+      const here = toDisplay(fix.lat, fix.lon); // the phone reports WGS-84; the base map may be GCJ-02
       layers = [
         L.circle(here, { radius: fix.accuracy || 0, color: "#0ea5e9", weight: 1, fillOpacity: 0.15 }),
-        L.polyline([here, info.target], { color: "#b45309", weight: 3, dashArray: info.inside ? null : "6 6" }),
+        L.polyline([here, toDisplay(...info.target)], { color: "#b45309", weight: 3, dashArray: info.inside ? null : "6 6" }),
         L.circleMarker(here, { radius: 7, color: "#fff", weight: 2, fillColor: "#0369a1", fillOpacity: 1 }),
       ];
       if (info.inside) layers.splice(1, 1);

@@ -2,7 +2,7 @@
 // reject / request changes / complain with a reason, a photo viewer, worker profiles, duplicates, ratings.
 import { $, action, api, el, errorText, imageUrl, post, toast, when } from "./common.js";
 import { reason, t } from "./i18n.js";
-import { createMap, fenceLayer } from "./map.js";
+import { createMap, fenceLayer, toDisplay } from "./map.js";
 
 let tasks = [];
 let onChanged = async () => {};
@@ -117,7 +117,7 @@ async function fillFixes(c, task, box) {
   const { L, map } = ctx;
   const fence = fenceLayer(L, task).addTo(map);
   const colors = { inside: "#16a34a", uncertain: "#d97706", outside: "#dc2626" };
-  const pts = fixes.map((f) => L.circleMarker([f.lat, f.lon], { radius: 7, color: colors[f.verdict], fillOpacity: 0.8 })
+  const pts = fixes.map((f) => L.circleMarker(toDisplay(f.lat, f.lon), { radius: 7, color: colors[f.verdict], fillOpacity: 0.8 })
     .bindTooltip(t("m.fix", { kind: t(`fix.${f.kind}`), verdict: t(`verdict.${f.verdict}`), d: f.distance_m })).addTo(map));
   map.fitBounds(L.featureGroup([fence, ...pts]).getBounds().pad(0.3));
 }

@@ -2,7 +2,7 @@
 // submission queue (filters, bulk confirm, photo viewer, worker profiles) is in merchant-queue.js.
 import { $, action, api, download, el, errorText, post, setupLogin, toast, when, yuan } from "./common.js";
 import { lang, t } from "./i18n.js";
-import { createMap, fenceLayer } from "./map.js";
+import { createMap, fenceLayer, fromDisplay, toDisplay } from "./map.js";
 import "./merchant-i18n.js";
 import { confirmDialog, loadQueue, setupQueue, showTasks } from "./merchant-queue.js";
 
@@ -40,9 +40,10 @@ function redraw() {
   const { L, map } = ctx;
   const style = { color: "#dc2626" };
   if (mode === "circle" && points.length) {
-    draw.layer = L.circle(points[0], { radius: Number(f.radius_m.value) || 1, ...style }).addTo(map);
+    draw.layer = L.circle(toDisplay(...points[0]), { radius: Number(f.radius_m.value) || 1, ...style }).addTo(map);
   } else if (mode === "polygon" && points.length) {
-    draw.layer = (points.length > 2 ? L.polygon(points, style) : L.polyline(points, style)).addTo(map);
+    const shown = points.map((p) => toDisplay(...p)); // points are WGS-84; the base map may be GCJ-02
+    draw.layer = (points.length > 2 ? L.polygon(shown, style) : L.polyline(shown, style)).addTo(map);
   }
 }
 
@@ -103,9 +104,9 @@ async function createTask(ev) {
 function showPlace(lat, lon, label) {
   const ctx = draw.ctx;
   if (!ctx) return;
-  ctx.map.setView([lat, lon], 16);
+  ctx.map.setView(toDisplay(lat, lon), 16);
   draw.marker?.remove();
-  draw.marker = ctx.L.circleMarker([lat, lon], { radius: 6, color: "#0f172a" }).bindTooltip(label).addTo(ctx.map);
+  draw.marker = ctx.L.circleMarker(toDisplay(lat, lon), { radius: 6, color: "#0f172a" }).bindTooltip(label).addTo(ctx.map);
 }
 
 function searchPlaces(ev) {
@@ -217,10 +218,10 @@ async function startMap() {
   draw.ctx = await createMap($("#draw-map"), DEFAULT_CENTER, 15);
   draw.ctx?.map.on("click", (e) => {
     if (draw.mode === "circle" && draw.points.length >= 2) draw.points = [];
-    draw.points.push([e.latlng.lat, e.latlng.lng]);
+    draw.points.push(fromDisplay(e.latlng.lat, e.latlng.lng)); // kept in WGS-84, whatever the base map's system
     redraw();
   });
-  navigator.geolocation?.getCurrentPosition((p) => draw.ctx?.map.setView([p.coords.latitude, p.coords.longitude], 15),
+  navigator.geolocation?.getCurrentPosition((p) => draw.ctx?.map.setView(toDisplay(p.coords.latitude, p.coords.longitude), 15),
     () => {}, { timeout: 5000 });
 }
 
