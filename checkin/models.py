@@ -24,6 +24,8 @@ class Checkin(Base):
         Index("ix_checkin_ip_server_time", "ip", "server_time"),
         Index("ix_checkin_raw_coord_key", "raw_coord_key"),
         Index("ix_checkin_point", "point", postgresql_using="gist"),
+        # Monthly partitions (core.partitions, migration 0012): the key is in the primary key, as PostgreSQL requires.
+        {"postgresql_partition_by": "RANGE (server_time)"},
     )
 
     id: Mapped[int] = pk()
@@ -50,7 +52,7 @@ class Checkin(Base):
     device_id: Mapped[str] = mapped_column(String(128), nullable=False)
     ip: Mapped[str | None] = mapped_column(INET)
     client_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    server_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    server_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, primary_key=True)
     verdict: Mapped[str] = mapped_column(String(10), nullable=False)
     distance_m: Mapped[float] = mapped_column(Float, nullable=False)
     risk_score: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -59,3 +61,6 @@ class Checkin(Base):
     remark: Mapped[str | None] = mapped_column(String(300))
     # H3 cell (resolution 9) of the WGS-84 point, computed at write time for the heatmap roll-ups.
     h3_r9: Mapped[int | None] = mapped_column(BigInteger)
+
+    # Rows are still known by id alone (one sequence feeds every partition), so session.get(Checkin, id) works.
+    __mapper_args__ = {"primary_key": [id]}
