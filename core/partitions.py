@@ -120,7 +120,7 @@ def _gap(existing: list[Partition], lo: datetime, hi: datetime) -> tuple[datetim
             continue
         if (p.lo is None or p.lo <= lo) and (p.hi is None or lo < p.hi):
             lo = p.hi if p.hi is not None else hi
-        elif lo < p.lo < hi:
+        elif p.lo is not None and lo < p.lo < hi:
             hi = p.lo
     return (lo, hi) if lo < hi else None
 

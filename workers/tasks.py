@@ -1,7 +1,7 @@
 """Thin Celery tasks: each names itself, its queue and retry policy, then calls one service."""
 from __future__ import annotations
 
-from core import idempotency, jobs
+from core import idempotency, jobs, partitions
 from heatmap import service as heatmap
 from evidence import service as evidence_service  # also registers the evidence.process job handler
 from ledger import withdrawals
@@ -109,3 +109,10 @@ def roll_up_heatmap() -> int:
     """Fold new check-ins and claim outcomes into the heatmap tables (watermark row locks: safe twice)."""
     with session_scope() as db:
         return heatmap.catch_up(db_session=db)
+
+
+@app.task(name="fieldproof.maintain_partitions", queue="maintenance", acks_late=True)
+def maintain_partitions() -> dict:
+    """Create the coming months' partitions and drop those past retention (an advisory lock per table: safe twice)."""
+    with session_scope() as db:
+        return partitions.maintain(db_session=db)

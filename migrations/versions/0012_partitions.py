@@ -5,7 +5,8 @@ Each table is converted without rewriting or scanning it under a heavy lock (doc
 1. outside any transaction: a CHECK (key < T) added NOT VALID, then VALIDATEd (a scan under SHARE UPDATE
    EXCLUSIVE: reads and writes go on), and for tables keyed by id a unique index (id, key) built CONCURRENTLY,
    because a partitioned table's primary key must contain its partition key. T is the first month boundary at
-   least a day away, so rows written between the validation and the swap still satisfy the CHECK;
+   least a day away (and after the latest row), so rows written between the validation and the swap still
+   satisfy the CHECK;
 2. one short transaction: the table is renamed <table>_legacy (its primary key and indexes renamed with it), an
    empty partitioned parent takes the old name with the same columns, defaults, CHECKs, foreign keys and indexes,
    and the old table is ATTACHed as the partition [MINVALUE, T): its validated CHECK proves the range, so ATTACH
@@ -46,8 +47,11 @@ def _month(at: datetime, plus: int) -> datetime:
 
 
 def _legacy_upper() -> datetime:
-    """T: the first month boundary at least a day ahead (see step 1)."""
-    return _month(datetime.now(timezone.utc) + timedelta(days=1), 1)
+    """T: the first month boundary at least a day ahead (see step 1) and after every row already stored (a
+    simulated clock or a downgrade may have left later ones). The max is a plain read: no lock held."""
+    latest = [op.get_bind().execute(text(f"SELECT max({key}) FROM {table}")).scalar()
+              for table, (key, _, _) in TABLES.items()]
+    return max(_month(at + timedelta(days=1), 1) for at in [datetime.now(timezone.utc), *filter(None, latest)])
 
 
 def _indexes(table: str) -> list[tuple[str, str]]:
