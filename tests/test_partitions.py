@@ -186,13 +186,15 @@ def _measure_plan(db, server_time: datetime) -> str:
     params = {"claim_id": 1, "worker_id": 1, "lon": 116.4, "lat": 39.9, "recent_n": 4, "coord_key": "k",
               "fix_day": server_time.date(), "device_id": "d", "device_cap": 2, "ip": "192.0.2.1",
               "ip_since": server_time - timedelta(hours=1), "ip_rows": 500,
-              "history_since": server_time - timedelta(days=92)}
+              "history_since": server_time - timedelta(days=92), "history_until": server_time + timedelta(minutes=5)}
     return "\n".join(db.execute(text("EXPLAIN " + _MEASURE.text), params).scalars())
 
 
 def test_history_reads_skip_months_before_their_window(db):
     legacy_hi = next(p.hi for p in partitions.partitions(db, "checkin") if p.name == "checkin_legacy")
-    assert "checkin_legacy" in _measure_plan(db, legacy_hi - timedelta(days=1))
+    now = _measure_plan(db, legacy_hi - timedelta(days=1))
+    # The window's upper bound keeps the months made ahead and the default partition out of the plan.
+    assert "checkin_legacy" in now and "checkin_default" not in now and f"checkin_p{legacy_hi:%Y%m}" not in now
     later = _measure_plan(db, legacy_hi + timedelta(days=130))  # the window starts 38 days after legacy_hi
     assert "checkin_legacy" not in later and f"checkin_p{legacy_hi:%Y%m}" not in later
     assert f"checkin_p{legacy_hi + timedelta(days=40):%Y%m}" in later
