@@ -16,7 +16,8 @@ Figures (p95 ms; ratio = flat / partitioned, so >= 1 means partitions cost nothi
 - partition_heatmap_window: a 23-hour city viewport from the hour roll-ups (res 8);
 - partition_nearby: fixes within 300 m of a point in the last 24 h (what a merchant's map of a store shows);
 - partition_worker_history: a worker's fixes of the last 30 days, newest first;
-- partition_claim_history: a claim's fixes and audit rows by claim id (no time bound: every partition is probed);
+- partition_claim_history: a claim's fixes by claim id, bounded from the claim's creation as checkin.models.of_claim
+  does (a week of slack; no upper bound, so the months after it and the default are probed too);
 - partition_rollup_read: the heatmap fold's next batch past its watermark (id order).
 """
 from __future__ import annotations
@@ -188,10 +189,8 @@ _WORKER = text("""
 SELECT id, kind, lat, lon, client_time, verdict FROM checkin
  WHERE worker_id = :w AND server_time > :since ORDER BY client_time DESC LIMIT 50""")
 _CLAIM = text("""
-SELECT (SELECT json_agg(c ORDER BY c.id) FROM (SELECT id, kind, verdict, client_time FROM checkin
-         WHERE claim_id = :c) c),
-       (SELECT json_agg(e ORDER BY e.id) FROM (SELECT id, from_state, to_state, at FROM claim_event
-         WHERE claim_id = :c) e)""")
+SELECT id, kind, verdict, client_time FROM checkin
+ WHERE claim_id = :c AND server_time >= CAST(:claimed_at AS timestamptz) - interval '7 days' ORDER BY id""")
 _FOLD = text("""
 SELECT id, server_time, h3_r9, lat, lon, worker_id, kind, reasons FROM checkin
  WHERE id > :last ORDER BY id LIMIT 20000""")
@@ -227,9 +226,16 @@ def _calls(n: int, claims: list[tuple[int, int]], now: datetime) -> list[dict]:
             "heat": (day.replace(hour=2), day.replace(hour=1) + timedelta(days=1)),
             "nearby": {"x": x, "y": y, "since": now - timedelta(days=1)},
             "worker": {"w": w, "since": now - timedelta(days=30)},
-            "claim": {"c": rng.randrange(1, n // 2)},
+            "claim": _claim_params(rng.randrange(1, n // 2), n, now),
             "fold": {"last": max(0, n - 30_000 - rng.randrange(10_000))}})
     return rounds
+
+
+def _claim_params(claim_id: int, n: int, now: datetime) -> dict:
+    """A seeded claim and its creation time (its fixes are rows 2c and 2c + 1, see _load_flat), as
+    checkin.models.of_claim bounds the lookup (there the time comes from the claim row)."""
+    start = partitions.month_start(now, -MONTHS + 1)
+    return {"c": claim_id, "claimed_at": start + timedelta(seconds=2 * claim_id * MONTHS * 30 * 86400 / n - 60)}
 
 
 def _one(db: Session, name: str, p) -> None:

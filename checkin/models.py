@@ -1,15 +1,22 @@
 """Check-in and check-out fixes with their verdicts and risk signals."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from geoalchemy2 import Geography
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import (BigInteger, CheckConstraint, ColumnElement, DateTime, Float, ForeignKey, Index, Integer, String,
+                        select)
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models import Base, pk
+from tasks.models import Claim
+
+# A claim's fixes arrive after the claim was made. Bounding a lookup by claim in server_time (the partition key)
+# lets PostgreSQL skip the months before it; the slack covers fixes stamped with an earlier arrival time than the
+# claim's own clock (API hosts' clocks, tests that date a fix back).
+CLAIM_FIX_SLACK = timedelta(days=7)
 
 
 class Checkin(Base):
@@ -64,3 +71,9 @@ class Checkin(Base):
 
     # Rows are still known by id alone (one sequence feeds every partition), so session.get(Checkin, id) works.
     __mapper_args__ = {"primary_key": [id]}
+
+
+def of_claim(claim_id: int) -> list[ColumnElement[bool]]:
+    """WHERE terms for a claim's fixes: its id, and server_time from its creation on (prunes older months)."""
+    claimed_at = select(Claim.claimed_at).where(Claim.id == claim_id).scalar_subquery()
+    return [Checkin.claim_id == claim_id, Checkin.server_time >= claimed_at - CLAIM_FIX_SLACK]
