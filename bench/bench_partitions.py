@@ -16,8 +16,8 @@ Figures (p95 ms; ratio = flat / partitioned, so >= 1 means partitions cost nothi
 - partition_heatmap_window: a 23-hour city viewport from the hour roll-ups (res 8);
 - partition_nearby: fixes within 300 m of a point in the last 24 h (what a merchant's map of a store shows);
 - partition_worker_history: a worker's fixes of the last 30 days, newest first;
-- partition_claim_history: a recent claim's fixes by claim id, bounded from the claim's creation as
-  checkin.models.of_claim does (a week of slack; no upper bound, so the months after it and the default are probed);
+- partition_claim_history: a recent claim's fixes by claim id, bounded from the claim's creation to now as
+  checkin.models.of_claim does (a week of slack either side);
 - partition_rollup_read: the heatmap fold's next batch past its watermark (id order).
 """
 from __future__ import annotations
@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from bench.common import figure, pct, scale, use_bench_database
 from bench.seed import CITIES, published_tasks
+from checkin.models import CLAIM_FIX_SLACK
 from checkin.service import _MEASURE
 from core import partitions
 from core.db import get_engine
@@ -190,7 +191,7 @@ SELECT id, kind, lat, lon, client_time, verdict FROM checkin
  WHERE worker_id = :w AND server_time > :since ORDER BY client_time DESC LIMIT 50""")
 _CLAIM = text("""
 SELECT id, kind, verdict, client_time FROM checkin
- WHERE claim_id = :c AND server_time >= CAST(:claimed_at AS timestamptz) - interval '7 days' ORDER BY id""")
+ WHERE claim_id = :c AND server_time BETWEEN :lo AND :hi ORDER BY id""")
 _FOLD = text("""
 SELECT id, server_time, h3_r9, lat, lon, worker_id, kind, reasons FROM checkin
  WHERE id > :last ORDER BY id LIMIT 20000""")
@@ -237,7 +238,8 @@ def _claim_params(claim_id: int, n: int, now: datetime) -> dict:
     """A seeded claim and its creation time (its fixes are rows 2c and 2c + 1, see _load_flat), as
     checkin.models.of_claim bounds the lookup (there the time comes from the claim row)."""
     start = partitions.month_start(now, -MONTHS + 1)
-    return {"c": claim_id, "claimed_at": start + timedelta(seconds=2 * claim_id * MONTHS * 30 * 86400 / n - 60)}
+    claimed_at = start + timedelta(seconds=2 * claim_id * MONTHS * 30 * 86400 / n - 60)
+    return {"c": claim_id, "lo": claimed_at - CLAIM_FIX_SLACK, "hi": now + CLAIM_FIX_SLACK}
 
 
 def _one(db: Session, name: str, p) -> None:

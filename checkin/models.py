@@ -5,13 +5,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from geoalchemy2 import Geography
-from sqlalchemy import (BigInteger, CheckConstraint, ColumnElement, DateTime, Float, ForeignKey, Index, Integer, String,
-                        select)
+from sqlalchemy import BigInteger, CheckConstraint, ColumnElement, DateTime, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.models import Base, pk
-from tasks.models import Claim
+from core.models import Base, pk, utcnow
 
 # A claim's fixes arrive after the claim was made. Bounding a lookup by claim in server_time (the partition key)
 # lets PostgreSQL skip the months before it; the slack covers fixes stamped with an earlier arrival time than the
@@ -73,7 +71,9 @@ class Checkin(Base):
     __mapper_args__ = {"primary_key": [id]}
 
 
-def of_claim(claim_id: int) -> list[ColumnElement[bool]]:
-    """WHERE terms for a claim's fixes: its id, and server_time from its creation on (prunes older months)."""
-    claimed_at = select(Claim.claimed_at).where(Claim.id == claim_id).scalar_subquery()
-    return [Checkin.claim_id == claim_id, Checkin.server_time >= claimed_at - CLAIM_FIX_SLACK]
+def of_claim(claim_id: int, claimed_at: datetime) -> list[ColumnElement[bool]]:
+    """WHERE terms for a claim's fixes: its id, and server_time from its creation to now. The bounds are values,
+    not a subquery, so the planner itself leaves the other months out: a read-only request's session ends in a
+    rollback, after which psycopg prepares the statement afresh, so no cached generic plan would do it."""
+    return [Checkin.claim_id == claim_id,
+            Checkin.server_time.between(claimed_at - CLAIM_FIX_SLACK, utcnow() + CLAIM_FIX_SLACK)]

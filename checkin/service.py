@@ -223,7 +223,7 @@ def check_out(*, db_session: Session, worker: User, claim_id: int, body: Checkin
 def for_claim(*, db_session: Session, user: User, claim_id: int) -> tuple[Claim, list[Checkin]]:
     """A claim and its fixes, for anyone allowed to see the claim."""
     found = claims.get_for(db_session=db_session, user=user, claim_id=claim_id)
-    rows = db_session.scalars(select(Checkin).where(*of_claim(claim_id)).order_by(Checkin.id)).all()
+    rows = db_session.scalars(select(Checkin).where(*of_claim(claim_id, found.claimed_at)).order_by(Checkin.id)).all()
     return found, list(rows)
 
 
@@ -232,7 +232,7 @@ def explain(*, db_session: Session, claim_id: int) -> dict:
     found = db_session.get(Claim, claim_id)
     if found is None:
         raise claims.ClaimNotFound()
-    rows = db_session.scalars(select(Checkin).where(*of_claim(claim_id)).order_by(Checkin.id)).all()
+    rows = db_session.scalars(select(Checkin).where(*of_claim(claim_id, found.claimed_at)).order_by(Checkin.id)).all()
     return {"claim_id": found.id, "task_id": found.task_id, "worker_id": found.worker_id, "state": found.state,
             "risk_score": found.risk_score, "flags": found.flags, "dwell_s": found.dwell_s,
             "fixes": [{"id": r.id, "kind": r.kind, "verdict": r.verdict, "distance_m": round(r.distance_m, 1),
