@@ -18,13 +18,16 @@ from pathlib import Path
 from bench.common import machine, scale
 
 MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup",
-           "bench.bench_heatmap", "bench.bench_upload", "bench.bench_sim", "bench.bench_pgbouncer"]
+           "bench.bench_heatmap", "bench.bench_partitions", "bench.bench_upload", "bench.bench_sim",
+           "bench.bench_pgbouncer"]
 OUT = Path(__file__).resolve().parent
 # Table order: each goal figure beside its references; figures not listed follow in the order they came.
 ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "checkout_throughput",
          "checkout_throughput_p99_ms", "checkout_non2xx", "insert_baseline_async", "insert_baseline_sync",
          "upload_to_verdict", "upload_sustainable_rate", "sim_cpu_per_request_ms", "nearby_tasks",
-         "phash_throughput", "phash_vs_decode_limit", "dedup_lookup", "heatmap_viewport", "mvt_tile"]
+         "phash_throughput", "phash_vs_decode_limit", "dedup_lookup", "heatmap_viewport", "mvt_tile",
+         "partition_measure", "partition_heatmap_window", "partition_nearby", "partition_worker_history",
+         "partition_claim_history", "partition_rollup_read"]
 
 
 def _previous() -> dict[str, dict]:

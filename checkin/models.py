@@ -1,15 +1,21 @@
 """Check-in and check-out fixes with their verdicts and risk signals."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from geoalchemy2 import Geography
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String, text
+from sqlalchemy import (BigInteger, CheckConstraint, ColumnElement, DateTime, Float, ForeignKey, Index, Integer, String,
+                        text)
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.models import Base, pk
+from core.models import Base, pk, utcnow
+
+# A claim's fixes arrive after the claim was made. Bounding a lookup by claim in server_time (the partition key)
+# lets PostgreSQL skip the months before it; the slack covers fixes stamped with an earlier arrival time than the
+# claim's own clock (API hosts' clocks, tests that date a fix back).
+CLAIM_FIX_SLACK = timedelta(days=7)
 
 
 class Checkin(Base):
@@ -26,6 +32,8 @@ class Checkin(Base):
         Index("ix_checkin_point", "point", postgresql_using="gist"),
         Index("ix_checkin_radio_pending", "id", postgresql_where=text("radio_learned = false")),
         Index("ix_checkin_task_radio", "task_id", "id", postgresql_where=text("radio_learned IS NOT NULL")),
+        # Monthly partitions (core.partitions, migration 0014_partitions): the key is in the primary key, as PostgreSQL requires.
+        {"postgresql_partition_by": "RANGE (server_time)"},
     )
 
     id: Mapped[int] = pk()
@@ -52,7 +60,7 @@ class Checkin(Base):
     device_id: Mapped[str] = mapped_column(String(128), nullable=False)
     ip: Mapped[str | None] = mapped_column(INET)
     client_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    server_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    server_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, primary_key=True)
     verdict: Mapped[str] = mapped_column(String(10), nullable=False)
     distance_m: Mapped[float] = mapped_column(Float, nullable=False)
     risk_score: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -65,6 +73,17 @@ class Checkin(Base):
     radio: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     # None: nothing to learn (no scan, or not an accepted check-in); False: to be learned; True: learned.
     radio_learned: Mapped[bool | None] = mapped_column()
+
+    # Rows are still known by id alone (one sequence feeds every partition), so session.get(Checkin, id) works.
+    __mapper_args__ = {"primary_key": [id]}
+
+
+def of_claim(claim_id: int, claimed_at: datetime) -> list[ColumnElement[bool]]:
+    """WHERE terms for a claim's fixes: its id, and server_time from its creation to now. The bounds are values,
+    not a subquery, so the planner itself leaves the other months out: a read-only request's session ends in a
+    rollback, after which psycopg prepares the statement afresh, so no cached generic plan would do it."""
+    return [Checkin.claim_id == claim_id,
+            Checkin.server_time.between(claimed_at - CLAIM_FIX_SLACK, utcnow() + CLAIM_FIX_SLACK)]
 
 
 class RadioSite(Base):

@@ -13,7 +13,7 @@ from checkin import radio
 from checkin import signals as sig
 from checkin.errors import (AlreadyCheckedIn, AlreadyCheckedOut, FixInFuture, NotCheckedIn, OutsideFence,
                             OutsideTimeWindow)
-from checkin.models import Checkin
+from checkin.models import Checkin, of_claim
 from checkin.schemas import CheckinCreate
 from checkin.settings import get_checkin_settings
 from checkin.verdict import Verdict, decide
@@ -26,6 +26,9 @@ from tasks.models import Claim
 
 # Below a centimetre the geodesic distance is float noise: a point on the boundary is inside.
 ON_BOUNDARY_M = 0.01
+# History is what arrived before this fix; the slack covers API hosts whose clocks differ by a little. The upper
+# bound keeps the months made ahead (empty) and the default partition out of every check-in's plan.
+HISTORY_CLOCK_SLACK = timedelta(minutes=5)
 
 # Everything a check-in or check-out decides on, in one round trip: the worker's own claim, locked (no other
 # row of it can change until this transaction ends), its task's window and fence rules, the distance from the
@@ -33,7 +36,9 @@ ON_BOUNDARY_M = 0.01
 # the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP,
 # and the site's radio fingerprint against this scan (checkin.radio: primary-key lookups, no extra round trip).
 # All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
-# read bounded (the shared-IP count by shared_ip_scan_rows: see checkin.settings).
+# read bounded (the shared-IP count by shared_ip_scan_rows: see checkin.settings). Every history read is bounded
+# on both sides in server_time, the partition key of checkin, so only the months in the window are planned and
+# read (history_window_days; docs/scale-partitions.md).
 _MEASURE = text("""
 SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task_id,
        t.starts_at, t.ends_at, t.hard_fence, t.min_dwell_s,
@@ -42,14 +47,18 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
        ST_X(t.center::geometry) AS cx, ST_Y(t.center::geometry) AS cy,
        (SELECT coalesce(json_agg(r ORDER BY r.client_time DESC), '[]')
           FROM (SELECT lat, lon, accuracy_m, client_time, altitude, speed, bearing, worker_id FROM checkin
-                 WHERE worker_id = :worker_id ORDER BY client_time DESC LIMIT :recent_n) r) AS recent,
+                 WHERE worker_id = :worker_id AND server_time BETWEEN :history_since AND :history_until
+                 ORDER BY client_time DESC LIMIT :recent_n) r) AS recent,
        (SELECT count(*) FROM (SELECT 1 FROM checkin WHERE raw_coord_key = :coord_key
+                                AND server_time BETWEEN :history_since AND :history_until
                                 AND (worker_id <> :worker_id OR date(client_time) <> :fix_day) LIMIT 100) x) AS repeats,
        (SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE device_id = :device_id
+                                AND server_time BETWEEN :history_since AND :history_until
                                 AND worker_id <> :worker_id LIMIT :device_cap) x) AS devices,
        CASE WHEN CAST(:ip AS inet) IS NULL THEN 0
             ELSE (SELECT count(DISTINCT worker_id) FROM (SELECT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
-                    AND server_time > :ip_since AND worker_id <> :worker_id ORDER BY server_time DESC
+                    AND server_time > :ip_since AND server_time <= :history_until AND worker_id <> :worker_id
+                    ORDER BY server_time DESC
                     LIMIT :ip_rows) x) END AS ips,
        coalesce(rs.workers, 0) AS radio_workers, coalesce(rs.hashes, 0) AS radio_hashes,
        CASE WHEN cardinality(CAST(:radio AS bigint[])) = 0 THEN 0
@@ -105,7 +114,9 @@ def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coo
         "recent_n": s.constant_fields_min_fixes, "coord_key": coord_key, "fix_day": fix.client_time.date(),
         "device_id": fix.device_id, "device_cap": s.shared_device_min_accounts + 1, "ip": fix.ip,
         "ip_since": fix.server_time - timedelta(seconds=s.shared_ip_window_s),
-        "ip_rows": s.shared_ip_scan_rows, "radio": scan, "hash_min": s.radio_hash_min_workers}).first()
+        "ip_rows": s.shared_ip_scan_rows, "radio": scan, "hash_min": s.radio_hash_min_workers,
+        "history_since": fix.server_time - timedelta(days=s.history_window_days),
+        "history_until": fix.server_time + HISTORY_CLOCK_SLACK}).first()
     if row is None:
         raise claims.ClaimNotFound()
     recent = [sig.PriorFix(**{**r, "client_time": datetime.fromisoformat(r["client_time"])}) for r in row.recent]
@@ -243,7 +254,7 @@ def capture_nonce(row: Checkin) -> tuple[str, datetime]:
 def for_claim(*, db_session: Session, user: User, claim_id: int) -> tuple[Claim, list[Checkin]]:
     """A claim and its fixes, for anyone allowed to see the claim."""
     found = claims.get_for(db_session=db_session, user=user, claim_id=claim_id)
-    rows = db_session.scalars(select(Checkin).where(Checkin.claim_id == claim_id).order_by(Checkin.id)).all()
+    rows = db_session.scalars(select(Checkin).where(*of_claim(claim_id, found.claimed_at)).order_by(Checkin.id)).all()
     return found, list(rows)
 
 
@@ -252,7 +263,7 @@ def explain(*, db_session: Session, claim_id: int) -> dict:
     found = db_session.get(Claim, claim_id)
     if found is None:
         raise claims.ClaimNotFound()
-    rows = db_session.scalars(select(Checkin).where(Checkin.claim_id == claim_id).order_by(Checkin.id)).all()
+    rows = db_session.scalars(select(Checkin).where(*of_claim(claim_id, found.claimed_at)).order_by(Checkin.id)).all()
     return {"claim_id": found.id, "task_id": found.task_id, "worker_id": found.worker_id, "state": found.state,
             "risk_score": found.risk_score, "flags": found.flags, "dwell_s": found.dwell_s,
             "fixes": [{"id": r.id, "kind": r.kind, "verdict": r.verdict, "distance_m": round(r.distance_m, 1),

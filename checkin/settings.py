@@ -54,6 +54,10 @@ class CheckinSettings(BaseSettings):
     # six decimals are ~0.1 m). Real fixes scatter by metres: an honest one lands that close about once in
     # several thousand (1 m flagged ~1 honest visit in 250 in the city simulation).
     fence_center_m: float = 0.25
+    # The history signals (previous fixes, coordinate repeats, accounts on a device) read this far back in server
+    # time. check-ins are partitioned by month on server_time, so the bound lets PostgreSQL skip older months;
+    # 92 days (three months) still catches a farm reusing devices or a script replaying coordinates a season on.
+    history_window_days: int = 92
     # Minimum plausible dwell for a store visit when the task sets none: 2 minutes.
     default_min_dwell_s: int = 120
 

@@ -37,7 +37,8 @@ class HeatCellHour(_CellMetrics, Base):
     """Measures for one cell at one resolution in one hour."""
 
     __tablename__ = "heat_cell_hour"
-    __table_args__ = (Index("ix_heat_cell_hour_res_hour", "res", "hour"),)
+    # Monthly partitions (core.partitions, migration 0014_partitions); the primary key already holds the key.
+    __table_args__ = (Index("ix_heat_cell_hour_res_hour", "res", "hour"), {"postgresql_partition_by": "RANGE (hour)"})
 
     hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
 

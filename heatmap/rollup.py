@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from checkin.models import Checkin
+from checkin.models import CLAIM_FIX_SLACK, Checkin
 from core import reasons as reason_codes
 from core.config import get_settings
 from core.models import utcnow
@@ -169,7 +169,8 @@ def _outcome(from_state: str | None, to_state: str, flags: list[str]) -> dict[st
 def _fold_claim_events(db_session: Session, batch: int, cutoff: datetime) -> int:
     state = _state(db_session, "claim_event")
     # A claim is placed where its worker first checked in for it.
-    place = (select(Checkin.h3_r9).where(Checkin.claim_id == Claim.id, Checkin.kind == "in")
+    place = (select(Checkin.h3_r9).where(Checkin.claim_id == Claim.id, Checkin.kind == "in",
+                                         Checkin.server_time >= Claim.claimed_at - CLAIM_FIX_SLACK)  # prunes at run time
              .order_by(Checkin.id).limit(1).scalar_subquery())
     rows = db_session.execute(
         select(ClaimEvent.id, ClaimEvent.at, ClaimEvent.from_state, ClaimEvent.to_state, Claim.flags, place)

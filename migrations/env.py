@@ -6,7 +6,7 @@ from geoalchemy2 import alembic_helpers
 from sqlalchemy import create_engine
 
 from core.db import database_url
-from migrations.models import metadata
+from migrations.models import include_object, metadata
 
 config = context.config
 
@@ -19,7 +19,7 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection,
             target_metadata=metadata,
-            include_object=alembic_helpers.include_object,
+            include_object=include_object,
             process_revision_directives=alembic_helpers.writer,
             render_item=alembic_helpers.render_item,
             compare_type=True,

@@ -6,11 +6,11 @@ from typing import Any
 
 from geoalchemy2 import Geography
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String,
-                        Text, text)
+                        Text, func, text)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.models import Base, created_at, pk
+from core.models import Base, created_at, pk, utcnow
 
 TASK_TYPES = ("store_visit", "flyer_run", "poster", "signup_drive", "shelf_audit", "other_offline")
 TASK_STATES = ("draft", "pending_review", "published", "rejected", "paused", "closed")
@@ -128,6 +128,8 @@ class ClaimEvent(Base):
     """Audit row for every claim state change."""
 
     __tablename__ = "claim_event"
+    # Monthly partitions (core.partitions, migration 0014_partitions): the key is in the primary key, as PostgreSQL requires.
+    __table_args__ = ({"postgresql_partition_by": "RANGE (at)"},)
 
     id: Mapped[int] = pk()
     claim_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("claim.id"), nullable=False, index=True)
@@ -136,7 +138,11 @@ class ClaimEvent(Base):
     actor_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("app_user.id"))
     reason: Mapped[str | None] = mapped_column(String(500))
     data: Mapped[dict | None] = mapped_column(JSONB)
-    at: Mapped[datetime] = created_at()
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, server_default=func.now(),
+                                         nullable=False, primary_key=True)
+
+    # Known by id alone (one sequence feeds every partition).
+    __mapper_args__ = {"primary_key": [id]}
 
 
 class CreditEvent(Base):

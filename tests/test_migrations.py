@@ -1,13 +1,11 @@
 """The migrations produce exactly the tables the models describe."""
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from geoalchemy2 import alembic_helpers
-
-from migrations.models import metadata
+from migrations.models import include_object, metadata
 
 
 def test_models_and_migrations_agree(connection):
-    ctx = MigrationContext.configure(connection, opts={"include_object": alembic_helpers.include_object,
+    ctx = MigrationContext.configure(connection, opts={"include_object": include_object,
                                                        "compare_type": True})
     assert compare_metadata(ctx, metadata) == []
 

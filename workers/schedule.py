@@ -17,6 +17,9 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "learn-radio": {"task": "fieldproof.learn_radio", "schedule": 30.0, "options": {"queue": "maintenance"}},
     "expire-stale-claims": {"task": "fieldproof.expire_stale_claims", "schedule": 60.0,
                             "options": {"queue": "maintenance"}},
+    # Months are made three ahead (core.partitions), so a few runs a day leave a long outage to spare.
+    "maintain-partitions": {"task": "fieldproof.maintain_partitions", "schedule": 6 * 3600.0,
+                            "options": {"queue": "maintenance"}},
 }
 
 

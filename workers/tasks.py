@@ -1,7 +1,7 @@
 """Thin Celery tasks: each names itself, its queue and retry policy, then calls one service."""
 from __future__ import annotations
 
-from core import idempotency, jobs
+from core import idempotency, jobs, partitions
 from checkin import learning as radio_learning
 from heatmap import service as heatmap
 from evidence import service as evidence_service  # also registers the evidence.process job handler
@@ -123,3 +123,10 @@ def learn_radio() -> int:
     """Learn site radio fingerprints from new accepted check-ins (advisory lock: one run at a time)."""
     with session_scope() as db:
         return radio_learning.learn(db_session=db)
+
+
+@app.task(name="fieldproof.maintain_partitions", queue="maintenance", acks_late=True)
+def maintain_partitions() -> dict:
+    """Create the coming months' partitions and drop those past retention (an advisory lock per table: safe twice)."""
+    with session_scope() as db:
+        return partitions.maintain(db_session=db)

@@ -1,0 +1,200 @@
+"""Monthly partitions: the online conversion (up and down, rows kept and routed), maintenance ahead, retention behind,
+and pruning of the check-in history reads."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+from checkin.service import _MEASURE
+from core import partitions
+from core.db import database_url
+from core.migrate import alembic_config, upgrade
+
+UTC = timezone.utc
+OLD = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
+
+
+def _fresh_database(suffix: str) -> str:
+    """A new empty database beside the test database (DDL here never touches the shared one)."""
+    base, name = database_url().rsplit("/", 1)
+    admin = create_engine(f"{base}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}_{suffix}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}_{suffix}"'))
+    admin.dispose()
+    return f"{base}/{name}_{suffix}"
+
+
+def _seed(conn, at: datetime, n: int = 3) -> None:
+    """Users, a task and a claim; n check-ins, n claim audit rows and n hour roll-ups at ``at`` + i days."""
+    conn.execute(text("INSERT INTO app_user (id, username, password_hash, role, display_name) VALUES "
+                      "(1, 'w', 'x', 'worker', 'w'), (2, 'm', 'x', 'merchant', 'm') ON CONFLICT DO NOTHING"))
+    conn.execute(text(
+        "INSERT INTO task (id, merchant_id, title, description, type, state, reward_fen, slots, slots_taken, starts_at,"
+        " ends_at, fence, center, fence_kind, radius_m, area_m2, hard_fence, photos_min, video_required, min_credit)"
+        " VALUES (1, 2, 't', '', 'store_visit', 'published', 100, 5, 1, '2020-01-01', '2040-01-01',"
+        " ST_Buffer(ST_GeogFromText('POINT(116.4 39.9)'), 100), ST_GeogFromText('POINT(116.4 39.9)'), 'circle', 100,"
+        " 31400, true, 1, false, 0) ON CONFLICT DO NOTHING"))
+    conn.execute(text("INSERT INTO claim (id, task_id, worker_id, state, expires_at, risk_score, flags)"
+                      " VALUES (1, 1, 1, 'claimed', '2040-01-01', 0, '{}') ON CONFLICT DO NOTHING"))
+    for i in range(n):
+        t = at + timedelta(days=i)
+        conn.execute(text(
+            "INSERT INTO checkin (claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs,"
+            " raw_coord_key, accuracy_m, accuracy_95_m, provider, device_id, client_time, server_time, verdict,"
+            " distance_m, risk_score, reasons, signals) VALUES (1, 1, 1, 'in', ST_GeogFromText('POINT(116.4 39.9)'),"
+            " 39.9, 116.4, 39.9, 116.4, 'wgs84', :k, 10, 16, 'gps', 'd', :t, :t, 'inside', 0, 0, '{}', '[]')"),
+            {"t": t, "k": f"k{t.isoformat()}"})
+        conn.execute(text("INSERT INTO claim_event (claim_id, from_state, to_state, at) "
+                          "VALUES (1, 'claimed', 'checked_in', :t)"), {"t": t})
+        conn.execute(text("INSERT INTO heat_cell_hour (res, cell, hour, lat, lon, checkins) "
+                          "VALUES (9, :c, :h, 39.9, 116.4, 1)"), {"c": 600000 + i, "h": t.replace(minute=0)})
+
+
+def _where(conn, table: str) -> dict[str, int]:
+    """Rows per partition (or per table, before the conversion)."""
+    return dict(conn.execute(text(f"SELECT tableoid::regclass::text, count(*) FROM {table} GROUP BY 1")).all())
+
+
+def _ids(conn, table: str) -> list[int]:
+    return list(conn.execute(text(f"SELECT id FROM {table} ORDER BY id")).scalars())
+
+
+def test_migration_converts_tables_with_rows_online_and_back():
+    url = _fresh_database("partmig")
+    upgrade(url, "0011")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        _seed(conn, OLD)
+        before = {t: _ids(conn, t) for t in ("checkin", "claim_event")}
+    upgrade(url, "0014_partitions")
+    with engine.begin() as conn:
+        for table in partitions.PARTITIONED:
+            assert conn.execute(text("SELECT relkind FROM pg_class WHERE relname = :t"), {"t": table}).scalar() == "p"
+            assert _where(conn, table) == {f"{table}_legacy": 3}  # attached in place, nothing copied or lost
+        assert {t: _ids(conn, t) for t in before} == before
+        uppers = [p.hi for p in partitions.partitions(Session(bind=conn), "checkin") if p.name == "checkin_legacy"]
+        month_after = uppers[0] + timedelta(days=3)
+        _seed(conn, month_after, n=1)
+        _seed(conn, datetime(2031, 7, 1, tzinfo=UTC), n=1)  # beyond the months made ahead: the default catches it
+        for table in partitions.PARTITIONED:
+            assert _where(conn, table) == {f"{table}_legacy": 3, f"{table}_p{month_after:%Y%m}": 1,
+                                           f"{table}_default": 1}
+        # The same sequence goes on: new ids follow the old ones.
+        assert min(_ids(conn, "checkin")[3:]) > max(before["checkin"])
+    command.downgrade(alembic_config(url), "0011")
+    with engine.begin() as conn:
+        for table in partitions.PARTITIONED:
+            assert _where(conn, table) == {table: 5}
+        assert conn.execute(text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'pk_checkin'")
+                            ).scalar() == "PRIMARY KEY (id)"
+        _seed(conn, OLD + timedelta(days=40), n=1)
+    upgrade(url, "head")  # and up again, with the rows written in between
+    with engine.begin() as conn:
+        assert _where(conn, "claim_event") == {"claim_event_legacy": 6}
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def partitioned_url():
+    """A database migrated to head on its own: maintenance DDL runs there, inside rolled-back transactions."""
+    url = _fresh_database("parts")
+    upgrade(url, "head")
+    yield url
+
+
+@pytest.fixture
+def pdb(partitioned_url):
+    engine = create_engine(partitioned_url)
+    conn = engine.connect()
+    outer = conn.begin()
+    session = Session(bind=conn, join_transaction_mode="create_savepoint")
+    yield session
+    session.close()
+    outer.rollback()
+    conn.close()
+    engine.dispose()
+
+
+def _names(db, table: str) -> list[str]:
+    return [p.name for p in partitions.partitions(db, table)]
+
+
+def test_maintenance_creates_coming_months_once(pdb):
+    now = datetime(2031, 5, 10, 12, tzinfo=UTC)
+    made = partitions.create_ahead(pdb, "checkin", now, months=2)
+    assert made == ["checkin_p203105", "checkin_p203106", "checkin_p203107"]
+    assert partitions.create_ahead(pdb, "checkin", now, months=2) == []
+    assert partitions.create_ahead(pdb, "checkin", now + timedelta(days=31), months=2) == ["checkin_p203108"]
+    names = _names(pdb, "checkin")
+    assert names[-5:] == ["checkin_p203105", "checkin_p203106", "checkin_p203107", "checkin_p203108",
+                          "checkin_default"]
+
+
+def test_rows_the_default_caught_move_into_their_new_month(pdb):
+    stray = datetime(2031, 6, 2, 5, tzinfo=UTC)
+    pdb.execute(text("INSERT INTO heat_cell_hour (res, cell, hour, lat, lon, checkins) VALUES (9, 1, :h, 1, 1, 4)"),
+                {"h": stray})
+    assert _where(pdb, "heat_cell_hour") == {"heat_cell_hour_default": 1}
+    assert partitions.create_ahead(pdb, "heat_cell_hour", stray, months=0) == ["heat_cell_hour_p203106"]
+    assert _where(pdb, "heat_cell_hour") == {"heat_cell_hour_p203106": 1}
+    assert pdb.execute(text("SELECT checkins FROM heat_cell_hour WHERE hour = :h"), {"h": stray}).scalar() == 4
+
+
+def test_retention_drops_only_months_older_than_the_setting(pdb):
+    partitions.create_ahead(pdb, "heat_cell_hour", datetime(2031, 1, 10, tzinfo=UTC), months=3)
+    for at in (OLD, datetime(2031, 1, 20, tzinfo=UTC), datetime(2031, 2, 1, tzinfo=UTC),
+               datetime(2031, 3, 31, 23, tzinfo=UTC)):
+        pdb.execute(text("INSERT INTO heat_cell_hour (res, cell, hour, lat, lon) VALUES (9, 1, :h, 1, 1)"), {"h": at})
+    assert partitions.drop_behind(pdb, "heat_cell_hour", datetime(2031, 3, 15, tzinfo=UTC), keep_months=0) == []
+    before = partitions.partitions(pdb, "heat_cell_hour")
+    dropped = partitions.drop_behind(pdb, "heat_cell_hour", datetime(2031, 3, 15, tzinfo=UTC), keep_months=1)
+    cutoff = datetime(2031, 2, 1, tzinfo=UTC)
+    assert dropped == [p.name for p in before if not p.default and p.hi <= cutoff]
+    assert "heat_cell_hour_legacy" in dropped and "heat_cell_hour_p203101" in dropped
+    assert _names(pdb, "heat_cell_hour") == ["heat_cell_hour_p203102", "heat_cell_hour_p203103",
+                                             "heat_cell_hour_p203104", "heat_cell_hour_default"]
+    hours = pdb.execute(text("SELECT hour FROM heat_cell_hour ORDER BY hour")).scalars().all()
+    assert hours == [datetime(2031, 2, 1, tzinfo=UTC), datetime(2031, 3, 31, 23, tzinfo=UTC)]
+
+
+def test_maintain_keeps_claim_audit_rows_by_default(pdb):
+    far = datetime(2033, 9, 1, tzinfo=UTC)
+    done = partitions.maintain(db_session=pdb, now=far)
+    assert done["claim_event"]["dropped"] == []  # audit rows: retention 0 = kept
+    assert "checkin_legacy" in done["checkin"]["dropped"] and "checkin_p203309" in done["checkin"]["created"]
+    assert "heat_cell_hour_p203312" in done["heat_cell_hour"]["created"]
+    again = partitions.maintain(db_session=pdb, now=far)
+    assert all(not v["created"] and not v["dropped"] for v in again.values())
+
+
+def test_beat_runs_maintenance_on_the_real_database():
+    from workers.schedule import BEAT_SCHEDULE
+    from workers.tasks import maintain_partitions
+
+    assert BEAT_SCHEDULE["maintain-partitions"]["task"] == maintain_partitions.name
+    # The migration already made the months ahead of today: the task finds nothing to do, twice.
+    assert maintain_partitions() == maintain_partitions() == {t: {"created": [], "dropped": []}
+                                                               for t in partitions.PARTITIONED}
+
+
+def _measure_plan(db, server_time: datetime) -> str:
+    params = {"claim_id": 1, "worker_id": 1, "lon": 116.4, "lat": 39.9, "recent_n": 4, "coord_key": "k",
+              "fix_day": server_time.date(), "device_id": "d", "device_cap": 2, "ip": "192.0.2.1",
+              "ip_since": server_time - timedelta(hours=1), "ip_rows": 500, "radio": [], "hash_min": 2,
+              "history_since": server_time - timedelta(days=92), "history_until": server_time + timedelta(minutes=5)}
+    return "\n".join(db.execute(text("EXPLAIN " + _MEASURE.text), params).scalars())
+
+
+def test_history_reads_skip_months_before_their_window(db):
+    legacy_hi = next(p.hi for p in partitions.partitions(db, "checkin") if p.name == "checkin_legacy")
+    now = _measure_plan(db, legacy_hi - timedelta(days=1))
+    # The window's upper bound keeps the months made ahead and the default partition out of the plan.
+    assert "checkin_legacy" in now and "checkin_default" not in now and f"checkin_p{legacy_hi:%Y%m}" not in now
+    later = _measure_plan(db, legacy_hi + timedelta(days=130))  # the window starts 38 days after legacy_hi
+    assert "checkin_legacy" not in later and f"checkin_p{legacy_hi:%Y%m}" not in later
+    assert f"checkin_p{legacy_hi + timedelta(days=40):%Y%m}" in later
