@@ -28,7 +28,8 @@ def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
                     slots_taken=task.slots_taken, starts_at=task.starts_at, ends_at=task.ends_at, crs=crs,
                     center=[clon, clat], radius_m=task.radius_m, geofence=fence_geojson(to_shape(task.fence), crs),
                     hard_fence=task.hard_fence,
-                    evidence=EvidenceRequirements(photos_min=task.photos_min, video=task.video_required),
+                    evidence=EvidenceRequirements(photos_min=task.photos_min, video=task.video_required,
+                                                  fresh_angle=task.fresh_angle),
                     min_credit=task.min_credit, min_dwell_s=task.min_dwell_s, review_reason=task.review_reason,
                     premium=task.premium,
                     distance_m=None if distance_m is None else round(distance_m, 1))

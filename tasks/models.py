@@ -62,6 +62,8 @@ class Task(Base):
     hard_fence: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     photos_min: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     video_required: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # The merchant wants a new photo, not another of the same view: a same-scene photo counts against the claim.
+    fresh_angle: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
     min_credit: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     min_dwell_s: Mapped[int | None] = mapped_column(Integer)
     # Platform commission in basis points (500 = 5 %), fixed when the task is published.

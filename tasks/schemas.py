@@ -18,6 +18,9 @@ class EvidenceRequirements(BaseModel):
 
     photos_min: int = Field(default=1, ge=0, le=20)
     video: bool = False
+    # Another photo of a view already submitted (same_scene) counts against the claim (a soft signal) instead of
+    # being a note: for merchants who pay for a fresh angle each time.
+    fresh_angle: bool = False
 
 
 class TaskCreate(BaseModel):

@@ -50,6 +50,7 @@ def create(*, db_session: Session, merchant: User, body: TaskCreate) -> Task:
                 fence=from_shape(fence.geometry, srid=4326), center=from_shape(Point(*fence.center), srid=4326),
                 fence_kind=fence.kind, radius_m=fence.radius_m, area_m2=fence.area_m2, hard_fence=body.hard_fence,
                 photos_min=body.evidence.photos_min, video_required=body.evidence.video,
+                fresh_angle=body.evidence.fresh_angle,
                 min_credit=body.min_credit, min_dwell_s=body.min_dwell_s, premium=body.premium, state="draft",
                 slots_taken=0)
     db_session.add(task)
