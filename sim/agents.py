@@ -10,6 +10,7 @@ import math
 import random
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -38,6 +39,9 @@ class Visit:
     checkin_risk: int = 0
     submitted: bool = False
     evidence_ids: list = field(default_factory=list)
+    # (evidence id, what it is): "own:<transform>"/"other:<transform>" for re-used photos, "same_scene" for an
+    # honest photo of a storefront someone photographed before (another worker, camera or time).
+    labelled: list = field(default_factory=list)
 
 
 class Day:
@@ -49,6 +53,7 @@ class Day:
         self.tasks, self.task_types, self.photos_min = tasks, task_types, photos_min
         self.visits: list[Visit] = []
         self.shared_photos: list[bytes] = []  # honest photos circulating in chat groups
+        self.storefronts_shot: set[str] = set()  # shops whose front some worker has already photographed
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.failures: list[str] = []
@@ -88,6 +93,8 @@ class WorkerAgent:
         self.done_tasks: set[int] = set()
         self.camera_roll: list[tuple[int, bytes]] = []  # (claim id, photo)
         self.photo_seed = seed * 1000
+        make, model = self.rng.choice(photos.CAMERAS)
+        self.camera = (make, model, f"SN{seed:08d}")  # this worker's phone: EXIF make, model and body serial
         self.last_fix_at: datetime | None = None  # when the previous check-out fix was taken
         self.style = self._style()
 
@@ -242,18 +249,21 @@ class WorkerAgent:
         return None
 
     def _upload(self, visit: Visit, i: int) -> None:
-        """A photo: a new scene, or for re-users (after their first visit) an old one made to look new."""
-        data, reused = self._photo(visit)
+        """A photo: a new scene, or for re-users (after their first visit) an old one made to look new. An honest
+        worker's first photo of a visit is the shop's front, which every visitor of the shop photographs."""
+        data, label = self._photo(visit, storefront=i == 0 and self.kind == HONEST)
         r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/evidence", ok=(201,),
                         files={"file": (f"IMG_{visit.claim_id}_{i}.jpg", data, "image/jpeg")})
         visit.evidence_ids.append(r.json()["id"])
-        if reused:
-            visit.reused_photos.append(reused)
+        if label:
+            visit.labelled.append((r.json()["id"], label))
+        if label and label != "same_scene":
+            visit.reused_photos.append(label)
         elif self.kind == HONEST and self.rng.random() < 0.05:  # posted to a chat group after it was submitted
             with self.day.lock:
                 self.day.shared_photos.append(data)
 
-    def _photo(self, visit: Visit) -> tuple[bytes, str | None]:
+    def _photo(self, visit: Visit, storefront: bool = False) -> tuple[bytes, str | None]:
         own_old = [data for claim_id, data in self.camera_roll if claim_id != visit.claim_id]
         if self.kind == "photo_reuser" and own_old and self.rng.random() < 0.85:
             pool = own_old
@@ -265,9 +275,18 @@ class WorkerAgent:
             return photos.reuse(old, transform), ("own:" if pool is own_old else "other:") + transform
         self.photo_seed += 1
         taken = self.day.now().astimezone(_CST)
-        data = photos.camera_jpeg(photos.scene(self.photo_seed), taken)
+        label = None
+        if storefront:
+            shop = self.day.tasks[visit.task_id].name
+            with self.day.lock:
+                label = "same_scene" if shop in self.day.storefronts_shot else None
+                self.day.storefronts_shot.add(shop)
+            img = photos.storefront(zlib.crc32(shop.encode()), self.photo_seed)
+        else:
+            img = photos.scene(self.photo_seed)
+        data = photos.camera_jpeg(img, taken, camera=self.camera)
         self.camera_roll.append((visit.claim_id, data))
-        return data, None
+        return data, label
 
 
 from datetime import timezone  # noqa: E402

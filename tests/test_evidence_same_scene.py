@@ -1,0 +1,90 @@
+"""Same capture vs same scene through the API and the processing job on real PostGIS: a photo of the same
+storefront on another day is a note, not a duplicate; a task asking for a fresh angle counts it; cropped and
+screenshotted re-uses are still duplicates."""
+from __future__ import annotations
+
+import io
+from datetime import datetime, timedelta, timezone
+
+from PIL import Image
+
+from sim import photos
+from tasks.models import Claim
+from tests.evidence_transforms import TRANSFORMS, jpeg
+from tests.fieldwork import STORE, claimed, fix
+from tests.helpers import auth_for
+from tests.test_evidence_api import process_all, upload
+
+CST = timezone(timedelta(hours=8))
+
+
+def _visit(client, db, **task_over):
+    task, claim, w, m = claimed(client, db, **task_over)
+    r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]), headers=w)
+    assert r.status_code == 201, r.text
+    return task, claim, w, m
+
+
+def _shot(seed: int, visit: int, minutes_ago: float, camera: tuple[str, str, str]) -> bytes:
+    """The shop's front as one visitor photographs it (EXIF: capture time within this visit, own camera)."""
+    taken = (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).astimezone(CST)
+    return photos.camera_jpeg(photos.storefront(seed, visit), taken, camera=camera)
+
+
+def _evidence(client, headers, evidence_id):
+    return client.get(f"/v1/evidence/{evidence_id}", headers=headers).json()
+
+
+def test_same_storefront_by_another_worker_and_camera_is_a_note_not_a_duplicate(client, db):
+    _, c1, w1, _ = _visit(client, db)
+    _, c2, w2, m2 = _visit(client, db)
+    assert upload(client, c1, w1, _shot(4242, 1, 100, ("Xiaomi", "Redmi Note 12", "SN-A"))).status_code == 201
+    process_all(db)
+    risk_before = db.get(Claim, c2["id"]).risk_score
+    r = upload(client, c2, w2, _shot(4242, 2, 5, ("HUAWEI", "nova 11", "SN-B")))
+    process_all(db)
+    ev2 = _evidence(client, w2, r.json()["id"])
+    assert "same_scene" in ev2["reasons"] and not any("duplicate" in x for x in ev2["reasons"])
+    assert [m["verdict"] for m in ev2["matches"]] == ["same_scene"] and ev2["matches"][0]["method"].startswith("scene:")
+    claim2, claim1 = db.get(Claim, c2["id"]), db.get(Claim, c1["id"])
+    assert "duplicate_evidence" not in claim2.flags and "same_scene" not in claim2.flags
+    assert claim2.risk_score == risk_before
+    assert "evidence_reused_later" not in claim1.flags
+    assert "serial" not in (ev2["exif"] or {})  # a device identifier: kept for the rule, never shown
+    # The other merchant's photo of the place is no evidence against this claim: not shown to this merchant.
+    other = client.get(f"/v1/evidence/{ev2['id']}/matches/{ev2['matches'][0]['matched_evidence_id']}/image", headers=m2)
+    assert other.status_code == 404
+    _, ops = auth_for(client, db, "ops")
+    assert client.get(f"/v1/evidence/{ev2['id']}/matches/{ev2['matches'][0]['matched_evidence_id']}/image",
+                      headers=ops).status_code == 200
+
+
+def test_a_task_asking_for_a_fresh_angle_counts_same_scene_against_the_claim(client, db):
+    _, c1, w1, _ = _visit(client, db)
+    task, c2, w2, _ = _visit(client, db, evidence={"photos_min": 1, "video": False, "fresh_angle": True})
+    assert task["evidence"]["fresh_angle"] is True
+    upload(client, c1, w1, _shot(777, 1, 90, ("OPPO", "Reno10", "SN-C")))
+    process_all(db)
+    before = db.get(Claim, c2["id"]).risk_score
+    upload(client, c2, w2, _shot(777, 2, 3, ("vivo", "S17", "SN-D")))
+    upload(client, c2, w2, _shot(777, 3, 2, ("vivo", "S17", "SN-D")))  # a second such photo weighs nothing more
+    process_all(db)
+    claim2 = db.get(Claim, c2["id"])
+    assert "same_scene" in claim2.flags and "duplicate_evidence" not in claim2.flags
+    assert claim2.risk_score == min(100, before + 25)
+
+
+def test_cropped_and_screenshotted_reuses_are_still_duplicates(client, db):
+    _, c1, w1, _ = _visit(client, db)
+    original = _shot(31337, 1, 60, ("HONOR", "X50", "SN-E"))
+    upload(client, c1, w1, original)
+    process_all(db)
+    img = Image.open(io.BytesIO(original))
+    for how in ("crop5", "screenshot_letterbox", "screenshot_statusbar", "screenshot_rounded"):
+        _, c, w, _ = _visit(client, db)
+        r = upload(client, c, w, jpeg(TRANSFORMS[how](img)))
+        process_all(db)
+        ev = _evidence(client, w, r.json()["id"])
+        assert "duplicate_evidence" in ev["reasons"], (how, ev)
+        assert "duplicate_evidence" in db.get(Claim, c["id"]).flags, how
+        assert ev["matches"] and all(m["verdict"] == "same_capture" for m in ev["matches"]), how
