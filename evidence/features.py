@@ -21,6 +21,10 @@ from PIL import Image
 
 from evidence.chrome import photo_box
 
+# One thread: an evidence worker process is one of several per core, and OpenCV's own pool would only contend
+# with them (and make the per-upload CPU figure in bench/bench_phash.py depend on the core count).
+cv2.setNumThreads(1)
+
 ORB_FEATURES = 1000
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PX = 3.0  # reprojection error allowed, in pixels of the stored working image (≤ 512 px a side)
