@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 FLAT_TOLERANCE = 6  # grey levels around the line's median that count as "the bar's colour"
+SAMPLES = 128
 FLAT_SHARE = 0.7  # a line this flat is chrome (status-bar text and icons cover well under 30 %)
 MAX_BAND_SHARE = 0.08  # a non-flat band this thin between flat lines is UI, not photo
 MAX_BANDS = 2  # at most this many per edge (a brick wall's mortar lines are flat rows too)
@@ -26,9 +27,12 @@ INSET_SHARE = 0.02
 
 
 def _flat(lines: np.ndarray) -> np.ndarray:
-    """Per line (row of ``lines``): whether most pixels lie within FLAT_TOLERANCE of the line's median."""
-    med = np.median(lines, axis=1, keepdims=True)
-    return (np.abs(lines - med) <= FLAT_TOLERANCE).mean(axis=1) >= FLAT_SHARE
+    """Per line (row of ``lines``): whether most pixels lie within FLAT_TOLERANCE of the line's median. Judged
+    from ~SAMPLES evenly spaced pixels of each line (a share is as well measured from 128 pixels as from 512,
+    and the medians cost a quarter)."""
+    sampled = np.ascontiguousarray(lines[:, :: max(1, lines.shape[1] // SAMPLES)]).astype(np.int16)
+    med = np.sort(sampled, axis=1)[:, sampled.shape[1] // 2, None]
+    return (np.abs(sampled - med) <= FLAT_TOLERANCE).mean(axis=1) >= FLAT_SHARE
 
 
 def _from_edge(mask: np.ndarray) -> int:
@@ -55,7 +59,7 @@ def _strip(mask: np.ndarray) -> tuple[int, int]:
 
 def photo_box(arr: np.ndarray) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the photo inside a screenshot's chrome; the whole image if there is none."""
-    a = arr.astype(np.float32)
+    a = np.asarray(arr)
     top, bottom = _strip(_flat(a))
     left, right = _strip(_flat(a[top:bottom].T))
     dx, dy = int((right - left) * INSET_SHARE), int((bottom - top) * INSET_SHARE)
