@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from evidence.features import Alignment
+from PIL import Image
+
+from evidence.features import Alignment, compare_pixels
+from evidence.hashing import DIHEDRAL
 from evidence.match import Match
 
 Kind = Literal["same_capture", "same_scene"]
@@ -104,3 +107,9 @@ def decide(a: Side, b: Side, match: Match | None, pixels: Alignment | None) -> V
     if pixels.detail >= DERIVED_DETAIL:
         return Verdict("same_capture", "derived")
     return Verdict("same_scene", "different_exposure")
+
+
+def pixels_of(query: Image.Image, stored: Image.Image, match: Match) -> Alignment:
+    """Local features of a matched pair: the query's working image turned as the hashes matched it, aligned."""
+    turn = DIHEDRAL[match.variant]
+    return compare_pixels(query.transpose(turn) if turn is not None else query, stored)

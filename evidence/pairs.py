@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evidence import index_store
-from evidence.capture import Side, Verdict, decide
-from evidence.features import Alignment, compare_pixels
-from evidence.hashing import DIHEDRAL, ImageHashes, load_grey
+from evidence.capture import Side, Verdict, decide, pixels_of
+from evidence.hashing import ImageHashes, load_grey
 from evidence.match import REACH_THRESHOLD, Match, compare_media
 from evidence.models import Evidence
 from evidence.schemas import SAME_SCENE_PREFIX
@@ -63,12 +62,6 @@ class _Greys:
         return self.cache[sha256]
 
 
-def _pixels(greys: _Greys, ev: Evidence, other: Evidence, match: Match) -> Alignment:
-    query = greys.get(ev.sha256)
-    turn = DIHEDRAL[match.variant]
-    return compare_pixels(query.transpose(turn) if turn is not None else query, greys.get(other.sha256))
-
-
 def find(db_session: Session, ev: Evidence, frames: list[ImageHashes], reasons: list[str],
          key_of: Callable[[str], str]) -> list[Pair]:
     """Every stored file of another claim that is the same capture or the same scene as ``ev``."""
@@ -80,7 +73,7 @@ def find(db_session: Session, ev: Evidence, frames: list[ImageHashes], reasons: 
     for other, match in scored:
         pixels = None
         if match is not EXACT and ev.kind == other.kind == "image" and checks < MAX_PIXEL_CHECKS:
-            pixels, checks = _pixels(greys, ev, other, match), checks + 1
+            pixels, checks = pixels_of(greys.get(ev.sha256), greys.get(other.sha256), match), checks + 1
         verdict = decide(_side(ev, reasons), _side(other, other.reasons), match, pixels)
         if verdict is not None:
             out.append(Pair(other.id, match.distance, match.method, verdict))

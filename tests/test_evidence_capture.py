@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evidence.capture import Side, decide
+from evidence.capture import Side, decide, pixels_of
 from evidence.chrome import photo_box
 from evidence.exif import read_exif
 from evidence.features import compare_pixels
-from evidence.hashing import DIHEDRAL, hash_image, load_grey
+from evidence.hashing import hash_image, load_grey
 from evidence.match import REACH_THRESHOLD, compare
 from sim import photos
 from tests.evidence_transforms import TRANSFORMS, jpeg, phone_screenshot, reshoot
@@ -44,10 +44,7 @@ def judge(query: bytes, stored: bytes, *, fits_visit: bool = True):
     m = compare(hash_image(query, with_variants=True), hash_image(stored), reach=REACH_THRESHOLD)
     if m is None and query != stored:
         return None
-    pixels = None
-    if m is not None:
-        grey, turn = load_grey(query), DIHEDRAL[m.variant]
-        pixels = compare_pixels(grey.transpose(turn) if turn is not None else grey, load_grey(stored))
+    pixels = pixels_of(load_grey(query), load_grey(stored), m) if m is not None else None
     sides = [Side(hashlib.sha256(d).hexdigest(), _exif(d), fits_visit) for d in (query, stored)]
     return decide(*sides, m, pixels)
 
