@@ -4,15 +4,23 @@ screenshotted re-uses are still duplicates."""
 from __future__ import annotations
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from PIL import Image
+from sqlalchemy import select
 
+from accounts import service as accounts
+from core import jobs
+from evidence import service as evidence_service  # noqa: F401  (registers the evidence.process job handler)
+from evidence.models import Evidence
 from sim import photos
 from tasks.models import Claim
 from tests.evidence_transforms import TRANSFORMS, jpeg
-from tests.fieldwork import STORE, claimed, fix
-from tests.helpers import auth_for
+from tests.fieldwork import STORE, claimed, fix, publish_approved, task_body
+from tests.helpers import PASSWORD, auth_for, unique
 from tests.test_evidence_api import process_all, upload
 
 CST = timezone(timedelta(hours=8))
@@ -88,3 +96,82 @@ def test_cropped_and_screenshotted_reuses_are_still_duplicates(client, db):
         assert "duplicate_evidence" in ev["reasons"], (how, ev)
         assert "duplicate_evidence" in db.get(Claim, c["id"]).flags, how
         assert ev["matches"] and all(m["verdict"] == "same_capture" for m in ev["matches"]), how
+
+
+# ---- the fresh-angle weight is added once per claim, however many of its photos are processed at once ----------
+
+LIMITS = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000",
+          "FIELDPROOF_LOGIN_PER_IP_PER_MINUTE": "100000", "FIELDPROOF_LOGIN_PER_MINUTE_TOTAL": "100000"}
+
+
+@pytest.fixture(scope="module")
+def server(test_database):
+    from tests.live import live_server
+
+    with live_server("samescene", LIMITS) as srv:
+        yield srv
+
+
+def _headers(server, role: str) -> dict:
+    with server.session() as s:
+        user = accounts.create(db_session=s, username=unique(f"ss_{role}"), password=PASSWORD, role=role,
+                               self_service=False)
+    with server.http() as c:
+        r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _checked_in_claim(server, merchant: dict, ops: dict, **task_over) -> tuple[dict, dict]:
+    worker = _headers(server, "worker")
+    with server.http() as c:
+        task = publish_approved(c, task_body(**task_over), merchant, ops)
+        claim = c.post(f"/v1/tasks/{task['id']}/claims", headers=worker).json()
+        r = c.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]), headers=worker)
+        assert r.status_code == 201, r.text
+    return claim, worker
+
+
+def _upload(server, claim: dict, worker: dict, data: bytes) -> int:
+    with server.http() as c:
+        r = c.post(f"/v1/claims/{claim['id']}/evidence", files={"file": ("p.jpg", data, "image/jpeg")}, headers=worker)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def _job_of(server, evidence_id: int) -> int:
+    with server.session() as s:
+        return s.scalar(select(jobs.Job.id).where(jobs.Job.kind == "evidence.process",
+                                                  jobs.Job.payload["evidence_id"].as_integer() == evidence_id))
+
+
+def test_parallel_processing_adds_the_fresh_angle_weight_once(server):
+    merchant, ops = _headers(server, "merchant"), _headers(server, "ops")
+    with server.http() as c:
+        for purpose, amount in (("security_deposit", 10_000), ("available", 1_000_000)):
+            assert c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose},
+                          headers=merchant).status_code == 201
+    first, w1 = _checked_in_claim(server, merchant, ops)
+    ref = _upload(server, first, w1, _shot(9090, 1, 100, ("Xiaomi", "Redmi Note 12", "SN-P")))
+    with server.session() as s:
+        assert jobs.run(db_session=s, job_id=_job_of(server, ref)) == "done"
+    claim, w2 = _checked_in_claim(server, merchant, ops, evidence={"photos_min": 1, "video": False, "fresh_angle": True})
+    ids = [_upload(server, claim, w2, _shot(9090, v, 10 - v, ("vivo", "S17", "SN-Q"))) for v in (2, 3, 4, 5)]
+    job_ids = [_job_of(server, i) for i in ids]
+    with server.session() as s:
+        before = s.get(Claim, claim["id"]).risk_score
+    barrier = threading.Barrier(len(job_ids))
+
+    def run(job_id: int) -> str:
+        with server.session() as s:
+            s.execute(select(1))  # connected before the barrier
+            barrier.wait(timeout=60)
+            return jobs.run(db_session=s, job_id=job_id)
+
+    with ThreadPoolExecutor(len(job_ids)) as pool:
+        assert list(pool.map(run, job_ids)) == ["done"] * len(job_ids)
+    with server.session() as s:
+        after = s.get(Claim, claim["id"])
+        assert after.risk_score == min(100, before + 25) and "same_scene" in after.flags
+        reasons = s.scalars(select(Evidence.reasons).where(Evidence.id.in_(ids))).all()
+    assert all("same_scene" in r and "duplicate_evidence" not in r for r in reasons), reasons
