@@ -2,8 +2,11 @@
 
 Cost: hashes decide which stored files are candidates (the index's exact search, radius REACH_THRESHOLD); only
 the candidates the hashes matched — a handful for a re-used photo, none for most uploads — are aligned with ORB
-(~35 ms of CPU each on the 2-core machine), at most MAX_PIXEL_CHECKS per upload, nearest first. Beyond that
-cap a hash match is decided without pixels (as before same-scene existed), a reach-only candidate is dropped.
+(~35 ms of CPU each on the 2-core machine), at most MAX_PIXEL_CHECKS per upload: first the pairs only pixels
+can decide (no EXIF verdict), nearest first. Beyond that cap EXIF still decides a pair (without the check for a
+copy with edited EXIF); a hash match with no EXIF verdict falls back to the hash rule (same capture, as before
+same-scene existed); a reach-only candidate is dropped. A much-photographed place (a shelf audited daily) thus
+stays correct for EXIF-carrying photos; EXIF-less ones there can be flagged past the cap (see README).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evidence import index_store
-from evidence.capture import Side, Verdict, decide, pixels_of
+from evidence.capture import Side, Verdict, decide, pixels_of, same_exposure_by_exif, two_captures_by_exif
 from evidence.hashing import ImageHashes, load_grey
 from evidence.match import REACH_THRESHOLD, Match, compare_media
 from evidence.models import Evidence
@@ -65,19 +68,28 @@ class _Greys:
 def find(db_session: Session, ev: Evidence, frames: list[ImageHashes], reasons: list[str],
          key_of: Callable[[str], str]) -> list[Pair]:
     """Every stored file of another claim that is the same capture or the same scene as ``ev``."""
-    others = _candidates(db_session, ev, frames)
-    scored = [(o, EXACT if o.sha256 == ev.sha256 else compare_media(frames, _frames_of(o), reach=REACH_THRESHOLD))
-              for o in others]
-    scored = sorted(((o, m) for o, m in scored if m is not None), key=lambda x: (x[1].needs_pixels, x[1].distance))
+    mine = _side(ev, reasons)
+    scored = []
+    for other in _candidates(db_session, ev, frames):
+        match = EXACT if other.sha256 == ev.sha256 else compare_media(frames, _frames_of(other), reach=REACH_THRESHOLD)
+        if match is not None:
+            scored.append((other, _side(other, other.reasons), match))
+    # Pixels go first to the pairs only pixels can decide (no EXIF verdict either way), nearest first: beyond the
+    # cap, EXIF still decides the others; only a pair with neither falls back to the hash rule.
+    scored.sort(key=lambda x: (_exif_decides(mine, x[1]), x[2].needs_pixels, x[2].distance))
     greys, checks, out = _Greys(key_of), 0, []
-    for other, match in scored:
+    for other, side, match in scored:
         pixels = None
         if match is not EXACT and ev.kind == other.kind == "image" and checks < MAX_PIXEL_CHECKS:
             pixels, checks = pixels_of(greys.get(ev.sha256), greys.get(other.sha256), match), checks + 1
-        verdict = decide(_side(ev, reasons), _side(other, other.reasons), match, pixels)
+        verdict = decide(mine, side, match, pixels)
         if verdict is not None:
             out.append(Pair(other.id, match.distance, match.method, verdict))
     return out
+
+
+def _exif_decides(a: Side, b: Side) -> bool:
+    return same_exposure_by_exif(a.exif, b.exif) or two_captures_by_exif(a, b)
 
 
 def _frames_of(other: Evidence) -> list[ImageHashes]:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from accounts import service as accounts
 from core import jobs
+from evidence import pairs
 from evidence import service as evidence_service  # noqa: F401  (registers the evidence.process job handler)
 from evidence.models import Evidence
 from sim import photos
@@ -96,6 +97,25 @@ def test_cropped_and_screenshotted_reuses_are_still_duplicates(client, db):
         assert "duplicate_evidence" in ev["reasons"], (how, ev)
         assert "duplicate_evidence" in db.get(Claim, c["id"]).flags, how
         assert ev["matches"] and all(m["verdict"] == "same_capture" for m in ev["matches"]), how
+
+
+def test_pixels_go_first_to_pairs_only_pixels_can_decide(client, db, monkeypatch):
+    """A much-photographed place: with room for one pixel check, it goes to the EXIF-less copy (only pixels can
+    clear it); the EXIF-carrying shot is decided by EXIF. Spent the other way, the copy would fall back to the
+    hash rule and flag an honest photo."""
+    monkeypatch.setattr(pairs, "MAX_PIXEL_CHECKS", 1)
+    _, c1, w1, _ = _visit(client, db)
+    first = _shot(5151, 1, 100, ("OPPO", "Reno10", "SN-F"))
+    upload(client, c1, w1, first)
+    _, c2, w2, _ = _visit(client, db)
+    upload(client, c2, w2, jpeg(TRANSFORMS["crop5"](Image.open(io.BytesIO(first)))))  # someone re-used it, EXIF gone
+    process_all(db)
+    _, c3, w3, _ = _visit(client, db)
+    r = upload(client, c3, w3, _shot(5151, 2, 5, ("vivo", "S17", "SN-G")))
+    process_all(db)
+    ev = _evidence(client, w3, r.json()["id"])
+    assert len(ev["matches"]) == 2 and {m["verdict"] for m in ev["matches"]} == {"same_scene"}, ev["matches"]
+    assert "duplicate_evidence" not in db.get(Claim, c3["id"]).flags
 
 
 # ---- the fresh-angle weight is added once per claim, however many of its photos are processed at once ----------
