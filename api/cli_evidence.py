@@ -1,4 +1,5 @@
-"""`fieldproof hash FILE...` and `fieldproof dedup PATH... [--threshold N]` (same rule as the service)."""
+"""`fieldproof hash FILE...` and `fieldproof dedup PATH... [--threshold N]` (same rule as the service: hashes, local
+features for pairs only within reach, and the same-capture / same-scene decision, printed as ``verdict``)."""
 from __future__ import annotations
 
 import argparse
@@ -68,10 +69,26 @@ def _files(paths: list[str]) -> list[Path]:
     return out
 
 
+def _verdict(a: Path, b: Path, ma, mb, match) -> str:
+    """The service's decision for a pair (evidence.sameness): files have no check-in here, so EXIF times are taken as
+    they are; working images are decoded again only for pairs the hashes matched."""
+    # lazy: every fieldproof command loads this module; only this command needs these
+    from core.config import get_settings
+    from evidence.sameness import Side, decide, pixels_of
+    from evidence.intake import inspect_upload
+    from evidence.service import MAX_PIXELS
+
+    infos = [inspect_upload(p.read_bytes(), max_bytes=get_settings().max_upload_bytes, max_pixels=MAX_PIXELS)
+             for p in (a, b)]
+    pixels = pixels_of(infos[0].grey, infos[1].grey, match) if match and ma[0] == mb[0] == "image" else None
+    verdict = decide(*(Side(i.sha256, i.exif, True) for i in infos), match, pixels)
+    return verdict.kind if verdict else ""
+
+
 def _dedup(args: argparse.Namespace) -> int:
     # lazy: every fieldproof command loads this module; only this command needs these
     from tqdm import tqdm
-    from evidence.match import compare_media
+    from evidence.match import REACH_THRESHOLD, compare_media
 
     files, media, failed = _files(args.paths), {}, False
     for f in tqdm(files, desc="hashing", unit="file", file=sys.stderr, disable=len(files) < 50):
@@ -83,11 +100,14 @@ def _dedup(args: argparse.Namespace) -> int:
     for a, b in itertools.combinations(sorted(media), 2):
         (_, sha_a, ha, _), (_, sha_b, hb, _) = media[a], media[b]
         if sha_a == sha_b:
-            print(json.dumps({"a": str(a), "b": str(b), "distance": 0, "method": "sha256"}))
+            print(json.dumps({"a": str(a), "b": str(b), "distance": 0, "method": "sha256", "verdict": "same_capture"}))
             continue
-        m = compare_media(ha, hb, args.threshold) or compare_media(hb, ha, args.threshold)
-        if m:
-            print(json.dumps({"a": str(a), "b": str(b), "distance": m.distance, "method": m.method}))
+        reach = max(args.threshold, REACH_THRESHOLD)
+        m = compare_media(ha, hb, args.threshold, reach) or compare_media(hb, ha, args.threshold, reach)
+        verdict = _verdict(a, b, media[a], media[b], m) if m else ""
+        if verdict:
+            print(json.dumps({"a": str(a), "b": str(b), "distance": m.distance, "method": m.method,
+                              "verdict": verdict}))
     return 1 if failed else 0
 
 

@@ -25,7 +25,8 @@ OUT = Path(__file__).resolve().parent
 ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "checkout_throughput",
          "checkout_throughput_p99_ms", "checkout_non2xx", "insert_baseline_async", "insert_baseline_sync",
          "upload_to_verdict", "upload_sustainable_rate", "sim_cpu_per_request_ms", "nearby_tasks",
-         "phash_throughput", "phash_vs_decode_limit", "dedup_lookup", "heatmap_viewport", "mvt_tile",
+         "phash_throughput", "phash_vs_decode_limit", "evidence_cpu_per_upload",
+         "evidence_cpu_per_matched_upload", "dedup_lookup", "heatmap_viewport", "mvt_tile",
          "partition_measure", "partition_heatmap_window", "partition_nearby", "partition_worker_history",
          "partition_claim_history", "partition_rollup_read"]
 

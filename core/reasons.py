@@ -59,6 +59,10 @@ _ROWS = [
            "the photo's capture receipt is invalid (forged, re-used or expired)"),
     Reason("evidence_reused_later", "note", None, "这张照片后来被别人重复使用（不扣分）",
            "this photo was re-used later by someone else (no penalty)"),
+    # Another exposure of a place already photographed (same spot, another day or camera): honest repeat visits
+    # look like this. A note; on a task that asks for a fresh angle it also weighs on the claim's risk score.
+    Reason("same_scene", "note", None, "与之前提交的照片是同一场景的另一次拍摄（不是复制的照片）",
+           "another shot of a scene already photographed (a separate exposure, not a copy)"),
 ]
 REASONS: dict[str, Reason] = {r.code: r for r in _ROWS}
 

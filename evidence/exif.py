@@ -38,7 +38,8 @@ def _capture_time(exif: Image.Exif) -> str | None:
 
 
 def read_exif(img: Image.Image) -> dict[str, Any]:
-    """Capture time (ISO, with offset if the camera gave one), GPS (WGS-84 as cameras record it), camera, orientation."""
+    """Capture time (ISO, with offset if the camera gave one), GPS (WGS-84 as cameras record it), camera (and its
+    serial), image id, orientation."""
     try:
         exif = img.getexif()
     except Exception:  # corrupt EXIF must not make the photo unreadable
@@ -46,6 +47,10 @@ def read_exif(img: Image.Image) -> dict[str, Any]:
     out: dict[str, Any] = {"capture_time": _capture_time(exif), "make": exif.get(ExifTags.Base.Make),
                            "model": exif.get(ExifTags.Base.Model), "software": exif.get(ExifTags.Base.Software),
                            "orientation": exif.get(ExifTags.Base.Orientation)}
+    sub = exif.get_ifd(EXIF_IFD)
+    # The camera body's serial and a per-image id, when the camera writes them: they tell one exposure's copies
+    # from another exposure of the same place (evidence.sameness).
+    out.update(serial=sub.get(ExifTags.Base.BodySerialNumber), unique_id=sub.get(ExifTags.Base.ImageUniqueID))
     gps = exif.get_ifd(GPS_IFD)
     if gps:
         lat, lon = _deg(gps.get(2), gps.get(1)), _deg(gps.get(4), gps.get(3))

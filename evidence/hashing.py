@@ -4,7 +4,9 @@ Speed: JPEGs are decoded with ``draft`` (DCT scaling) straight to a small greysc
 what the 32×32 pHash needs anyway; hashes stay within a Hamming distance of 2 of a full decode.
 Robustness: besides the full frame we hash the largest non-uniform block (screenshot bars and
 letterboxing trimmed), two centred regions (80 % and 64 %) and the top and bottom 85 %, which survive
-moderate crops and a watermark band along an edge. Queries also hash the eight rotations/mirrors of each region (as PDQ does).
+moderate crops and a watermark band along an edge; and the photo inside a phone screenshot's chrome (bars
+touching the photo, rounded corners: evidence.chrome) with its centred 90 %, so a copy cropped by ~5 % a
+side lines up with a region of the original. Queries also hash the eight rotations/mirrors of each region (as PDQ does).
 """
 from __future__ import annotations
 
@@ -17,10 +19,13 @@ import scipy.fftpack
 import numpy as np
 from PIL import Image, ImageOps
 
+from evidence.chrome import photo_box
 from evidence.decode import decode_slot
 
 WORK_SIDE = 256  # greyscale working size: 8× the 32 px pHash input, enough for the centred regions
-REGIONS = ("full", "core", "c80", "c64", "t85", "b85")
+REGIONS = ("full", "core", "c80", "c64", "t85", "b85", "ui", "u90")
+# Regions added later: files hashed before them lack these, and comparisons use the regions both sides have.
+LATER_REGIONS = ("ui", "u90")
 # Rows/columns whose pixel std is below this (0-255 scale) are a uniform border or bar.
 BORDER_STD = 6.0
 DIHEDRAL = (None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
@@ -145,13 +150,14 @@ def _centre(box: tuple[int, int, int, int], share: float) -> tuple[int, int, int
 
 
 def regions(grey: Image.Image) -> dict[str, Image.Image]:
-    """The six hashed regions of a greyscale image (REGIONS)."""
-    core = _trim_box(np.asarray(grey, dtype=np.float32))
+    """The hashed regions of a greyscale image (REGIONS)."""
+    arr = np.asarray(grey, dtype=np.float32)
+    core, ui = _trim_box(arr), photo_box(arr)
     left, top, right, bottom = core
     cut = int((bottom - top) * 0.15)
     return {"full": grey, "core": grey.crop(core), "c80": grey.crop(_centre(core, 0.8)),
             "c64": grey.crop(_centre(core, 0.64)), "t85": grey.crop((left, top, right, bottom - cut)),
-            "b85": grey.crop((left, top + cut, right, bottom))}
+            "b85": grey.crop((left, top + cut, right, bottom)), "ui": grey.crop(ui), "u90": grey.crop(_centre(ui, 0.9))}
 
 
 def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool = False) -> ImageHashes:

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, computed_field, field_validator
+
+# Camera serial and image id are kept for the same-capture rule (evidence.sameness) but are device identifiers:
+# never shown to anyone.
+PRIVATE_EXIF = ("serial", "unique_id")
+SAME_SCENE_PREFIX = "scene:"  # evidence_match.method of a same-scene pair (evidence.pairs)
 
 
 class MatchRead(BaseModel):
@@ -17,6 +22,12 @@ class MatchRead(BaseModel):
     claim_id: int | None = None
     task_id: int | None = None
     task_title: str | None = None
+
+    @computed_field
+    @property
+    def verdict(self) -> str:
+        """'same_capture' (a duplicate: the same exposure re-used) or 'same_scene' (another photo of the place)."""
+        return "same_scene" if self.method.startswith(SAME_SCENE_PREFIX) else "same_capture"
 
 
 class EvidenceRead(BaseModel):
@@ -39,6 +50,11 @@ class EvidenceRead(BaseModel):
     # True when the photo came with a valid in-app capture receipt (nonce of this claim, in time, used once).
     capture_verified: bool = False
     captured_at: datetime | None = None
+
+    @field_validator("exif")
+    @classmethod
+    def _private_exif_dropped(cls, exif: dict | None) -> dict | None:
+        return {k: v for k, v in exif.items() if k not in PRIVATE_EXIF} or None if exif else exif
 
 
 class CaptureReceipt(BaseModel):

@@ -11,14 +11,13 @@ from core import jobs
 from core.config import get_settings
 from core.errors import Conflict, NotFound, RateLimited
 from core.models import utcnow
-from evidence import capture, index_store
+from evidence import capture, index_store, pairs
 from evidence.decode import MAX_JPEG_PIXELS, decode_slot
 from evidence.exif import strip_and_orient
 from evidence.hashing import ImageHashes, grey_file, hash_image
 from evidence.intake import inspect_upload
-from evidence.match import DEFAULT_THRESHOLD, compare_media
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
-from evidence.schemas import CaptureReceipt
+from evidence.schemas import SAME_SCENE_PREFIX, CaptureReceipt
 from evidence.storage import INCOMING, StagedBlob, get_store, sweep_spool
 from evidence.video import hash_video
 from geo.fence import haversine_m
@@ -139,10 +138,7 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     # One processor at a time compares and inserts, so two copies processed at once still see each other;
     # each pair is recorded once, by whichever of the two is processed second.
     db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": index_store.LOCK_KEY})
-    exact = _exact_matches(db_session, ev)
-    seen = {m[0] for m in exact}
-    matches = exact + [m for m in _near_matches(db_session, ev, frames) if m[0] not in seen]
-    _record_matches(db_session, ev, matches)
+    _record_matches(db_session, ev, pairs.find(db_session, ev, frames, reasons, working_image_key))
     reasons += ev.reasons
     ev.hashes = {"frames": [f.to_dict() for f in frames]}
     ev.phash, ev.dhash = _signed(frames[0].phash["full"]), _signed(frames[0].dhash["full"])
@@ -155,49 +151,42 @@ def _signed(h: int) -> int:
     return h - (1 << 64) if h >= 1 << 63 else h
 
 
-def _exact_matches(db_session: Session, ev: Evidence) -> list[tuple[int, int, str]]:
-    rows = db_session.scalars(select(Evidence.id).where(Evidence.sha256 == ev.sha256, Evidence.claim_id != ev.claim_id,
-                                                        Evidence.state == "processed"))
-    return [(other, 0, "sha256") for other in rows]
-
-
-def _near_matches(db_session: Session, ev: Evidence, frames: list[ImageHashes]) -> list[tuple[int, int, str]]:
-    """Candidates from the index (exact within the radius), confirmed by the full decision rule."""
-    idx = index_store.current(db_session)
-    queries = {h for f in frames for var in (f.variants or [f.phash]) for h in var.values()}
-    candidates = {eid for q in queries for eid, _ in idx.search(q, DEFAULT_THRESHOLD)}
-    if not candidates:
-        return []
-    rows = db_session.execute(select(Evidence.id, Evidence.hashes).where(
-        Evidence.id.in_(candidates), Evidence.claim_id != ev.claim_id, Evidence.state == "processed")).all()
-    out = []
-    for other_id, stored in rows:
-        m = compare_media(frames, [ImageHashes.from_dict(d) for d in stored["frames"]])
-        if m:
-            out.append((other_id, m.distance, m.method))
-    return out
-
-
 def _duplicate_reason(method: str) -> str:
     return "exact_duplicate_evidence" if method == "sha256" else "duplicate_evidence"
 
 
-def _record_matches(db_session: Session, ev: Evidence, matches: list[tuple[int, int, str]]) -> None:
-    """Record each pair both ways. The later upload of a pair is the duplicate: its claim is flagged (always
-    spot-checked); the earlier one only gets a note, so a worker whose photo someone else reused is not punished."""
+def _record_matches(db_session: Session, ev: Evidence, found: list[pairs.Pair]) -> None:
+    """Record each pair both ways. Same capture: the later upload of a pair is the duplicate, its claim is flagged
+    (always spot-checked); the earlier one only gets a note, so a worker whose photo someone else reused is not
+    punished. Same scene: a note on the later file; on a task asking for a fresh angle also a soft signal on its
+    claim (raising its risk score)."""
     flags: dict[int, set[str]] = {}
-    for other_id, distance, method in matches:
-        db_session.add(EvidenceMatch(evidence_id=ev.id, matched_evidence_id=other_id, distance=distance, method=method))
-        db_session.add(EvidenceMatch(evidence_id=other_id, matched_evidence_id=ev.id, distance=distance, method=method))
-        other = db_session.get(Evidence, other_id)
+    weigh: set[int] = set()
+    for pair in found:
+        for a, b in ((ev.id, pair.other_id), (pair.other_id, ev.id)):
+            db_session.add(EvidenceMatch(evidence_id=a, matched_evidence_id=b, distance=pair.distance,
+                                         method=pair.stored_method))
+        other = db_session.get(Evidence, pair.other_id)
         earlier, later = (other, ev) if other.id < ev.id else (ev, other)
-        later.reasons = sorted(set(later.reasons) | {_duplicate_reason(method)})
+        if pair.verdict.kind == "same_scene":
+            later.reasons = sorted(set(later.reasons) | {"same_scene"})
+            if _wants_fresh_angle(db_session, later):
+                flags.setdefault(later.claim_id, set()).add("same_scene")
+                weigh.add(later.claim_id)
+            continue
+        later.reasons = sorted(set(later.reasons) | {_duplicate_reason(pair.method)})
         earlier.reasons = sorted(set(earlier.reasons) | {REUSED_LATER})
         flags.setdefault(later.claim_id, set()).add("duplicate_evidence")
         if earlier.claim_id != later.claim_id:
             flags.setdefault(earlier.claim_id, set()).add(REUSED_LATER)
     for claim in db_session.scalars(select(Claim).where(Claim.id.in_(flags)).order_by(Claim.id).with_for_update()):
+        if claim.id in weigh and "same_scene" not in claim.flags:  # once per claim, however many such photos
+            claim.risk_score = min(100, claim.risk_score + pairs.SAME_SCENE_WEIGHT)
         claim.flags = sorted(set(claim.flags) | flags[claim.id])
+
+
+def _wants_fresh_angle(db_session: Session, ev: Evidence) -> bool:
+    return bool(db_session.scalar(select(Task.fresh_angle).where(Task.id == ev.task_id)))
 
 
 def get_for(*, db_session: Session, user: User, evidence_id: int) -> Evidence:
@@ -265,6 +254,9 @@ def served_match_copy(*, db_session: Session, user: User, evidence_id: int, matc
     if match is None or user.role == "worker":
         raise NotFound("No such duplicate of this evidence.", code="match_not_found")
     other = db_session.get(Evidence, matched_id)
+    if other is not None and match.method.startswith(SAME_SCENE_PREFIX) and user.role == "merchant" \
+            and db_session.scalar(select(Task.merchant_id).where(Task.id == other.task_id)) != user.id:
+        other = None  # another merchant's photo of the same place is no evidence against this claim: not shown
     if other is None or other.kind != "image":
         raise NotFound("This duplicate has no image preview.", code="no_preview")
     return _preview(other.sha256, max_side)

@@ -11,6 +11,7 @@ import math
 import random
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -41,6 +42,9 @@ class Visit:
     evidence_ids: list = field(default_factory=list)
     capture_nonce: str | None = None  # from the check-in response, for the in-app camera's first photo
     capture_nonce_expires_at: datetime | None = None
+    # (evidence id, what it is): "own:<transform>"/"other:<transform>" for re-used photos, "same_scene" for an
+    # honest photo of a storefront someone photographed before (another worker, camera or time).
+    labelled: list = field(default_factory=list)
 
 
 class Day:
@@ -52,6 +56,7 @@ class Day:
         self.tasks, self.task_types, self.photos_min = tasks, task_types, photos_min
         self.visits: list[Visit] = []
         self.shared_photos: list[bytes] = []  # honest photos circulating in chat groups
+        self.storefronts_shot: set[str] = set()  # shops whose front some worker has already photographed
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.failures: list[str] = []
@@ -91,6 +96,8 @@ class WorkerAgent:
         self.done_tasks: set[int] = set()
         self.camera_roll: list[tuple[int, bytes]] = []  # (claim id, photo)
         self.photo_seed = seed * 1000
+        make, model = self.rng.choice(photos.CAMERAS)
+        self.camera = (make, model, f"SN{seed:08d}")  # this worker's phone: EXIF make, model and body serial
         self.last_fix_at: datetime | None = None  # when the previous check-out fix was taken
         self.style = self._style()
         self.home = home
@@ -261,18 +268,22 @@ class WorkerAgent:
         return None
 
     def _upload(self, visit: Visit, i: int) -> None:
-        """A photo: a new scene, or for re-users (after their first visit) an old one made to look new."""
+        """A photo: a new scene, or for re-users (after their first visit) an old one made to look new. An honest
+        worker's first photo of a visit is the shop's front, which every visitor of the shop photographs."""
         # The in-app camera holds its nonce before the shutter opens: the photo's time is after the nonce's.
         gallery = self.radio_rng.random() < 0.03
         nonce = None if gallery else self._nonce(visit)
-        data, reused = self._photo(visit)
+        data, label = self._photo(visit, storefront=i == 0 and self.kind == HONEST)
+        reused = label is not None and label != "same_scene"  # an old photo comes from the gallery: no receipt
         receipt = {} if reused or nonce is None else {"capture_receipt": json.dumps(
             {"nonce": nonce, "captured_at": self.day.now().isoformat()})}
         r = self.s.call("POST", f"/v1/claims/{visit.claim_id}/evidence", ok=(201,),
                         files={"file": (f"IMG_{visit.claim_id}_{i}.jpg", data, "image/jpeg")}, data=receipt)
         visit.evidence_ids.append(r.json()["id"])
-        if reused:
-            visit.reused_photos.append(reused)
+        if label:
+            visit.labelled.append((r.json()["id"], label))
+        if label and label != "same_scene":
+            visit.reused_photos.append(label)
         elif self.kind == HONEST and self.rng.random() < 0.05:  # posted to a chat group after it was submitted
             with self.day.lock:
                 self.day.shared_photos.append(data)
@@ -287,7 +298,7 @@ class WorkerAgent:
         visit.capture_nonce = None  # used once
         return nonce
 
-    def _photo(self, visit: Visit) -> tuple[bytes, str | None]:
+    def _photo(self, visit: Visit, storefront: bool = False) -> tuple[bytes, str | None]:
         own_old = [data for claim_id, data in self.camera_roll if claim_id != visit.claim_id]
         if self.kind == "photo_reuser" and own_old and self.rng.random() < 0.85:
             pool = own_old
@@ -299,9 +310,18 @@ class WorkerAgent:
             return photos.reuse(old, transform), ("own:" if pool is own_old else "other:") + transform
         self.photo_seed += 1
         taken = self.day.now().astimezone(_CST)
-        data = photos.camera_jpeg(photos.scene(self.photo_seed), taken)
+        label = None
+        if storefront:
+            shop = self.day.tasks[visit.task_id].name
+            with self.day.lock:
+                label = "same_scene" if shop in self.day.storefronts_shot else None
+                self.day.storefronts_shot.add(shop)
+            img = photos.storefront(zlib.crc32(shop.encode()), self.photo_seed)
+        else:
+            img = photos.scene(self.photo_seed)
+        data = photos.camera_jpeg(img, taken, camera=self.camera)
         self.camera_roll.append((visit.claim_id, data))
-        return data, None
+        return data, label
 
 
 from datetime import timezone  # noqa: E402

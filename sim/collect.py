@@ -75,6 +75,19 @@ def storage(sim) -> dict:
             "largest_tables_bytes": dict(sorted(grown.items(), key=lambda kv: -kv[1])[:8])}
 
 
+def _labelled_evidence(day, workers) -> dict[int, dict]:
+    """The reasons of every labelled upload (re-used photos, honest same-scene photos), read as their worker."""
+    by_name = {w.s.username: w.s for w in workers}
+    wanted = [(by_name[v.worker], eid) for v in day.visits for eid, _ in v.labelled]
+
+    def read(item):
+        session, eid = item
+        return eid, session.call("GET", f"/v1/evidence/{eid}").json()
+
+    with ThreadPoolExecutor(8) as pool:
+        return dict(pool.map(read, wanted))
+
+
 def collect(sim, day, workers, merchants, ops, evidence_unprocessed: int) -> dict:
     """Drain the day's other loose ends through the API, then gather claims, stats and the ledger check."""
     deadline = time.monotonic() + DRAIN_LIMIT_S
@@ -89,10 +102,11 @@ def collect(sim, day, workers, merchants, ops, evidence_unprocessed: int) -> dic
         time.sleep(3)
     ops.clear_queue()
     claims = _claims(workers)
+    labelled = _labelled_evidence(day, workers)
     ledger = sim.stack.cli("ledger", "check")
     stats = sim.api.stats
     return {"claims": claims, "visits": day.visits, "workers": workers, "merchants": merchants, "ops": ops,
-            "stats": stats, "failures": day.failures, "evidence_unprocessed": evidence_unprocessed,
+            "stats": stats, "labelled": labelled, "failures": day.failures, "evidence_unprocessed": evidence_unprocessed,
             "ledger": {"ok": ledger.returncode == 0, "output": (ledger.stdout + ledger.stderr).strip()},
             "storage": storage(sim), "rate": sim.stack.clock.rate, "hours": sim.o.hours, "seed": sim.o.seed}
 

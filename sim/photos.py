@@ -18,8 +18,13 @@ from sim import transforms
 
 SIZE = (480, 360)
 
-# What photo re-users do before uploading an old picture again.
-REUSE_TRANSFORMS = ("none", "wechat", "crop_centre", "crop_side", "watermark_band", "screenshot", "mirror", "resize")
+# What photo re-users do before uploading an old picture again (cropping ~5 % a side and phone screenshots are
+# the re-uses most often missed before the chrome-stripped and crop-tolerant regions).
+REUSE_TRANSFORMS = ("none", "wechat", "crop_centre", "crop_side", "watermark_band", "screenshot", "mirror", "resize",
+                    "crop5", "screenshot_letterbox", "screenshot_statusbar", "screenshot_rounded")
+# Phones the simulated workers carry (make, model); each worker's has its own serial number.
+CAMERAS = (("Xiaomi", "Redmi Note 12"), ("HUAWEI", "nova 11"), ("OPPO", "Reno10"), ("vivo", "S17"),
+           ("Apple", "iPhone 13"), ("HONOR", "X50"))
 
 
 def scene(seed: int, size: tuple[int, int] = SIZE) -> Image.Image:
@@ -53,21 +58,31 @@ def scene(seed: int, size: tuple[int, int] = SIZE) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def _exif_bytes(taken_local: datetime | None) -> bytes | None:
+def storefront(shop_seed: int, visit_seed: int) -> Image.Image:
+    """One shop's front as a visitor photographs it: the shop's own scene, re-shot from about the same spot
+    with this visit's light, passers-by and sensor noise (every visitor's photo is the same scene)."""
+    return transforms.reshoot(scene(shop_seed), visit_seed)
+
+
+def _exif_bytes(taken_local: datetime | None, camera: tuple[str, str, str] | None) -> bytes | None:
     if taken_local is None:
         return None
     exif = Image.Exif()
     sub = exif.get_ifd(0x8769)
     sub[0x9003] = taken_local.strftime("%Y:%m:%d %H:%M:%S")  # DateTimeOriginal
     sub[0x9011] = taken_local.strftime("%z")[:3] + ":" + taken_local.strftime("%z")[3:]  # OffsetTimeOriginal
-    exif[0x010F], exif[0x0110] = "Xiaomi", "Redmi Note 12"
+    make, model, serial = camera or ("Xiaomi", "Redmi Note 12", None)
+    exif[0x010F], exif[0x0110] = make, model
+    if serial:
+        sub[0xA431] = serial  # BodySerialNumber
     return exif.tobytes()
 
 
-def camera_jpeg(img: Image.Image, taken_local: datetime | None = None, quality: int = 88) -> bytes:
-    """A phone camera's JPEG of the scene (with capture time in EXIF when given)."""
+def camera_jpeg(img: Image.Image, taken_local: datetime | None = None, quality: int = 88,
+                camera: tuple[str, str, str] | None = None) -> bytes:
+    """A phone camera's JPEG of the scene (with capture time and camera (make, model, serial) in EXIF when given)."""
     buf = io.BytesIO()
-    exif = _exif_bytes(taken_local)
+    exif = _exif_bytes(taken_local, camera)
     img.convert("RGB").save(buf, "JPEG", quality=quality, **({"exif": exif} if exif else {}))
     return buf.getvalue()
 

@@ -90,6 +90,7 @@ def build(data: dict) -> dict:
                       "lazy": sum(m.lazy for m in data["merchants"])},
         "spot_checks": {"passed": data["ops"].passed, "failed": data["ops"].failed},
         "fraud": kinds,
+        **by_label(visits, data.get("labelled", {})),
         "honest": {"workers": by_kind_workers[HONEST], "workers_flagged": len(honest_flagged_workers),
                    "flagged_share": _ratio(len(honest_flagged_workers), by_kind_workers[HONEST]),
                    "claims": honest_claims, "signals_seen": dict(honest_reasons.most_common()),
@@ -99,6 +100,26 @@ def build(data: dict) -> dict:
         "duplicate_detection": {"precision": _ratio(dup_tp, dup_tp + dup_fp), "recall": _ratio(dup_tp, dup_tp + dup_fn),
                                 "tp": dup_tp, "fp": dup_fp, "fn": dup_fn},
     }
+
+
+def by_label(visits, labelled: dict[int, dict]) -> dict:
+    """Per re-use transform: uploads and how many were caught as duplicates; honest same-scene photos: how many
+    were (wrongly) flagged as duplicates and how many were noted same_scene."""
+    reuse, scene = defaultdict(lambda: {"uploads": 0, "caught": 0}), {"uploads": 0, "flagged_duplicate": 0,
+                                                                       "noted_same_scene": 0}
+    for v in visits:
+        for eid, label in v.labelled:
+            reasons = set(labelled.get(eid, {}).get("reasons", []))
+            dup = bool(reasons & DUP_FLAGS)
+            if label == "same_scene":
+                scene["uploads"] += 1
+                scene["flagged_duplicate"] += dup
+                scene["noted_same_scene"] += "same_scene" in reasons
+            else:
+                r = reuse[label.split(":", 1)[1]]
+                r["uploads"] += 1
+                r["caught"] += dup
+    return {"reuse_by_transform": dict(sorted(reuse.items())), "same_scene_honest": scene}
 
 
 def cpu_summary(cpu: dict[str, dict[str, float]], t: dict, unprocessed: int) -> dict:
@@ -154,6 +175,11 @@ def render(rep: dict) -> str:
               f"{h['claims']:>8}{'':>8}{'':>8}  signals seen: {h['signals_seen']}"]
     lines += [f"  honest but flagged: {f['worker']} claim {f['claim']}: {', '.join(f['flags'])}"
               for f in h["flagged_claims"]]
+    scene = rep["same_scene_honest"]
+    lines += [f"  honest same-scene photos (a storefront photographed before): {scene['uploads']}, flagged as "
+              f"duplicates {scene['flagged_duplicate']}, noted same_scene {scene['noted_same_scene']}",
+              "  re-used photos caught by transform: " + ", ".join(
+                  f"{t} {r['caught']}/{r['uploads']}" for t, r in rep["reuse_by_transform"].items())]
     lines += ["",
               f"Risk score (check-in signals): precision {_fmt(rep['risk_score']['precision'])}, recall "
               f"{_fmt(rep['risk_score']['recall'])}  {rep['risk_score']}",

@@ -69,6 +69,8 @@ class Task(Base):
     # Wi-Fi the merchant pinned (DingTalk-style), as keyed hashes (geo.radio): never the raw BSSIDs.
     radio_pins: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False, default=list,
                                                   server_default="{}")
+    # The merchant wants a new photo, not another of the same view: a same-scene photo counts against the claim.
+    fresh_angle: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default="false")
     min_credit: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     min_dwell_s: Mapped[int | None] = mapped_column(Integer)
     # Platform commission in basis points (500 = 5 %), fixed when the task is published.

@@ -21,6 +21,9 @@ class EvidenceRequirements(BaseModel):
     video: bool = False
     # Photos picked from the gallery (no in-app capture receipt) are accepted with lower trust; False refuses them.
     allow_gallery: bool = True
+    # Another photo of a view already submitted (same_scene) counts against the claim (a soft signal) instead of
+    # being a note: for merchants who pay for a fresh angle each time.
+    fresh_angle: bool = False
 
 
 class CaptureNonceRead(BaseModel):

@@ -53,6 +53,7 @@ def create(*, db_session: Session, merchant: User, body: TaskCreate) -> Task:
                 photos_min=body.evidence.photos_min, video_required=body.evidence.video,
                 allow_gallery=body.evidence.allow_gallery,
                 radio_pins=sorted({wifi_hash(b) for b in body.pinned_bssids}),
+                fresh_angle=body.evidence.fresh_angle,
                 min_credit=body.min_credit, min_dwell_s=body.min_dwell_s, premium=body.premium, state="draft",
                 slots_taken=0)
     db_session.add(task)

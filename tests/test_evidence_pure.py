@@ -6,6 +6,7 @@ import itertools
 import json
 import struct
 import zlib
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import imagehash
@@ -23,6 +24,7 @@ from evidence.index import HashIndex, popcount64
 from evidence.intake import inspect_upload
 from evidence.match import compare, compare_media
 from evidence.video import hash_video
+from sim import photos
 from tests.evidence_transforms import TRANSFORMS, jpeg, low_texture, watermark_band
 
 PHOTOS = sorted(Path(__file__).parent.glob("data/photos/*.jpg"))
@@ -175,7 +177,14 @@ def test_cli_hash_and_dedup(tmp_path, capsys):
     assert rows[0]["kind"] == "image" and len(rows[0]["phash"]) == 16 and len(rows[0]["dhash"]) == 16
     assert rows[1]["kind"] == "video" and rows[1]["frames"] and "phash" not in rows[1]
     assert "error" in rows[2]
+    # Two visitors' photos of one shop front (own camera, hours apart): paired, but as the same scene.
+    taken = datetime(2026, 11, 24, 10, 0, tzinfo=timezone(timedelta(hours=8)))
+    (tmp_path / "shop_a.jpg").write_bytes(photos.camera_jpeg(photos.storefront(5, 1), taken, camera=("A", "a", "1")))
+    (tmp_path / "shop_b.jpg").write_bytes(photos.camera_jpeg(photos.storefront(5, 2), taken + timedelta(hours=5),
+                                                             camera=("B", "b", "2")))
     code, pairs = _cli(["dedup", str(tmp_path)], capsys)
-    names = {frozenset((Path(p["a"]).name, Path(p["b"]).name)) for p in pairs}
-    assert frozenset({"orig.jpg", "wechat.jpg"}) in names and frozenset({"orig.jpg", "clip.mp4"}) in names
-    assert not any("other.jpg" in n for pair in names for n in pair)
+    verdicts = {frozenset((Path(p["a"]).name, Path(p["b"]).name)): p["verdict"] for p in pairs}
+    assert verdicts[frozenset({"orig.jpg", "wechat.jpg"})] == "same_capture"
+    assert verdicts[frozenset({"orig.jpg", "clip.mp4"})] == "same_capture"
+    assert verdicts[frozenset({"shop_a.jpg", "shop_b.jpg"})] == "same_scene"
+    assert not any("other.jpg" in n for pair in verdicts for n in pair)

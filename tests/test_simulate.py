@@ -87,6 +87,18 @@ def test_a_reused_transformed_photo_still_matches(transform):
     assert compare(_hashes(copy), _hashes(original)) is not None
 
 
+def test_visitors_of_one_storefront_photograph_the_same_scene_not_the_same_capture():
+    from tests.test_evidence_capture import judge
+
+    cam_a, cam_b = ("Xiaomi", "Redmi Note 12", "SN1"), ("OPPO", "Reno10", "SN2")
+    for shop in (11, 12, 13):
+        a = photos.camera_jpeg(photos.storefront(shop, 1), T0, camera=cam_a)
+        b = photos.camera_jpeg(photos.storefront(shop, 2), T0 + timedelta(hours=3), camera=cam_b)
+        verdict = judge(b, a)
+        assert verdict is not None and verdict.kind == "same_scene", (shop, verdict)
+        assert judge(photos.reuse(a, "crop5"), a).kind == "same_capture"
+
+
 def test_scene_carries_capture_time_in_exif():
     from PIL import Image
 
@@ -125,6 +137,9 @@ def test_a_small_day_through_the_real_stack():
         if k["claims"]:
             assert k["claims_flagged"] >= 1, (kind, k)
     assert rep["honest"]["workers_flagged"] == 0, rep["honest"]
+    assert rep["same_scene_honest"]["flagged_duplicate"] == 0, rep["same_scene_honest"]
+    for transform, r in rep["reuse_by_transform"].items():  # every re-used photo caught, cropped and screenshots too
+        assert r["caught"] == r["uploads"], (transform, r)
     assert math.isfinite(rep["requests_per_s_day"])
     cpu = rep["cpu"]  # the service's CPU per simulated request, with PostgreSQL's when it runs locally
     assert cpu["complete"] and cpu["per_request_ms"] > 0 and {"api", "worker", "beat"} <= set(cpu["run_by_process_s"])

@@ -1,0 +1,137 @@
+"""Local-feature confirmation of a hash match, and the pixel test for "one photo derived from the other". Pure.
+
+ORB keypoints (OpenCV, the field's standard) matched with Lowe's ratio test, then a RANSAC fit of a
+similarity transform (scale, rotation, shift: what crops, resizes, screenshots and rotations do to a
+copy; mirrors are undone first from the hash match's orientation). A copy of one exposure fits it with many
+inliers; two unrelated photos do not (a handful of chance matches, scattered).
+
+Derived or re-shot: after alignment, the copy is compared with the other photo in its fine detail (a
+band-pass image, tile by tile, at the lower of the two resolutions). A transformed copy keeps the very
+same fine detail (only compression and resampling noise is added), so most tiles correlate strongly; a
+second exposure from the same spot differs in light, shadows, people, parallax and sensor noise, so its
+tiles do not. The median over tiles ignores a watermark band, a status bar or rounded corners.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from evidence.chrome import photo_box
+
+# One thread: an evidence worker process is one of several per core, and OpenCV's own pool would only contend
+# with them (and make the per-upload CPU figure in bench/bench_phash.py depend on the core count).
+cv2.setNumThreads(1)
+
+ORB_FEATURES = 1000
+RATIO = 0.8  # Lowe's ratio test
+RANSAC_PX = 3.0  # reprojection error allowed, in pixels of the stored working image (≤ 512 px a side)
+MIN_INLIERS = 25  # unrelated photos give ≤ 10 (over the test corpus and 200 generated scenes, 8 orientations)
+MIN_INLIER_SHARE = 0.25  # inliers among ratio-test matches
+MIN_SCALE, MAX_SCALE = 0.2, 5.0  # a copy is not shrunk or blown up beyond this
+TILES = 8  # the band-pass comparison grid (TILES × TILES over the overlap)
+MIN_SIDE = 384  # photos smaller than this (long side) are enlarged before ORB
+MIN_TILE_STD = 2.0  # tiles without detail (sky, a bar) say nothing and are skipped
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How one image maps onto the other: inliers of the RANSAC fit, its scale, and the fine-detail agreement."""
+
+    inliers: int
+    matches: int
+    scale: float
+    detail: float  # median band-pass correlation over tiles after alignment (1 = same pixels); -1 if not computed
+
+    @property
+    def confirmed(self) -> bool:
+        """The fit is a real geometric relation, not chance matches."""
+        return (self.inliers >= MIN_INLIERS and self.inliers >= MIN_INLIER_SHARE * self.matches
+                and MIN_SCALE <= self.scale <= MAX_SCALE)
+
+
+def _detector() -> cv2.ORB:
+    return cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=10)
+
+
+def keypoints(grey: np.ndarray) -> tuple[list, np.ndarray | None]:
+    """ORB keypoints and descriptors of a uint8 greyscale image."""
+    return _detector().detectAndCompute(grey, None)
+
+
+def _good_matches(da: np.ndarray, db: np.ndarray) -> list:
+    pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(da, db, k=2)
+    return [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+
+
+def align(query: np.ndarray, stored: np.ndarray) -> tuple[Alignment, np.ndarray | None]:
+    """Fit query → stored; the 2×3 similarity matrix when one was found."""
+    ka, da = keypoints(query)
+    kb, db = keypoints(stored)
+    if da is None or db is None or len(ka) < 8 or len(kb) < 8:
+        return Alignment(0, 0, 0.0, -1.0), None
+    good = _good_matches(da, db)
+    if len(good) < 8:
+        return Alignment(0, len(good), 0.0, -1.0), None
+    src = np.float32([ka[m.queryIdx].pt for m in good])
+    dst = np.float32([kb[m.trainIdx].pt for m in good])
+    matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
+                                               maxIters=2000, confidence=0.995)
+    if matrix is None:
+        return Alignment(0, len(good), 0.0, -1.0), None
+    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    return Alignment(int(mask.sum()), len(good), scale, -1.0), matrix
+
+
+def _band(img: np.ndarray) -> np.ndarray:
+    """Fine detail: a difference of Gaussians (σ 1 − σ 3), so light and colour changes drop out."""
+    f = img.astype(np.float32)
+    return cv2.GaussianBlur(f, (0, 0), 1.0) - cv2.GaussianBlur(f, (0, 0), 3.0)
+
+
+def detail_agreement(query: np.ndarray, stored: np.ndarray, matrix: np.ndarray) -> float:
+    """Median band-pass correlation over tiles of the overlap, compared at the lower of the two resolutions."""
+    if matrix[0, 0] ** 2 + matrix[0, 1] ** 2 > 1.0:  # the query is the larger: bring the stored one onto it
+        moving, fixed, m = stored, query, cv2.invertAffineTransform(matrix)
+    else:
+        moving, fixed, m = query, stored, matrix
+    h, w = fixed.shape
+    warped = cv2.warpAffine(moving, m, (w, h), flags=cv2.INTER_AREA, borderValue=0)
+    valid = cv2.warpAffine(np.full(moving.shape, 255, np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) == 255
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    a, b = _band(warped), _band(fixed)
+    scores = []
+    for ys in np.array_split(np.arange(h), TILES):
+        for xs in np.array_split(np.arange(w), TILES):
+            sel = valid[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+            if sel.mean() < 0.9:
+                continue
+            ta, tb = a[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1][sel], b[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1][sel]
+            if ta.std() < MIN_TILE_STD or tb.std() < MIN_TILE_STD:
+                continue
+            scores.append(float(np.corrcoef(ta, tb)[0, 1]))
+    return float(np.median(scores)) if len(scores) >= 4 else -1.0
+
+
+def _photo(img: Image.Image) -> np.ndarray:
+    """The photo without phone chrome, enlarged when small (a photo in a tall screenshot's working image can be
+    ~160 px wide: too few ORB keypoints at that size, while enlarged it keeps its corners and blobs)."""
+    arr = np.asarray(img.convert("L"))
+    left, top, right, bottom = photo_box(arr)
+    arr = arr[top:bottom, left:right]
+    longest = max(arr.shape)
+    if longest < MIN_SIDE:
+        f = MIN_SIDE / longest
+        arr = cv2.resize(arr, (round(arr.shape[1] * f), round(arr.shape[0] * f)), interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(arr)
+
+
+def compare_pixels(query: Image.Image, stored: Image.Image) -> Alignment:
+    """Align two greyscale working images and measure how much fine detail they share."""
+    q, s = _photo(query), _photo(stored)
+    found, matrix = align(q, s)
+    if matrix is None or not found.confirmed:
+        return found
+    return Alignment(found.inliers, found.matches, found.scale, detail_agreement(q, s, matrix))

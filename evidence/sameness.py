@@ -1,0 +1,115 @@
+"""Same capture or same scene: the decision for a pair of files the hashes matched. Pure.
+
+Perceptual hashes say two pictures *look* alike. That is true of a re-used photo (one exposure, copied and
+transformed) and equally of two honest photos of one storefront taken from the same spot on different days.
+Only the first is fraud. So each matched pair is decided here:
+
+``same_capture`` (flagged ``duplicate_evidence``) when
+  1. the files are identical (sha256), or
+  2. their EXIF names the same exposure: the same ImageUniqueID, or the same capture time to the second from
+     the same camera (serial, else make and model), or
+  3. one is derived from the other: after aligning them (ORB + RANSAC, evidence.features) they share their fine
+     detail, tile by tile (a copy keeps it through crops, resizes, recompression and screenshots; a second
+     exposure differs in light, shadows, passers-by, parallax and sensor noise), or
+  4. nothing says otherwise: the hashes matched and the pixels could not be compared (a video frame, a photo
+     too plain for keypoints). This is the rule as it was before same-scene existed.
+
+``same_scene`` (a note, no penalty) when the pixels were compared and show two exposures, or when EXIF shows
+two captures — both files carry a capture time, they differ by more than a minute, each agrees with its
+own check-in (no ``exif_time_mismatch``), and they are not the same exposure by (2) — unless the pixels are
+near-identical all the same (a copy with edited EXIF). Missing EXIF never argues for same_scene: re-users
+strip it, so only the pixels can clear a pair without it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from PIL import Image
+
+from evidence.features import Alignment, compare_pixels
+from evidence.hashing import DIHEDRAL
+from evidence.match import Match
+
+Kind = Literal["same_capture", "same_scene"]
+DERIVED_DETAIL = 0.8  # copies of the test photos and generated scenes: ≥ 0.86; re-shot views ≤ 0.71 (a brick wall 0.79)
+DERIVED_DETAIL_AGAINST_EXIF = 0.95  # near-identical pixels outweigh EXIF that claims a second capture
+NEW_CAPTURE_GAP_S = 60  # burst shots and retakes on one visit are seconds apart; another day is hours
+
+
+@dataclass(frozen=True)
+class Side:
+    """What the decision needs to know of one file."""
+
+    sha256: str
+    exif: dict[str, Any] | None
+    time_fits_visit: bool  # its EXIF time agrees with its own check-in (no exif_time_mismatch)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision and the rule that made it (stored with the match, shown to ops)."""
+
+    kind: Kind
+    why: str
+
+
+def _time(exif: dict[str, Any] | None) -> datetime | None:
+    raw = (exif or {}).get("capture_time")
+    try:
+        return datetime.fromisoformat(raw) if raw else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _camera(exif: dict[str, Any]) -> tuple:
+    return (exif.get("serial"),) if exif.get("serial") else (exif.get("make"), exif.get("model"))
+
+
+def same_exposure_by_exif(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """EXIF names one exposure: the same ImageUniqueID, or the same capture time from the same camera."""
+    a, b = a or {}, b or {}
+    if a.get("unique_id") and a.get("unique_id") == b.get("unique_id"):
+        return True
+    ta, tb = _time(a), _time(b)
+    if ta is None or tb is None or ta.replace(tzinfo=None) != tb.replace(tzinfo=None):
+        return False
+    return _camera(a) == _camera(b)
+
+
+def two_captures_by_exif(a: Side, b: Side) -> bool:
+    """EXIF shows two exposures: both timed, more than a minute apart, each time agreeing with its visit."""
+    ta, tb = _time(a.exif), _time(b.exif)
+    if ta is None or tb is None or not (a.time_fits_visit and b.time_fits_visit):
+        return False
+    if (ta.tzinfo is None) != (tb.tzinfo is None):  # one naive: compare the wall-clock readings
+        ta, tb = ta.replace(tzinfo=None), tb.replace(tzinfo=None)
+    return abs((ta - tb).total_seconds()) > NEW_CAPTURE_GAP_S
+
+
+def decide(a: Side, b: Side, match: Match | None, pixels: Alignment | None) -> Verdict | None:
+    """Same capture, same scene, or (a hash candidate the local features did not confirm) nothing."""
+    if a.sha256 == b.sha256:
+        return Verdict("same_capture", "identical_file")
+    confirmed = pixels is not None and pixels.confirmed
+    if match is None or (match.needs_pixels and not confirmed):
+        return None
+    if same_exposure_by_exif(a.exif, b.exif):
+        return Verdict("same_capture", "same_exif")
+    measured = confirmed and pixels.detail >= 0
+    if two_captures_by_exif(a, b):
+        if measured and pixels.detail >= DERIVED_DETAIL_AGAINST_EXIF:
+            return Verdict("same_capture", "derived_despite_exif")
+        return Verdict("same_scene", "exif_two_captures")
+    if not measured:
+        return Verdict("same_capture", "hashes")
+    if pixels.detail >= DERIVED_DETAIL:
+        return Verdict("same_capture", "derived")
+    return Verdict("same_scene", "different_exposure")
+
+
+def pixels_of(query: Image.Image, stored: Image.Image, match: Match) -> Alignment:
+    """Local features of a matched pair: the query's working image turned as the hashes matched it, aligned."""
+    turn = DIHEDRAL[match.variant]
+    return compare_pixels(query.transpose(turn) if turn is not None else query, stored)

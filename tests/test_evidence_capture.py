@@ -1,0 +1,137 @@
+"""Same capture or same scene (evidence.sameness), local-feature confirmation (evidence.features) and phone chrome
+(evidence.chrome), over the shipped test photos and generated scenes. Pure: no database."""
+from __future__ import annotations
+
+import io
+import itertools
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from evidence.sameness import Side, decide, pixels_of
+from evidence.chrome import photo_box
+from evidence.exif import read_exif
+from evidence.features import compare_pixels
+from evidence.hashing import hash_image, load_grey
+from evidence.match import REACH_THRESHOLD, compare
+from sim import photos
+from tests.evidence_transforms import TRANSFORMS, jpeg, phone_screenshot, reshoot
+
+PHOTOS = sorted(Path(__file__).parent.glob("data/photos/*.jpg"))
+# As in test_evidence_pure: the deep field and the brick wall are where hashing is weakest.
+TEXTURED = [p for p in PHOTOS if p.stem not in ("hubble_deep_field", "brick")]
+CST = timezone(timedelta(hours=8))
+T0 = datetime(2026, 11, 24, 10, 30, tzinfo=CST)
+COPIES = ("identical", "recompressed", "resize", "crop5", "screenshot_letterbox", "screenshot_statusbar",
+          "screenshot_rounded", "wechat", "mirror", "watermark_band")
+
+
+def _with_exif(img: Image.Image, taken: datetime, camera=("FieldproofTestCam", "One", "SN-1")) -> bytes:
+    return photos.camera_jpeg(img, taken, camera=camera)
+
+
+def _exif(data: bytes) -> dict:
+    return read_exif(Image.open(io.BytesIO(data)))
+
+
+def judge(query: bytes, stored: bytes, *, fits_visit: bool = True):
+    """What evidence.pairs does for one candidate: hashes, then pixels, then the decision."""
+    import hashlib
+
+    m = compare(hash_image(query, with_variants=True), hash_image(stored), reach=REACH_THRESHOLD)
+    if m is None and query != stored:
+        return None
+    pixels = pixels_of(load_grey(query), load_grey(stored), m) if m is not None else None
+    sides = [Side(hashlib.sha256(d).hexdigest(), _exif(d), fits_visit) for d in (query, stored)]
+    return decide(*sides, m, pixels)
+
+
+def _copy(img: Image.Image, original: bytes, how: str) -> bytes:
+    if how == "identical":
+        return original
+    if how == "recompressed":
+        return jpeg(img, 70)
+    return jpeg(TRANSFORMS[how](img))
+
+
+@pytest.mark.parametrize("how", COPIES)
+@pytest.mark.parametrize("path", TEXTURED, ids=lambda p: p.stem)
+def test_copies_of_one_exposure_are_the_same_capture(path, how):
+    img = Image.open(path).convert("RGB")
+    original = _with_exif(img, T0)
+    verdict = judge(_copy(img, original, how), original)
+    assert verdict is not None and verdict.kind == "same_capture", verdict
+
+
+@pytest.mark.parametrize("path", TEXTURED, ids=lambda p: p.stem)
+def test_same_place_another_day_and_camera_is_never_a_duplicate(path):
+    img = Image.open(path).convert("RGB")
+    first = _with_exif(reshoot(img, 1), T0, ("Xiaomi", "Redmi Note 12", "A1"))
+    later = _with_exif(reshoot(img, 2), T0 + timedelta(days=1), ("OPPO", "Reno10", "B2"))
+    by_exif = judge(later, first)
+    assert by_exif is None or by_exif.kind == "same_scene", by_exif
+    # Without EXIF (stripped by an app) only the pixels can tell, and they show two exposures.
+    by_pixels = judge(jpeg(reshoot(img, 2)), jpeg(reshoot(img, 1)))
+    assert by_pixels is None or by_pixels.kind == "same_scene", by_pixels
+
+
+def test_same_scene_pairs_are_matched_and_reported_as_such():
+    """The pairs above are not merely missed: the hashes find most of them, and they come back same_scene."""
+    found = [judge(_with_exif(reshoot(Image.open(p).convert("RGB"), 2), T0 + timedelta(days=1), ("B", "b", "2")),
+                   _with_exif(reshoot(Image.open(p).convert("RGB"), 1), T0)) for p in TEXTURED]
+    assert sum(v is not None and v.kind == "same_scene" for v in found) >= len(TEXTURED) - 1
+
+
+def test_distinct_photos_are_nothing():
+    data = {p.stem: p.read_bytes() for p in PHOTOS}
+    for a, b in itertools.permutations(data, 2):
+        assert judge(data[a], data[b]) is None, (a, b)
+
+
+def test_generated_scenes_never_confirm_by_keypoints():
+    greys = [load_grey(photos.camera_jpeg(photos.scene(seed))) for seed in range(24)]
+    for a, b in itertools.combinations(range(len(greys)), 2):
+        found = compare_pixels(greys[a], greys[b])
+        assert not found.confirmed, (a, b, found)
+
+
+def test_exif_of_one_exposure_decides_even_without_pixels():
+    img = Image.open(PHOTOS[2]).convert("RGB")
+    a, b = _with_exif(img, T0), _with_exif(img.resize((200, 150)), T0)  # same time, same camera serial
+    verdict = judge(b, a)
+    assert verdict.kind == "same_capture"
+    assert decide(Side("x", _exif(b), True), Side("y", _exif(a), True), compare(
+        hash_image(b, with_variants=True), hash_image(a)), None).why == "same_exif"
+
+
+def test_edited_exif_does_not_clear_a_copy():
+    """A re-user who rewrites the capture time to today's visit: the pixels are still the old photo's."""
+    img = Image.open(PHOTOS[3]).convert("RGB")
+    old = _with_exif(img, T0 - timedelta(days=3))
+    forged = _with_exif(TRANSFORMS["crop5"](img), T0, ("FieldproofTestCam", "One", "SN-9"))
+    verdict = judge(forged, old)
+    assert verdict.kind == "same_capture" and verdict.why == "derived_despite_exif"
+
+
+def test_a_capture_time_that_does_not_fit_its_visit_proves_nothing():
+    img = Image.open(PHOTOS[4]).convert("RGB")
+    first = _with_exif(reshoot(img, 1), T0, ("A", "a", "1"))
+    later = _with_exif(reshoot(img, 2), T0 + timedelta(days=1), ("B", "b", "2"))
+    verdict = judge(later, first, fits_visit=False)  # e.g. the later one's time is far from its check-in
+    assert verdict is None or verdict.why != "exif_two_captures"
+
+
+@pytest.mark.parametrize("style", ["letterbox", "statusbar", "rounded"])
+def test_photo_is_found_inside_phone_chrome(style):
+    img = Image.open(PHOTOS[0]).convert("RGB")
+    shot = phone_screenshot(img, style)
+    arr = np.asarray(shot.convert("L"))
+    left, top, right, bottom = photo_box(arr)
+    # The photo's own extent in the screenshot (where it differs from the bare screen background).
+    bare = np.asarray(phone_screenshot(Image.new("RGB", img.size, (1, 2, 3)), style).convert("L")).astype(int)
+    ys, xs = np.nonzero(np.abs(arr.astype(int) - bare) > 0)
+    assert abs(top - ys.min()) <= 0.04 * (ys.max() - ys.min()) and abs(bottom - ys.max()) <= 0.04 * (ys.max() - ys.min())
+    assert abs(left - xs.min()) <= 0.04 * (xs.max() - xs.min()) and abs(right - xs.max()) <= 0.04 * (xs.max() - xs.min())

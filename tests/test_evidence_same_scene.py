@@ -1,0 +1,197 @@
+"""Same capture vs same scene through the API and the processing job on real PostGIS: a photo of the same
+storefront on another day is a note, not a duplicate; a task asking for a fresh angle counts it; cropped and
+screenshotted re-uses are still duplicates."""
+from __future__ import annotations
+
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from accounts import service as accounts
+from core import jobs
+from evidence import pairs
+from evidence import service as evidence_service  # noqa: F401  (registers the evidence.process job handler)
+from evidence.models import Evidence
+from sim import photos
+from tasks.models import Claim
+from tests.evidence_transforms import TRANSFORMS, jpeg
+from tests.fieldwork import STORE, claimed, fix, publish_approved, task_body
+from tests.helpers import PASSWORD, auth_for, unique
+from tests.test_evidence_api import process_all, upload
+
+CST = timezone(timedelta(hours=8))
+
+
+def _visit(client, db, **task_over):
+    task, claim, w, m = claimed(client, db, **task_over)
+    r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]), headers=w)
+    assert r.status_code == 201, r.text
+    return task, claim, w, m
+
+
+def _shot(seed: int, visit: int, minutes_ago: float, camera: tuple[str, str, str]) -> bytes:
+    """The shop's front as one visitor photographs it (EXIF: capture time within this visit, own camera)."""
+    taken = (datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)).astimezone(CST)
+    return photos.camera_jpeg(photos.storefront(seed, visit), taken, camera=camera)
+
+
+def _evidence(client, headers, evidence_id):
+    return client.get(f"/v1/evidence/{evidence_id}", headers=headers).json()
+
+
+def test_same_storefront_by_another_worker_and_camera_is_a_note_not_a_duplicate(client, db):
+    _, c1, w1, _ = _visit(client, db)
+    _, c2, w2, m2 = _visit(client, db)
+    assert upload(client, c1, w1, _shot(4242, 1, 100, ("Xiaomi", "Redmi Note 12", "SN-A"))).status_code == 201
+    process_all(db)
+    risk_before = db.get(Claim, c2["id"]).risk_score
+    r = upload(client, c2, w2, _shot(4242, 2, 5, ("HUAWEI", "nova 11", "SN-B")))
+    process_all(db)
+    ev2 = _evidence(client, w2, r.json()["id"])
+    assert "same_scene" in ev2["reasons"] and not any("duplicate" in x for x in ev2["reasons"])
+    assert [m["verdict"] for m in ev2["matches"]] == ["same_scene"] and ev2["matches"][0]["method"].startswith("scene:")
+    claim2, claim1 = db.get(Claim, c2["id"]), db.get(Claim, c1["id"])
+    assert "duplicate_evidence" not in claim2.flags and "same_scene" not in claim2.flags
+    assert claim2.risk_score == risk_before
+    assert "evidence_reused_later" not in claim1.flags
+    assert "serial" not in (ev2["exif"] or {})  # a device identifier: kept for the rule, never shown
+    # The other merchant's photo of the place is no evidence against this claim: not shown to this merchant.
+    other = client.get(f"/v1/evidence/{ev2['id']}/matches/{ev2['matches'][0]['matched_evidence_id']}/image", headers=m2)
+    assert other.status_code == 404
+    _, ops = auth_for(client, db, "ops")
+    assert client.get(f"/v1/evidence/{ev2['id']}/matches/{ev2['matches'][0]['matched_evidence_id']}/image",
+                      headers=ops).status_code == 200
+
+
+def test_a_task_asking_for_a_fresh_angle_counts_same_scene_against_the_claim(client, db):
+    _, c1, w1, _ = _visit(client, db)
+    task, c2, w2, _ = _visit(client, db, evidence={"photos_min": 1, "video": False, "fresh_angle": True})
+    assert task["evidence"]["fresh_angle"] is True
+    upload(client, c1, w1, _shot(777, 1, 90, ("OPPO", "Reno10", "SN-C")))
+    process_all(db)
+    before = db.get(Claim, c2["id"]).risk_score
+    upload(client, c2, w2, _shot(777, 2, 3, ("vivo", "S17", "SN-D")))
+    upload(client, c2, w2, _shot(777, 3, 2, ("vivo", "S17", "SN-D")))  # a second such photo weighs nothing more
+    process_all(db)
+    claim2 = db.get(Claim, c2["id"])
+    assert "same_scene" in claim2.flags and "duplicate_evidence" not in claim2.flags
+    assert claim2.risk_score == min(100, before + 25)
+
+
+def test_cropped_and_screenshotted_reuses_are_still_duplicates(client, db):
+    _, c1, w1, _ = _visit(client, db)
+    original = _shot(31337, 1, 60, ("HONOR", "X50", "SN-E"))
+    upload(client, c1, w1, original)
+    process_all(db)
+    img = Image.open(io.BytesIO(original))
+    for how in ("crop5", "screenshot_letterbox", "screenshot_statusbar", "screenshot_rounded"):
+        _, c, w, _ = _visit(client, db)
+        r = upload(client, c, w, jpeg(TRANSFORMS[how](img)))
+        process_all(db)
+        ev = _evidence(client, w, r.json()["id"])
+        assert "duplicate_evidence" in ev["reasons"], (how, ev)
+        assert "duplicate_evidence" in db.get(Claim, c["id"]).flags, how
+        assert ev["matches"] and all(m["verdict"] == "same_capture" for m in ev["matches"]), how
+
+
+def test_pixels_go_first_to_pairs_only_pixels_can_decide(client, db, monkeypatch):
+    """A much-photographed place: with room for one pixel check, it goes to the EXIF-less copy (only pixels can
+    clear it); the EXIF-carrying shot is decided by EXIF. Spent the other way, the copy would fall back to the
+    hash rule and flag an honest photo."""
+    monkeypatch.setattr(pairs, "MAX_PIXEL_CHECKS", 1)
+    _, c1, w1, _ = _visit(client, db)
+    first = _shot(5151, 1, 100, ("OPPO", "Reno10", "SN-F"))
+    upload(client, c1, w1, first)
+    _, c2, w2, _ = _visit(client, db)
+    upload(client, c2, w2, jpeg(TRANSFORMS["crop5"](Image.open(io.BytesIO(first)))))  # someone re-used it, EXIF gone
+    process_all(db)
+    _, c3, w3, _ = _visit(client, db)
+    r = upload(client, c3, w3, _shot(5151, 2, 5, ("vivo", "S17", "SN-G")))
+    process_all(db)
+    ev = _evidence(client, w3, r.json()["id"])
+    assert len(ev["matches"]) == 2 and {m["verdict"] for m in ev["matches"]} == {"same_scene"}, ev["matches"]
+    assert "duplicate_evidence" not in db.get(Claim, c3["id"]).flags
+
+
+# ---- the fresh-angle weight is added once per claim, however many of its photos are processed at once ----------
+
+LIMITS = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000",
+          "FIELDPROOF_LOGIN_PER_IP_PER_MINUTE": "100000", "FIELDPROOF_LOGIN_PER_MINUTE_TOTAL": "100000"}
+
+
+@pytest.fixture(scope="module")
+def server(test_database):
+    from tests.live import live_server
+
+    with live_server("samescene", LIMITS) as srv:
+        yield srv
+
+
+def _headers(server, role: str) -> dict:
+    with server.session() as s:
+        user = accounts.create(db_session=s, username=unique(f"ss_{role}"), password=PASSWORD, role=role,
+                               self_service=False)
+    with server.http() as c:
+        r = c.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _checked_in_claim(server, merchant: dict, ops: dict, **task_over) -> tuple[dict, dict]:
+    worker = _headers(server, "worker")
+    with server.http() as c:
+        task = publish_approved(c, task_body(**task_over), merchant, ops)
+        claim = c.post(f"/v1/tasks/{task['id']}/claims", headers=worker).json()
+        r = c.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]), headers=worker)
+        assert r.status_code == 201, r.text
+    return claim, worker
+
+
+def _upload(server, claim: dict, worker: dict, data: bytes) -> int:
+    with server.http() as c:
+        r = c.post(f"/v1/claims/{claim['id']}/evidence", files={"file": ("p.jpg", data, "image/jpeg")}, headers=worker)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+def _job_of(server, evidence_id: int) -> int:
+    with server.session() as s:
+        return s.scalar(select(jobs.Job.id).where(jobs.Job.kind == "evidence.process",
+                                                  jobs.Job.payload["evidence_id"].as_integer() == evidence_id))
+
+
+def test_parallel_processing_adds_the_fresh_angle_weight_once(server):
+    merchant, ops = _headers(server, "merchant"), _headers(server, "ops")
+    with server.http() as c:
+        for purpose, amount in (("security_deposit", 10_000), ("available", 1_000_000)):
+            assert c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose},
+                          headers=merchant).status_code == 201
+    first, w1 = _checked_in_claim(server, merchant, ops)
+    ref = _upload(server, first, w1, _shot(9090, 1, 100, ("Xiaomi", "Redmi Note 12", "SN-P")))
+    with server.session() as s:
+        assert jobs.run(db_session=s, job_id=_job_of(server, ref)) == "done"
+    claim, w2 = _checked_in_claim(server, merchant, ops, evidence={"photos_min": 1, "video": False, "fresh_angle": True})
+    ids = [_upload(server, claim, w2, _shot(9090, v, 10 - v, ("vivo", "S17", "SN-Q"))) for v in (2, 3, 4, 5)]
+    job_ids = [_job_of(server, i) for i in ids]
+    with server.session() as s:
+        before = s.get(Claim, claim["id"]).risk_score
+    barrier = threading.Barrier(len(job_ids))
+
+    def run(job_id: int) -> str:
+        with server.session() as s:
+            s.execute(select(1))  # connected before the barrier
+            barrier.wait(timeout=60)
+            return jobs.run(db_session=s, job_id=job_id)
+
+    with ThreadPoolExecutor(len(job_ids)) as pool:
+        assert list(pool.map(run, job_ids)) == ["done"] * len(job_ids)
+    with server.session() as s:
+        after = s.get(Claim, claim["id"])
+        assert after.risk_score == min(100, before + 25) and "same_scene" in after.flags
+        reasons = s.scalars(select(Evidence.reasons).where(Evidence.id.in_(ids))).all()
+    assert all("same_scene" in r and "duplicate_evidence" not in r for r in reasons), reasons
