@@ -1,0 +1,100 @@
+// The in-app camera view of the worker page (issues 16, 17): a full-screen live preview with a shutter. Each photo
+// gets a fresh capture nonce from the server, is stamped by camera.js and uploaded with its receipt, so the server
+// can mark it capture-verified. Nothing is queued offline: a receipt needs the server's nonce, so without a
+// network the view says so and keeps no photo.
+import { ApiError, el, errorText, post } from "./common.js";
+import { lang, t } from "./i18n.js";
+import { CameraError, capture, openStream } from "./camera.js";
+import { lastPosition, locate } from "./worker_geo.js";
+
+const OFFLINE = "offline";
+
+// Plain words for a camera that cannot be opened, with what to do, and the gallery choice when the task allows it.
+export function cameraProblem(err, allowGallery) {
+  const key = err instanceof CameraError && err.code === "camera_refused" ? "cam.refused" : "cam.unavailable";
+  return [t(key), t(allowGallery ? "cam.use_gallery" : "cam.camera_only")].join(lang() === "en" ? " " : "");
+}
+
+// The latest position the page has (the claim map's watch keeps it fresh), else one read; none is fine.
+async function where() {
+  const pos = lastPosition() || await locate().catch(() => null);
+  return pos ? { lat: pos.coords.latitude, lon: pos.coords.longitude } : {};
+}
+
+function words(err) {
+  if (err === OFFLINE || !(err instanceof ApiError || err instanceof CameraError)) return t("cam.offline");
+  if (err instanceof CameraError) return t("cam.failed");
+  return errorText(err);
+}
+
+function view(title) {
+  const video = el("video", { class: "camera-preview", autoplay: true, playsinline: true, "aria-label": t("cam.preview") });
+  video.muted = true;
+  const status = el("p", { class: "camera-status", role: "status" }, t("cam.ready"));
+  const strip = el("div", { class: "camera-strip" });
+  const shutter = el("button", { type: "button", class: "shutter", "aria-label": t("cam.shutter") },
+    el("span", { class: "shutter-ring", "aria-hidden": "true" }));
+  const close = el("button", { type: "button", class: "camera-close" }, t("cam.cancel"));
+  const root = el("div", { id: "camera", class: "camera-view", role: "dialog", "aria-modal": "true",
+    "aria-labelledby": "camera-h" },
+  el("h2", { id: "camera-h", class: "camera-title" }, title), video, status, strip,
+  el("div", { class: "camera-bar" }, close, shutter, el("span", { class: "camera-spacer" })));
+  return { root, video, status, strip, shutter, close };
+}
+
+// One shot: position, a fresh nonce, the frame with its receipt, the upload. Errors become words in the view.
+async function shoot(cam) {
+  cam.shutter.disabled = true;
+  cam.status.classList.remove("error");
+  try {
+    if (!navigator.onLine) throw OFFLINE;
+    const place = await where();
+    cam.status.textContent = t("cam.nonce");
+    const nonce = await post(`/v1/claims/${cam.claimId}/capture-nonces`);
+    const { blob, receipt } = await capture({ nonce: nonce.capture_nonce, expiresAt: nonce.capture_nonce_expires_at,
+      video: cam.video, ...place });
+    cam.status.textContent = t("cam.uploading");
+    const ev = await cam.upload(blob, receipt);
+    cam.taken += 1;
+    cam.close.textContent = t("cam.done");
+    cam.strip.append(el("figure", { class: "photo", dataset: { evidence: ev.id } },
+      el("img", { src: URL.createObjectURL(blob), alt: t("w.photo_alt", { n: cam.taken }), width: "64", height: "48" }),
+      ev.capture_verified ? el("span", { class: "badge verified" }, t("cam.verified")) : null));
+    cam.status.textContent = t(ev.capture_verified ? "cam.sent_verified" : "cam.sent", { n: cam.taken });
+  } catch (err) {
+    cam.status.textContent = words(err);
+    cam.status.classList.add("error");
+  } finally {
+    cam.shutter.disabled = false;
+  }
+}
+
+// Open the camera for a claim. `upload(blob, receipt)` sends one photo and returns its evidence. Resolves with the
+// number of photos sent once the view is closed; rejects with a CameraError when the camera cannot be opened (the
+// stream is opened before the view shows, so a refusal is told on the card, not over a black screen).
+export async function openCamera({ claimId, title, upload }) {
+  const stream = await openStream();
+  const cam = { claimId, upload, taken: 0, ...view(title) };
+  const behind = [...document.body.children];
+  behind.forEach((n) => { n.inert = true; });
+  document.body.append(cam.root);
+  document.body.classList.add("camera-open");
+  cam.video.srcObject = stream;
+  await cam.video.play().catch(() => {}); // autoplay also starts it; a refused play() still shows the stream
+  cam.shutter.focus();
+  return new Promise((resolve) => {
+    let closed = false;
+    const finish = () => {
+      if (closed) return;
+      closed = true;
+      stream.getTracks().forEach((track) => track.stop());
+      cam.root.remove();
+      document.body.classList.remove("camera-open");
+      behind.forEach((n) => { n.inert = false; });
+      resolve(cam.taken);
+    };
+    cam.shutter.addEventListener("click", () => shoot(cam));
+    cam.close.addEventListener("click", finish);
+    cam.root.addEventListener("keydown", (ev) => { if (ev.key === "Escape") finish(); });
+  });
+}
