@@ -81,7 +81,8 @@ def small_camera_targets(page) -> list[dict]:
 def shoot(page, n: int) -> None:
     """Tap the shutter and wait for photo ``n`` of this session to be in the view's strip."""
     page.locator("#camera button.shutter").click()
-    page.locator(f"#camera .camera-strip figure:nth-child({n})").wait_for()
+    page.locator(f"#camera .camera-strip figure:nth-child({n}), #camera .camera-status.error").first.wait_for()
+    assert page.locator("#camera .camera-status.error").count() == 0, page.locator("#camera .camera-status").inner_text()
 
 
 def test_two_in_app_photos_are_capture_verified_and_the_gallery_is_hidden(server, browser):
@@ -126,7 +127,18 @@ def test_two_in_app_photos_are_capture_verified_and_the_gallery_is_hidden(server
     assert axe_violations(page) == []
     assert small_targets(page) == []
 
-    box.locator("button.submit").click()
+    # Retake the first: the camera again, and the old photo is withdrawn only once the new one is in.
+    first = rows[0].id
+    box.locator("figure.photo").first.locator("button.retake").click()
+    shoot(page, 1)
+    page.locator("#camera button.camera-close").click()
+    page.locator("#camera").wait_for(state="detached")
+    page.wait_for_selector(f"#claims .item[data-claim='{claim_id}'] figure.photo[data-evidence='{rows[1].id}']")
+    page.wait_for_function("n => !document.querySelector(`#claims figure.photo[data-evidence='${n}']`)", arg=first)
+    rows = evidence_of(server, claim_id)
+    assert len(rows) == 2 and first not in {r.id for r in rows} and all(r.capture_verified for r in rows)
+
+    card(page, claim_id).locator("button.submit").click()
     page.wait_for_selector(f"#claims .item[data-claim='{claim_id}'][data-state=submitted]")
     assert errors == []
     ctx.close()
@@ -174,4 +186,11 @@ def test_offline_shutter_says_a_receipt_needs_the_network_and_keeps_nothing(serv
     shoot(page, 1)
     assert len(evidence_of(server, claim_id)) == 1
     page.locator("#camera button.camera-close").click()
+    page.locator("#camera").wait_for(state="detached")
+
+    page.click("#lang")  # the same card in English
+    box = card(page, claim_id)
+    box.locator("button.camera-open:has-text('Take photo')").wait_for()
+    assert "in-app camera" in box.locator(".camera-only").inner_text()
+    assert box.locator("figure.photo .badge.verified").inner_text() == "Capture verified"
     ctx.close()

@@ -76,25 +76,28 @@ export async function openCamera({ claimId, title, upload }) {
   const stream = await openStream();
   const cam = { claimId, upload, taken: 0, ...view(title) };
   const behind = [...document.body.children];
-  behind.forEach((n) => { n.inert = true; });
-  document.body.append(cam.root);
-  document.body.classList.add("camera-open");
-  cam.video.srcObject = stream;
-  await cam.video.play().catch(() => {}); // autoplay also starts it; a refused play() still shows the stream
-  cam.shutter.focus();
   return new Promise((resolve) => {
     let closed = false;
-    const finish = () => {
+    const finish = async () => {
       if (closed) return;
       closed = true;
+      cam.close.disabled = true;
+      await cam.busy; // a photo on its way is sent (and counted) before the view goes
       stream.getTracks().forEach((track) => track.stop());
       cam.root.remove();
       document.body.classList.remove("camera-open");
       behind.forEach((n) => { n.inert = false; });
       resolve(cam.taken);
     };
-    cam.shutter.addEventListener("click", () => shoot(cam));
+    // Listening before the preview plays: a tap that quick still takes its photo (grabFrame waits for a frame).
+    cam.shutter.addEventListener("click", () => { cam.busy = shoot(cam); });
     cam.close.addEventListener("click", finish);
     cam.root.addEventListener("keydown", (ev) => { if (ev.key === "Escape") finish(); });
+    behind.forEach((n) => { n.inert = true; });
+    document.body.append(cam.root);
+    document.body.classList.add("camera-open");
+    cam.video.srcObject = stream;
+    cam.video.play().catch(() => {}); // autoplay starts it too
+    cam.shutter.focus();
   });
 }
