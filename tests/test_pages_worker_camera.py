@@ -18,7 +18,9 @@ from tests.test_pages_worker import ARTIFACTS, TAP_TARGETS, axe_violations, card
 sync_api = pytest.importorskip("playwright.sync_api")
 # Guangzhou, away from the other browser tests' places.
 PLACES = {"verified": (23.1291, 113.2644), "denied": (23.1391, 113.2744), "offline": (23.1191, 113.2544)}
-FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+# The fake camera, without the flag that would accept every prompt: a context granted "camera" gets the stream,
+# one without it is refused the way a phone whose user said no refuses (NotAllowedError).
+FAKE_CAMERA = ["--use-fake-device-for-media-stream"]
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +90,9 @@ def shoot(page, n: int) -> None:
 def test_two_in_app_photos_are_capture_verified_and_the_gallery_is_hidden(server, browser):
     ctx, page, claim_id, worker = checked_in_on_page(browser, server, PLACES["verified"], allow_gallery=False)
     errors = watch_errors(page)
+    nonce_keys: list[str | None] = []
+    page.on("request", lambda r: nonce_keys.append(r.headers.get("idempotency-key"))
+            if r.url.endswith("/capture-nonces") else None)
     box = card(page, claim_id)
     # This task refuses gallery photos: no picker, and the card says why in plain words.
     assert box.locator("input.photo-input").count() == 0 and box.locator("label.photo-label").count() == 0
@@ -119,6 +124,7 @@ def test_two_in_app_photos_are_capture_verified_and_the_gallery_is_hidden(server
     assert all(f["reasons"] == [] for f in files), files
     rows = evidence_of(server, claim_id)
     assert len({r.capture_nonce_sha256 for r in rows}) == 2
+    assert len(nonce_keys) == 2 and None not in nonce_keys and len(set(nonce_keys)) == 2  # a fresh nonce per photo
     box = card(page, claim_id)
     box.locator("figure.photo").nth(1).wait_for()
     assert box.locator("figure.photo .badge.verified").all_inner_texts() == ["已验证拍摄", "已验证拍摄"]
@@ -147,12 +153,9 @@ def test_two_in_app_photos_are_capture_verified_and_the_gallery_is_hidden(server
 def test_refused_camera_says_what_to_do_and_offers_the_gallery_when_allowed(server, browser):
     ctx, page, claim_id, _ = checked_in_on_page(browser, server, PLACES["denied"], allow_gallery=True, camera=False)
     errors = watch_errors(page)
-    # Chromium's fake UI would accept the prompt; the page sees what a phone whose user said no sees.
-    page.evaluate("""() => { navigator.mediaDevices.getUserMedia = () =>
-        Promise.reject(new DOMException('Permission denied', 'NotAllowedError')); }""")
     box = card(page, claim_id)
-    box.locator("button.camera-open").click()
     note = box.locator(".camera-note")
+    box.locator("button.camera-open").click()  # this context was not granted the camera: a real refusal
     note.wait_for()
     words = note.inner_text()
     assert "相机权限被拒绝" in words and "设置" in words and "从相册选择" in words, words
@@ -160,6 +163,12 @@ def test_refused_camera_says_what_to_do_and_offers_the_gallery_when_allowed(serv
     assert box.locator("label.photo-label").is_visible() and "null" not in box.inner_text()
     shot(page, "camera-denied")
     assert axe_violations(page) == []
+    # A phone with no usable camera gets its own words (Chromium here always has the fake one: stand in for it).
+    page.evaluate("""() => { navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException('no camera', 'NotFoundError')); }""")
+    box.locator("button.camera-open").click()
+    page.wait_for_function("document.querySelector('.camera-note').textContent.includes('找不到可用的相机')")
+    assert "从相册选择" in note.inner_text()
 
     # The fallback works: a gallery photo is accepted (unverified, with its plain-words note).
     box.locator("input.photo-input").set_input_files(str(Path(__file__).parent / "data" / "photos" / "coffee.jpg"))
@@ -183,6 +192,14 @@ def test_offline_shutter_says_a_receipt_needs_the_network_and_keeps_nothing(serv
     assert page.locator("#camera .camera-strip figure").count() == 0
     assert page.evaluate("JSON.parse(localStorage.getItem('fp.queue') || '[]').length") == 0
     ctx.set_offline(False)
+    # The phone thinks it is online but the nonce request gets no answer (no signal): the same words.
+    page.route("**/capture-nonces", lambda route: route.abort("internetdisconnected"))
+    with page.expect_event("requestfailed", lambda r: r.url.endswith("/capture-nonces")):
+        page.locator("#camera button.shutter").click()  # the tap clears the last error; this one is new
+    status.wait_for()
+    assert "没有网络" in status.inner_text()
+    assert page.locator("#camera .camera-strip figure").count() == 0 and evidence_of(server, claim_id) == []
+    page.unroute("**/capture-nonces")
     shoot(page, 1)
     assert len(evidence_of(server, claim_id)) == 1
     page.locator("#camera button.camera-close").click()
