@@ -8,6 +8,7 @@ import { CameraError, capture, openStream } from "./camera.js";
 import { lastPosition, locate } from "./worker_geo.js";
 
 const OFFLINE = "offline";
+const NONCE_MARGIN_MS = 60_000; // a prefetched nonce this close to expiry is replaced rather than risked
 
 // Plain words for a camera that cannot be opened, with what to do, and the gallery choice when the task allows it.
 export function cameraProblem(err, allowGallery) {
@@ -42,15 +43,28 @@ function view(title) {
   return { root, video, status, strip, shutter, close };
 }
 
-// One shot: position, a fresh nonce, the frame with its receipt, the upload. Errors become words in the view.
+function askNonce(cam) { return post(`/v1/claims/${cam.claimId}/capture-nonces`); }
+
+// The next photo's nonce is asked for while the worker aims, so the shutter grabs the frame at the tap rather
+// than a network round trip later. One nonce per photo; a failed or stale one is asked for again at the tap.
+function prefetch(cam) { cam.next = navigator.onLine ? askNonce(cam).catch(() => null) : null; }
+
+async function nonceFor(cam) {
+  const ready = await cam.next;
+  cam.next = null;
+  if (ready && Date.parse(ready.capture_nonce_expires_at) - Date.now() > NONCE_MARGIN_MS) return ready;
+  cam.status.textContent = t("cam.nonce");
+  return askNonce(cam);
+}
+
+// One shot: position, its nonce, the frame with its receipt, the upload. Errors become words in the view.
 async function shoot(cam) {
   cam.shutter.disabled = true;
   cam.status.classList.remove("error");
   try {
     if (!navigator.onLine) throw OFFLINE;
     const place = await where();
-    cam.status.textContent = t("cam.nonce");
-    const nonce = await post(`/v1/claims/${cam.claimId}/capture-nonces`);
+    const nonce = await nonceFor(cam);
     const { blob, receipt } = await capture({ nonce: nonce.capture_nonce, expiresAt: nonce.capture_nonce_expires_at,
       video: cam.video, ...place });
     cam.status.textContent = t("cam.uploading");
@@ -65,6 +79,7 @@ async function shoot(cam) {
     cam.status.textContent = words(err);
     cam.status.classList.add("error");
   } finally {
+    prefetch(cam);
     cam.shutter.disabled = false;
   }
 }
@@ -96,6 +111,7 @@ export async function openCamera({ claimId, title, upload }) {
     behind.forEach((n) => { n.inert = true; });
     document.body.append(cam.root);
     document.body.classList.add("camera-open");
+    prefetch(cam);
     cam.video.srcObject = stream;
     cam.video.play().catch(() => {}); // autoplay starts it too
     cam.shutter.focus();
