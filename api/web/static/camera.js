@@ -22,7 +22,8 @@ function waitFor(target, event) {
   });
 }
 
-async function openStream() {
+// The rear camera's stream (a viewfinder <video> can show it); CameraError camera_refused / camera_unavailable.
+export async function openStream() {
   if (!navigator.mediaDevices?.getUserMedia) {
     throw new CameraError("camera_unavailable", "This browser cannot open the camera.");
   }

@@ -1,22 +1,24 @@
 // The worker's claims: one card per claim with its next step (check in / out, photos, submit, appeal), why it
 // stands where it does (reasons, deadlines, payment, credit) and a map of the fence while it is worked on.
 import {
-  $, ApiError, action, api, el, errorText, imageUrl, newKey, post, postOrQueue, queued, toast, when, yuan,
+  $, ApiError, action, api, el, errorText, post, postOrQueue, queued, toast, when, yuan,
 } from "./common.js";
 import { reason, t } from "./i18n.js";
 import { claimMap, compassPoint, fenceDistance } from "./claimmap.js";
 import { fixBody, lastPosition, locate, onPosition, watch } from "./worker_geo.js";
+import { photos } from "./worker_photos.js";
+
+export { uploadPhoto } from "./worker_photos.js";
 
 const tasks = new Map();   // task id -> task (from the hall or fetched)
 const results = new Map(); // claim id -> last check-in/out outcome shown on its card
-const thumbs = new Map();  // evidence id -> object URL of its thumbnail (fetched once)
 const maps = new Map();    // claim id -> {ctl, task, walk}
 const SHOWN = 20;          // the newest claims get cards; older ones are history
 const ON_SITE = ["claimed", "checked_in"];
 const EDITABLE = ["checked_in", "changes_requested"];
 const WITH_STORY = ["submitted", "changes_requested", "confirmed", "spot_check", "accepted", "paid", "rejected",
   "appealed", "closed"];
-const NEXT = { claimed: ".checkin", checked_in: ".checkout, .photo-label", changes_requested: ".photo-label",
+const NEXT = { claimed: ".checkin", checked_in: ".checkout, .camera-open", changes_requested: ".camera-open",
   rejected: ".appeal-open", closed: ".appeal-open" };
 let claims = [];
 let afterChange = () => {};
@@ -93,7 +95,9 @@ function claimCard(c, { task, story, files }) {
   if (ON_SITE.includes(c.state) && task.center) card.append(el("div", { class: "map claim-map" }), el("div", { class: "walk", role: "status" }));
   if (results.has(c.id) && ON_SITE.includes(c.state)) card.append(verdictBox(results.get(c.id)));
   card.append(actions(c));
-  if (c.state !== "claimed" && c.state !== "expired" && c.state !== "cancelled") card.append(photos(c, task, files));
+  if (c.state !== "claimed" && c.state !== "expired" && c.state !== "cancelled") {
+    card.append(photos(c, task, files, { editable: EDITABLE.includes(c.state), reload: () => loadClaims({ focus: c.id }) }));
+  }
   if (["rejected", "closed"].includes(c.state) && !story?.appeals.some((a) => a.kind === "appeal")) card.append(appealForm(c));
   if (c.state !== "expired" && c.state !== "cancelled") {
     card.append(el("button", { type: "button", class: "details", onclick: action(() => showFixes(c, card)) }, t("w.details")));
@@ -247,7 +251,7 @@ function drawPosition(pos) {
     walk.replaceChildren(
       info.inside ? el("span", { class: "arrow inside", "aria-hidden": "true" }, "✓")
         : el("span", { class: "arrow", "aria-hidden": "true", style: `transform: rotate(${Math.round(info.bearing)}deg)` }, "↑"),
-      el("strong", {}, distanceWords(info.distance_m)), info.inside ? null : el("span", { class: "muted" }, ` · ${words}`));
+      el("strong", {}, distanceWords(info.distance_m)), ...(info.inside ? [] : [el("span", { class: "muted" }, ` · ${words}`)]));
   }
 }
 
@@ -255,61 +259,3 @@ onPosition((pos, err) => {
   if (pos) drawPosition(pos);
   else if (err) maps.forEach(({ walk }) => { walk.replaceChildren(el("span", { class: "error-text" }, errorText(err))); });
 });
-
-// ---- photos ----------------------------------------------------------------------------------------------------
-// One photo (a File from the picker, or later a Blob from the in-app camera) onto the claim; returns the evidence.
-export async function uploadPhoto(claimId, blob, name = "photo.jpg") {
-  const form = new FormData();
-  form.append("file", blob, name);
-  const ev = await api(`/v1/claims/${claimId}/evidence`, { method: "POST", form, key: newKey() });
-  if (blob instanceof Blob) thumbs.set(ev.id, URL.createObjectURL(blob));
-  return ev;
-}
-
-function thumb(ev, n) {
-  const img = el("img", { alt: t("w.photo_alt", { n }), width: "96", height: "72" });
-  if (thumbs.has(ev.id)) img.src = thumbs.get(ev.id);
-  else imageUrl(`/v1/evidence/${ev.id}/image?size=thumb`).then((url) => { thumbs.set(ev.id, url); img.src = url; })
-    .catch(() => {});
-  return img;
-}
-
-function photos(c, task, files) {
-  const need = task.evidence?.photos_min ?? 1;
-  const editable = EDITABLE.includes(c.state);
-  const input = el("input", { type: "file", accept: "image/*", capture: "environment", multiple: true, class: "photo-input visually-hidden" });
-  const status = el("div", { class: "muted photo-status", role: "status" },
-    editable ? t("w.photos_need", { have: files.length, need }) : t("w.photos_sent", { n: files.length }));
-  let retaking = null;
-  input.addEventListener("change", action(async () => {
-    const chosen = [...input.files];
-    input.value = "";
-    if (retaking) { await post(`/v1/evidence/${retaking}/withdraw`); retaking = null; }
-    for (const [i, file] of chosen.entries()) {
-      status.textContent = t("w.uploading", { n: i + 1 });
-      await uploadPhoto(c.id, file, file.name || "photo.jpg");
-    }
-    toast(t("w.uploaded_toast"), "ok");
-    await loadClaims({ focus: c.id });
-  }));
-  const list = el("div", { class: "thumbs" }, ...files.map((ev, i) => el("figure", { class: "photo", dataset: { evidence: ev.id } },
-    thumb(ev, i + 1),
-    ev.reasons.length ? el("div", { class: "reasons" }, ...ev.reasons.map((r) => el("span", { class: "note", title: r }, reason(r)))) : null,
-    editable ? el("div", { class: "row" },
-      el("button", { type: "button", class: "danger delete", onclick: action(async () => {
-        await post(`/v1/evidence/${ev.id}/withdraw`);
-        toast(t("w.deleted_toast"), "ok");
-        await loadClaims({ focus: c.id });
-      }) }, t("w.delete")),
-      el("button", { type: "button", class: "retake", onclick: () => { retaking = ev.id; input.click(); } }, t("w.retake"))) : null)));
-  const box = el("div", { class: "evidence" }, el("div", { class: "title" }, t("w.photos")), list, status);
-  if (editable) {
-    box.append(el("div", { class: "row" }, el("label", { class: "button photo-label" }, t("w.take_photo"), input),
-    el("button", { class: "primary submit", type: "button", onclick: action(async () => {
-      await post(`/v1/claims/${c.id}/submit`);
-      toast(t("w.submitted_toast"), "ok");
-      await loadClaims({ focus: c.id });
-    }) }, t("w.submit"))));
-  }
-  return box;
-}
