@@ -80,7 +80,9 @@ async function fillProfile(workerId, box) {
 function duplicateNote(m) {
   const where = m.own ? t("m.dup_own", { claim: m.claim_id, task: m.task_id, title: m.task_title })
     : t("m.dup_other");
-  return el("div", {}, el("strong", {}, t("m.dup_title")), el("div", { class: "muted dup-where" }, where),
+  // A same-scene match is another exposure of the place (a note, no penalty), not a re-used photo.
+  const title = m.verdict === "same_scene" ? t("m.scene_title") : t("m.dup_title");
+  return el("div", {}, el("strong", {}, title), el("div", { class: "muted dup-where" }, where),
     el("div", { class: "muted" }, t("m.dup_method", { distance: m.distance })));
 }
 
@@ -98,7 +100,7 @@ async function fillEvidence(c, box) {
     el("img", { src: await imageUrl(`/v1/evidence/${ev.id}/image?size=thumb`), alt: "" })));
     for (const m of ev.matches) {
       const other = await imageUrl(`/v1/evidence/${ev.id}/matches/${m.matched_evidence_id}/image?size=thumb`).catch(() => null);
-      box.append(el("div", { class: "pair duplicate" },
+      box.append(el("div", { class: m.verdict === "same_scene" ? "pair scene" : "pair duplicate" },
         el("img", { src: await imageUrl(`/v1/evidence/${ev.id}/image?size=thumb`), alt: t("m.this_photo") }),
         other ? el("img", { src: other, alt: t("m.dup_photo") }) : el("span", {}, t("m.no_preview")), duplicateNote(m)));
     }
