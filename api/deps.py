@@ -122,7 +122,7 @@ def read_db(query_class: str) -> Callable[..., Iterator[Session]]:
     return _dep
 
 
-# Read classes (docs/scale-db.md). Everything else, above all what a caller reads right after writing it (own
+# Read classes (README, Scale-out). Everything else, above all what a caller reads right after writing it (own
 # claims, wallet, progress, submissions), reads the primary through DbSession.
 HeatmapReadDb = Annotated[Session, Depends(read_db("heatmap"))]
 StatsReadDb = Annotated[Session, Depends(read_db("stats"))]

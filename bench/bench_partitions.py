@@ -6,7 +6,7 @@ core.partitions). Each query runs with ``search_path`` set to one schema, then t
 byte-for-byte the same (``_MEASURE`` is imported from checkin.service; the heatmap window is heatmap.measures).
 Claims, tasks and users stay in ``public`` and are shared.
 
-Data: N check-ins (4 M at scale 1; the issue asked for 50 M: see docs/scale-partitions.md for why not here) over
+Data: N check-ins (4 M at scale 1; the issue asked for 50 M: see README, Scale-out for why not here) over
 24 months by 50,000 workers around ten cities, one claim audit row per two check-ins, and heatmap hour roll-ups
 (cells at res 5-9 of 100 places an hour over the same 24 months). Seeding is set-based SQL (generate_series); the
 flat copy is loaded first and the partitioned one from it, indexes built after loading.

@@ -1,4 +1,4 @@
-"""PgBouncer (transaction mode) in front of PostgreSQL: what it costs and what it saves (docs/scale-db.md).
+"""PgBouncer (transaction mode) in front of PostgreSQL: what it costs and what it saves (README, Scale-out).
 
 ``unprepared_statement_cost``: Debian 12's PgBouncer 1.18 cannot follow protocol-level prepared statements, so
 behind it psycopg runs with ``prepare_threshold=None``. Figure: the task-hall query (tasks.service.nearby) and an

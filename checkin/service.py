@@ -38,7 +38,7 @@ HISTORY_CLOCK_SLACK = timedelta(minutes=5)
 # All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
 # read bounded (the shared-IP count by shared_ip_scan_rows: see checkin.settings). Every history read is bounded
 # on both sides in server_time, the partition key of checkin, so only the months in the window are planned and
-# read (history_window_days; docs/scale-partitions.md).
+# read (history_window_days; README, Scale-out).
 _MEASURE = text("""
 SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task_id,
        t.starts_at, t.ends_at, t.hard_fence, t.min_dwell_s,

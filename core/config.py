@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     db_max_overflow: int = 8
     db_pool_timeout_s: float = 30.0
 
-    # ---- Scale-out (docs/scale-db.md) ----
+    # ---- Scale-out (README, Scale-out) ----
     # PgBouncer in transaction mode between the API/worker processes and PostgreSQL: the project-local one
     # (`fieldproof db up --pgbouncer`) when pgbouncer is true, or an external one at pgbouncer_url. Migrations and
     # `fieldproof db` connect directly. The bouncer opens at most pgbouncer_pool_size server connections per
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
 
     # Where evidence bytes live: "local" (a content-addressed directory under evidence_dir: one host) or "s3" (an
     # S3-compatible bucket shared by every API and worker host; evidence_dir then only holds each API host's
-    # spool of uploads still arriving). See docs/scale-storage.md.
+    # spool of uploads still arriving). See README, Scale-out.
     evidence_store: Literal["local", "s3"] = "local"
     evidence_dir: Path = ROOT / ".data" / "evidence"
     # The S3 backend. Empty endpoint: AWS itself; set it for OSS, COS, MinIO, Ceph (https://host[:port]).

@@ -1,4 +1,4 @@
-"""Which endpoints read the replica: a real API server with the standby's replay paused (docs/scale-db.md)."""
+"""Which endpoints read the replica: a real API server with the standby's replay paused (README, Scale-out)."""
 from __future__ import annotations
 
 import csv

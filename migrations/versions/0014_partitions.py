@@ -1,6 +1,6 @@
 """partitions: check-ins, claim audit rows and heatmap hour roll-ups partitioned by month, converted online
 
-Each table is converted without rewriting or scanning it under a heavy lock (docs/scale-partitions.md):
+Each table is converted without rewriting or scanning it under a heavy lock (README, Scale-out):
 
 1. outside any transaction: a CHECK (key < T) added NOT VALID, then VALIDATEd (a scan under SHARE UPDATE
    EXCLUSIVE: reads and writes go on), and for tables keyed by id a unique index (id, key) built CONCURRENTLY,
