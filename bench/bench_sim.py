@@ -63,6 +63,8 @@ def run() -> dict:
     key = "full" if scale() >= 1 else "quick"
     args, base, when, commit = BASELINES[key]
     rep = simulate(args)
+    # The whole day's report (fraud caught, honest workers flagged, ...) is kept beside the figure it gave.
+    (ROOT / "sim" / "reports" / f"bench_day_{key}.json").write_text(json.dumps(rep, indent=1, ensure_ascii=False))
     cpu = rep["cpu"]
     # A 5xx, a broken ledger or a backlog left unprocessed (the CPU would be undercounted) fails the figure.
     errors = (rep["errors_5xx"] + rep["transport_errors"] + (0 if rep["ledger_check"]["ok"] else 1)
