@@ -76,7 +76,9 @@ def verify(nonce: str, claim_id: int, now: datetime) -> Nonce:
         raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
     except (binascii.Error, ValueError):
         raise CaptureReceiptInvalid("The capture nonce is not one this server issued.", why="forged")
-    if len(raw) != _BODY.size + _TAG or not hmac.compare_digest(
+    # Only the spelling we issued: base64 has others for the same bytes (padding, the last character's unused
+    # bits), and single use is keyed on the text's digest, so another spelling would pass as a fresh nonce.
+    if len(raw) != _BODY.size + _TAG or _b64(raw) != nonce or not hmac.compare_digest(
             raw[_BODY.size:], hmac.new(_key(), raw[:_BODY.size], hashlib.sha256).digest()[:_TAG]):
         raise CaptureReceiptInvalid("The capture nonce is not one this server issued.", why="forged")
     owner, issued, expires, _ = _BODY.unpack(raw[:_BODY.size])

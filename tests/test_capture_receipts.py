@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.reasons import REASONS
 from evidence.models import Evidence
@@ -80,6 +80,27 @@ def test_a_reused_nonce_is_refused_on_a_camera_only_task(client, db):
     # The same file again (a phone's retry) is the same evidence, not a reuse.
     again = _upload(client, claim_id, w, _photo(4), _receipt(ci["capture_nonce"]))
     assert again.status_code == 201 and again.json()["capture_verified"] is True
+
+
+def _respellings(nonce: str) -> list[str]:
+    """Other spellings of one nonce that decode to the same bytes: base64 padding, and the last character's
+    low bits (54 characters carry 40 bytes: its last 4 bits are unused)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    i = alphabet.index(nonce[-1])
+    return [nonce + "=", nonce + "==", nonce[:-1] + alphabet[i ^ 1]]
+
+
+def test_a_nonce_spelled_another_way_is_still_the_same_nonce(client, db):
+    """Single use holds for the nonce, not its spelling: a padded or bit-twiddled copy is refused, never a second
+    verified photo (it was accepted: the unique index is on the digest of the text as sent)."""
+    claim_id, ci, w = _checked_in(client, db, evidence={"photos_min": 1, "video": False, "allow_gallery": False})
+    assert _upload(client, claim_id, w, _photo(40), _receipt(ci["capture_nonce"])).status_code == 201
+    for k, other in enumerate(_respellings(ci["capture_nonce"])):
+        r = _upload(client, claim_id, w, _photo(41 + k), _receipt(other))
+        assert r.status_code == 422 and r.json()["code"] == "capture_receipt_invalid", r.text
+    verified = db.scalar(select(func.count()).select_from(Evidence).where(Evidence.claim_id == claim_id,
+                                                                          Evidence.capture_verified))
+    assert verified == 1
 
 
 def test_another_claims_nonce_is_refused(client, db):
