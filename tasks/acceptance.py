@@ -192,7 +192,11 @@ def worker_profile(*, db_session: Session, viewer: User, worker_id: int) -> dict
     states = dict(db_session.execute(select(Claim.state, func.count()).where(Claim.worker_id == worker_id)
                                      .group_by(Claim.state)).all())
     # The display name the worker chose, never the username, phone or devices (other people's identifiers).
-    name = db_session.scalar(select(User.display_name).where(User.id == worker_id)) or ""
+    # Accounts registered without one have their username as display name (accounts.create): not for merchants.
+    name, username = db_session.execute(select(User.display_name, User.username)
+                                        .where(User.id == worker_id)).first() or ("", None)
+    if viewer.role == "merchant" and name == username:
+        name = ""
     return {"worker_id": worker_id, "display_name": name, "credit_score": claims.credit_of(db_session, worker_id),
             "credit_formula": credit.FORMULA, "rating_avg": None if avg is None else round(float(avg), 2),
             "ratings": n, "claims_by_state": states}

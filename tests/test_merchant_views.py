@@ -68,6 +68,20 @@ def test_worker_profile_display_name_is_the_chosen_one(client, db):
     assert body["display_name"] == "小王" and username not in str(body)
 
 
+def test_worker_profile_without_a_chosen_name_does_not_show_the_username(client, db):
+    """Accounts registered without a display name get their username as one (accounts.create): a merchant must
+    still not learn it from the profile (the page shows its own words for an unnamed worker)."""
+    username = unique("unnamed_worker")
+    r = client.post("/v1/auth/register", json={"username": username, "password": "long enough 123", "role": "worker"})
+    assert r.status_code == 201, r.text
+    w = login(client, username, "long enough 123")
+    _, claim, _, m = claimed(client, db, worker_headers=w)
+    body = client.get(f"/v1/workers/{claim['worker_id']}", headers=m).json()
+    assert body["display_name"] == "" and username not in str(body), body
+    # The worker and ops still see the name the account goes by.
+    assert client.get(f"/v1/workers/{claim['worker_id']}", headers=w).json()["display_name"] == username
+
+
 def test_duplicate_names_the_merchants_own_claim_and_hides_another_merchants(client, db):
     task_a, claim_a, _, _, m = _submitted_with_photo(client, db)
     # The same merchant's second task gets the same photo: traced to the first claim, with its task.
