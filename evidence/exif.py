@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -17,6 +18,8 @@ def _deg(value, ref) -> float | None:
     except (TypeError, ValueError):
         return None
     out = d + m / 60 + s / 3600
+    if not math.isfinite(out) or abs(out) > 180:  # a zero denominator (NaN) or a made-up value: no position
+        return None
     return -out if ref in ("S", "W") else out
 
 
@@ -32,8 +35,11 @@ def _capture_time(exif: Image.Exif) -> str | None:
     offset = sub.get(ExifTags.Base.OffsetTimeOriginal)
     if offset and len(str(offset)) >= 6:
         sign = -1 if str(offset)[0] == "-" else 1
-        hh, mm = int(str(offset)[1:3]), int(str(offset)[4:6])
-        at = at.replace(tzinfo=timezone(sign * timedelta(hours=hh, minutes=mm)))
+        try:  # an offset that is not one ("+ab:cd", "+99:00") leaves the time without one, as if absent
+            hh, mm = int(str(offset)[1:3]), int(str(offset)[4:6])
+            at = at.replace(tzinfo=timezone(sign * timedelta(hours=hh, minutes=mm)))
+        except ValueError:
+            pass
     return at.isoformat()
 
 
@@ -56,7 +62,18 @@ def read_exif(img: Image.Image) -> dict[str, Any]:
         lat, lon = _deg(gps.get(2), gps.get(1)), _deg(gps.get(4), gps.get(3))
         if lat is not None and lon is not None:
             out["gps"] = {"lat": lat, "lon": lon}
-    return {k: (str(v).strip("\x00 ") if isinstance(v, bytes | str) else v) for k, v in out.items() if v is not None}
+    return {k: v for k, v in ((k, _plain(k, v)) for k, v in out.items()) if v is not None}
+
+
+def _plain(key: str, value: Any) -> Any:
+    """A value the evidence row's JSONB holds: a file may give any tag any type (a rational Make, a NaN), so
+    the text tags become text without NULs, the orientation an int or nothing; GPS and time are built above."""
+    if key == "orientation":
+        return value if type(value) is int else None
+    if key in ("gps", "capture_time") or value is None:
+        return value
+    text = (value.decode("latin-1") if isinstance(value, bytes) else str(value)).replace("\x00", "").strip()
+    return text or None
 
 
 def strip_and_orient(data: bytes, max_side: int | None = None, quality: int = 85) -> bytes:
