@@ -72,7 +72,8 @@ def _plain(key: str, value: Any) -> Any:
         return value if type(value) is int else None
     if key in ("gps", "capture_time") or value is None:
         return value
-    text = (value.decode("latin-1") if isinstance(value, bytes) else str(value)).replace("\x00", "").strip()
+    # str() of bytes as before (stored rows compare equal); a NUL inside cannot go into JSONB
+    text = str(value).strip("\x00 ").replace("\x00", "")
     return text or None
 
 
