@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from core import clock
@@ -32,6 +32,9 @@ PARTITIONED: dict[str, str] = {"checkin": "server_time", "claim_event": "at", "h
 # Names of partitions (not tables the models describe): <table>_pYYYYMM, <table>_legacy, <table>_default.
 _PARTITION_NAME = re.compile(r"^(%s)_(p\d{6}|legacy|default)$" % "|".join(PARTITIONED))
 LOCK_NOT_AVAILABLE = "55P03"
+# ATTACH found a row of the new month in the default partition: written there after the move (by a write that
+# was routed before the new month existed). Tried again next run, when the move takes it along.
+DEFAULT_CAUGHT_MORE = "23514"
 _BOUND = re.compile(r"FROM \((?:'([^']+)'|MINVALUE)\) TO \((?:'([^']+)'|MAXVALUE)\)")
 
 
@@ -132,10 +135,11 @@ def _lock(db_session: Session, table: str) -> None:
     db_session.execute(text("SELECT pg_advisory_xact_lock(hashtext('partitions:' || :t))"), {"t": table})
 
 
-def _deferred(db_session: Session, exc: OperationalError, **where: str) -> None:
-    """A lock timeout leaves the change for the next run; anything else is a real failure."""
+def _deferred(db_session: Session, exc: OperationalError | IntegrityError, **where: str) -> None:
+    """A lock timeout (or, for a new month, a row that reached the default meanwhile) leaves the change for the
+    next run; anything else is a real failure."""
     db_session.rollback()
-    if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+    if getattr(exc.orig, "sqlstate", None) not in (LOCK_NOT_AVAILABLE, DEFAULT_CAUGHT_MORE):
         raise exc
     log.warning("partition_change_deferred", **where)
 
@@ -168,7 +172,7 @@ def create_ahead(db_session: Session, table: str, now: datetime, months: int | N
             if gap is not None:
                 created.append(_create(db_session, table, *gap))
             db_session.commit()
-        except OperationalError as exc:
+        except (OperationalError, IntegrityError) as exc:
             _deferred(db_session, exc, table=table, month=f"{lo:%Y-%m}")
     return created
 

@@ -198,3 +198,36 @@ def test_history_reads_skip_months_before_their_window(db):
     later = _measure_plan(db, legacy_hi + timedelta(days=130))  # the window starts 38 days after legacy_hi
     assert "checkin_legacy" not in later and f"checkin_p{legacy_hi:%Y%m}" not in later
     assert f"checkin_p{legacy_hi + timedelta(days=40):%Y%m}" in later
+
+
+def test_a_row_the_default_catches_while_its_month_is_made_defers_that_month_not_the_run():
+    """A write into the default partition between the move and the ATTACH (its month had no partition yet) made
+    ATTACH fail with a check violation, which escaped maintain(): the run stopped and skipped the other tables.
+    Now that month waits for the next run (nothing lost), and the next run moves both rows."""
+    from sqlalchemy import event
+
+    url = _fresh_database("partrace")
+    upgrade(url, "head")
+    engine, other = create_engine(url), create_engine(url, isolation_level="AUTOCOMMIT")
+    month = datetime(2032, 3, 5, tzinfo=UTC)
+    insert = text("INSERT INTO heat_cell_hour (res, cell, hour, lat, lon, checkins) VALUES (9, :c, :h, 1, 1, 1)")
+    with other.connect() as conn:
+        conn.execute(insert, {"c": 1, "h": month})
+    fired = []
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _write_meanwhile(conn, cursor, statement, *args):  # another session's write lands in between, committed
+        if statement.startswith("WITH moved AS (DELETE FROM heat_cell_hour_default") and not fired:
+            fired.append(True)
+            with other.connect() as c:
+                c.execute(insert, {"c": 2, "h": month + timedelta(hours=1)})
+
+    try:
+        with Session(engine) as db:
+            assert partitions.create_ahead(db, "heat_cell_hour", month, months=0) == []  # deferred, not raised
+            assert fired
+            assert partitions.create_ahead(db, "heat_cell_hour", month, months=0) == ["heat_cell_hour_p203203"]
+            assert _where(db, "heat_cell_hour") == {"heat_cell_hour_p203203": 2}
+    finally:
+        engine.dispose()
+        other.dispose()
