@@ -53,14 +53,15 @@ def drain_evidence(sim, day) -> int:
 
 
 def table_bytes(url: str) -> dict[str, int]:
-    """Every table's size with its indexes and TOAST, largest first."""
+    """Every table's size with its indexes and TOAST, largest first; a partitioned table's months summed under its
+    own name."""
     engine = create_engine(url, pool_size=1)
     try:
         with engine.connect() as conn:
-            return dict(conn.execute(text("""
-                SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c
-                  JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 2 DESC""")).all())
+            return {name: int(size) for name, size in conn.execute(text("""
+                SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text, sum(pg_total_relation_size(c.oid))
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'public' AND c.relkind = 'r' GROUP BY 1 ORDER BY 2 DESC""")).all()}
     finally:
         engine.dispose()
 

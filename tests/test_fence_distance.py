@@ -27,7 +27,7 @@ def _measurer(db, geofence):
     def distance(lon: float, lat: float) -> float:
         fix = Fix(lat=lat, lon=lon, accuracy_m=10, client_time=utcnow(), server_time=utcnow(), device_id="d",
                   ip=None, provider="gps", mock_location=False)
-        return checkins._measure(db, worker, claim.id, fix, f"{lat:.6f},{lon:.6f}").distance_m
+        return checkins._measure(db, worker, claim.id, fix, f"{lat:.6f},{lon:.6f}", []).distance_m
 
     return distance
 

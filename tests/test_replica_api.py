@@ -94,9 +94,9 @@ def _assert_own_writes_on_primary(c, merchant: dict, worker: dict, task_id: int)
     worker's new claim is in its claims (always the primary)."""
     r = c.post("/v1/me/deposits", json={"amount_fen": 777, "purpose": "available"}, headers=merchant)
     assert r.status_code == 201, r.text
-    statement = c.get("/v1/me/statement.csv", headers=merchant)
+    statement = c.get("/v1/me/statement.csv", params={"lang": "en"}, headers=merchant)
     assert statement.status_code == 200
-    assert "777" in {row["amount_fen"] for row in csv.DictReader(io.StringIO(statement.text))}
+    assert "777" in {row["amount_fen"] for row in csv.DictReader(io.StringIO(statement.text.lstrip("\ufeff")))}
     claim = c.post(f"/v1/tasks/{task_id}/claims", headers=worker)
     assert claim.status_code == 201, claim.text
     mine = c.get("/v1/me/claims", headers=worker)
