@@ -20,10 +20,10 @@ from checkin.models import Checkin
 from core.idempotency import IdempotencyRecord
 from tasks.models import Claim, Task
 from tests.fieldwork import circle, publish_approved, task_body
+from tests.browser import CHROMIUM, chromium
 from tests.live import live_server
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (`apt-get install -y chromium`, done by `make test` as root)",
                 allow_module_level=True)
@@ -35,8 +35,6 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PHOTO = Path(__file__).parent / "data" / "photos" / "coffee.jpg"
 PASSWORD = "browser tests 123"
 RUN = uuid.uuid4().hex[:6]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 # Each test works at its own place (Shanghai, far from other tests' Beijing data), so task halls do not mix.
 PLACES = {"inside": (31.2304, 121.4737), "outside": (31.2404, 121.4937), "offline": (31.2204, 121.4537),
@@ -57,10 +55,7 @@ def server(test_database):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from chromium()
 
 
 def new_phone(browser, server, place):

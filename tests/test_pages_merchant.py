@@ -15,12 +15,11 @@ from sqlalchemy import select
 from geo.crs import from_wgs84
 from tasks.models import Claim, Task
 from tests.live import live_server
-from tests.test_pages_browser import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LEAFLET, PASSWORD, RUN, fix,
-                                      funded_merchant, north, process_evidence, published_task, sign_in, sync_api,
-                                      wait_loaded, watch_errors)
+from tests.browser import AXE, axe_violations, chromium
+from tests.test_pages_browser import (ARTIFACTS, LEAFLET, PASSWORD, RUN, fix,
+                                      funded_merchant, north, process_evidence, published_task, sign_in, wait_loaded, watch_errors)
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
-AXE = Path(__file__).resolve().parent.parent / "api" / "web" / "node_modules" / "axe-core" / "axe.min.js"
 PLACE = (31.1904, 121.4137)  # Shanghai, away from the other browser tests' places
 pytestmark = pytest.mark.skipif(not (LEAFLET and AXE.is_file()),
                                 reason="Leaflet or axe-core is not installed (`make web` runs npm ci)")
@@ -35,10 +34,7 @@ def server(test_database):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from chromium()
 
 
 def shot(page, name: str, full_page: bool = True) -> None:
@@ -73,13 +69,6 @@ def submit_with_photo(server, task, worker, photo: str, metres: float) -> dict:
         process_evidence(server)
         assert c.post(f"/v1/claims/{claim['id']}/submit", headers=worker).status_code == 200
     return claim
-
-
-def axe_violations(page) -> list[dict]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']})).violations
-        .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}))""")
-    return [v for v in found if v["impact"] in ("critical", "serious")]
 
 
 def draw_at(page, dx: float, dy: float) -> None:

@@ -24,10 +24,10 @@ from ledger import service as ledger
 from sim import month, month_db
 from tasks import demo
 from tests.fieldwork import circle, publish_approved, task_body
+from tests.browser import CHROMIUM, axe_violations, chromium
 from tests.live import live_server
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (`apt-get install -y chromium`)", allow_module_level=True)
 WEB = Path(__file__).resolve().parent.parent / "api" / "web" / "node_modules"
@@ -37,8 +37,6 @@ if not (WEB / "leaflet").is_dir() or not (WEB / "axe-core").is_dir() or not (WEB
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PASSWORD = "ops pages test 123"
 RUN = uuid.uuid4().hex[:6]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 BEIJING = "#39.935,116.40,12"
 # A small month: few shops so each sees more than k = 5 distinct workers a day (the test stays fast).
 SIZE = month.Size(workers=40, shops=6, days=30, seed=5)
@@ -56,10 +54,7 @@ def server(test_database):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from chromium()
 
 
 @pytest.fixture
@@ -266,10 +261,7 @@ def test_ops_page_has_no_serious_accessibility_violations(ops_page):
     page.wait_for_selector("#heat-summary[data-cells]")
     page.locator("#spot [data-spot]").first.wait_for()
     page.wait_for_selector("#stats table")
-    page.add_script_tag(path=str(WEB / "axe-core" / "axe.min.js"))
-    violations = page.evaluate("""async () => (await axe.run(document, {resultTypes: ['violations']})).violations
-        .map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))""")
-    bad = [v for v in violations if v["impact"] in ("critical", "serious")]
+    bad = axe_violations(page)
     assert bad == [], bad
     assert errors == []
 

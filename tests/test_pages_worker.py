@@ -14,13 +14,13 @@ from accounts.models import User
 from tasks.models import Claim, Task
 from tests.fieldwork import fix as api_fix
 from tests.live import live_server
-from tests.test_pages_browser import (CHROMIUM, CHROMIUM_ARGS, PHONE, north, ops_user,
+from tests.browser import axe_violations, chromium
+from tests.test_pages_browser import (PHONE, north, ops_user,
                                       published_task, register, sign_in, wait_loaded, watch_errors)
 
 sync_api = pytest.importorskip("playwright.sync_api")
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-AXE = ROOT / "api" / "web" / "node_modules" / "axe-core" / "axe.min.js"
 PHOTOS = Path(__file__).parent / "data" / "photos"
 # Each test at its own place (Shenzhen, away from the other browser tests' Shanghai and the API tests' Beijing).
 PLACES = {"journey": (22.5431, 114.0579), "appeal": (22.5531, 114.0679), "geo": (22.5331, 114.0479),
@@ -41,10 +41,7 @@ def server(test_database):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from chromium()
 
 
 def phone(browser, server, place, granted: bool = True):
@@ -75,13 +72,6 @@ def in_viewport(page, locator) -> bool:
     box, bar = locator.bounding_box(), page.locator("#nextbar").bounding_box()
     bottom = bar["y"] if bar else page.viewport_size["height"]
     return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= bottom
-
-
-def axe_violations(page) -> list[dict]:
-    page.add_script_tag(path=str(AXE))
-    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-                          ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.target.join(' '))}))")
-    return [v for v in found if v["impact"] in ("critical", "serious")]
 
 
 def small_targets(page) -> list[dict]:

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from evidence.models import Evidence
 from tests.fieldwork import circle, publish_approved, task_body
 from tests.live import live_server
-from tests.test_pages_browser import (CHROMIUM, CHROMIUM_ARGS, RUN, funded_merchant, north, ops_user, register,
+from tests.browser import chromium
+from tests.test_pages_browser import (RUN, funded_merchant, north, ops_user, register,
                                       sign_in, watch_errors)
 from tests.test_pages_worker import (ARTIFACTS, TAP_TARGETS, axe_violations, card, phone, shot, small_targets,
                                      toast_text)
@@ -32,10 +33,7 @@ def server(test_database):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + FAKE_CAMERA)
-        yield b
-        b.close()
+    yield from chromium(tuple(FAKE_CAMERA))
 
 
 def camera_task(server, place, *, allow_gallery: bool, photos_min: int = 2) -> dict:
