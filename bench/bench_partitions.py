@@ -222,7 +222,7 @@ def _calls(n: int, claims: list[tuple[int, int]], now: datetime) -> list[dict]:
             "measure": {"claim_id": claim_id, "worker_id": w, "lon": x, "lat": y, "recent_n": 4,
                         "coord_key": f"{y:.6f},{x:.6f}", "fix_day": now.date(), "device_id": f"pbd{w}",
                         "device_cap": 2, "ip": f"10.{w % 200}.{w // 200 % 250}.1",
-                        "ip_since": now - timedelta(hours=1), "ip_rows": 500,
+                        "ip_since": now - timedelta(hours=1), "ip_rows": 500, "radio": [], "hash_min": 2,
                         "history_since": now - timedelta(days=92), "history_until": now + timedelta(minutes=5)},
             "heat": (day.replace(hour=2), day.replace(hour=1) + timedelta(days=1)),
             "nearby": {"x": x, "y": y, "since": now - timedelta(days=1)},
