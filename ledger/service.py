@@ -43,24 +43,35 @@ def lock_accounts(db_session: Session, account_ids: list[int]) -> None:
                        .order_by(LedgerAccount.id).with_for_update())
 
 
+def _require_balanced(legs: list[Leg]) -> None:
+    if not legs or sum(a for _, a in legs) != 0 or any(not isinstance(a, int) or a == 0 for _, a in legs):
+        raise UnbalancedTransaction(f"Legs {legs} do not balance.")
+
+
+def _locked(db_session: Session, account_ids) -> dict[int, LedgerAccount]:
+    """The accounts, row-locked in id order so concurrent transfers over the same accounts cannot deadlock."""
+    return {r.id: r for r in db_session.scalars(select(LedgerAccount).where(LedgerAccount.id.in_(sorted(account_ids)))
+                                                .order_by(LedgerAccount.id).with_for_update())}
+
+
+def _require_covered(acc: LedgerAccount, amount: int) -> None:
+    """Only the outside world's account may go below zero."""
+    if acc.kind != "external" and acc.balance_fen + amount < 0:
+        raise InsufficientFunds(f"{acc.kind} holds {acc.balance_fen} fen; {-amount} fen needed.",
+                                balance_fen=acc.balance_fen, needed_fen=-amount)
+
+
 def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, legs: list[Leg],
              memo: str = "") -> LedgerTransaction:
     """The one place postings are written: balanced, never negative, once per (kind, cause)."""
-    if not legs or sum(a for _, a in legs) != 0 or any(not isinstance(a, int) or a == 0 for _, a in legs):
-        raise UnbalancedTransaction(f"Legs {legs} do not balance.")
+    _require_balanced(legs)
     if db_session.scalar(select(LedgerTransaction.id).where(
             LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause_type,
             LedgerTransaction.cause_id == cause_id)) is not None:
         raise AlreadyPosted(f"{kind} for {cause_type} {cause_id} is already recorded.")
-    ids = sorted({a for a, _ in legs})
-    # Lock in id order so concurrent transfers over the same accounts cannot deadlock.
-    rows = {r.id: r for r in db_session.scalars(select(LedgerAccount).where(LedgerAccount.id.in_(ids))
-                                                .order_by(LedgerAccount.id).with_for_update())}
+    rows = _locked(db_session, {a for a, _ in legs})
     for acc_id, amount in legs:
-        acc = rows[acc_id]
-        if acc.kind != "external" and acc.balance_fen + amount < 0:
-            raise InsufficientFunds(f"{acc.kind} holds {acc.balance_fen} fen; {-amount} fen needed.",
-                                    balance_fen=acc.balance_fen, needed_fen=-amount)
+        _require_covered(rows[acc_id], amount)
     txn = LedgerTransaction(kind=kind, cause_type=cause_type, cause_id=cause_id, memo=memo)
     db_session.add(txn)
     db_session.flush()
@@ -79,25 +90,20 @@ def transfer_many(db_session: Session, *, kind: str, cause_type: str, entries: l
     if not entries:
         return 0
     for _, legs in entries:
-        if not legs or sum(a for _, a in legs) != 0 or any(not isinstance(a, int) or a == 0 for _, a in legs):
-            raise UnbalancedTransaction(f"Legs {legs} do not balance.")
+        _require_balanced(legs)
     causes = [c for c, _ in entries]
     if len(set(causes)) != len(causes) or db_session.scalar(select(func.count()).where(
             LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause_type,
             LedgerTransaction.cause_id.in_(causes))):
         raise AlreadyPosted(f"{kind} for some {cause_type} is already recorded.")
-    ids = sorted({a for _, legs in entries for a, _ in legs})
-    rows = {r.id: r for r in db_session.scalars(select(LedgerAccount).where(LedgerAccount.id.in_(ids))
-                                                .order_by(LedgerAccount.id).with_for_update())}
+    rows = _locked(db_session, {a for _, legs in entries for a, _ in legs})
     txn_ids = list(db_session.scalars(text("SELECT nextval(pg_get_serial_sequence('ledger_transaction', 'id')) "
                                            "FROM generate_series(1, :n)"), {"n": len(entries)}))
     postings = []
     for txn_id, (_, legs) in zip(txn_ids, entries):
         for acc_id, amount in legs:
             acc = rows[acc_id]
-            if acc.kind != "external" and acc.balance_fen + amount < 0:
-                raise InsufficientFunds(f"{acc.kind} holds {acc.balance_fen} fen; {-amount} fen needed.",
-                                        balance_fen=acc.balance_fen, needed_fen=-amount)
+            _require_covered(acc, amount)
             acc.balance_fen += amount
             postings.append({"transaction_id": txn_id, "account_id": acc_id, "amount_fen": amount,
                              "balance_after_fen": acc.balance_fen})
@@ -169,13 +175,21 @@ def release_escrow(db_session: Session, *, merchant_id: int, cause: tuple[str, i
               dst=account(db_session, merchant_id, "merchant_available"), amount=amount_fen)
 
 
+def _payout_legs(acc, merchant_id: int, worker_id: int, reward_fen: int, commission_fen: int) -> list[Leg]:
+    """A claim's payout from escrow: reward to the worker, commission (if any) to the platform; ``acc(owner, kind)``
+    names the accounts."""
+    legs = [(acc(merchant_id, "merchant_escrow"), -(reward_fen + commission_fen)),
+            (acc(worker_id, "worker_available"), reward_fen)]
+    if commission_fen:
+        legs.append((acc(None, "platform_revenue"), commission_fen))
+    return legs
+
+
 def pay_claim(db_session: Session, *, merchant_id: int, worker_id: int, claim_id: int, reward_fen: int,
               commission_fen: int) -> LedgerTransaction:
     """Pay an accepted claim from escrow: reward to the worker, commission to the platform. Once per claim."""
-    escrow = account(db_session, merchant_id, "merchant_escrow")
-    legs = [(escrow, -(reward_fen + commission_fen)), (account(db_session, worker_id, "worker_available"), reward_fen)]
-    if commission_fen:
-        legs.append((account(db_session, None, "platform_revenue"), commission_fen))
+    legs = _payout_legs(lambda owner, kind: account(db_session, owner, kind), merchant_id, worker_id, reward_fen,
+                        commission_fen)
     return transfer(db_session, kind="claim_payout", cause_type="claim", cause_id=claim_id, legs=legs)
 
 
@@ -189,11 +203,7 @@ def pay_claims(db_session: Session, payouts: list[tuple[int, int, int, int, int]
         return known[owner_id, kind]
 
     for claim_id, merchant_id, worker_id, reward_fen, commission_fen in payouts:
-        legs = [(acc(merchant_id, "merchant_escrow"), -(reward_fen + commission_fen)),
-                (acc(worker_id, "worker_available"), reward_fen)]
-        if commission_fen:
-            legs.append((acc(None, "platform_revenue"), commission_fen))
-        entries.append((claim_id, legs))
+        entries.append((claim_id, _payout_legs(acc, merchant_id, worker_id, reward_fen, commission_fen)))
     return transfer_many(db_session, kind="claim_payout", cause_type="claim", entries=entries)
 
 
