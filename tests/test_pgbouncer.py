@@ -144,9 +144,16 @@ def _burst(bouncer: Bouncer, servers: list, worker: dict, per_process: int) -> t
             return next(p for p in _admin(bouncer, "SHOW POOLS") if p["database"] == dbname)
 
         # All in flight: the pool's server connections busy with blocked requests, every other request queued.
+        # The row that shows it is the one kept (a second read could race with a slow machine's timeouts).
         queued = len(servers) * per_process - POOL
-        assert wait_until(lambda: pool()["cl_waiting"] >= queued, timeout=120), pool()
-        snapshot = pool()
+        rows: list[dict] = []
+
+        def all_in_flight() -> bool:
+            rows.append(pool())
+            return rows[-1]["sv_active"] == POOL and rows[-1]["cl_waiting"] == queued
+
+        assert wait_until(all_in_flight, timeout=120), rows[-5:]
+        snapshot = rows[-1]
         seen = lock.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND "
                                  "backend_type = 'client backend' AND pid <> pg_backend_pid()"),
                             {"d": dbname}).scalar_one()
