@@ -15,8 +15,9 @@ Only the first is fraud. So each matched pair is decided here:
      too plain for keypoints). This is the rule as it was before same-scene existed.
 
 ``same_scene`` (a note, no penalty) when the pixels were compared and show two exposures, or when EXIF shows
-two captures — both files carry a capture time, they differ by more than a minute, each agrees with its
-own check-in (no ``exif_time_mismatch``), and they are not the same exposure by (2) — unless the pixels are
+two captures — both files carry a capture time, each agrees with its own check-in (no ``exif_time_mismatch``),
+they come from two cameras (different body serials) or differ by more than a minute, and they are not the
+same exposure by (2) — unless the pixels are
 near-identical all the same (a copy with edited EXIF). Missing EXIF never argues for same_scene: re-users
 strip it, so only the pixels can clear a pair without it.
 """
@@ -79,10 +80,14 @@ def same_exposure_by_exif(a: dict[str, Any] | None, b: dict[str, Any] | None) ->
 
 
 def two_captures_by_exif(a: Side, b: Side) -> bool:
-    """EXIF shows two exposures: both timed, more than a minute apart, each time agreeing with its visit."""
+    """EXIF shows two exposures: both timed, each time agreeing with its visit, and either taken by two cameras
+    (different body serials: two workers at one shop in the same minute) or more than a minute apart."""
     ta, tb = _time(a.exif), _time(b.exif)
     if ta is None or tb is None or not (a.time_fits_visit and b.time_fits_visit):
         return False
+    sa, sb = (a.exif or {}).get("serial"), (b.exif or {}).get("serial")
+    if sa and sb and sa != sb:
+        return True
     if (ta.tzinfo is None) != (tb.tzinfo is None):  # one naive: compare the wall-clock readings
         ta, tb = ta.replace(tzinfo=None), tb.replace(tzinfo=None)
     return abs((ta - tb).total_seconds()) > NEW_CAPTURE_GAP_S

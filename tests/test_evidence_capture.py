@@ -16,7 +16,7 @@ from evidence.chrome import photo_box
 from evidence.exif import read_exif
 from evidence.features import compare_pixels
 from evidence.hashing import hash_image, load_grey
-from evidence.match import REACH_THRESHOLD, compare
+from evidence.match import REACH_THRESHOLD, Match, compare
 from sim import photos
 from tests.evidence_transforms import TRANSFORMS, jpeg, phone_screenshot, reshoot
 
@@ -25,6 +25,7 @@ PHOTOS = sorted(Path(__file__).parent.glob("data/photos/*.jpg"))
 TEXTURED = [p for p in PHOTOS if p.stem not in ("hubble_deep_field", "brick")]
 CST = timezone(timedelta(hours=8))
 T0 = datetime(2026, 11, 24, 10, 30, tzinfo=CST)
+EXACT_LIKE = Match(4, "phash")  # a hash match that needs no pixels
 COPIES = ("identical", "recompressed", "resize", "crop5", "screenshot_letterbox", "screenshot_statusbar",
           "screenshot_rounded", "wechat", "mirror", "watermark_band")
 
@@ -122,6 +123,22 @@ def test_a_capture_time_that_does_not_fit_its_visit_proves_nothing():
     later = _with_exif(reshoot(img, 2), T0 + timedelta(days=1), ("B", "b", "2"))
     verdict = judge(later, first, fits_visit=False)  # e.g. the later one's time is far from its check-in
     assert verdict is None or verdict.why != "exif_two_captures"
+
+
+def test_two_cameras_in_the_same_minute_are_two_captures():
+    """Two workers at one shop photograph it seconds apart: different body serials, so EXIF shows two exposures
+    (the one-minute gap is for one camera's burst shots). A copy whose serial was rewritten still is a copy."""
+    img = Image.open(PHOTOS[4]).convert("RGB")
+    first = _with_exif(reshoot(img, 1), T0, ("Xiaomi", "Redmi Note 12", "SN-A"))
+    second = _with_exif(reshoot(img, 2), T0 + timedelta(seconds=20), ("OPPO", "Reno10", "SN-B"))
+    sides = [Side(str(i), _exif(d), True) for i, d in enumerate((second, first))]
+    assert decide(*sides, EXACT_LIKE, None).why == "exif_two_captures"
+    # One camera twenty seconds apart is not enough for EXIF alone: a burst, or a retake, is for the pixels.
+    burst = _with_exif(reshoot(img, 2), T0 + timedelta(seconds=20), ("Xiaomi", "Redmi Note 12", "SN-A"))
+    one_camera = [Side(str(i), _exif(d), True) for i, d in enumerate((burst, first))]
+    assert decide(*one_camera, EXACT_LIKE, None).why == "hashes"
+    forged = _with_exif(TRANSFORMS["crop5"](img), T0 + timedelta(seconds=20), ("OPPO", "Reno10", "SN-B"))
+    assert judge(forged, _with_exif(img, T0, ("Xiaomi", "Redmi Note 12", "SN-A"))).why == "derived_despite_exif"
 
 
 @pytest.mark.parametrize("style", ["letterbox", "statusbar", "rounded"])
