@@ -43,7 +43,9 @@ class Alignment:
     inliers: int
     matches: int
     scale: float
-    detail: float  # median band-pass correlation over tiles after alignment (1 = same pixels); -1 if not computed
+    # Median band-pass correlation over tiles after alignment (1 = same pixels, about 0 = unrelated detail, and it
+    # can be a little below 0); None when it was not computed (no fit, or too few tiles with detail).
+    detail: float | None
 
     @property
     def confirmed(self) -> bool:
@@ -71,18 +73,18 @@ def align(query: np.ndarray, stored: np.ndarray) -> tuple[Alignment, np.ndarray 
     ka, da = keypoints(query)
     kb, db = keypoints(stored)
     if da is None or db is None or len(ka) < 8 or len(kb) < 8:
-        return Alignment(0, 0, 0.0, -1.0), None
+        return Alignment(0, 0, 0.0, None), None
     good = _good_matches(da, db)
     if len(good) < 8:
-        return Alignment(0, len(good), 0.0, -1.0), None
+        return Alignment(0, len(good), 0.0, None), None
     src = np.float32([ka[m.queryIdx].pt for m in good])
     dst = np.float32([kb[m.trainIdx].pt for m in good])
     matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
                                                maxIters=2000, confidence=0.995)
     if matrix is None:
-        return Alignment(0, len(good), 0.0, -1.0), None
+        return Alignment(0, len(good), 0.0, None), None
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    return Alignment(int(mask.sum()), len(good), scale, -1.0), matrix
+    return Alignment(int(mask.sum()), len(good), scale, None), matrix
 
 
 def _band(img: np.ndarray) -> np.ndarray:
@@ -91,7 +93,7 @@ def _band(img: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(f, (0, 0), 1.0) - cv2.GaussianBlur(f, (0, 0), 3.0)
 
 
-def detail_agreement(query: np.ndarray, stored: np.ndarray, matrix: np.ndarray) -> float:
+def detail_agreement(query: np.ndarray, stored: np.ndarray, matrix: np.ndarray) -> float | None:
     """Median band-pass correlation over tiles of the overlap, compared at the lower of the two resolutions."""
     if matrix[0, 0] ** 2 + matrix[0, 1] ** 2 > 1.0:  # the query is the larger: bring the stored one onto it
         moving, fixed, m = stored, query, cv2.invertAffineTransform(matrix)
@@ -112,7 +114,7 @@ def detail_agreement(query: np.ndarray, stored: np.ndarray, matrix: np.ndarray) 
             if ta.std() < MIN_TILE_STD or tb.std() < MIN_TILE_STD:
                 continue
             scores.append(float(np.corrcoef(ta, tb)[0, 1]))
-    return float(np.median(scores)) if len(scores) >= 4 else -1.0
+    return float(np.median(scores)) if len(scores) >= 4 else None
 
 
 def _photo(img: Image.Image) -> np.ndarray:

@@ -48,7 +48,7 @@ class Pair:
 
 
 def _side(ev: Evidence, reasons: list[str]) -> Side:
-    return Side(ev.sha256, ev.exif, "exif_time_mismatch" not in reasons)
+    return Side(ev.sha256, ev.exif, "exif_time_mismatch" not in reasons, bool(ev.capture_verified))
 
 
 class _Greys:

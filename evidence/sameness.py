@@ -19,7 +19,10 @@ two captures — both files carry a capture time, each agrees with its own check
 they come from two cameras (different body serials) or differ by more than a minute, and they are not the
 same exposure by (2) — unless the pixels are
 near-identical all the same (a copy with edited EXIF). Missing EXIF never argues for same_scene: re-users
-strip it, so only the pixels can clear a pair without it.
+strip it, so only the pixels can clear a pair without it. A verified capture receipt on the new file (taken by the
+in-app camera during this visit: evidence.capture) weighs like EXIF showing two captures once the pixels were
+compared: only near-identical pixels make it a copy of the stored file (an honest photo of a much-photographed
+shop otherwise meets, now and then, an old re-used copy of another photo of it whose detail it shares at 0.8-0.9).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ class Side:
     sha256: str
     exif: dict[str, Any] | None
     time_fits_visit: bool  # its EXIF time agrees with its own check-in (no exif_time_mismatch)
+    fresh_capture: bool = False  # came from the in-app camera with a verified receipt (evidence.capture)
 
 
 @dataclass(frozen=True)
@@ -102,13 +106,18 @@ def decide(a: Side, b: Side, match: Match | None, pixels: Alignment | None) -> V
         return None
     if same_exposure_by_exif(a.exif, b.exif):
         return Verdict("same_capture", "same_exif")
-    measured = confirmed and pixels.detail >= 0
+    # Measured: a real fit and its detail compared. Unrelated exposures correlate about 0, often a hair below it.
+    measured = confirmed and pixels.detail is not None
     if two_captures_by_exif(a, b):
         if measured and pixels.detail >= DERIVED_DETAIL_AGAINST_EXIF:
             return Verdict("same_capture", "derived_despite_exif")
         return Verdict("same_scene", "exif_two_captures")
     if not measured:
         return Verdict("same_capture", "hashes")
+    if a.fresh_capture:  # the new file was taken by the in-app camera at this visit: only a near-identical copy
+        if pixels.detail >= DERIVED_DETAIL_AGAINST_EXIF:  # (pixels a tampered app injected) is the same capture
+            return Verdict("same_capture", "derived_despite_receipt")
+        return Verdict("same_scene", "fresh_capture")
     if pixels.detail >= DERIVED_DETAIL:
         return Verdict("same_capture", "derived")
     return Verdict("same_scene", "different_exposure")

@@ -27,8 +27,9 @@ CAMERAS = (("Xiaomi", "Redmi Note 12"), ("HUAWEI", "nova 11"), ("OPPO", "Reno10"
            ("Apple", "iPhone 13"), ("HONOR", "X50"))
 
 
-def scene(seed: int, size: tuple[int, int] = SIZE) -> Image.Image:
-    """A unique textured scene for one visit."""
+def scene(seed: int, size: tuple[int, int] = SIZE, sensor_noise: bool = True) -> Image.Image:
+    """A unique textured scene for one visit (with that exposure's sensor noise unless ``sensor_noise`` is off:
+    a place photographed again and again gets each exposure's own noise from transforms.reshoot)."""
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     w, h = size
@@ -54,14 +55,18 @@ def scene(seed: int, size: tuple[int, int] = SIZE) -> Image.Image:
         x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
         s = rng.uniform(10, 60)
         draw.rectangle((x0, y0, x0 + s, y0 + s * rng.uniform(0.5, 2)), fill=tuple(rng.randint(0, 255) for _ in range(3)))
-    arr = np.asarray(img).astype(np.int16) + nrng.integers(-9, 10, (h, w, 3), dtype=np.int16)  # sensor noise
+    noise = nrng.integers(-9, 10, (h, w, 3), dtype=np.int16)  # drawn either way: the scene stays the same
+    if not sensor_noise:
+        return img
+    arr = np.asarray(img).astype(np.int16) + noise  # this exposure's sensor noise
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 def storefront(shop_seed: int, visit_seed: int) -> Image.Image:
     """One shop's front as a visitor photographs it: the shop's own scene, re-shot from about the same spot
-    with this visit's light, passers-by and sensor noise (every visitor's photo is the same scene)."""
-    return transforms.reshoot(scene(shop_seed), visit_seed)
+    with this visit's light, passers-by and sensor noise (every visitor's photo is the same scene; the noise is
+    each exposure's own, not the place's)."""
+    return transforms.reshoot(scene(shop_seed, sensor_noise=False), visit_seed)
 
 
 def _exif_bytes(taken_local: datetime | None, camera: tuple[str, str, str] | None) -> bytes | None:

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evidence.sameness import Side, decide, pixels_of
+from evidence.sameness import Side, Verdict, decide, pixels_of
 from evidence.chrome import photo_box
 from evidence.exif import read_exif
-from evidence.features import compare_pixels
+from evidence.features import Alignment, compare_pixels
 from evidence.hashing import hash_image, load_grey
 from evidence.match import REACH_THRESHOLD, Match, compare
 from sim import photos
@@ -38,7 +38,7 @@ def _exif(data: bytes) -> dict:
     return read_exif(Image.open(io.BytesIO(data)))
 
 
-def judge(query: bytes, stored: bytes, *, fits_visit: bool = True):
+def judge(query: bytes, stored: bytes, *, fits_visit: bool = True, fresh: bool = False):
     """What evidence.pairs does for one candidate: hashes, then pixels, then the decision."""
     import hashlib
 
@@ -46,7 +46,7 @@ def judge(query: bytes, stored: bytes, *, fits_visit: bool = True):
     if m is None and query != stored:
         return None
     pixels = pixels_of(load_grey(query), load_grey(stored), m) if m is not None else None
-    sides = [Side(hashlib.sha256(d).hexdigest(), _exif(d), fits_visit) for d in (query, stored)]
+    sides = [Side(hashlib.sha256(d).hexdigest(), _exif(d), fits_visit, fresh and d is query) for d in (query, stored)]
     return decide(*sides, m, pixels)
 
 
@@ -139,6 +139,42 @@ def test_two_cameras_in_the_same_minute_are_two_captures():
     assert decide(*one_camera, EXACT_LIKE, None).why == "hashes"
     forged = _with_exif(TRANSFORMS["crop5"](img), T0 + timedelta(seconds=20), ("OPPO", "Reno10", "SN-B"))
     assert judge(forged, _with_exif(img, T0, ("Xiaomi", "Redmi Note 12", "SN-A"))).why == "derived_despite_exif"
+
+
+def test_detail_a_hair_below_zero_is_measured_two_exposures_not_the_hash_fallback():
+    """Unrelated fine detail correlates about 0, often a little below it: that is a measurement (two exposures),
+    unlike a comparison that could not be made (None), which leaves the hash rule."""
+    plain = [Side("a", None, True), Side("b", None, True)]
+    fit = dict(inliers=120, matches=250, scale=1.0)
+    assert decide(*plain, EXACT_LIKE, Alignment(**fit, detail=-0.03)) == Verdict("same_scene", "different_exposure")
+    assert decide(*plain, EXACT_LIKE, Alignment(**fit, detail=None)) == Verdict("same_capture", "hashes")
+
+
+@pytest.mark.parametrize(("detail", "fresh", "expected"), [
+    (0.88, True, Verdict("same_scene", "fresh_capture")),
+    (0.97, True, Verdict("same_capture", "derived_despite_receipt")),
+    (0.88, False, Verdict("same_capture", "derived")),
+])
+def test_a_verified_capture_receipt_raises_the_bar_for_derived(detail, fresh, expected):
+    """An honest in-app photo of a much-photographed shop against an old EXIF-less copy of another photo of it:
+    their detail can reach 0.8-0.9. The receipt says the new file came from the camera at this visit, so only
+    near-identical pixels (a tampered app injecting the old file) make it a copy. The stored side's receipt
+    says nothing about the new file."""
+    fit = dict(inliers=300, matches=340, scale=1.0)
+    new, old = Side("new", None, True, fresh_capture=fresh), Side("old", None, True)
+    assert decide(new, old, EXACT_LIKE, Alignment(**fit, detail=detail)) == expected
+    old_receipt = Side("old", None, True, fresh_capture=True)
+    assert decide(Side("new", None, True), old_receipt, EXACT_LIKE,
+                  Alignment(**fit, detail=0.88)) == Verdict("same_capture", "derived")
+
+
+def test_a_copy_through_the_in_app_camera_path_is_still_a_copy():
+    """A receipt on a file that is a transformed copy of the stored one: the pixels are near-identical."""
+    img = Image.open(PHOTOS[3]).convert("RGB")
+    old = jpeg(img)
+    copy = jpeg(TRANSFORMS["crop5"](img))
+    verdict = judge(copy, old, fresh=True)
+    assert verdict == Verdict("same_capture", "derived_despite_receipt")
 
 
 @pytest.mark.parametrize("style", ["letterbox", "statusbar", "rounded"])
