@@ -168,6 +168,25 @@ def test_a_verified_capture_receipt_raises_the_bar_for_derived(detail, fresh, ex
                   Alignment(**fit, detail=0.88)) == Verdict("same_capture", "derived")
 
 
+@pytest.mark.parametrize(("detail", "fresh", "why"), [
+    (0.965, True, "exif_two_captures"),  # two honest exposures of a flat shop front from one spot
+    (0.965, False, "derived_despite_exif"),  # EXIF alone is easily rewritten
+    (0.99, True, "derived_despite_exif"),  # a same-size crop or re-encode, receipt or not
+])
+def test_exif_and_a_receipt_together_need_near_identical_pixels_to_call_a_copy(detail, fresh, why):
+    a = Side("new", {"capture_time": T0.isoformat(), "serial": "SN-B"}, True, fresh_capture=fresh)
+    b = Side("old", {"capture_time": (T0 - timedelta(hours=2)).isoformat(), "serial": "SN-A"}, True)
+    fit = dict(inliers=300, matches=340, scale=1.0)
+    assert decide(a, b, EXACT_LIKE, Alignment(**fit, detail=detail)).why == why
+
+
+def test_a_cropped_copy_with_rewritten_exif_and_a_receipt_is_still_a_copy():
+    img = Image.open(PHOTOS[0]).convert("RGB")
+    old = _with_exif(img, T0 - timedelta(days=3))
+    forged = _with_exif(TRANSFORMS["crop5"](img), T0, ("FieldproofTestCam", "One", "SN-9"))
+    assert judge(forged, old, fresh=True) == Verdict("same_capture", "derived_despite_exif")
+
+
 def test_a_copy_through_the_in_app_camera_path_is_still_a_copy():
     """A receipt on a file that is a transformed copy of the stored one: the pixels are near-identical."""
     img = Image.open(PHOTOS[3]).convert("RGB")
