@@ -73,14 +73,23 @@ def _tasks(conn, run: str, n_tasks: int, per_task: int) -> dict[int, tuple[float
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def seed_claims(n: int, *, checked_in: bool = False) -> list[Seeded]:
-    """n fresh workers, each holding one claim on one of up to 500 tasks; optionally checked in 30 minutes ago."""
+def seed_tasks(n_tasks: int, per_task: int) -> dict[int, tuple[float, float]]:
+    """``n_tasks`` published, full 100 m circle tasks around Beijing; {task id: (lon, lat) of its centre}."""
+    with get_engine().begin() as conn:
+        return _tasks(conn, uuid.uuid4().hex[:8], n_tasks, per_task)
+
+
+def seed_claims(n: int, *, checked_in: bool = False,
+                tasks: dict[int, tuple[float, float]] | None = None) -> list[Seeded]:
+    """n fresh workers, each holding one claim on one of up to 500 new tasks (or of ``tasks``, spread evenly);
+    optionally checked in 30 minutes ago."""
 
 
     run = uuid.uuid4().hex[:8]
     with get_engine().begin() as conn:
-        n_tasks = max(1, min(TASKS, n // 10))
-        tasks = _tasks(conn, run, n_tasks, n // n_tasks + 1)
+        if tasks is None:
+            n_tasks = max(1, min(TASKS, n // 10))
+            tasks = _tasks(conn, run, n_tasks, n // n_tasks + 1)
         rows = conn.execute(text("""
             WITH w AS (INSERT INTO app_user (username, password_hash, role, display_name)
                        SELECT 'bench_' || :run || '_' || g, 'x', 'worker', 'w'

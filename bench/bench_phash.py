@@ -35,7 +35,8 @@ from sim.transforms import crop5
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
 
 
-def _make_12mp(out: Path, n: int) -> list[Path]:
+def make_12mp(out: Path, n: int) -> list[Path]:
+    """``n`` 4000x3000 JPEGs (quality 90) upscaled from the test photos."""
     paths = []
     sources = sorted(PHOTOS.glob("*.jpg"))
     for i in range(n):
@@ -84,13 +85,15 @@ def _previous_hashes(grey: Image.Image) -> ImageHashes:
     return out
 
 
-def _previous(upload: bytes, stored: list[tuple[bytes, ImageHashes]]) -> None:
+def process_previous(upload: bytes, stored: list[tuple[bytes, ImageHashes]]) -> None:
+    """Processing before issue 17: six regions hashed, each stored file decided by the hash rule alone."""
     query = _previous_hashes(load_grey(upload))
     for _, hashes in stored:
         compare(query, hashes)
 
 
-def _ours(upload: bytes, stored: list[tuple[bytes, ImageHashes]]) -> None:
+def process_ours(upload: bytes, stored: list[tuple[bytes, ImageHashes]]) -> None:
+    """Processing now: eight regions (chrome stripped), each hash candidate confirmed by ORB and decided."""
     grey = load_grey(upload)
     query = hash_image(grey, with_variants=True)
     for data, hashes in stored:
@@ -118,7 +121,7 @@ def _per_upload(paths: list[Path]) -> dict:
     matched = [(c, [(g, hash_image(g))]) for c, g in zip(copies, greys)]
     out = {}
     for name, cases in (("evidence_cpu_per_upload", plain), ("evidence_cpu_per_matched_upload", matched)):
-        ours, before = _cpu_ms(_ours, cases), _cpu_ms(_previous, cases)
+        ours, before = _cpu_ms(process_ours, cases), _cpu_ms(process_previous, cases)
         out[name] = figure(ours, "ms", before, False,
                            f"CPU per upload after the decode; added {ours - before:.1f} ms vs the previous pipeline "
                            "(baseline) in the same run", detail={"added_ms": round(ours - before, 2)})
@@ -129,7 +132,7 @@ def run() -> dict:
     """Measure the three rates and the per-upload CPU of processing."""
     n = max(6, int(20 * scale()))
     with tempfile.TemporaryDirectory() as tmp:
-        paths = _make_12mp(Path(tmp), n)
+        paths = make_12mp(Path(tmp), n)
         ours = _rate(_as_the_worker_does, paths)
         baseline = _rate(lambda p: imagehash.phash(Image.open(p)), paths)
         floor = _rate(_draft_decode, paths)

@@ -1,4 +1,5 @@
-"""Shared benchmark plumbing: a separate bench database, percentiles, figure records."""
+"""Shared benchmark plumbing: a separate bench database, percentiles, figure records, per-call CPU of this process
+and of its PostgreSQL backend."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 from sqlalchemy import text
@@ -15,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from core import localservices
 from core.config import get_settings
-from core.db import get_engine
+from core.db import get_engine, new_session
 from core.localservices import free_port
 from core.migrate import upgrade
 from core.redis import redis_url
@@ -95,18 +97,26 @@ RATE_LIMITS_LIFTED = {name: "100000000" for name in (
     "FIELDPROOF_LOGIN_PER_IP_PER_MINUTE", "FIELDPROOF_LOGIN_PER_MINUTE_TOTAL", "FIELDPROOF_LOGIN_MAX_FAILURES_PER_IP")}
 
 
+class ServerURL(str):
+    """A running server's base URL; ``pid`` is its uvicorn process (the root of its process tree)."""
+
+    pid: int
+
+
 @contextmanager
-def server(app_path: str, workers: int = 2):
+def server(app_path: str, workers: int = 2, env: dict[str, str] | None = None):
     """Run uvicorn (``workers`` processes, rate limits lifted) on a free loopback port; yields the base URL.
 
-    Every HTTP benchmark, baseline and real app alike, runs under exactly these settings.
+    Every HTTP benchmark, baseline and real app alike, runs under exactly these settings (``env`` adds variables
+    that do not change them, such as PGAPPNAME to tell its database connections apart).
     """
 
     port = free_port()
-    env = {**os.environ, **RATE_LIMITS_LIFTED, "FIELDPROOF_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, **RATE_LIMITS_LIFTED, "FIELDPROOF_LOG_LEVEL": "WARNING", **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app_path, "--host", "127.0.0.1", "--port", str(port),
                              "--workers", str(workers), "--no-access-log", "--log-level", "warning"], env=env)
-    base = f"http://127.0.0.1:{port}"
+    base = ServerURL(f"http://127.0.0.1:{port}")
+    base.pid = proc.pid
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -152,3 +162,78 @@ def checkpoint() -> None:
 def summary(latencies_ms: list[float]) -> dict:
     """Median and tail of a latency sample."""
     return {"p50": statistics.median(latencies_ms), "p95": pct(latencies_ms, 95), "p99": pct(latencies_ms, 99)}
+
+
+def backend_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds a local PostgreSQL backend has used (/proc/PID/sched, to the microsecond: /proc/PID/stat counts
+    10 ms ticks); None when unreadable (an external server)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/sched") as f:
+            for line in f:
+                if line.startswith("se.sum_exec_runtime"):
+                    return float(line.split(":")[1]) / 1000
+    except OSError:
+        return None
+    return None
+
+
+def backend_pid(session) -> int:
+    """The PostgreSQL backend behind a session's connection (psycopg keeps it: no round trip)."""
+    return session.connection().connection.driver_connection.info.backend_pid
+
+
+@dataclass
+class Sample:
+    """Per-call wall and CPU (this process + its backend, when the backend was readable) in seconds."""
+
+    wall: list[float]
+    cpu: list[float]
+    db_cpu: list[float]
+
+    @classmethod
+    def empty(cls) -> "Sample":
+        return cls([], [], [])
+
+    def add(self, wall: float, cpu: float, db: float | None) -> None:
+        self.wall.append(wall)
+        self.cpu.append(cpu + (db or 0.0))
+        if db is not None:
+            self.db_cpu.append(db)
+
+    def ms(self) -> dict:
+        """p50/p95 of wall and total CPU, and the backend's mean, in ms."""
+        out = {"wall_p50": pct(self.wall, 50), "wall_p95": pct(self.wall, 95), "cpu_p50": pct(self.cpu, 50),
+               "cpu_p95": pct(self.cpu, 95), "app_cpu_mean": statistics.fmean(self.cpu) - (
+                   statistics.fmean(self.db_cpu) if self.db_cpu else 0.0)}
+        if self.db_cpu:
+            out["db_cpu_mean"] = statistics.fmean(self.db_cpu)
+        return {k: round(v * 1000, 3) for k, v in out.items()}
+
+
+class Meter:
+    """Times calls on one pooled connection, reading its backend's CPU around each."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.switched = 0
+
+    def call(self, sample: Sample | None, fn) -> object:
+        """Run ``fn(session)`` in a fresh session; it commits and returns (result, backend_pid(session) read
+        while it held the connection). Recorded in ``sample`` unless None."""
+        db0 = backend_cpu_s(self.pid)
+        w0, c0 = time.perf_counter(), time.process_time()
+        session = new_session()
+        try:
+            out, used = fn(session)
+        finally:
+            session.close()
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        db1 = backend_cpu_s(self.pid)
+        if used != self.pid:  # another pooled connection: its backend's CPU was not the one read
+            self.switched += self.pid is not None
+            self.pid, db0 = used, None
+        if sample is not None:
+            sample.add(wall, cpu, None if db0 is None or db1 is None else db1 - db0)
+        return out

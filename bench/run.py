@@ -17,16 +17,19 @@ from pathlib import Path
 
 from bench.common import machine, scale
 
-MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_dedup",
-           "bench.bench_heatmap", "bench.bench_partitions", "bench.bench_upload", "bench.bench_sim",
-           "bench.bench_pgbouncer"]
+MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_presence",
+           "bench.bench_dedup", "bench.bench_heatmap", "bench.bench_partitions", "bench.bench_upload",
+           "bench.bench_sim", "bench.bench_pgbouncer"]
 OUT = Path(__file__).resolve().parent
 # Table order: each goal figure beside its references; figures not listed follow in the order they came.
 ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "checkout_throughput",
          "checkout_throughput_p99_ms", "checkout_non2xx", "insert_baseline_async", "insert_baseline_sync",
+         "checkin_presence_http_ms", "checkin_presence_http_cpu_ms", "checkin_presence_ms", "checkin_presence_cpu_ms",
+         "capture_nonce_us", "radio_learn_per_checkin_ms",
          "upload_to_verdict", "upload_sustainable_rate", "sim_cpu_per_request_ms", "nearby_tasks",
          "phash_throughput", "phash_vs_decode_limit", "evidence_cpu_per_upload",
-         "evidence_cpu_per_matched_upload", "dedup_lookup", "heatmap_viewport", "mvt_tile",
+         "evidence_cpu_per_matched_upload", "upload_presence_cpu_ms", "upload_presence_cpu_matched_ms",
+         "dedup_lookup", "heatmap_viewport", "mvt_tile",
          "partition_measure", "partition_heatmap_window", "partition_nearby", "partition_worker_history",
          "partition_claim_history", "partition_rollup_read"]
 
