@@ -15,9 +15,10 @@ Figures (p95 ms; ratio = flat / partitioned, so >= 1 means partitions cost nothi
 - partition_measure: the check-in's measure statement (claim locked, fence distance, history signals);
 - partition_heatmap_window: a 23-hour city viewport from the hour roll-ups (res 8);
 - partition_nearby: fixes within 300 m of a point in the last 24 h (what a merchant's map of a store shows);
-- partition_worker_history: a worker's fixes of the last 30 days, newest first;
+- partition_worker_history: a worker's fixes of the last 30 days, newest first (bounded above at now + a few
+  minutes, as every history read in checkin.service is: the months made ahead and the default stay out);
 - partition_claim_history: a recent claim's fixes by claim id, bounded from the claim's creation to now as
-  checkin.models.of_claim does (a week of slack either side);
+  checkin.models.of_claim does (a week of slack before, a few minutes after);
 - partition_rollup_read: the heatmap fold's next batch past its watermark (id order).
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from bench.common import figure, pct, scale, use_bench_database
 from bench.seed import CITIES, published_tasks
-from checkin.models import CLAIM_FIX_SLACK
+from checkin.models import CLAIM_FIX_SLACK, FIX_CLOCK_SLACK
 from checkin.service import _MEASURE
 from core import partitions
 from core.db import get_engine
@@ -188,7 +189,7 @@ SELECT id, claim_id, worker_id, lat, lon FROM checkin
  ORDER BY server_time DESC LIMIT 200""")
 _WORKER = text("""
 SELECT id, kind, lat, lon, client_time, verdict FROM checkin
- WHERE worker_id = :w AND server_time > :since ORDER BY client_time DESC LIMIT 50""")
+ WHERE worker_id = :w AND server_time > :since AND server_time <= :until ORDER BY client_time DESC LIMIT 50""")
 _CLAIM = text("""
 SELECT id, kind, verdict, client_time FROM checkin
  WHERE claim_id = :c AND server_time BETWEEN :lo AND :hi ORDER BY id""")
@@ -226,7 +227,7 @@ def _calls(n: int, claims: list[tuple[int, int]], now: datetime) -> list[dict]:
                         "history_since": now - timedelta(days=92), "history_until": now + timedelta(minutes=5)},
             "heat": (day.replace(hour=2), day.replace(hour=1) + timedelta(days=1)),
             "nearby": {"x": x, "y": y, "since": now - timedelta(days=1)},
-            "worker": {"w": w, "since": now - timedelta(days=30)},
+            "worker": {"w": w, "since": now - timedelta(days=30), "until": now + FIX_CLOCK_SLACK},
             # Claims looked up by id are recent ones (a worker's open claim, submissions awaiting confirmation,
             # spot checks): drawn from the last 30 days.
             "claim": _claim_params(rng.randrange(n // 2 - n // 48, n // 2), n, now),
@@ -239,7 +240,7 @@ def _claim_params(claim_id: int, n: int, now: datetime) -> dict:
     checkin.models.of_claim bounds the lookup (there the time comes from the claim row)."""
     start = partitions.month_start(now, -MONTHS + 1)
     claimed_at = start + timedelta(seconds=2 * claim_id * MONTHS * 30 * 86400 / n - 60)
-    return {"c": claim_id, "lo": claimed_at - CLAIM_FIX_SLACK, "hi": now + CLAIM_FIX_SLACK}
+    return {"c": claim_id, "lo": claimed_at - CLAIM_FIX_SLACK, "hi": now + FIX_CLOCK_SLACK}
 
 
 def _one(db: Session, name: str, p) -> None:

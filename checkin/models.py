@@ -16,6 +16,11 @@ from core.models import Base, pk, utcnow
 # lets PostgreSQL skip the months before it; the slack covers fixes stamped with an earlier arrival time than the
 # claim's own clock (API hosts' clocks, tests that date a fix back).
 CLAIM_FIX_SLACK = timedelta(days=7)
+# A stored fix was stamped on arrival by an API host's clock, so it is ahead of this host's clock by no more than
+# the hosts differ (the same slack as the check-in's history reads, checkin.service.HISTORY_CLOCK_SLACK). A week
+# here put next month's partition (empty, made ahead) into every lookup in a month's last week: in the plan, each of
+# its indexes' metapages is read again on every planning (an empty btree's is not cached).
+FIX_CLOCK_SLACK = timedelta(minutes=5)
 
 
 class Checkin(Base):
@@ -79,11 +84,12 @@ class Checkin(Base):
 
 
 def of_claim(claim_id: int, claimed_at: datetime) -> list[ColumnElement[bool]]:
-    """WHERE terms for a claim's fixes: its id, and server_time from its creation to now. The bounds are values,
-    not a subquery, so the planner itself leaves the other months out: a read-only request's session ends in a
-    rollback, after which psycopg prepares the statement afresh, so no cached generic plan would do it."""
+    """WHERE terms for a claim's fixes: its id, and server_time from its creation (a week of slack) to now (a few
+    minutes of slack). The bounds are values, not a subquery, so the planner itself leaves the other months out: a
+    read-only request's session ends in a rollback, after which psycopg prepares the statement afresh, so no cached
+    generic plan would do it."""
     return [Checkin.claim_id == claim_id,
-            Checkin.server_time.between(claimed_at - CLAIM_FIX_SLACK, utcnow() + CLAIM_FIX_SLACK)]
+            Checkin.server_time.between(claimed_at - CLAIM_FIX_SLACK, utcnow() + FIX_CLOCK_SLACK)]
 
 
 class RadioSite(Base):

@@ -13,7 +13,7 @@ from checkin import radio
 from checkin import signals as sig
 from checkin.errors import (AlreadyCheckedIn, AlreadyCheckedOut, FixInFuture, NotCheckedIn, OutsideFence,
                             OutsideTimeWindow)
-from checkin.models import Checkin, of_claim
+from checkin.models import FIX_CLOCK_SLACK, Checkin, of_claim
 from checkin.schemas import CheckinCreate
 from checkin.settings import get_checkin_settings
 from checkin.verdict import Verdict, decide
@@ -28,7 +28,7 @@ from tasks.models import Claim
 ON_BOUNDARY_M = 0.01
 # History is what arrived before this fix; the slack covers API hosts whose clocks differ by a little. The upper
 # bound keeps the months made ahead (empty) and the default partition out of every check-in's plan.
-HISTORY_CLOCK_SLACK = timedelta(minutes=5)
+HISTORY_CLOCK_SLACK = FIX_CLOCK_SLACK
 
 # Everything a check-in or check-out decides on, in one round trip: the worker's own claim, locked (no other
 # row of it can change until this transaction ends), its task's window and fence rules, the distance from the

@@ -4,8 +4,11 @@ Freshness is measured per read, in two round trips on connections the read holds
 position (``pg_current_wal_lsn()``, on the request's own primary session, after authentication) and the
 replica's replay position. A replica that has replayed past that position holds everything committed before the
 request began, the caller's own writes included: lag 0. Behind it, the lag is the age of the newest transaction
-it has replayed (``now() - pg_last_xact_replay_timestamp()``): paused or slow replay makes it grow. Each class
-accepts at most ``replica_max_lag_s[class]`` seconds; more, or a replica that does not answer, reads the primary.
+it has replayed, on the primary's clock alone: the primary's ``clock_timestamp()`` read with its WAL position, minus
+``pg_last_xact_replay_timestamp()`` (that transaction's commit time, also stamped by the primary), never below 0.
+The replica's own clock takes no part, so skew between the hosts does not move it. Paused or slow replay makes it
+grow. Each class accepts at most ``replica_max_lag_s[class]`` seconds (bound 0: only a caught-up replica); more, or
+a replica that does not answer, reads the primary.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import text
@@ -29,10 +33,10 @@ LAG_BYTES = Gauge("fieldproof_replica_lag_bytes", "WAL the replica had not repla
 READS = Counter("fieldproof_db_reads_total", "Read-class requests by where they read",
                 ["query_class", "target", "reason"])
 
-_REPLICA_SQL = text("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
-                    "extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8, "
+_REPLICA_SQL = text("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(), "
                     "pg_is_in_recovery() AND pg_is_wal_replay_paused()")
-_PRIMARY_SQL = text("SELECT pg_current_wal_lsn()::text")
+# The primary's WAL position and its clock at that moment (clock_timestamp(): now() is the transaction's start).
+_PRIMARY_SQL = text("SELECT pg_current_wal_lsn()::text, clock_timestamp()")
 # After a failure, reads go to the primary until this monotonic time.
 _down_until = 0.0
 
@@ -44,6 +48,20 @@ def lsn(value: str) -> int:
 
 
 @dataclass(frozen=True)
+class Position:
+    """The primary's WAL position and the primary's time when it was read."""
+
+    lsn: str
+    at: datetime
+
+    @classmethod
+    def read(cls, primary: Session) -> "Position":
+        """Read on the primary (the request's own session)."""
+        lsn_text, at = primary.execute(_PRIMARY_SQL).one()
+        return cls(lsn_text, at)
+
+
+@dataclass(frozen=True)
 class Lag:
     """How far the replica is behind the primary position read just before."""
 
@@ -52,16 +70,24 @@ class Lag:
     paused: bool
 
     @classmethod
-    def measure(cls, primary_lsn: str, replica: Session) -> "Lag":
-        """Compare the replica's replay position with ``primary_lsn`` (read on the primary first)."""
-        recovering, replayed, age_s, paused = replica.execute(_REPLICA_SQL).one()
+    def measure(cls, primary: Position, replica: Session) -> "Lag":
+        """Compare the replica's replay position with the ``primary`` position (read on the primary first)."""
+        recovering, replayed, replayed_commit_at, paused = replica.execute(_REPLICA_SQL).one()
         if not recovering:  # a URL pointing at a primary: nothing to lag behind
             return cls(0.0, 0, False)
-        behind = max(0, lsn(primary_lsn) - lsn(replayed)) if replayed else None
+        behind = max(0, lsn(primary.lsn) - lsn(replayed)) if replayed else None
         if behind == 0:
             return cls(0.0, 0, bool(paused))
-        # Behind (or not yet replaying): as stale as the newest transaction it has replayed.
-        return cls(age_s if age_s is not None else math.inf, behind if behind is not None else -1, bool(paused))
+        # Behind (or not yet replaying): as stale as the newest transaction it has replayed, by the primary's clock
+        # (a commit time later than the primary's reading means that clock stepped back: 0, not negative).
+        age_s = (math.inf if replayed_commit_at is None
+                 else max(0.0, (primary.at - replayed_commit_at).total_seconds()))
+        return cls(age_s, behind if behind is not None else -1, bool(paused))
+
+    def within(self, bound_s: float) -> bool:
+        """Fresh enough for a class bound to ``bound_s`` seconds; bound 0 takes only a caught-up replica (its own
+        writes included), whatever the seconds say."""
+        return self.seconds <= bound_s and (bound_s > 0 or self.bytes == 0)
 
     def as_dict(self) -> dict:
         """JSON-friendly (health checks)."""
@@ -79,7 +105,7 @@ def read_session(primary: Session, query_class: str) -> Session | None:
     if time.monotonic() < _down_until:
         READS.labels(query_class, "primary", "replica_down").inc()
         return None
-    position = primary.execute(_PRIMARY_SQL).scalar_one()
+    position = Position.read(primary)
     replica = AppSession(bind=engine, expire_on_commit=False)
     try:
         lag = Lag.measure(position, replica)
@@ -92,7 +118,7 @@ def read_session(primary: Session, query_class: str) -> Session | None:
         return None
     LAG_SECONDS.set(lag.seconds if math.isfinite(lag.seconds) else -1)
     LAG_BYTES.set(lag.bytes)
-    if lag.seconds > bound:
+    if not lag.within(bound):
         replica.close()
         READS.labels(query_class, "primary", "replica_lagging").inc()
         return None
@@ -106,5 +132,5 @@ def status() -> dict | None:
     if engine is None:
         return None
     with Session(get_engine()) as primary, Session(engine) as replica:
-        lag = Lag.measure(primary.execute(_PRIMARY_SQL).scalar_one(), replica)
+        lag = Lag.measure(Position.read(primary), replica)
     return lag.as_dict()

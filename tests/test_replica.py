@@ -5,6 +5,7 @@ Rows here are committed (the standby only sees commits), so they live in databas
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from prometheus_client import REGISTRY
@@ -178,3 +179,43 @@ def test_a_stopped_replica_sends_reads_to_the_primary_and_is_used_again_once_bac
         standby.up()
     assert wait_until(lambda: _choose(primary, "hall")[0] == "replica", timeout=60)
     assert replica.status()["lag_bytes"] >= 0
+
+
+def test_lag_is_timed_on_the_primarys_clock_alone(routing, standby, monkeypatch):
+    """With replay paused, the lag is the primary's time (read with its WAL position) minus the commit time of the
+    newest replayed transaction: the replica's clock takes no part, so a skewed host cannot make it look stale or
+    fresh. A primary time shifted by 30 s (as if its clock were off) shifts the lag by exactly 30 s."""
+    from datetime import timedelta
+
+    primary = routing(statement=0, heatmap=3600)
+    _write(primary, "before-skew")
+    assert wait_until(lambda: _choose(primary, "statement")[0] == "replica", timeout=60)
+    _set_replay(standby, paused=True)
+    try:
+        _write(primary, "while-paused-skew")
+        with primary() as p:
+            position = replica.Position.read(p)
+        with Session(get_replica_engine()) as r:
+            replayed_at = r.execute(text("SELECT pg_last_xact_replay_timestamp()")).scalar_one()
+            lag = replica.Lag.measure(position, r)
+            assert lag.bytes > 0 and lag.paused
+            assert lag.seconds == pytest.approx((position.at - replayed_at).total_seconds(), abs=1e-6)
+            # The replica's clock moves on; the lag against the same primary reading does not.
+            time.sleep(0.5)
+            assert replica.Lag.measure(position, r).seconds == pytest.approx(lag.seconds, abs=1e-6)
+            ahead = replica.Lag.measure(replica.Position(position.lsn, position.at + timedelta(seconds=30)), r)
+            assert ahead.seconds == pytest.approx(lag.seconds + 30, abs=1e-6)
+            # A primary reading before the replayed commit (its clock stepped back): 0 s, still behind in bytes,
+            # and so still not fresh enough for the read-your-writes class.
+            back = replica.Lag.measure(replica.Position(position.lsn, replayed_at - timedelta(seconds=30)), r)
+            assert (back.seconds, back.bytes > 0, back.within(0), back.within(5)) == (0.0, True, False, True)
+        # Routing takes the same reading from the primary: two hours on the primary's clock are two hours of lag.
+        assert _choose(primary, "heatmap")[0] == "replica"
+        monkeypatch.setattr(replica, "_PRIMARY_SQL", text(
+            "SELECT pg_current_wal_lsn()::text, clock_timestamp() + interval '2 hours'"))
+        assert _choose(primary, "heatmap")[0] == "primary"
+        monkeypatch.setattr(replica, "_PRIMARY_SQL", text(
+            "SELECT pg_current_wal_lsn()::text, clock_timestamp() - interval '2 hours'"))
+        assert _choose(primary, "statement")[0] == "primary"  # 0 s of lag, but behind: not the stale replica
+    finally:
+        _set_replay(standby, paused=False)
