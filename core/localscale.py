@@ -14,9 +14,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import psycopg
+
 from core.config import get_settings
 from core.localservices import DURABILITY_OPTS, PG_BIN, PG_SUPERUSER, LocalServices, log, port_open
 
+# The standby's physical replication slot: the primary keeps the WAL the standby has not yet received (a standby
+# stopped, or slower than a burst of writes, resumes instead of failing on "WAL segment already removed"), up to
+# STANDBY_MAX_KEPT_WAL; past that the slot is invalidated and the next `db up --replica` copies the primary again.
+STANDBY_SLOT = "fieldproof_standby"
+STANDBY_MAX_KEPT_WAL = "4GB"
 # PgBouncer follows protocol-level prepared statements across server connections from 1.21 on.
 PREPARED_STATEMENTS_SINCE = (1, 21)
 PGBOUNCER_PACKAGE = "pgbouncer"
@@ -48,12 +55,19 @@ class Standby:
 
     def up(self) -> None:
         """Copy the primary (first time) and start the standby; waits until it accepts read-only queries."""
-        if self.running():
-            return
         if not self.svc.pg_running():
+            if self.running():
+                return
             raise SystemExit("the primary is not running: start it first (fieldproof db up)")
         cluster = self.svc.pg_owned_dir(self.dir)
-        if not (cluster / "PG_VERSION").exists():
+        lost = (cluster / "PG_VERSION").exists() and self._slot_status() in (None, "lost")
+        if lost:
+            log("the standby's WAL is no longer kept on the primary (no slot, or it fell too far behind): "
+                "copying the primary again")
+            self.down()
+        elif self.running():
+            return
+        if lost or not (cluster / "PG_VERSION").exists():
             self._basebackup(cluster)
         log(f"starting the streaming standby on 127.0.0.1:{self.port}")
         # Small buffers: a second 1 GB cluster is not needed for tests and benches. hot_standby_feedback keeps
@@ -73,10 +87,28 @@ class Standby:
             shutil.chown(cluster, user)
         # -R writes primary_conninfo (with this password) and standby.signal; -X stream copies the WAL written
         # meanwhile; -c fast checkpoints at once instead of waiting for the next one.
+        # -C -S: a new physical slot, named in the standby's primary_slot_name (-R).
+        with self._primary() as conn:
+            conn.execute(f"ALTER SYSTEM SET max_slot_wal_keep_size = '{STANDBY_MAX_KEPT_WAL}'")
+            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                         (STANDBY_SLOT,))
         env = {**os.environ, "PGPASSWORD": st["pg_password"]}
         self.svc.as_pg([str(PG_BIN / "pg_basebackup"), "-D", str(cluster), "-h", "127.0.0.1", "-p",
-                        str(st["pg_port"]), "-U", PG_SUPERUSER, "-R", "-X", "stream", "-c", "fast", "-w"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+                        str(st["pg_port"]), "-U", PG_SUPERUSER, "-R", "-X", "stream", "-c", "fast", "-w",
+                        "-C", "-S", STANDBY_SLOT], check=True, env=env, stdout=subprocess.DEVNULL)
+
+    def _primary(self):
+        st = self.svc.state()
+        return psycopg.connect(host="127.0.0.1", port=st["pg_port"], user=PG_SUPERUSER, password=st["pg_password"],
+                               dbname="postgres", autocommit=True, connect_timeout=10)
+
+    def _slot_status(self) -> str | None:
+        """The standby slot's wal_status on the primary ('reserved', 'extended', 'unreserved', 'lost'), or None."""
+        with self._primary() as conn:
+            row = conn.execute("SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s",
+                               (STANDBY_SLOT,)).fetchone()
+        return row[0] if row else None
 
     def down(self) -> None:
         """Stop the standby if it runs (its data dir stays, so it resumes streaming on the next start)."""

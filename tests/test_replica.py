@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from core import localservices, replica
 from core.config import get_settings
 from core.db import database_url, get_replica_engine
-from core.localscale import Standby, on_local_cluster
+from core.localscale import STANDBY_MAX_KEPT_WAL, STANDBY_SLOT, Standby, on_local_cluster
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.skipif(not on_local_cluster(database_url()),
@@ -219,3 +219,39 @@ def test_lag_is_timed_on_the_primarys_clock_alone(routing, standby, monkeypatch)
         assert _choose(primary, "statement")[0] == "primary"  # 0 s of lag, but behind: not the stale replica
     finally:
         _set_replay(standby, paused=False)
+
+
+def test_the_standby_streams_through_a_slot_and_is_copied_again_when_its_wal_is_gone(standby, probe_db):
+    """The primary keeps the standby's unreceived WAL in a slot (bounded by max_slot_wal_keep_size), so a stopped or
+    slow standby resumes; one whose slot is gone (or 'lost' past the bound) would wait forever for removed WAL
+    segments, so `up` copies the primary again."""
+    primary_url, replica_url = probe_db
+    admin = create_engine(primary_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+
+    def slot() -> tuple | None:
+        with admin.connect() as conn:
+            return conn.execute(text("SELECT active, wal_status FROM pg_replication_slots WHERE slot_name = :s"),
+                                {"s": STANDBY_SLOT}).first()
+
+    try:
+        assert wait_until(lambda: (slot() or (False,))[0], timeout=30), slot()
+        with admin.connect() as conn:
+            assert conn.execute(text("SHOW max_slot_wal_keep_size")).scalar_one() == STANDBY_MAX_KEPT_WAL
+        standby.down()
+        with admin.connect() as conn:  # as if the slot had been lost: the standby's next WAL is not kept
+            conn.execute(text("SELECT pg_drop_replication_slot(:s)"), {"s": STANDBY_SLOT})
+        standby.up()
+        assert wait_until(lambda: (slot() or (False,))[0], timeout=30), slot()
+        with create_engine(primary_url).begin() as conn:
+            conn.execute(text("INSERT INTO probe (note) VALUES ('after the copy')"))
+        replica_engine = create_engine(replica_url)
+        assert wait_until(lambda: _count(replica_engine, "after the copy"), timeout=60)
+        replica_engine.dispose()
+    finally:
+        standby.up()
+        admin.dispose()
+
+
+def _count(engine, note: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM probe WHERE note = :n"), {"n": note}).scalar_one()
