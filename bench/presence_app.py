@@ -54,6 +54,7 @@ def pin_plan_cache_mode(engine: Engine, mode) -> None:
 def __getattr__(name: str):
     if name not in ("app", "pre17"):
         raise AttributeError(name)
+    # lazy: "pre17" swaps checkin.service's statements before the app is built, and uvicorn asks for it by name
     from api.app import app
     from core.db import get_engine
 
