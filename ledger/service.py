@@ -36,22 +36,16 @@ def account(db_session: Session, owner_id: int | None, kind: str) -> int:
     return db_session.scalar(select(LedgerAccount.id).where(where, LedgerAccount.kind == kind))
 
 
-def lock_accounts(db_session: Session, account_ids: list[int]) -> None:
-    """Hold accounts' row locks (in id order, as ``transfer`` takes them) until the transaction ends:
-    guards that read then write money queue on them."""
-    db_session.execute(select(LedgerAccount.id).where(LedgerAccount.id.in_(account_ids))
-                       .order_by(LedgerAccount.id).with_for_update())
+def lock_accounts(db_session: Session, account_ids) -> dict[int, LedgerAccount]:
+    """Hold accounts' row locks until the transaction ends, taken in id order so concurrent transfers over the same
+    accounts cannot deadlock (guards that read then write money queue on them); the locked accounts by id."""
+    return {r.id: r for r in db_session.scalars(select(LedgerAccount).where(LedgerAccount.id.in_(sorted(account_ids)))
+                                                .order_by(LedgerAccount.id).with_for_update())}
 
 
 def _require_balanced(legs: list[Leg]) -> None:
     if not legs or sum(a for _, a in legs) != 0 or any(not isinstance(a, int) or a == 0 for _, a in legs):
         raise UnbalancedTransaction(f"Legs {legs} do not balance.")
-
-
-def _locked(db_session: Session, account_ids) -> dict[int, LedgerAccount]:
-    """The accounts, row-locked in id order so concurrent transfers over the same accounts cannot deadlock."""
-    return {r.id: r for r in db_session.scalars(select(LedgerAccount).where(LedgerAccount.id.in_(sorted(account_ids)))
-                                                .order_by(LedgerAccount.id).with_for_update())}
 
 
 def _require_covered(acc: LedgerAccount, amount: int) -> None:
@@ -69,7 +63,7 @@ def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, 
             LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause_type,
             LedgerTransaction.cause_id == cause_id)) is not None:
         raise AlreadyPosted(f"{kind} for {cause_type} {cause_id} is already recorded.")
-    rows = _locked(db_session, {a for a, _ in legs})
+    rows = lock_accounts(db_session, {a for a, _ in legs})
     for acc_id, amount in legs:
         _require_covered(rows[acc_id], amount)
     txn = LedgerTransaction(kind=kind, cause_type=cause_type, cause_id=cause_id, memo=memo)
@@ -96,7 +90,7 @@ def transfer_many(db_session: Session, *, kind: str, cause_type: str, entries: l
             LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause_type,
             LedgerTransaction.cause_id.in_(causes))):
         raise AlreadyPosted(f"{kind} for some {cause_type} is already recorded.")
-    rows = _locked(db_session, {a for _, legs in entries for a, _ in legs})
+    rows = lock_accounts(db_session, {a for _, legs in entries for a, _ in legs})
     txn_ids = list(db_session.scalars(text("SELECT nextval(pg_get_serial_sequence('ledger_transaction', 'id')) "
                                            "FROM generate_series(1, :n)"), {"n": len(entries)}))
     postings = []
