@@ -25,8 +25,7 @@ import numpy as np
 from PIL import Image
 
 from bench.common import figure, scale
-from evidence.sameness import Side, decide
-from evidence.features import compare_pixels
+from evidence.sameness import Side, decide, pixels_of
 from evidence.hashing import (DIHEDRAL, ImageHashes, _centre, _dihedral_phashes, _trim_box, grey_file, hash_image,
                               load_grey, to_int)
 from evidence.match import REACH_THRESHOLD, compare
@@ -99,9 +98,7 @@ def process_ours(upload: bytes, stored: list[tuple[bytes, ImageHashes]]) -> None
     for data, hashes in stored:
         m = compare(query, hashes, reach=REACH_THRESHOLD)
         if m is not None:
-            turn = DIHEDRAL[m.variant]
-            pixels = compare_pixels(grey.transpose(turn) if turn is not None else grey, load_grey(data))
-            decide(Side("a", None, True), Side("b", None, True), m, pixels)
+            decide(Side("a", None, True), Side("b", None, True), m, pixels_of(grey, load_grey(data), m))
 
 
 def _cpu_ms(fn, cases: list[tuple[bytes, list]]) -> float:
