@@ -17,12 +17,12 @@ Only the first is fraud. So each matched pair is decided here:
 ``same_scene`` (a note, no penalty) when the pixels were compared and show two exposures, or when EXIF shows
 two captures — both files carry a capture time, each agrees with its own check-in (no ``exif_time_mismatch``),
 they come from two cameras (different body serials) or differ by more than a minute, and they are not the
-same exposure by (2) — unless the pixels are
-near-identical all the same (a copy with edited EXIF). Missing EXIF never argues for same_scene: re-users
-strip it, so only the pixels can clear a pair without it. A verified capture receipt on the new file (taken by the
-in-app camera during this visit: evidence.capture) weighs like EXIF showing two captures once the pixels were
-compared: only near-identical pixels make it a copy of the stored file (an honest photo of a much-photographed
-shop otherwise meets, now and then, an old re-used copy of another photo of it whose detail it shares at 0.8-0.9).
+same exposure by (2) — unless the pixels are near-identical all the same (a copy with edited EXIF). Missing
+EXIF never argues for same_scene: re-users strip it, so only the pixels can clear a pair without it. A verified
+capture receipt on the new file (taken by the in-app camera during this visit: evidence.capture) weighs like EXIF
+showing two captures once the pixels were compared: only near-identical pixels make it a copy of the stored file
+(an honest photo of a much-photographed shop otherwise meets, now and then, an old re-used copy of another photo
+of it whose detail it shares at 0.8-0.9).
 """
 from __future__ import annotations
 
@@ -111,22 +111,21 @@ def decide(a: Side, b: Side, match: Match | None, pixels: Alignment | None) -> V
         return Verdict("same_capture", "same_exif")
     # Measured: a real fit and its detail compared. Unrelated exposures correlate about 0, often a hair below it.
     measured = confirmed and pixels.detail is not None
+    # How much fine detail makes it a copy, by what else speaks for a new exposure (and each outcome's why).
     if two_captures_by_exif(a, b):
         # EXIF and a verified receipt together: two honest exposures from one spot can share 0.95-0.97 of their
         # detail (a flat shop front, no parallax), so only a same-size re-encode or crop of one photo counts.
         bar = DERIVED_DETAIL_AGAINST_EXIF_AND_RECEIPT if a.fresh_capture else DERIVED_DETAIL_AGAINST_EXIF
-        if measured and pixels.detail >= bar:
-            return Verdict("same_capture", "derived_despite_exif")
-        return Verdict("same_scene", "exif_two_captures")
-    if not measured:
+        copy, scene = "derived_despite_exif", "exif_two_captures"
+    elif not measured:
         return Verdict("same_capture", "hashes")
-    if a.fresh_capture:  # the new file was taken by the in-app camera at this visit: only a near-identical copy
-        if pixels.detail >= DERIVED_DETAIL_AGAINST_EXIF:  # (pixels a tampered app injected) is the same capture
-            return Verdict("same_capture", "derived_despite_receipt")
-        return Verdict("same_scene", "fresh_capture")
-    if pixels.detail >= DERIVED_DETAIL:
-        return Verdict("same_capture", "derived")
-    return Verdict("same_scene", "different_exposure")
+    elif a.fresh_capture:  # the new file was taken by the in-app camera at this visit: only a near-identical copy
+        bar, copy, scene = DERIVED_DETAIL_AGAINST_EXIF, "derived_despite_receipt", "fresh_capture"  # (injected)
+    else:
+        bar, copy, scene = DERIVED_DETAIL, "derived", "different_exposure"
+    if measured and pixels.detail >= bar:
+        return Verdict("same_capture", copy)
+    return Verdict("same_scene", scene)
 
 
 def pixels_of(query: Image.Image, stored: Image.Image, match: Match) -> Alignment:
