@@ -162,6 +162,7 @@ def _record_matches(db_session: Session, ev: Evidence, found: list[pairs.Pair]) 
     claim (raising its risk score)."""
     flags: dict[int, set[str]] = {}
     weigh: set[int] = set()
+    fresh_angle: dict[int, bool] = {}  # by task: a much-photographed place brings many same-scene pairs
     for pair in found:
         for a, b in ((ev.id, pair.other_id), (pair.other_id, ev.id)):
             db_session.add(EvidenceMatch(evidence_id=a, matched_evidence_id=b, distance=pair.distance,
@@ -170,7 +171,9 @@ def _record_matches(db_session: Session, ev: Evidence, found: list[pairs.Pair]) 
         earlier, later = (other, ev) if other.id < ev.id else (ev, other)
         if pair.verdict.kind == "same_scene":
             later.reasons = sorted(set(later.reasons) | {"same_scene"})
-            if _wants_fresh_angle(db_session, later):
+            if later.task_id not in fresh_angle:
+                fresh_angle[later.task_id] = _wants_fresh_angle(db_session, later)
+            if fresh_angle[later.task_id]:
                 flags.setdefault(later.claim_id, set()).add("same_scene")
                 weigh.add(later.claim_id)
             continue
