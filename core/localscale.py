@@ -60,14 +60,15 @@ class Standby:
                 return
             raise SystemExit("the primary is not running: start it first (fieldproof db up)")
         cluster = self.svc.pg_owned_dir(self.dir)
-        lost = (cluster / "PG_VERSION").exists() and self._slot_status() in (None, "lost")
+        copied = (cluster / "PG_VERSION").exists()
+        lost = copied and self._slot_status() in (None, "lost")
         if lost:
             log("the standby's WAL is no longer kept on the primary (no slot, or it fell too far behind): "
                 "copying the primary again")
             self.down()
         elif self.running():
             return
-        if lost or not (cluster / "PG_VERSION").exists():
+        if lost or not copied:
             self._basebackup(cluster)
         log(f"starting the streaming standby on 127.0.0.1:{self.port}")
         # Small buffers: a second 1 GB cluster is not needed for tests and benches. hot_standby_feedback keeps
@@ -98,10 +99,8 @@ class Standby:
                         str(st["pg_port"]), "-U", PG_SUPERUSER, "-R", "-X", "stream", "-c", "fast", "-w",
                         "-C", "-S", STANDBY_SLOT], check=True, env=env, stdout=subprocess.DEVNULL)
 
-    def _primary(self):
-        st = self.svc.state()
-        return psycopg.connect(host="127.0.0.1", port=st["pg_port"], user=PG_SUPERUSER, password=st["pg_password"],
-                               dbname="postgres", autocommit=True, connect_timeout=10)
+    def _primary(self) -> psycopg.Connection:
+        return psycopg.connect(self.svc.admin_dsn(), autocommit=True, connect_timeout=10)
 
     def _slot_status(self) -> str | None:
         """The standby slot's wal_status on the primary ('reserved', 'extended', 'unreserved', 'lost'), or None."""

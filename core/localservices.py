@@ -90,6 +90,11 @@ class LocalServices:
         st = self.state()
         return f"postgresql+psycopg://{PG_SUPERUSER}:{st['pg_password']}@127.0.0.1:{st['pg_port']}/{dbname}"
 
+    def admin_dsn(self) -> str:
+        """libpq DSN of the cluster's ``postgres`` database as its superuser (creating databases, slots)."""
+        st = self.state()
+        return f"host=127.0.0.1 port={st['pg_port']} user={PG_SUPERUSER} password={st['pg_password']} dbname=postgres"
+
     def redis_url(self, db: int = 0) -> str:
         """URL of the local Redis."""
         return f"redis://127.0.0.1:{self.state()['redis_port']}/{db}"
@@ -200,18 +205,15 @@ class LocalServices:
                        "synchronous_commit = on\nwork_mem = '32MB'\nmaintenance_work_mem = '512MB'\n")
 
     def _pg_durable(self) -> bool:
-        st = self.state()
         try:
-            with psycopg.connect(f"host=127.0.0.1 port={st['pg_port']} user={PG_SUPERUSER} "
-                                 f"password={st['pg_password']} dbname=postgres", connect_timeout=5) as conn:
+            with psycopg.connect(self.admin_dsn(), connect_timeout=5) as conn:
                 return conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
         except psycopg.OperationalError:
             return True  # not ours to judge (starting up, or another server on the port)
 
     def ensure_database(self, name: str) -> None:
         """Create a database on the local cluster if it does not exist."""
-        st = self.state()
-        dsn = f"host=127.0.0.1 port={st['pg_port']} user={PG_SUPERUSER} password={st['pg_password']} dbname=postgres"
+        dsn = self.admin_dsn()
         for _ in range(50):
             try:
                 conn = psycopg.connect(dsn, autocommit=True)
