@@ -44,7 +44,10 @@ def probe_db(standby):
     primary_url = f"{base}/{scratch}"
     with create_engine(primary_url).begin() as conn:
         conn.execute(text("CREATE TABLE probe (id bigserial PRIMARY KEY, note text NOT NULL)"))
-    yield primary_url, _on_port(primary_url, standby.port)
+    replica_url = _on_port(primary_url, standby.port)
+    # A standby just started may still be replaying what it missed: the tests begin once it has the table.
+    assert wait_until(lambda: _has_probe(replica_url), timeout=120)
+    yield primary_url, replica_url
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
     admin.dispose()
@@ -70,6 +73,17 @@ def routing(monkeypatch, probe_db):
     monkeypatch.undo()
     _reset()
     primary.dispose()
+
+
+def _has_probe(url: str) -> bool:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT to_regclass('probe') IS NOT NULL")).scalar_one()
+    except DBAPIError:  # the database itself not replayed yet
+        return False
+    finally:
+        engine.dispose()
 
 
 def _on_port(url: str, port: int) -> str:
