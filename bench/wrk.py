@@ -81,7 +81,7 @@ def run(base_url: str, reqs: list[Req], duration_s: float, *, threads: int = THR
     with tempfile.NamedTemporaryFile("w", suffix=".reqs", delete=False) as fh:
         fh.writelines(_line(r) for r in reqs)
     try:
-        proc = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration_s:g}s",
+        proc = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration_s))}s",
                                "--timeout", f"{TIMEOUT_S}s", "-s", str(LUA), base_url, "--", fh.name, str(threads)],
                               capture_output=True, text=True, timeout=duration_s + TIMEOUT_S + 120)
     finally:
