@@ -4,7 +4,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +17,7 @@ from accounts.security import (create_access_token, decode_access, hash_password
                                sha256_hex, verify_password)
 from core.config import get_settings
 from core.errors import InvalidInput, NotFound
+from core.flow import Stmt, sql
 from core.models import utcnow
 
 MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
@@ -119,11 +120,37 @@ def authenticate_claims(*, db_session: Session, user_id: int, login_id: str | No
     row = db_session.execute(_AUTHENTICATE, {"user_id": user_id, "login_id": login_id}).first()
     if row is None:
         raise InvalidToken()
-    user, login_ended = row
+    _refuse_ended(row[0], row[1])
+    return row[0]
+
+
+def _refuse_ended(user, login_ended: bool) -> None:
     ensure_active(user)  # a frozen user hears why (403), not that the login was ended
     if login_ended:
         raise InvalidToken("This login was ended; sign in again.", code="login_revoked")
-    return user
+
+
+# authenticate_claims for a pipelined flow (core.flow): the columns a request's checks read, not a loaded User.
+_AUTHENTICATE_ROW = text("""
+SELECT u.id, u.role, u.frozen_at, u.frozen_reason,
+       EXISTS (SELECT 1 FROM refresh_token r
+                WHERE r.family = :login_id AND r.user_id = u.id AND r.revoked_at IS NOT NULL) AS login_ended
+  FROM app_user u WHERE u.id = :user_id""")
+
+
+def authenticate_stmt(user_id: int, login_id: str | None) -> Stmt:
+    """The statement whose rows ``authenticated`` judges."""
+    return Stmt(sql(_AUTHENTICATE_ROW), {"user_id": user_id, "login_id": login_id})
+
+
+def authenticated(rows: list, *roles: str):
+    """The active user (id, role, frozen_at, frozen_reason) from ``authenticate_stmt``'s rows, who must have one
+    of ``roles``: the same refusals as ``authenticate_claims`` and ``require_role``."""
+    if not rows:
+        raise InvalidToken()
+    _refuse_ended(rows[0], rows[0].login_ended)
+    require_role(rows[0], *roles)
+    return rows[0]
 
 
 def ensure_active(user: User) -> None:

@@ -13,6 +13,7 @@ from api.middleware import EdgeMiddleware
 from api.routers import acceptance, auth, claims, evidence, health, money, ops, pages, tasks, users
 from core import jobs
 from core.config import get_settings
+from core.db import open_flow_pool
 from core.logging import configure_logging
 from evidence import service as evidence_service
 from evidence.storage import get_store
@@ -24,15 +25,19 @@ ROUTERS = [health.router, auth.router, users.router, tasks.router, claims.router
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Size the handler threads, bound the requests holding a database session (api.deps.get_db), and remove
-    uploads a crashed predecessor on this host left half-received."""
+    """Size the handler threads, bound the requests holding a database session (api.deps.get_db), remove
+    uploads a crashed predecessor on this host left half-received, and open the write path's async pool."""
     settings = get_settings()
     anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     app.state.db_sessions = anyio.CapacityLimiter(settings.db_pool_size)
     await anyio.to_thread.run_sync(evidence_service.sweep_local_spool)
     # Built here, not on the event loop by the first upload (the S3 backend imports boto3 and builds a client).
     await anyio.to_thread.run_sync(get_store)
-    yield
+    app.state.flow_pool = await open_flow_pool()  # the check-in's async write path (api.deps.get_flow_runner)
+    try:
+        yield
+    finally:
+        await app.state.flow_pool.close()
 
 
 def create_app() -> FastAPI:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Path, Request
@@ -16,13 +16,15 @@ from accounts.models import User
 from accounts.errors import InvalidToken
 from accounts.security import decode_access
 from api.middleware import ACCESS
-from core import replica
+from core import flow, replica
 from core.bounds import BIGINT_MAX
 from core.db import new_session
+from core.flow import Flow
 from core.models import utcnow
 
 # Every id in a path is a positive bigint: a larger number is a 422 here, never an overflow in PostgreSQL.
 Id = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+T = TypeVar("T")
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
@@ -61,6 +63,21 @@ async def get_db(request: Request, factory: SessionFactory) -> AsyncIterator[Ses
 
 
 DbSession = Annotated[Session, Depends(get_db)]
+
+
+async def get_flow_runner(request: Request) -> Callable[[Flow[T]], Awaitable[T]]:
+    """Runs a pipelined flow (core.flow) in one transaction on a connection of the app's async pool, on the event
+    loop: the write path without thread hops or an ORM session (tests override this to join their transaction)."""
+    pool = request.app.state.flow_pool
+
+    async def run(f: Flow[T]) -> T:
+        async with pool.connection() as conn:
+            return await flow.run_in_transaction(conn, f)
+
+    return run
+
+
+FlowRunner = Annotated[Callable[[Flow[Any]], Awaitable[Any]], Depends(get_flow_runner)]
 
 
 async def access_claims(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]

@@ -5,6 +5,7 @@ import time
 
 import psycopg
 import redis
+from psycopg_pool import PoolTimeout
 from fastapi import FastAPI, Request
 from sqlalchemy import exc as sa_exc
 from fastapi.exceptions import RequestValidationError
@@ -87,10 +88,12 @@ def _dependency_down(which: str, exc: Exception) -> JSONResponse:
     return error_response(e.ServiceUnavailable(retry_after_s=RETRY_AFTER_S, dependency=which))
 
 
-async def _database(request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
-    state = getattr(exc.orig, "sqlstate", None) or ""
+async def _database(request: Request, exc: sa_exc.DBAPIError | psycopg.OperationalError) -> JSONResponse:
+    """SQLAlchemy's wrapped errors (sessions) and psycopg's own (the pipelined write path, core.flow) alike."""
+    orig = getattr(exc, "orig", exc)
+    state = getattr(orig, "sqlstate", None) or ""
     # No SQLSTATE on a psycopg OperationalError means the connection itself failed (refused, reset, closed).
-    lost = exc.connection_invalidated or (not state and type(exc.orig) is psycopg.OperationalError)
+    lost = getattr(exc, "connection_invalidated", False) or (not state and type(orig) is psycopg.OperationalError)
     if lost or state.startswith(_CONNECTION_STATES):
         return _dependency_down("postgresql", exc)
     if state.startswith("40") or state.startswith("55P03") or state == "57014":
@@ -100,7 +103,7 @@ async def _database(request: Request, exc: sa_exc.DBAPIError) -> JSONResponse:
     return await _unexpected(request, exc)
 
 
-async def _pool_timeout(request: Request, exc: sa_exc.TimeoutError) -> JSONResponse:
+async def _pool_timeout(request: Request, exc: sa_exc.TimeoutError | PoolTimeout) -> JSONResponse:
     return _dependency_down("postgresql", exc)
 
 
@@ -122,16 +125,16 @@ INTEGRITY_BY_SQLSTATE: dict[str, tuple[int, str, str]] = {
 
 
 def _sqlstate(exc: Exception) -> str:
-    return str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    return str(getattr(getattr(exc, "orig", exc), "sqlstate", "") or "")
 
 
-async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+async def _integrity(request: Request, exc: IntegrityError | psycopg.IntegrityError) -> JSONResponse:
     status, code, detail = INTEGRITY_BY_SQLSTATE.get(_sqlstate(exc), (409, "conflict", "This conflicts with stored data."))
     log.warning("integrity_error_at_edge", path=request.url.path, sqlstate=_sqlstate(exc))
     return JSONResponse({"code": code, "detail": detail}, status_code=status)
 
 
-async def _data(request: Request, exc: DataError) -> JSONResponse:
+async def _data(request: Request, exc: DataError | psycopg.DataError) -> JSONResponse:
     log.warning("data_error_at_edge", path=request.url.path, sqlstate=_sqlstate(exc))
     return JSONResponse({"code": "invalid_value", "detail": "A value is out of range or malformed."},
                         status_code=422)
@@ -154,4 +157,9 @@ def register(app: FastAPI) -> None:
     app.add_exception_handler(redis.TimeoutError, _redis)
     app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(DataError, _data)
+    # The same for psycopg's errors, raised unwrapped by the pipelined write path (core.flow).
+    app.add_exception_handler(psycopg.OperationalError, _database)
+    app.add_exception_handler(PoolTimeout, _pool_timeout)
+    app.add_exception_handler(psycopg.IntegrityError, _integrity)
+    app.add_exception_handler(psycopg.DataError, _data)
     app.add_exception_handler(Exception, _unexpected)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -12,7 +12,9 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.deps import DbSession, SessionFactory
+from accounts import service as accounts
 from core import idempotency
+from core.flow import Batch, Flow
 from core.db import UnitOfWork
 
 ANONYMOUS = 0
@@ -58,6 +60,76 @@ class Idempotent:
         return JSONResponse(body, status_code=status_code)
 
 
+    async def run_flow(self, runner: Callable[[Flow[Any]], Awaitable[Any]], access: tuple[int, str | None],
+                       role: str, inner: Flow[Any], respond: Callable[[Any], Any], *,
+                       status_code: int = 200) -> JSONResponse:
+        """``run`` for a pipelined flow (core.flow): authentication, the key's lock and read, and the flow's first
+        batch travel in one round trip; the stored response in the same round trip as the flow's writes.
+        ``respond`` turns the flow's result into the response body."""
+        out = await runner(self._flow(access, role, inner, respond, status_code))
+        if isinstance(out, idempotency.StoredResponse):
+            return JSONResponse(out.body, status_code=out.status_code, headers={"Idempotent-Replayed": "true"})
+        return JSONResponse(out, status_code=status_code)
+
+    def _flow(self, access: tuple[int, str | None], role: str, inner: Flow[Any], respond: Callable[[Any], Any],
+              status_code: int) -> Flow[Any]:
+        """The request's flow around ``inner``: the same checks in the same order as ``run`` with the
+        dependencies (user active, role, then the key, then the work). Returns the body, or the StoredResponse to
+        replay. The checks ride with the flow's first batch when that batch only reads."""
+        uid, login_id = access
+        head = [accounts.authenticate_stmt(uid, login_id)]
+        if self.key:
+            head += idempotency.acquire_stmts(user_id=uid, route=self.route, key=self.key)
+        try:
+            try:
+                batch, refusal = next(inner), None
+            except StopIteration:
+                raise RuntimeError("a flow sends at least one batch") from None
+            except Exception as exc:  # the flow refused its input: who is asking is still checked first
+                batch, refusal = Batch([]), exc
+            lead = head
+            if refusal is not None or batch.final or any(s.writes for s in batch.stmts):
+                # Nothing that writes may run before the key says this request is not a replay.
+                if (stored := self._admit((yield Batch(head)), role)) is not None:
+                    return stored
+                if refusal is not None:
+                    raise refusal
+                lead = []
+            stored_body = None
+            while True:
+                extra = []
+                if batch.final and self.key:
+                    stored_body = _encode(respond(batch.result))
+                    extra = [self._store(uid, status_code, stored_body)]
+                got = yield Batch([*lead, *batch.stmts, *extra])
+                if lead:
+                    if (stored := self._admit(got[:len(lead)], role)) is not None:
+                        return stored
+                    got, lead = got[len(lead):], []
+                try:
+                    batch = inner.send(got[:len(batch.stmts)])
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+            if stored_body is not None:
+                return stored_body
+            body = _encode(respond(result))
+            if self.key:
+                yield Batch([self._store(uid, status_code, body)])
+            return body
+        finally:
+            inner.close()
+
+    def _admit(self, rows: list, role: str) -> idempotency.StoredResponse | None:
+        """From the rows of the head statements: refuse an inactive or wrong-role caller, then the key's answer."""
+        accounts.authenticated(rows[0], role)
+        return idempotency.acquired(rows[1], rows[2], self.digest) if self.key else None
+
+    def _store(self, uid: int, status_code: int, body: Any):
+        return idempotency.store_stmt(user_id=uid, route=self.route, key=self.key, digest=self.digest,
+                                      status_code=status_code, body=body)
+
+
 def _encode(result: Any) -> Any:
     """The JSON form of a result; a response model serialises itself (faster than the generic encoder)."""
     if isinstance(result, BaseModel):
@@ -83,14 +155,26 @@ async def _digest(request: Request) -> str:
     return h.hexdigest()
 
 
+async def _keyed(request: Request, key: str | None, session: Session | None) -> Idempotent:
+    key = idempotency.check_key(key) if key is not None else None
+    digest = await _digest(request) if key else ""
+    return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest=digest, session=session)
+
+
 async def idempotent(request: Request, db_session: DbSession,
                      idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> Idempotent:
     """Dependency: reads the key and hashes the raw body (multipart included)."""
-    key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
-    digest = await _digest(request) if key else ""
-    return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest=digest, session=db_session)
+    return await _keyed(request, idempotency_key, db_session)
 
 
+async def idempotent_flow(request: Request,
+                          idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+                          ) -> Idempotent:
+    """Dependency for routes whose write is a pipelined flow (``Idempotent.run_flow``): no session."""
+    return await _keyed(request, idempotency_key, None)
+
+
+IdempotentFlowRun = Annotated[Idempotent, Depends(idempotent_flow)]
 IdempotentRun = Annotated[Idempotent, Depends(idempotent)]
 
 

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     db_pool_size: int = 16
     db_max_overflow: int = 8
     db_pool_timeout_s: float = 30.0
+    # The async pool of the pipelined write path (check-in, check-out: core.flow, api.deps.get_flow_runner). Each
+    # connection serves one request at a time for two short round trips, so a few keep the cores busy.
+    db_flow_pool_size: int = 8
 
     # ---- Scale-out (README, Scale-out) ----
     # PgBouncer in transaction mode between the API/worker processes and PostgreSQL: the project-local one

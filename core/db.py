@@ -5,6 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
+import psycopg
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,6 +88,21 @@ def get_engine() -> Engine:
                          pool_pre_ping=False, pool_recycle=1800, connect_args=_connect_args())
 
 
+async def open_flow_pool() -> AsyncConnectionPool:
+    """The async pool of the pipelined write path (core.flow), opened on the running event loop: the same server,
+    bouncer and connection options as the engine; two connections at first, growing to db_flow_pool_size while
+    requests wait; no check on checkout (a dropped connection fails its request with a 503 and the pool replaces
+    it)."""
+    settings = get_settings()
+    url = make_url(pgbouncer_url() or database_url())
+    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    pool = AsyncConnectionPool(conninfo, min_size=min(2, settings.db_flow_pool_size), max_size=settings.db_flow_pool_size,
+                               timeout=settings.db_pool_timeout_s, kwargs=_connect_args(), open=False,
+                               name="flow")
+    await pool.open()
+    return pool
+
+
 @lru_cache
 def get_replica_engine() -> Engine | None:
     """The read replica's engine, or None when no replica is configured (core.replica decides per read)."""
@@ -127,6 +144,12 @@ def _sessionmaker() -> sessionmaker[AppSession]:
 def new_session() -> AppSession:
     """A fresh session (connects on first use); the caller owns it and must close it."""
     return _sessionmaker()()
+
+
+def driver_connection(session: Session) -> psycopg.Connection:
+    """The psycopg connection under ``session``, inside the session's transaction (begun if need be): where a
+    pipelined flow (core.flow) runs in-process."""
+    return session.connection().connection.driver_connection
 
 
 @contextmanager

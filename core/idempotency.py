@@ -19,6 +19,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.config import get_settings
 from core.errors import Conflict, InvalidInput
+from core.flow import Stmt, sql
 from core.models import Base, created_at, utcnow
 
 MAX_KEY_LENGTH = 200
@@ -98,12 +99,14 @@ ON CONFLICT (user_id, route, key) DO UPDATE
        expires_at = excluded.expires_at, created_at = excluded.created_at""")
 
 
-def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: str) -> StoredResponse | None:
-    """Lock the key for this transaction; return the stored response if the request already ran."""
-    lock_id = int.from_bytes(hashlib.sha256(f"{user_id}|{route}|{key}".encode()).digest()[:8], "big", signed=True)
-    if not db_session.execute(_LOCK, {"k": lock_id}).scalar_one():
+def _lock_id(user_id: int, route: str, key: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{user_id}|{route}|{key}".encode()).digest()[:8], "big", signed=True)
+
+
+def _decide(locked: bool, rec: Any, digest: str) -> StoredResponse | None:
+    """From the lock's answer and the stored record: the response to replay, None to run, or the refusal."""
+    if not locked:
         raise IdempotencyInFlight()
-    rec = db_session.execute(_READ, {"user_id": user_id, "route": route, "key": key}).first()
     if rec is None or rec.expires_at < utcnow():
         return None
     if rec.body_sha256 != digest:
@@ -111,13 +114,43 @@ def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: 
     return StoredResponse(rec.status_code, rec.response)
 
 
+def _store_params(user_id: int, route: str, key: str, digest: str, status_code: int, body: Any) -> dict:
+    now = utcnow()
+    return {"user_id": user_id, "route": route, "key": key, "digest": digest, "status_code": status_code,
+            "response": json.dumps(body), "now": now,
+            "expires_at": now + timedelta(seconds=get_settings().idempotency_ttl_s)}
+
+
+def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: str) -> StoredResponse | None:
+    """Lock the key for this transaction; return the stored response if the request already ran."""
+    locked = db_session.execute(_LOCK, {"k": _lock_id(user_id, route, key)}).scalar_one()
+    rec = db_session.execute(_READ, {"user_id": user_id, "route": route, "key": key}).first() if locked else None
+    return _decide(locked, rec, digest)
+
+
 def store(db_session: Session, *, user_id: int, route: str, key: str, digest: str,
           status_code: int, body: Any) -> None:
     """Record the response in the same transaction as the work it describes."""
-    now = utcnow()
-    db_session.execute(_STORE, {"user_id": user_id, "route": route, "key": key, "digest": digest,
-                                "status_code": status_code, "response": json.dumps(body), "now": now,
-                                "expires_at": now + timedelta(seconds=get_settings().idempotency_ttl_s)})
+    db_session.execute(_STORE, _store_params(user_id, route, key, digest, status_code, body))
+
+
+# The same three steps as statements for a pipelined flow (core.flow): the lock and the read go in the flow's
+# first batch (PostgreSQL runs them in order, so the read's snapshot is taken after the lock is held), the store
+# in the batch that writes the work it describes.
+def acquire_stmts(*, user_id: int, route: str, key: str) -> list[Stmt]:
+    """The lock and the read, in this order (see ``acquire``)."""
+    return [Stmt(sql(_LOCK), {"k": _lock_id(user_id, route, key)}),
+            Stmt(sql(_READ), {"user_id": user_id, "route": route, "key": key})]
+
+
+def acquired(lock_rows: list, read_rows: list, digest: str) -> StoredResponse | None:
+    """``acquire``'s answer from the rows of ``acquire_stmts``."""
+    return _decide(lock_rows[0][0], read_rows[0] if read_rows else None, digest)
+
+
+def store_stmt(*, user_id: int, route: str, key: str, digest: str, status_code: int, body: Any) -> Stmt:
+    """``store`` as a statement."""
+    return Stmt(sql(_STORE), _store_params(user_id, route, key, digest, status_code, body), writes=True)
 
 
 def purge_expired(*, db_session: Session) -> int:

@@ -13,6 +13,7 @@ from accounts.models import User
 from accounts.service import require_role
 from core.batch import sweep
 from core.config import get_settings
+from core.flow import Stmt, sql
 from core.models import utcnow
 from tasks import credit
 from tasks.errors import (AlreadyClaimed, AlreadyDone, ClaimNotFound, CreditTooLow, InvalidTransition, SlotsFull,
@@ -100,20 +101,42 @@ def _move_sql(n_from: int, columns: tuple[str, ...]) -> TextClause:
         RETURNING from_state""")
 
 
+def _move_params(claim_id: int, from_states: tuple[str, ...], to_state: str, actor_id: int | None,
+                 reason: str | None, data: dict | None, values: dict) -> dict:
+    return {"claim_id": claim_id, "to_state": to_state, "actor_id": actor_id, "reason": reason,
+            "data": None if data is None else json.dumps(data), "at": utcnow(),
+            **{f"from_{i}": state for i, state in enumerate(from_states)},
+            **{f"v_{column}": value for column, value in values.items()}}
+
+
+def _refused(claim_id: int, from_states: tuple[str, ...], current: str | None) -> InvalidTransition:
+    return InvalidTransition(f"Claim {claim_id} is {current}; this needs {' or '.join(from_states)}.", state=current)
+
+
 def move(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
          actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> str:
     """Guarded claim state change (``WHERE state IN from_states``) plus its audit row, in one statement;
     returns the prior state. Loads nothing: use ``transition`` for the changed Claim."""
-    params = {"claim_id": claim_id, "to_state": to_state, "actor_id": actor_id, "reason": reason,
-              "data": None if data is None else json.dumps(data), "at": utcnow(),
-              **{f"from_{i}": state for i, state in enumerate(from_states)},
-              **{f"v_{column}": value for column, value in values.items()}}
+    params = _move_params(claim_id, from_states, to_state, actor_id, reason, data, values)
     prior = db_session.execute(_move_sql(len(from_states), tuple(values)), params).scalar()
     if prior is None:
-        current = db_session.scalar(select(Claim.state).where(Claim.id == claim_id))
-        raise InvalidTransition(f"Claim {claim_id} is {current}; this needs {' or '.join(from_states)}.",
-                                state=current)
+        raise _refused(claim_id, from_states, db_session.scalar(select(Claim.state).where(Claim.id == claim_id)))
     return prior
+
+
+def move_stmt(claim_id: int, from_states: tuple[str, ...], to_state: str, *, actor_id: int | None,
+              reason: str | None = None, data: dict | None = None, **values) -> Stmt:
+    """``move`` as a statement for a pipelined flow (core.flow); ``moved`` reads its rows."""
+    return Stmt(sql(_move_sql(len(from_states), tuple(values))),
+                _move_params(claim_id, from_states, to_state, actor_id, reason, data, values), writes=True)
+
+
+def moved(rows: list, claim_id: int, from_states: tuple[str, ...], current: str | None) -> str:
+    """The prior state from ``move_stmt``'s rows; the refusal ``move`` raises when the guard matched nothing
+    (``current``: the state the flow last read)."""
+    if not rows:
+        raise _refused(claim_id, from_states, current)
+    return rows[0][0]
 
 
 def transition(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,

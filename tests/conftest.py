@@ -106,8 +106,11 @@ def db(connection) -> Session:
 @pytest.fixture
 def app(connection):
     """The real app whose sessions and units of work join the test's transaction."""
+    import anyio
+
     from api import deps
     from api.app import create_app
+    from core import flow
 
     application = create_app()
 
@@ -119,6 +122,17 @@ def app(connection):
         return join_test_transaction
 
     application.dependency_overrides[deps.get_session_factory] = factory
+
+    # A pipelined flow (core.flow) runs on the test's connection too, in a savepoint, through the sync driver.
+    async def flow_runner():
+        async def run(f):
+            def in_savepoint():
+                with connection.begin_nested():
+                    return flow.run(connection.connection.driver_connection, f)
+            return await anyio.to_thread.run_sync(in_savepoint)
+        return run
+
+    application.dependency_overrides[deps.get_flow_runner] = flow_runner
     return application
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from accounts import service as accounts
 from accounts.models import User
@@ -15,44 +15,61 @@ from tasks.models import Claim, ClaimEvent
 from tests.fieldwork import claimed, fix, now
 from tests.helpers import PASSWORD, unique
 
-# What one check-in may cost in statements: the user (auth), the idempotency lock and its record, the measure
-# (claim locked, fence distance, history), the fix, the claim's guarded move with its audit row, the stored
-# response. The commit and the BEGIN are not statements the driver executes through the engine.
-CHECKIN_STATEMENTS = 7
+# What one check-in may cost: two round trips (pipeline syncs: core.flow) and seven statements in them. First the
+# user (auth), the idempotency lock and its record, and the measure (claim locked, fence distance, history, the
+# fix's id); then the fix, the claim's guarded move with its audit row, and the stored response. The COMMIT is
+# the transaction's own.
+CHECKIN_ROUND_TRIPS, CHECKIN_STATEMENTS = 2, 7
 
 
-def _statements(connection, run):
-    seen: list[str] = []
+def _counting_runner(client):
+    """Wrap the app's flow runner: every batch a flow sends (one round trip each) with its statements."""
+    from api import deps
 
-    def record(conn, cursor, statement, params, context, executemany):
-        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO")):
-            seen.append(statement)
+    inner_factory = client.app.dependency_overrides[deps.get_flow_runner]
+    batches: list[list] = []
 
-    event.listen(connection, "before_cursor_execute", record)
-    try:
-        result = run()
-    finally:
-        event.remove(connection, "before_cursor_execute", record)
-    return result, seen
+    async def factory():
+        inner = await inner_factory()
+
+        async def run(f):
+            def counted():
+                rows = None
+                while True:
+                    try:
+                        batch = f.send(rows)
+                    except StopIteration as stop:
+                        return stop.value
+                    batches.append(list(batch.stmts))
+                    rows = yield batch
+            return await inner(counted())
+        return run
+
+    client.app.dependency_overrides[deps.get_flow_runner] = factory
+    return batches
 
 
 def test_checkin_and_checkout_stay_within_their_round_trip_budget(client, db, connection):
-    """Every statement is a round trip to PostgreSQL: the budget is the contract (was 19 for a check-in)."""
+    """Every batch is a round trip to PostgreSQL: the budget is the contract (was 19 statements, each its own
+    round trip, for a check-in; then 7 statements and 9 round trips with BEGIN and COMMIT)."""
     _, claim, w, _ = claimed(client, db)
-    h = dict(w, **{"Idempotency-Key": "budget-1"})
-    r, seen = _statements(connection, lambda: client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(),
-                                                          headers=h))
+    batches = _counting_runner(client)
+    r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(), headers=dict(w, **{"Idempotency-Key": "b-1"}))
     assert r.status_code == 201, r.text
-    assert len(seen) <= CHECKIN_STATEMENTS, "\n---\n".join(seen)
-    h, out = dict(w, **{"Idempotency-Key": "budget-2"}), fix()
-    r, seen = _statements(connection, lambda: client.post(f"/v1/claims/{claim['id']}/checkouts", json=out,
-                                                          headers=h))
+    assert len(batches) == CHECKIN_ROUND_TRIPS and sum(map(len, batches)) <= CHECKIN_STATEMENTS, batches
+    assert not any(s.writes for s in batches[0])  # nothing is written before the key is known not to be a replay
+    batches.clear()
+    h, out = dict(w, **{"Idempotency-Key": "b-2"}), fix()
+    r = client.post(f"/v1/claims/{claim['id']}/checkouts", json=out, headers=h)
     assert r.status_code == 201, r.text
-    assert len(seen) <= CHECKIN_STATEMENTS, "\n---\n".join(seen)
-    # A replay is the auth, the lock and the stored record: nothing is measured or written again.
-    r2, seen = _statements(connection, lambda: client.post(f"/v1/claims/{claim['id']}/checkouts", json=out,
-                                                           headers=h))
-    assert r2.headers.get("Idempotent-Replayed") == "true" and len(seen) <= 3
+    assert len(batches) == CHECKIN_ROUND_TRIPS and sum(map(len, batches)) <= CHECKIN_STATEMENTS, batches
+    # A replay is one round trip that writes nothing: the stored response comes back, nothing is written again.
+    batches.clear()
+    r2 = client.post(f"/v1/claims/{claim['id']}/checkouts", json=out, headers=h)
+    assert r2.headers.get("Idempotent-Replayed") == "true" and r2.json() == r.json()
+    assert len(batches) == 1 and not any(s.writes for s in batches[0]), batches
+    stored = db.scalars(select(Checkin).where(Checkin.claim_id == claim["id"])).all()
+    assert sorted(c.kind for c in stored) == ["in", "out"]
 
 
 def test_check_out_is_one_service_verb_returning_the_dwell(client, db):
@@ -76,8 +93,9 @@ def test_check_out_is_one_service_verb_returning_the_dwell(client, db):
     assert db.get(Checkin, row.id).risk_score == row.risk_score
 
 
-def test_a_users_request_holds_one_session(client, db, connection, monkeypatch):
-    """Authentication and the write share one session (and so one connection and transaction)."""
+def test_a_users_request_holds_at_most_one_session(client, db, connection, monkeypatch):
+    """A session-based write shares one session between authentication and the write (one connection, one
+    transaction); the check-in's pipelined flow opens none (its auth rides in the flow's first round trip)."""
     from api import deps
 
     made = []
@@ -94,6 +112,8 @@ def test_a_users_request_holds_one_session(client, db, connection, monkeypatch):
     _, claim, w, _ = claimed(client, db)
     made.clear()
     r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(), headers=dict(w, **{"Idempotency-Key": "one"}))
+    assert r.status_code == 201 and len(made) == 0
+    r = client.post(f"/v1/claims/{claim['id']}/capture-nonces", headers=dict(w, **{"Idempotency-Key": "two"}))
     assert r.status_code == 201 and len(made) == 1
 
 

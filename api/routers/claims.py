@@ -5,8 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from api.deps import CurrentUser, DbSession, Id, Worker, client_ip, received_at
-from api.idempotent import IdempotentRun
+from api.deps import AccessClaims, CurrentUser, DbSession, FlowRunner, Id, Worker, client_ip, received_at
+from api.idempotent import IdempotentFlowRun, IdempotentRun
 from api.views import checkin_read, claim_read
 from checkin import service as checkins
 from checkin.schemas import CheckinCreate, CheckinRead
@@ -17,15 +17,14 @@ router = APIRouter(prefix="/v1", tags=["claims"])
 
 
 @router.post("/claims/{claim_id}/checkins", status_code=201, response_model=CheckinRead)
-def check_in(claim_id: Id, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
+async def check_in(claim_id: Id, body: CheckinCreate, access: AccessClaims, idem: IdempotentFlowRun,
+                   run: FlowRunner, request: Request):
     """Check in from the phone: verdict, distance, risk score and reasons."""
-    ip, at = client_ip(request), received_at(request)
-
-    def run(db):
-        row = checkins.check_in(db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip, received_at=at)
-        return checkin_read(row, nonce=checkins.capture_nonce(row))
-
-    return idem.run(worker.id, run, status_code=201)
+    fix = checkins.fix_flow(worker_id=access[0], claim_id=claim_id, body=body, ip=client_ip(request), kind="in",
+                            received_at=received_at(request))
+    return await idem.run_flow(run, access, "worker", fix,
+                               lambda out: checkin_read(out[0], nonce=checkins.capture_nonce(out[0])),
+                               status_code=201)
 
 
 @router.post("/claims/{claim_id}/capture-nonces", status_code=201, response_model=CaptureNonceRead)
@@ -38,16 +37,13 @@ def capture_nonce(claim_id: Id, worker: Worker, idem: IdempotentRun, request: Re
 
 
 @router.post("/claims/{claim_id}/checkouts", status_code=201, response_model=CheckinRead)
-def check_out(claim_id: Id, body: CheckinCreate, worker: Worker, idem: IdempotentRun, request: Request):
+async def check_out(claim_id: Id, body: CheckinCreate, access: AccessClaims, idem: IdempotentFlowRun,
+                    run: FlowRunner, request: Request):
     """Check out: the fix plus the dwell time since check-in."""
-    ip, at = client_ip(request), received_at(request)
-
-    def run(db):
-        row, dwell_s = checkins.check_out(db_session=db, worker=worker, claim_id=claim_id, body=body, ip=ip,
-                                          received_at=at)
-        return checkin_read(row, dwell_s=dwell_s)
-
-    return idem.run(worker.id, run, status_code=201)
+    fix = checkins.fix_flow(worker_id=access[0], claim_id=claim_id, body=body, ip=client_ip(request), kind="out",
+                            received_at=received_at(request))
+    return await idem.run_flow(run, access, "worker", fix, lambda out: checkin_read(out[0], dwell_s=out[1]),
+                               status_code=201)
 
 
 @router.post("/claims/{claim_id}/cancel", response_model=ClaimRead)
