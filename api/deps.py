@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import psycopg
 from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
@@ -71,8 +72,13 @@ async def get_flow_runner(request: Request) -> Callable[[Flow[T]], Awaitable[T]]
     pool = request.app.state.flow_pool
 
     async def run(f: Flow[T]) -> T:
-        async with pool.connection() as conn:
-            return await flow.run_in_transaction(conn, f)
+        try:
+            async with pool.connection() as conn:
+                return await flow.run_in_transaction(conn, f)
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:  # the connection itself failed (server restarted): drop its dead siblings now,
+                await pool.check()    # so this request is the only one that hears 503 (api.errors)
+            raise
 
     return run
 

@@ -27,7 +27,7 @@ from bench import wrk
 from bench.common import checkpoint, figure, scale, server, use_bench_database
 from bench.seed import bench_merchant
 from core.db import get_engine
-from geo import h3cells
+from geo import crs, h3cells
 
 CENTER = (116.3976, 39.8990)  # lon, lat
 TASKS = 500
@@ -129,9 +129,11 @@ def _check_in(conn, claim_ids: list[int], tasks: dict[int, tuple[float, float]])
 
 
 def _fix(rng: random.Random, s: Seeded) -> str:
-    """A phone's fix ~20 m from the task centre, stamped now (generated just before its wrk run)."""
+    """A phone's fix ~20 m from the task centre, stamped now (generated just before its wrk run), in GCJ-02 as the
+    Chinese map SDKs on workers' phones report it (the API converts it back to WGS-84 on arrival)."""
+    lat, lon = crs.wgs84_to_gcj02(s.lat + rng.uniform(-0.0002, 0.0002), s.lon + rng.uniform(-0.0002, 0.0002))
     return json.dumps({
-        "lat": s.lat + rng.uniform(-0.0002, 0.0002), "lon": s.lon + rng.uniform(-0.0002, 0.0002), "crs": "wgs84",
+        "lat": lat, "lon": lon, "crs": "gcj02",
         "accuracy_m": round(rng.uniform(5, 30), 1), "client_time": datetime.now(timezone.utc).isoformat(),
         "device_id": f"bench-device-{s.worker_id}", "provider": "gps", "platform": "android",
         "mock_location": False}, separators=(",", ":"))

@@ -176,6 +176,15 @@ def _measured(rows: list) -> _Measured:
                                         bool(row.radio_pin_shared)))
 
 
+def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coord_key: str,
+             scan: list[int]) -> _Measured:
+    """The measure alone, in the session's transaction (the claim stays locked until it ends)."""
+    def measure_only() -> Flow[_Measured]:
+        return _measured((yield Batch([_measure_stmt(worker.id, claim_id, fix, coord_key, scan)]))[0])
+
+    return flow.run(driver_connection(db_session), measure_only())
+
+
 def _fix_time(body: CheckinCreate, now: datetime) -> datetime:
     """When the fix was taken: the phone's time unless it claims the future (refused beyond a few minutes)."""
     ahead = timedelta(seconds=get_checkin_settings().max_future_fix_s)

@@ -54,7 +54,14 @@ def in_mainland_china(lat: float, lon: float) -> bool:
     return bool(in_china(np.asarray([lon]), np.asarray([lat]))[0])
 
 
-def _delta(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+class _Scalar:
+    """numpy's names for the math module's functions: each step below runs on one point in plain floats (a
+    single check-in's fix: 30x faster than on 1-element arrays) or on arrays, with the same formulas."""
+
+    sqrt, sin, cos, arctan2, abs, pi = math.sqrt, math.sin, math.cos, math.atan2, abs, math.pi
+
+
+def _delta(lon, lat, np=np):
     """GCJ-02 offset (dlon, dlat) in degrees at WGS-84 (lon, lat)."""
     x, y = lon - 105.0, lat - 35.0
     dlat = (-100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * np.sqrt(np.abs(x))
@@ -73,43 +80,44 @@ def _delta(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dlon, dlat
 
 
-def _wgs_to_gcj(lon, lat):
-    dlon, dlat = _delta(lon, lat)
+def _wgs_to_gcj(lon, lat, np=np):
+    dlon, dlat = _delta(lon, lat, np)
     return lon + dlon, lat + dlat
 
 
-def _gcj_to_bd(lon, lat):
+def _gcj_to_bd(lon, lat, np=np):
     z = np.sqrt(lon * lon + lat * lat) + 0.00002 * np.sin(lat * _X_PI)
     theta = np.arctan2(lat, lon) + 0.000003 * np.cos(lon * _X_PI)
     return z * np.cos(theta) + 0.0065, z * np.sin(theta) + 0.006
 
 
-def _bd_to_gcj_approx(lon, lat):
+def _bd_to_gcj_approx(lon, lat, np=np):
     x, y = lon - 0.0065, lat - 0.006
     z = np.sqrt(x * x + y * y) - 0.00002 * np.sin(y * _X_PI)
     theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _X_PI)
     return z * np.cos(theta), z * np.sin(theta)
 
 
-def _invert(forward, lon, lat, guess):
+def _invert(forward, lon, lat, guess, np=np):
     """Solve forward(p) = (lon, lat) by fixed-point iteration from ``guess``."""
     x, y = guess
     for _ in range(_INVERSE_MAX_ITER):
-        fx, fy = forward(x, y)
+        fx, fy = forward(x, y, np)
         ex, ey = fx - lon, fy - lat
         x, y = x - ex, y - ey
-        if np.all(np.abs(ex) < _INVERSE_TOL) and np.all(np.abs(ey) < _INVERSE_TOL):
+        if (np.abs(ex) < _INVERSE_TOL).all() and (np.abs(ey) < _INVERSE_TOL).all() if np is not _Scalar else (
+                abs(ex) < _INVERSE_TOL and abs(ey) < _INVERSE_TOL):
             break
     return x, y
 
 
-def _gcj_to_wgs(lon, lat):
-    dlon, dlat = _delta(lon, lat)
-    return _invert(_wgs_to_gcj, lon, lat, (lon - dlon, lat - dlat))
+def _gcj_to_wgs(lon, lat, np=np):
+    dlon, dlat = _delta(lon, lat, np)
+    return _invert(_wgs_to_gcj, lon, lat, (lon - dlon, lat - dlat), np)
 
 
-def _bd_to_gcj(lon, lat):
-    return _invert(_gcj_to_bd, lon, lat, _bd_to_gcj_approx(lon, lat))
+def _bd_to_gcj(lon, lat, np=np):
+    return _invert(_gcj_to_bd, lon, lat, _bd_to_gcj_approx(lon, lat, np), np)
 
 
 # Each step works on (lon, lat) arrays; a path from src to dst is a chain of steps through GCJ-02.
@@ -166,9 +174,28 @@ def convert_arrays(lon, lat, src: str, dst: str) -> tuple[np.ndarray, np.ndarray
 
 
 def convert(lat: float, lon: float, src: str, dst: str) -> tuple[float, float]:
-    """Convert one point; returns (lat, lon)."""
-    x, y = convert_arrays([lon], [lat], src, dst)
-    return float(y[0]), float(x[0])
+    """Convert one point; returns (lat, lon). The same steps as ``convert_arrays`` on plain floats."""
+    check_crs(src), check_crs(dst)
+    lon, lat = float(lon), float(lat)
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise InvalidCoordinates("Coordinates must be finite numbers (no NaN or infinity).")
+    if abs(lat) > 90 or abs(lon) > 180:
+        raise InvalidCoordinates("Latitude must be within ±90 and longitude within ±180 "
+                                 "(GeoJSON order is [lon, lat]).")
+    if src == dst:
+        return lat, lon
+    x, y = lon, lat
+    if src != "wgs84":
+        for step in _STEPS[(src, "wgs84")]:
+            x, y = step(x, y, _Scalar)
+    if not shapely.contains_xy(_outline(), x, y):  # where it really is decides whether it was shifted
+        return lat, lon
+    if dst == "wgs84":
+        return y, x
+    x, y = lon, lat
+    for step in _STEPS[(src, dst)]:
+        x, y = step(x, y, _Scalar)
+    return y, x
 
 
 def to_wgs84(lat: float, lon: float, crs: str) -> tuple[float, float]:

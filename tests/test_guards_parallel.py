@@ -267,3 +267,73 @@ def test_ledger_check_catches_withdrawals_out_of_step(db):
     problems = [p for p in ledger.check(db) if f"worker {worker.id}:" in p]
     assert problems and "withdrawals in flight 0" in problems[0]
     assert db.scalar(select(LedgerAccount.balance_fen).where(LedgerAccount.owner_id == worker.id)) == 500
+
+
+def _claimed(server, n_workers: int = 1) -> tuple[int, dict, User]:
+    """A claimed slot of a new worker on a new task (the check-in's pipelined path serves the next request)."""
+    task, _, _ = _published(server, slots=1)
+    worker = _users(server, "worker", n_workers)[0]
+    headers = _token(server, worker)
+    with server.http() as c:
+        r = c.post(f"/v1/tasks/{task['id']}/claims", headers=headers)
+        assert r.status_code == 201, r.text
+    return r.json()["id"], headers, worker
+
+
+def _fixes_and_audit(server, claim_id: int) -> tuple[list[str], list[tuple[str, str]]]:
+    from checkin.models import Checkin
+    from tasks.models import ClaimEvent
+
+    with server.session() as s:
+        kinds = sorted(s.scalars(select(Checkin.kind).where(Checkin.claim_id == claim_id)))
+        moves = [(e.from_state, e.to_state) for e in
+                 s.scalars(select(ClaimEvent).where(ClaimEvent.claim_id == claim_id).order_by(ClaimEvent.id))]
+    return kinds, moves
+
+
+def test_parallel_check_ins_on_one_claim_record_exactly_one(server):
+    """N check-ins of one claim with different keys, released together on the async pipelined path: one 201,
+    the rest 409 already_checked_in; one fix and one claimed -> checked_in audit row."""
+    claim_id, headers, _ = _claimed(server)
+    n = 12
+    results = release_together(server, n, lambda c, i: c.post(
+        f"/v1/claims/{claim_id}/checkins", json=fix(), headers={**headers, "Idempotency-Key": f"par-in-{i}"}))
+    codes = _codes(results)
+    assert sorted(codes) == [201] + [409] * (n - 1), codes
+    assert {r.json()["code"] for r in results if r.status_code == 409} == {"already_checked_in"}
+    kinds, moves = _fixes_and_audit(server, claim_id)
+    assert kinds == ["in"] and moves.count(("claimed", "checked_in")) == 1, (kinds, moves)
+
+
+def test_parallel_check_outs_on_one_claim_record_exactly_one(server):
+    claim_id, headers, _ = _claimed(server)
+    with server.http() as c:
+        assert c.post(f"/v1/claims/{claim_id}/checkins", json=fix(), headers=headers).status_code == 201
+    n = 12
+    results = release_together(server, n, lambda c, i: c.post(
+        f"/v1/claims/{claim_id}/checkouts", json=fix(), headers={**headers, "Idempotency-Key": f"par-out-{i}"}))
+    codes = _codes(results)
+    assert sorted(codes) == [201] + [409] * (n - 1), codes
+    kinds, moves = _fixes_and_audit(server, claim_id)
+    assert kinds == ["in", "out"] and moves.count(("checked_in", "checked_in")) == 1, (kinds, moves)
+
+
+def test_parallel_replays_of_one_check_in_run_it_once(server):
+    """N copies of one check-in (same key, same body) released together: it runs once; every other copy is
+    either the replay of the first response or 409 idempotency_in_flight, never a second fix."""
+    claim_id, headers, _ = _claimed(server)
+    body, n = fix(), 12
+    results = release_together(server, n, lambda c, i: c.post(
+        f"/v1/claims/{claim_id}/checkins", json=body, headers={**headers, "Idempotency-Key": "one-fix"}))
+    codes = _codes(results)
+    firsts = [r for r in results if r.status_code == 201 and r.headers.get("Idempotent-Replayed") != "true"]
+    replays = [r for r in results if r.headers.get("Idempotent-Replayed") == "true"]
+    assert len(firsts) == 1, codes
+    assert all(r.json() == firsts[0].json() and r.status_code == 201 for r in replays)
+    assert {r.json()["code"] for r in results if r.status_code == 409} <= {"idempotency_in_flight"}
+    assert len(firsts) + len(replays) + codes.count(409) == n, codes
+    with server.http() as c:  # after the dust settles, the key replays the first response
+        again = c.post(f"/v1/claims/{claim_id}/checkins", json=body, headers={**headers, "Idempotency-Key": "one-fix"})
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == firsts[0].json()
+    kinds, moves = _fixes_and_audit(server, claim_id)
+    assert kinds == ["in"] and moves.count(("claimed", "checked_in")) == 1

@@ -1,0 +1,131 @@
+"""core.flow: pipelined units of work on a real PostgreSQL, through the async driver the API's write path uses.
+
+What a caller of ``run_in_transaction`` relies on: a flow's writes commit together or not at all; a refusal decided
+before any write ends with a COMMIT that keeps the connection's prepared statements (psycopg forgets them on
+ROLLBACK); a database error rolls back and leaves the connection usable; the sync driver gives the same answers.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from core import flow
+from core.db import database_url, get_engine
+from core.errors import InvalidInput
+from core.flow import Batch, Stmt
+
+INSERT = Stmt("INSERT INTO flow_probe (tag, v) VALUES (%(tag)s, %(v)s) RETURNING id", writes=True)
+COUNT = "SELECT count(*) AS n FROM flow_probe WHERE tag = %(tag)s"
+
+
+class Refused(InvalidInput):
+    code = "refused"
+
+
+@pytest.fixture(scope="module")
+def conninfo(test_database):
+    with get_engine().begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS flow_probe (id bigserial PRIMARY KEY, tag text NOT NULL, "
+                             "v int NOT NULL CHECK (v >= 0))")
+    return make_url(database_url()).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _insert(tag: str, v: int) -> Stmt:
+    return Stmt(INSERT.sql, {"tag": tag, "v": v}, writes=True)
+
+
+def _two_writes_then(tag: str, refuse_after_writes: bool):
+    """Reads, then writes two rows in one batch, then (optionally) refuses: returns the ids."""
+    rows = yield Batch([Stmt(COUNT, {"tag": tag})])
+    assert rows[0][0].n == 0
+    rows = yield Batch([_insert(tag, 1), _insert(tag, 2)], final=True, result="ok")
+    if refuse_after_writes:
+        raise Refused("changed my mind")
+    return [r[0].id for r in rows]
+
+
+def _refuse_after_reading(tag: str):
+    yield Batch([Stmt(COUNT, {"tag": tag})])
+    raise Refused("no")
+
+
+def _count(conninfo: str, tag: str) -> int:
+    with psycopg.connect(conninfo) as c:
+        return c.execute(COUNT, {"tag": tag}).fetchone()[0]
+
+
+async def _prepared(conn: psycopg.AsyncConnection) -> set[str]:
+    cur = await conn.execute("SELECT statement FROM pg_prepared_statements", prepare=False)
+    return {r[0] for r in await cur.fetchall()}
+
+
+def test_a_flows_writes_commit_together(conninfo):
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+            return await flow.run_in_transaction(conn, _two_writes_then("commit", False))
+
+    ids = asyncio.run(go())
+    assert len(ids) == 2 and ids[0] < ids[1] and _count(conninfo, "commit") == 2
+
+
+def test_a_refusal_after_a_write_rolls_the_whole_flow_back(conninfo):
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+            with pytest.raises(Refused):
+                await flow.run_in_transaction(conn, _two_writes_then("refused", True))
+            return conn.info.transaction_status
+
+    assert asyncio.run(go()) == psycopg.pq.TransactionStatus.IDLE
+    assert _count(conninfo, "refused") == 0
+
+
+def test_a_refusal_before_any_write_keeps_the_prepared_statements(conninfo):
+    """The refusal path ends with COMMIT: the statements psycopg prepared stay prepared on the server. A ROLLBACK
+    (what any error did before) makes psycopg deallocate them all."""
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo, prepare_threshold=0) as conn:
+            await flow.run_in_transaction(conn, _two_writes_then("prep", False))
+            before = await _prepared(conn)
+            with pytest.raises(Refused):
+                await flow.run_in_transaction(conn, _refuse_after_reading("prep"))
+            kept = await _prepared(conn)
+            await conn.rollback()  # what an error used to end with
+            await conn.execute("SELECT 1")
+            await conn.rollback()
+            return before, kept, await _prepared(conn)
+
+    before, kept, after_rollback = asyncio.run(go())
+    assert any("flow_probe" in s for s in before)
+    assert kept == before
+    assert not any("flow_probe" in s for s in after_rollback)  # the contrast: ROLLBACK drops them
+
+
+def test_a_database_error_rolls_back_and_leaves_the_connection_usable(conninfo):
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+            def bad():
+                yield Batch([_insert("dberr", 1), _insert("dberr", -1)])  # the CHECK refuses the second
+                return "unreachable"
+
+            with pytest.raises(psycopg.errors.CheckViolation):
+                await flow.run_in_transaction(conn, bad())
+            return await flow.run_in_transaction(conn, _two_writes_then("after-error", False))
+
+    assert len(asyncio.run(go())) == 2
+    assert _count(conninfo, "dberr") == 0 and _count(conninfo, "after-error") == 2
+
+
+def test_the_sync_driver_runs_the_same_flow(conninfo):
+    with psycopg.connect(conninfo) as conn:
+        ids = flow.run(conn, _two_writes_then("sync", False))
+        conn.commit()
+    assert len(ids) == 2 and _count(conninfo, "sync") == 2
+
+
+def test_sql_turns_sqlalchemy_text_into_psycopg_style():
+    from sqlalchemy import text
+
+    assert flow.sql(text("SELECT :a, '100%' WHERE x = :b")) == "SELECT %(a)s, '100%%' WHERE x = %(b)s"
