@@ -77,7 +77,7 @@ def find(svc: LocalServices) -> str | None:
     system = system_exe()
     if supports_prepared_statements(system):
         return system
-    built = built_exe(svc)
+    built = built_exe(svc).resolve()  # the postgres user may reach it only through the link's target (pg_owned_dir)
     if built.exists() and version_of(built):
         return str(built)
     return system
@@ -129,6 +129,7 @@ def build(svc: LocalServices) -> Path:
     """Download (SHA-256 checked), configure, compile; the binary is moved into place only once it runs."""
     started = time.monotonic()
     _ensure_build_packages()
+    took = {"build dependencies": time.monotonic() - started}
     target = built_exe(svc)
     prefix = svc.pg_owned_dir(target.parent.parent)  # the unprivileged postgres user runs it (see pg_owned_dir)
     with tempfile.TemporaryDirectory(prefix="pgbouncer-build-") as tmp:
@@ -143,7 +144,9 @@ def build(svc: LocalServices) -> Path:
         for step in (["./configure", f"--prefix={prefix}", "--without-cares", "--disable-debug"],
                      ["make", f"-j{min(os.cpu_count() or 1, 4)}"]):
             with open(buildlog, "a") as out:
+                step_started = time.monotonic()
                 done = subprocess.run(step, cwd=src, stdout=out, stderr=subprocess.STDOUT)
+                took[step[0].lstrip("./")] = time.monotonic() - step_started
             if done.returncode != 0:
                 tail = buildlog.read_text(errors="replace").strip().splitlines()[-5:]
                 raise BuildFailed(f"`{' '.join(step)}` exited {done.returncode}: " + " | ".join(tail))
@@ -156,8 +159,9 @@ def build(svc: LocalServices) -> Path:
         shutil.copy2(src / "pgbouncer", staged)
         staged.chmod(0o755)
         staged.replace(prefix / "bin" / "pgbouncer")  # atomic: a half-copied binary never counts as built
-    log(f"built PgBouncer {VERSION} in {time.monotonic() - started:.0f} s: {target}")
-    return target
+    log(f"built PgBouncer {VERSION} in {time.monotonic() - started:.0f} s ("
+        + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in took.items()) + f"): {target}")
+    return target.resolve()
 
 
 def apt_archive() -> str:
