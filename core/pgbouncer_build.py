@@ -177,7 +177,8 @@ def apt_archive() -> str:
         for found in re.finditer(r"^\s*(?:deb(?:-src)?\s+(?:\[[^\]]*\]\s+)?|URIs:\s*)(\S+)", text, re.M):
             if re.fullmatch(r"https?://\S+/debian/?", found.group(1)):
                 return found.group(1).rstrip("/")
-    raise BuildFailed("no Debian archive (an http URI ending in /debian) in apt's sources; set FIELDPROOF_DEBIAN_MIRROR")
+    raise BuildFailed("no Debian archive (an http URI ending in /debian) in apt's sources: "
+                      "set FIELDPROOF_DEBIAN_MIRROR")
 
 
 def _download(url: str, dest: Path) -> None:
