@@ -214,11 +214,15 @@ def _burst(bouncer: Bouncer, servers: list, worker: dict, per_process: int) -> t
     are in flight. Returns the bouncer's pool row, PostgreSQL's connection count, and the status codes."""
     dbname = make_url(servers[0].env["FIELDPROOF_DATABASE_URL"]).database
     results: list = []
+    # One barrier for all: each thread first asks /healthz, which reads the database through the bouncer; with a
+    # barrier per server, one server's requests could fill the pool (held by the lock below) while another's /healthz
+    # still waited for a server connection, so its requests never left (a loaded machine saw 40 of 48 in flight).
+    barrier = threading.Barrier(len(servers) * per_process)
     with servers[0].engine.connect() as lock:
         lock.execute(text("LOCK TABLE task IN ACCESS EXCLUSIVE MODE"))
         runners = [threading.Thread(target=lambda srv=srv: results.extend(release_together(
             srv, per_process, lambda c, i: c.get("/v1/tasks/nearby", params={"lat": STORE[0], "lon": STORE[1]},
-                                                 headers=worker).status_code))) for srv in servers]
+                                                 headers=worker).status_code, barrier))) for srv in servers]
         for runner in runners:
             runner.start()
 
