@@ -31,7 +31,8 @@ ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "c
          "evidence_cpu_per_matched_upload", "upload_presence_cpu_ms", "upload_presence_cpu_matched_ms",
          "dedup_lookup", "heatmap_viewport", "mvt_tile",
          "partition_measure", "partition_heatmap_window", "partition_nearby", "partition_worker_history",
-         "partition_claim_history", "partition_rollup_read"]
+         "partition_claim_history", "partition_rollup_read", "pgbouncer_prepared_query", "unprepared_statement_cost",
+         "pgbouncer_hall"]
 
 
 def _previous() -> dict[str, dict]:

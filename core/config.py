@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     pgbouncer_url: str = ""
     pgbouncer_pool_size: int = 16
     # Whether the bouncer follows protocol-level prepared statements (PgBouncer >= 1.21, max_prepared_statements).
-    # Unset: the local bouncer's version decides; an external one is assumed not to. Without them psycopg sends
-    # every statement unprepared (prepare_threshold=None): Debian 12 ships PgBouncer 1.18.
+    # Unset: the local bouncer is asked (SHOW CONFIG when it runs, else its binary's version: 1.24 built from source
+    # when the system's is Debian 12's 1.18, core.pgbouncer_build); an external one is assumed not to. Without them
+    # psycopg sends every statement unprepared (prepare_threshold=None).
     pgbouncer_prepared_statements: bool | None = None
     # Streaming read replica for read-only views: the project-local standby (`fieldproof db up --replica`) when
     # replica is true, or replica_url. Each read class accepts this much staleness in seconds; a class not listed,

@@ -68,8 +68,9 @@ def _connect_args() -> dict:
     if not pgbouncer_url():
         return {"options": "-c synchronous_commit=on"}
     # Behind a bouncer the server connection sets synchronous_commit itself (core.localscale's connect_query;
-    # configure an external bouncer alike). A bouncer older than 1.21 in transaction mode hands the next
-    # transaction another server connection, where psycopg's prepared "_pg3_N" does not exist: never prepare.
+    # configure an external bouncer alike). A bouncer that does not follow prepared statements (older than 1.21,
+    # or max_prepared_statements = 0) hands the next transaction another server connection, where psycopg's
+    # prepared "_pg3_N" does not exist: never prepare. The local one is >= 1.21 (core.pgbouncer_build) and asked.
     return {} if _bouncer_prepares() else {"prepare_threshold": None}
 
 

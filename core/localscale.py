@@ -7,7 +7,6 @@ run as the unprivileged ``postgres`` user when we are root (PgBouncer refuses ro
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 
+from core import pgbouncer_build
 from core.config import get_settings
 from core.localservices import DURABILITY_OPTS, PG_BIN, PG_SUPERUSER, LocalServices, log, port_open
 
@@ -24,9 +24,9 @@ from core.localservices import DURABILITY_OPTS, PG_BIN, PG_SUPERUSER, LocalServi
 # STANDBY_MAX_KEPT_WAL; past that the slot is invalidated and the next `db up --replica` copies the primary again.
 STANDBY_SLOT = "fieldproof_standby"
 STANDBY_MAX_KEPT_WAL = "4GB"
-# PgBouncer follows protocol-level prepared statements across server connections from 1.21 on.
-PREPARED_STATEMENTS_SINCE = (1, 21)
-PGBOUNCER_PACKAGE = "pgbouncer"
+# Prepared statements the local bouncer keeps per server connection (an LRU; PgBouncer >= 1.21). The application has
+# a few dozen distinct statements; psycopg keeps up to 100 per client connection (prepared_max).
+MAX_PREPARED_STATEMENTS = 200
 
 
 def on_local_cluster(url: str) -> bool:
@@ -118,60 +118,72 @@ class Standby:
             log("standby stopped")
 
 
-def pgbouncer_exe() -> str | None:
-    """Path of the pgbouncer program (Debian puts it in /usr/sbin, not on every user's PATH)."""
-    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
-    return exe if Path(exe).exists() else None
-
-
-def pgbouncer_version() -> tuple[int, int] | None:
-    """The installed PgBouncer's (major, minor), or None when it is not installed."""
-    exe = pgbouncer_exe()
-    if exe is None:
-        return None
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    found = re.search(r"PgBouncer (\d+)\.(\d+)", out)
-    return (int(found.group(1)), int(found.group(2))) if found else None
-
-
 class Bouncer:
-    """PgBouncer in transaction mode in front of the local cluster."""
+    """PgBouncer in transaction mode in front of the local cluster.
 
-    def __init__(self, svc: LocalServices) -> None:
+    ``name`` picks its directory under .data/ and its port (kept in services.json as ``<name>_port``): tests start
+    a second one beside the default. ``max_prepared_statements``: None for MAX_PREPARED_STATEMENTS when the binary
+    supports them (PgBouncer >= 1.21), or a number to write as is (0 turns the support off).
+    """
+
+    def __init__(self, svc: LocalServices, name: str = "pgbouncer", max_prepared_statements: int | None = None) -> None:
         self.svc = svc
-        self.dir = svc.data_dir / "pgbouncer"
+        self.name = name
+        self.dir = svc.data_dir / name
+        self._max_prepared = max_prepared_statements
 
     @property
     def port(self) -> int:
-        return self.svc.port("pgbouncer_port")
+        return self.svc.port(f"{self.name}_port")
 
     def running(self) -> bool:
         """Whether the bouncer accepts connections."""
         return port_open(self.port)
 
+    def exe(self) -> str | None:
+        """The pgbouncer binary it runs (core.pgbouncer_build.find: ours when the system's is older than 1.21)."""
+        return pgbouncer_build.find(self.svc)
+
+    def max_prepared_statements(self) -> int | None:
+        """What its configuration sets max_prepared_statements to; None for a binary that lacks the setting."""
+        if not pgbouncer_build.supports_prepared_statements(self.exe()):
+            return None
+        return MAX_PREPARED_STATEMENTS if self._max_prepared is None else self._max_prepared
+
     def prepared_statements(self) -> bool:
-        """Whether this bouncer follows protocol-level prepared statements (its version is new enough)."""
-        version = pgbouncer_version()
-        return bool(version and version >= PREPARED_STATEMENTS_SINCE)
+        """Whether this bouncer follows protocol-level prepared statements: asked of the running bouncer (SHOW
+        CONFIG: a 1.18 started before the 1.24 build has no max_prepared_statements), else what up() would start."""
+        live = self.live_config() if self.running() else None
+        if live is not None:
+            return int(live.get("max_prepared_statements") or 0) > 0
+        return bool(self.max_prepared_statements())
+
+    def live_config(self) -> dict[str, str] | None:
+        """The running bouncer's SHOW CONFIG (key -> value), or None when its admin console does not answer."""
+        try:
+            with psycopg.connect(host="127.0.0.1", port=self.port, user=PG_SUPERUSER, dbname="pgbouncer",
+                                 password=self.svc.state()["pg_password"], autocommit=True, connect_timeout=3,
+                                 cursor_factory=psycopg.ClientCursor) as conn:  # the console takes simple queries
+                return {row[0]: row[1] for row in conn.execute("SHOW CONFIG").fetchall()}
+        except psycopg.Error:
+            return None
 
     def ensure_installed(self) -> None:
-        """Install Debian's pgbouncer package when missing (as root; the system service is left stopped)."""
-        if pgbouncer_version():
-            return
-        if os.geteuid() != 0:
-            raise SystemExit(f"PgBouncer missing; run as root or: apt-get install {PGBOUNCER_PACKAGE}")
-        log(f"installing {PGBOUNCER_PACKAGE} from Debian packages")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", PGBOUNCER_PACKAGE]
-        if subprocess.run(install, env=env).returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-            subprocess.run(install, check=True, env=env)
+        """A pgbouncer binary, >= 1.21 if it can be had (core.pgbouncer_build.ensure: built from source once when
+        the system's is older; Debian's package otherwise)."""
+        pgbouncer_build.ensure(self.svc)
 
     def up(self) -> None:
-        """Write the configuration and start the bouncer (daemonised, logs under .data/pgbouncer)."""
-        if self.running():
-            return
+        """Write the configuration and start the bouncer (daemonised, logs under .data/<name>). One that runs
+        without prepared statements although its configuration would now have them (started by PgBouncer 1.18
+        before the source build) is restarted."""
         self.ensure_installed()
+        if self.running():
+            if self.prepared_statements() or not self.max_prepared_statements():
+                return
+            log(f"PgBouncer on 127.0.0.1:{self.port} runs without prepared statements; restarting it with "
+                f"{self.exe()} (its clients' connections close)")
+            self.down()
         if not self.svc.pg_running():
             raise SystemExit("the primary is not running: start it first (fieldproof db up)")
         home = self.svc.pg_owned_dir(self.dir)
@@ -180,9 +192,13 @@ class Bouncer:
         self._write(home, "pgbouncer.ini", self._ini(home))
         if user := self.svc.pg_user():
             shutil.chown(home, user)
-        log(f"starting PgBouncer (transaction mode, {get_settings().pgbouncer_pool_size} server connections per "
-            f"database) on 127.0.0.1:{self.port}")
-        self.svc.as_pg([str(pgbouncer_exe()), "-d", str(home / "pgbouncer.ini")], check=True)
+        exe = self.exe()
+        prepared = self.max_prepared_statements()
+        log(f"starting PgBouncer {'.'.join(map(str, pgbouncer_build.version_of(exe) or ()))} (transaction mode, "
+            f"{get_settings().pgbouncer_pool_size} server connections per database, "
+            + (f"max_prepared_statements = {prepared}" if prepared is not None else "no prepared statements")
+            + f") on 127.0.0.1:{self.port}")
+        self.svc.as_pg([str(exe), "-d", str(home / "pgbouncer.ini")], check=True)
         for _ in range(100):
             if self.running():
                 return
@@ -208,17 +224,25 @@ class Bouncer:
                  f"default_pool_size = {settings.pgbouncer_pool_size}", "reserve_pool_size = 0",
                  "max_client_conn = 1000", "ignore_startup_parameters = extra_float_digits, options",
                  f"logfile = {home / 'pgbouncer.log'}", f"pidfile = {home / 'pgbouncer.pid'}"]
-        if self.prepared_statements():
-            lines.append("max_prepared_statements = 200")
+        if (prepared := self.max_prepared_statements()) is not None:
+            lines.append(f"max_prepared_statements = {prepared}")
         return "\n".join(lines) + "\n"
 
     def down(self) -> None:
-        """Stop the bouncer if it runs (SIGTERM: immediate shutdown; clients see their connection close)."""
+        """Stop the bouncer if it runs, at once (clients see their connection close), and wait until it is gone."""
         pidfile = self.dir.resolve() / "pgbouncer.pid"
         if not self.running() or not pidfile.exists():
             return
         try:
-            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
-            log("PgBouncer stopped")
+            pid = int(pidfile.read_text().strip())
+            # Immediate shutdown is SIGQUIT from 1.23 on (SIGTERM there waits for every client to disconnect);
+            # before 1.23 it is SIGTERM. The running binary decides (it may be a 1.18 started before our build).
+            version = pgbouncer_build.version_of(f"/proc/{pid}/exe")
+            os.kill(pid, signal.SIGQUIT if version and version >= (1, 23) else signal.SIGTERM)
         except (ProcessLookupError, ValueError):
-            pass
+            return
+        for _ in range(100):
+            if not self.running():
+                break
+            time.sleep(0.1)
+        log("PgBouncer stopped")

@@ -296,7 +296,8 @@ def down() -> None:
     # lazy: core.localscale builds on this module
     from core import localscale
 
-    localscale.Bouncer(svc).down()
+    for home in sorted(svc.data_dir.glob("pgbouncer*/pgbouncer.ini")):  # the default one and any a test started
+        localscale.Bouncer(svc, name=home.parent.name).down()
     localscale.Standby(svc).down()
     svc.redis_down()
     svc.pg_down()

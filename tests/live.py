@@ -94,10 +94,12 @@ def live_server(suffix: str, extra_env: dict | None = None, database: str | None
             admin.dispose()
 
 
-def release_together(server: Server, n: int, request: Callable[[httpx.Client, int], T]) -> list[T]:
+def release_together(server: Server, n: int, request: Callable[[httpx.Client, int], T],
+                     barrier: threading.Barrier | None = None) -> list[T]:
     """Run ``request(client, i)`` for i < n on n threads released at one barrier, each on its own
-    already-connected HTTP connection; returns the results in order."""
-    barrier = threading.Barrier(n)
+    already-connected HTTP connection; returns the results in order. ``barrier``: one shared with other calls
+    (for n threads each), so requests to several servers leave together."""
+    barrier = barrier or threading.Barrier(n)
     results: list = [None] * n
 
     def run(i: int) -> None:

@@ -7,8 +7,9 @@ from contextlib import ExitStack
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from accounts import service as accounts
 from core import localservices
@@ -106,6 +107,87 @@ def test_the_engine_through_the_bouncer_runs_repeated_statements_durably(via_bou
         get_engine.cache_clear()
 
 
+MARK = "fieldproof prepared-statement probe"
+PROBE = text(f"SELECT pg_backend_pid(), CAST(:x AS int) + 1 /* {MARK} */")
+# What the server connection holds prepared for PROBE (the mark comes as a parameter, so this does not match itself).
+PREPARED_HERE = text("SELECT name FROM pg_prepared_statements WHERE NOT from_sql AND strpos(statement, :mark) > 0")
+
+
+def _probe(engine: Engine, clients: int = 4, rounds: int = 12) -> tuple[list[list[int]], dict[int, list[str]]]:
+    """``clients`` pooled connections (as API requests hold them) run PROBE once a round, each round one transaction
+    per client, all open at once beside a holder that takes a server connection first, so each holds a server
+    connection of its own; the commit order turns from round to round, so the bouncer (it reuses the last released
+    first) hands each client other server connections. In the last round each client also asks its server which
+    names it holds prepared for PROBE. Returns the backend each client met per round, and those names per backend."""
+    holder, *conns = [engine.connect() for _ in range(clients + 1)]
+    met: list[list[int]] = [[] for _ in conns]
+    prepared: dict[int, list[str]] = {}
+    try:
+        for r in range(rounds):
+            holder.execute(text("SELECT 1"))
+            for k, conn in enumerate(conns):
+                pid, answer = conn.execute(PROBE, {"x": r}).one()
+                assert answer == r + 1
+                met[k].append(pid)
+                if r == rounds - 1:
+                    prepared[pid] = list(conn.execute(PREPARED_HERE, {"mark": MARK}).scalars())
+            order = [holder, *conns]
+            for conn in order[r % len(order):] + order[:r % len(order)]:
+                conn.commit()
+    finally:
+        for conn in (holder, *conns):
+            conn.close()
+    return met, prepared
+
+
+def test_prepared_statements_work_through_the_bouncer_across_server_connections(bouncer, via_bouncer):
+    if not bouncer.prepared_statements():
+        pytest.skip(f"PgBouncer {bouncer.exe()} is older than 1.21 (the source build failed): nothing is prepared")
+    assert int(bouncer.live_config()["max_prepared_statements"]) > 0
+    get_engine.cache_clear()
+    try:
+        engine = get_engine()  # the API's engine: psycopg prepares as usual (core.db asks the bouncer)
+        with engine.connect() as conn:
+            threshold = conn.connection.driver_connection.prepare_threshold
+        assert threshold is not None and "prepare_threshold" not in _connect_args()
+        rounds = threshold + 8  # prepared from the (threshold + 1)th run on, then run prepared 7 more times
+        met, prepared = _probe(engine, rounds=rounds)
+        engine.dispose()
+    finally:
+        get_engine.cache_clear()
+    # Each client ran its prepared statement on several server connections, without error and with the right answer ...
+    assert all(len(set(pids[threshold:])) >= 2 for pids in met), met
+    # ... and each server connection of the last round holds it prepared, under the bouncer's name for it (PostgreSQL's
+    # own view: psycopg's "_pg3_N" never reaches the server): prepared, not merely sent unprepared.
+    assert len(prepared) == len(met) and all(len(names) == 1 and names[0].startswith("PGBOUNCER_")
+                                             for names in prepared.values()), prepared
+    servers = [s for s in _admin(bouncer, "SHOW SERVERS") if s["database"] == make_url(via_bouncer).database]
+    assert sum(s["prepared_statements"] for s in servers) >= len(prepared)
+
+
+@pytest.fixture
+def unprepared_bouncer(bouncer) -> Bouncer:
+    """A second local bouncer like the first but with max_prepared_statements = 0: what 1.18 gives, on 1.21+."""
+    if bouncer.max_prepared_statements() is None:
+        pytest.skip(f"PgBouncer {bouncer.exe()} is older than 1.21: it has no max_prepared_statements")
+    node = Bouncer(bouncer.svc, name="pgbouncer_unprepared", max_prepared_statements=0)
+    node.up()
+    yield node
+    node.down()
+
+
+def test_the_probe_fails_through_a_bouncer_that_does_not_follow_prepared_statements(unprepared_bouncer, test_database):
+    # The control: the same probe, psycopg preparing as above, through a bouncer with max_prepared_statements = 0.
+    assert unprepared_bouncer.live_config()["max_prepared_statements"] == "0"
+    assert not unprepared_bouncer.prepared_statements()  # what core.db would ask: it would not prepare
+    engine = create_engine(make_url(database_url()).set(port=unprepared_bouncer.port))
+    try:
+        with pytest.raises(DBAPIError, match="prepared statement"):
+            _probe(engine)
+    finally:
+        engine.dispose()
+
+
 def test_four_api_processes_share_the_bouncers_server_connections(bouncer, test_database):
     # Four API processes on one database, as behind a load balancer (four ports, so each surely gets its share:
     # uvicorn --workers leaves the spread to the kernel's accept), each with its own pool of 16.
@@ -132,11 +214,15 @@ def _burst(bouncer: Bouncer, servers: list, worker: dict, per_process: int) -> t
     are in flight. Returns the bouncer's pool row, PostgreSQL's connection count, and the status codes."""
     dbname = make_url(servers[0].env["FIELDPROOF_DATABASE_URL"]).database
     results: list = []
+    # One barrier for all: each thread first asks /healthz, which reads the database through the bouncer; with a
+    # barrier per server, one server's requests could fill the pool (held by the lock below) while another's /healthz
+    # still waited for a server connection, so its requests never left (a loaded machine saw 40 of 48 in flight).
+    barrier = threading.Barrier(len(servers) * per_process)
     with servers[0].engine.connect() as lock:
         lock.execute(text("LOCK TABLE task IN ACCESS EXCLUSIVE MODE"))
         runners = [threading.Thread(target=lambda srv=srv: results.extend(release_together(
             srv, per_process, lambda c, i: c.get("/v1/tasks/nearby", params={"lat": STORE[0], "lon": STORE[1]},
-                                                 headers=worker).status_code))) for srv in servers]
+                                                 headers=worker).status_code, barrier))) for srv in servers]
         for runner in runners:
             runner.start()
 
