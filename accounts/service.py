@@ -140,7 +140,7 @@ SELECT u.id, u.role, u.frozen_at, u.frozen_reason,
 
 def authenticate_stmt(user_id: int, login_id: str | None) -> Stmt:
     """The statement whose rows ``authenticated`` judges."""
-    return Stmt(sql(_AUTHENTICATE_ROW), {"user_id": user_id, "login_id": login_id})
+    return Stmt(sql(_AUTHENTICATE_ROW), {"user_id": user_id, "login_id": login_id}, one_row=True)
 
 
 def authenticated(rows: list, *roles: str):

@@ -157,7 +157,7 @@ def _measure_stmt(worker_id: int, claim_id: int, fix: sig.Fix, coord_key: str, s
         "ip_since": fix.server_time - timedelta(seconds=s.shared_ip_window_s),
         "ip_rows": s.shared_ip_scan_rows, "radio": scan, "hash_min": s.radio_hash_min_workers,
         "history_since": fix.server_time - timedelta(days=s.history_window_days),
-        "history_until": fix.server_time + HISTORY_CLOCK_SLACK})
+        "history_until": fix.server_time + HISTORY_CLOCK_SLACK}, one_row=True)
 
 
 def _measured(rows: list) -> _Measured:

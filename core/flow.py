@@ -15,13 +15,15 @@ describes.
 """
 from __future__ import annotations
 
+import re
+from collections import namedtuple
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg.rows import namedtuple_row
+from psycopg.rows import namedtuple_row, tuple_row
 from sqlalchemy.dialects.postgresql import psycopg as sa_psycopg
 from sqlalchemy.sql.elements import TextClause
 
@@ -36,6 +38,8 @@ class Stmt:
     sql: str
     params: Mapping[str, Any] = field(default_factory=dict)
     writes: bool = False  # changes rows: after it ran, an error must roll the transaction back
+    one_row: bool = False  # returns at most one row: may be sent ``together`` with others
+    parts: int = 0  # made by ``together``: its row holds this many statements' rows
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,49 @@ class Batch(Generic[T]):
 
 
 Flow = Generator[Batch, list[Rows], T]
+
+_PART = "_fp_part"  # marks where each statement's columns begin in a ``together`` row
+_PLACEHOLDER = re.compile(r"(?<!%)%\((\w+)\)s")
+
+
+def together(*stmts: Stmt) -> Stmt:
+    """Read-only statements of at most one row each as one statement (one execution, one plan, one message in
+    the pipeline instead of several); the drivers hand back each statement's rows as if it had run alone. They
+    share one snapshot: a read that must see what a lock let through goes in a later statement, never here."""
+    if any(s.writes or not s.one_row for s in stmts):
+        raise ValueError("together() takes read-only statements of at most one row")
+    joins, params = [], {}
+    for i, stmt in enumerate(stmts):
+        joins.append(f"LEFT JOIN LATERAL (SELECT true AS {_PART}, _s{i}.* FROM ("
+                     + _PLACEHOLDER.sub(lambda m, i=i: f"%(_{i}_{m.group(1)})s", stmt.sql)
+                     + f") AS _s{i}) AS _t{i} ON true")
+        params.update({f"_{i}_{k}": v for k, v in stmt.params.items()})
+    cols = ", ".join(f"_t{i}.*" for i in range(len(stmts)))
+    return Stmt(f"SELECT {cols} FROM (SELECT) AS _one " + " ".join(joins), params, one_row=True, parts=len(stmts))
+
+
+@lru_cache(maxsize=256)
+def _row_type(names: tuple[str, ...]):
+    return namedtuple("Row", names)  # noqa: PYI024  (rows as psycopg's namedtuple_row makes them)
+
+
+def _split(stmt: Stmt, description, rows: list[tuple]) -> list[Rows]:
+    """A ``together`` statement's one row as its statements' rows (a part whose marker is null had none)."""
+    if len(rows) != 1:
+        raise psycopg.ProgrammingError(f"together() returned {len(rows)} rows: a statement gave more than one")
+    names = [c.name for c in description]
+    starts = [i for i, n in enumerate(names) if n == _PART] + [len(names)]
+    out: list[Rows] = []
+    for a, b in zip(starts, starts[1:]):
+        values = rows[0][a + 1:b]
+        out.append([] if rows[0][a] is None else [_row_type(tuple(names[a + 1:b]))(*values)])
+    return out
+
+
+def _rows(cur, stmt: Stmt, fetched: list) -> list[Rows]:
+    if stmt.parts:
+        return _split(stmt, cur.description, fetched)
+    return [fetched]
 
 
 @lru_cache(maxsize=256)
@@ -84,10 +131,11 @@ def run(conn: psycopg.Connection, flow: Flow[T], outcome: Outcome[T] | None = No
     try:
         while (batch := _step(flow, rows, outcome)) is not None:
             with conn.pipeline():
-                cursors = [conn.cursor(row_factory=namedtuple_row) for _ in batch.stmts]
+                cursors = [conn.cursor(row_factory=tuple_row if s.parts else namedtuple_row) for s in batch.stmts]
                 for cur, stmt in zip(cursors, batch.stmts):
                     cur.execute(stmt.sql, stmt.params)
-            rows = [cur.fetchall() if cur.description is not None else [] for cur in cursors]
+            rows = [part for cur, stmt in zip(cursors, batch.stmts)
+                    for part in _rows(cur, stmt, cur.fetchall() if cur.description is not None else [])]
     finally:
         flow.close()
     return outcome.result  # type: ignore[return-value]
@@ -100,10 +148,11 @@ async def run_async(conn: psycopg.AsyncConnection, flow: Flow[T], outcome: Outco
     try:
         while (batch := _step(flow, rows, outcome)) is not None:
             async with conn.pipeline():
-                cursors = [conn.cursor(row_factory=namedtuple_row) for _ in batch.stmts]
+                cursors = [conn.cursor(row_factory=tuple_row if s.parts else namedtuple_row) for s in batch.stmts]
                 for cur, stmt in zip(cursors, batch.stmts):
                     await cur.execute(stmt.sql, stmt.params)
-            rows = [await cur.fetchall() if cur.description is not None else [] for cur in cursors]
+            rows = [part for cur, stmt in zip(cursors, batch.stmts)
+                    for part in _rows(cur, stmt, await cur.fetchall() if cur.description is not None else [])]
     finally:
         flow.close()
     return outcome.result  # type: ignore[return-value]

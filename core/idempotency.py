@@ -139,8 +139,8 @@ def store(db_session: Session, *, user_id: int, route: str, key: str, digest: st
 # in the batch that writes the work it describes.
 def acquire_stmts(*, user_id: int, route: str, key: str) -> list[Stmt]:
     """The lock and the read, in this order (see ``acquire``)."""
-    return [Stmt(sql(_LOCK), {"k": _lock_id(user_id, route, key)}),
-            Stmt(sql(_READ), {"user_id": user_id, "route": route, "key": key})]
+    return [Stmt(sql(_LOCK), {"k": _lock_id(user_id, route, key)}, one_row=True),
+            Stmt(sql(_READ), {"user_id": user_id, "route": route, "key": key}, one_row=True)]
 
 
 def acquired(lock_rows: list, read_rows: list, digest: str) -> StoredResponse | None:

@@ -129,3 +129,32 @@ def test_sql_turns_sqlalchemy_text_into_psycopg_style():
     from sqlalchemy import text
 
     assert flow.sql(text("SELECT :a, '100%' WHERE x = :b")) == "SELECT %(a)s, '100%%' WHERE x = %(b)s"
+
+
+def test_together_runs_one_row_reads_as_one_statement_with_each_ones_rows(conninfo):
+    """Parameters of the same name stay apart, a statement with no row gives [], a locking read keeps its lock,
+    and the rows read as if each statement had run alone."""
+    from core.flow import together
+
+    a = Stmt("SELECT %(x)s::int AS x, 'a' AS tag", {"x": 1}, one_row=True)
+    none = Stmt("SELECT 1 AS x WHERE %(x)s::int < 0", {"x": 5}, one_row=True)
+    lock = Stmt("SELECT id, v FROM flow_probe WHERE tag = %(tag)s ORDER BY id LIMIT 1 FOR UPDATE",
+                {"tag": "together"}, one_row=True)
+    with psycopg.connect(conninfo) as setup:
+        setup.execute(_insert("together", 7).sql, _insert("together", 7).params)
+
+    def both():
+        rows = yield Batch([together(a, none, lock), Stmt("SELECT %(x)s::int AS x", {"x": 9})])
+        return rows
+
+    with psycopg.connect(conninfo) as conn:
+        rows = flow.run(conn, both())
+        with psycopg.connect(conninfo) as other:  # the row is locked until conn's transaction ends
+            other.execute("SET lock_timeout = '100ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute("SELECT 1 FROM flow_probe WHERE id = %s FOR UPDATE", (rows[2][0].id,))
+        conn.rollback()
+    assert [len(r) for r in rows] == [1, 0, 1, 1]
+    assert (rows[0][0].x, rows[0][0].tag) == (1, "a") and rows[2][0].v == 7 and rows[3][0].x == 9
+    with pytest.raises(ValueError):
+        together(_insert("w", 1))

@@ -15,11 +15,11 @@ from tasks.models import Claim, ClaimEvent
 from tests.fieldwork import claimed, fix, now
 from tests.helpers import PASSWORD, unique
 
-# What one check-in may cost: two round trips (pipeline syncs: core.flow) and seven statements in them. First the
-# user (auth), the idempotency lock and its record, and the measure (claim locked, fence distance, history, the
-# fix's id); then the fix, the claim's guarded move with its audit row, and the stored response. The COMMIT is
-# the transaction's own.
-CHECKIN_ROUND_TRIPS, CHECKIN_STATEMENTS = 2, 7
+# What one check-in may cost: two round trips (pipeline syncs: core.flow) and five statements in them. First the
+# user (auth) with the idempotency lock, then the key's record with the measure (claim locked, fence distance,
+# history, the fix's id); then the fix, the claim's guarded move with its audit row, and the stored response. The
+# COMMIT is the transaction's own.
+CHECKIN_ROUND_TRIPS, CHECKIN_STATEMENTS = 2, 5
 
 
 def _counting_runner(client):
@@ -51,7 +51,8 @@ def _counting_runner(client):
 
 def test_checkin_and_checkout_stay_within_their_round_trip_budget(client, db, connection):
     """Every batch is a round trip to PostgreSQL: the budget is the contract (was 19 statements, each its own
-    round trip, for a check-in; then 7 statements and 9 round trips with BEGIN and COMMIT)."""
+    round trip, for a check-in; then 7 statements and 9 round trips with BEGIN and COMMIT; then 7 statements in
+    2 round trips)."""
     _, claim, w, _ = claimed(client, db)
     batches = _counting_runner(client)
     r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(), headers=dict(w, **{"Idempotency-Key": "b-1"}))
