@@ -30,7 +30,9 @@ def conninfo(test_database):
     with get_engine().begin() as conn:
         conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS flow_probe (id bigserial PRIMARY KEY, tag text NOT NULL, "
                              "v int NOT NULL CHECK (v >= 0))")
-    return make_url(database_url()).set(drivername="postgresql").render_as_string(hide_password=False)
+    yield make_url(database_url()).set(drivername="postgresql").render_as_string(hide_password=False)
+    with get_engine().begin() as conn:  # not a table of the models: test_migrations compares the schema with them
+        conn.exec_driver_sql("DROP TABLE flow_probe")
 
 
 def _insert(tag: str, v: int) -> Stmt:
