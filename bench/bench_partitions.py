@@ -6,7 +6,7 @@ core.partitions). Each query runs with ``search_path`` set to one schema, then t
 byte-for-byte the same (``_MEASURE`` is imported from checkin.service; the heatmap window is heatmap.measures).
 Claims, tasks and users stay in ``public`` and are shared.
 
-Data: N check-ins (4 M at scale 1; the issue asked for 50 M: see README, Scale-out for why not here) over
+Data: N check-ins (4 M at scale 1; 50 M of the partitioned layout alone: bench_partitions_scale) over
 24 months by 50,000 workers around ten cities, one claim audit row per two check-ins, and heatmap hour roll-ups
 (cells at res 5-9 of 100 places an hour over the same 24 months). Seeding is set-based SQL (generate_series); the
 flat copy is loaded first and the partitioned one from it, indexes built after loading.
@@ -57,8 +57,10 @@ def _workers(conn) -> tuple[int, int]:
     return conn.execute(text("SELECT min(id), count(*) FROM app_user WHERE username LIKE 'pbw%'")).one()
 
 
-def _tables(conn, schema: str) -> None:
-    partitioned = schema == "bench_month"
+def _tables(conn, schema: str, partitioned: bool | None = None) -> None:
+    """Empty copies of the partitioned tables in a fresh ``schema``: by month (plus a default partition, as
+    migration 0014 leaves production) when ``partitioned`` (default: the schema is bench_month), else plain."""
+    partitioned = schema == "bench_month" if partitioned is None else partitioned
     conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
     conn.execute(text(f"CREATE SCHEMA {schema}"))
     for table, key in partitions.PARTITIONED.items():
@@ -74,9 +76,9 @@ def _engine(schema: str):
     return create_engine(get_engine().url, connect_args={"options": f"-c search_path={schema},public"})
 
 
-def _months(start: datetime) -> None:
-    """Every month from start to three ahead in bench_month, made by the production maintenance code."""
-    engine = _engine("bench_month")
+def _months(start: datetime, schema: str = "bench_month") -> None:
+    """Every month from start to three ahead in ``schema``, made by the production maintenance code."""
+    engine = _engine(schema)
     with Session(engine) as db:
         for i in range(MONTHS + 4):
             for table in partitions.PARTITIONED:
@@ -86,11 +88,20 @@ def _months(start: datetime) -> None:
 
 def _load_flat(conn, n: int, w0: int, tasks: tuple[int, int], start: datetime) -> None:
     """n check-ins in time order over MONTHS months, n/2 audit rows, hour roll-ups, in bench_flat."""
+    _load(conn, "bench_flat", n, w0, tasks, start, 1, n)
+    _heat(conn, start, "bench_flat", max(10, int(100 * min(1.0, scale()))))
+
+
+def _load(conn, schema: str, n: int, w0: int, tasks: tuple[int, int], start: datetime, lo: int, hi: int) -> None:
+    """Rows lo..hi (1-based) of n check-ins spread in time order over MONTHS 30-day months, and the audit row of
+    each 'in' fix (one per two check-ins), into ``schema``; any range of rows is the same rows whatever the chunking
+    (the coordinates' jitter aside)."""
     span = MONTHS * 30 * 86400
     lons = "ARRAY[" + ",".join(str(c[0]) for c in CITIES) + "]::float8[]"
     lats = "ARRAY[" + ",".join(str(c[1]) for c in CITIES) + "]::float8[]"
     conn.execute(text(f"""
-        INSERT INTO bench_flat.checkin (id, claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon,
+        WITH c AS (
+        INSERT INTO {schema}.checkin (id, claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon,
             raw_crs, raw_coord_key, accuracy_m, accuracy_95_m, provider, device_id, ip, client_time, server_time,
             verdict, distance_m, risk_score, reasons, signals)
         SELECT g, g / 2, w, :t0 + g % :tn, CASE WHEN g % 2 = 0 THEN 'in' ELSE 'out' END,
@@ -98,23 +109,24 @@ def _load_flat(conn, n: int, w0: int, tasks: tuple[int, int], start: datetime) -
                to_char(y, 'FM990.000000') || ',' || to_char(x, 'FM990.000000'), 10, 16, 'gps', 'pbd' || w,
                CAST('10.' || (w % 200) || '.' || (w / 200 % 250) || '.1' AS inet), ts - interval '3 seconds', ts,
                'inside', 0, 0, '{{}}', '[]'
-        FROM generate_series(CAST(1 AS bigint), :n) g,
+        FROM generate_series(CAST(:lo AS bigint), :hi) g,
              LATERAL (SELECT :w0 + (g * 7919) % :wn AS w,
                              CAST(:start AS timestamptz) + g * (:span / CAST(:n AS float8)) * interval '1 second'
                                AS ts,
                              ({lons})[1 + g % 10] + (random() - 0.5) * 0.4 AS x,
                              ({lats})[1 + g % 10] + (random() - 0.5) * 0.3 AS y) r
-    """), {"n": n, "t0": tasks[0], "tn": tasks[1], "w0": w0, "wn": WORKERS, "start": start, "span": span})
-    conn.execute(text("""
-        INSERT INTO bench_flat.claim_event (id, claim_id, from_state, to_state, actor_id, reason, data, at)
-        SELECT id / 2 + 1, claim_id, 'claimed', 'checked_in', worker_id, NULL,
-               jsonb_build_object('checkin_id', id), server_time
-        FROM bench_flat.checkin WHERE kind = 'in'"""))
-    _heat(conn, start)
+        RETURNING id, claim_id, worker_id, kind, server_time)
+        INSERT INTO {schema}.claim_event (id, claim_id, from_state, to_state, actor_id, reason, data, at)
+        SELECT id / 2 + 1, claim_id, 'claimed', 'checked_in', worker_id, NULL, jsonb_build_object('checkin_id', id),
+               server_time
+        FROM c WHERE kind = 'in'
+    """), {"n": n, "lo": lo, "hi": hi, "t0": tasks[0], "tn": tasks[1], "w0": w0, "wn": WORKERS, "start": start,
+           "span": span})
 
 
-def _heat(conn, start: datetime) -> None:
-    """Hour roll-ups: 100 places an hour (of 20,000 around Beijing), each at res 5-9 (~4 M rows at scale 1)."""
+def _heat(conn, start: datetime, schema: str, per_hour: int, months: range = range(MONTHS)) -> None:
+    """Hour roll-ups: per_hour places an hour (of 20,000 around Beijing), each at res 5-9, over the given months
+    of 30 days (100 an hour over all MONTHS: ~5.8 M rows)."""
     rng = random.Random(11)
     places = []
     for pid in range(20_000):
@@ -125,20 +137,21 @@ def _heat(conn, start: datetime) -> None:
     conn.execute(text("CREATE TEMP TABLE place (pid int, r5 bigint, r6 bigint, r7 bigint, r8 bigint, r9 bigint, "
                       "lat float8, lon float8) ON COMMIT DROP"))
     conn.execute(text("INSERT INTO place VALUES (:pid, :r5, :r6, :r7, :r8, :r9, :lat, :lon)"), places)
-    hours, per_hour = MONTHS * 30 * 24, max(10, int(100 * min(1.0, scale())))
+    h0, h1 = months.start * 30 * 24, months.stop * 30 * 24
     for res in (5, 6, 7, 8, 9):
         conn.execute(text(f"""
-            INSERT INTO bench_flat.heat_cell_hour (res, cell, hour, lat, lon, checkins, workers)
+            INSERT INTO {schema}.heat_cell_hour (res, cell, hour, lat, lon, checkins, workers)
             SELECT {res}, p.r{res}, CAST(:start AS timestamptz) + h * interval '1 hour', avg(p.lat), avg(p.lon),
                    count(*), count(*)
-            FROM generate_series(0, :hours - 1) h CROSS JOIN generate_series(0, :per_hour - 1) k
+            FROM generate_series(:h0, :h1 - 1) h CROSS JOIN generate_series(0, :per_hour - 1) k
             JOIN place p ON p.pid = (h * 7919 + k * 197) % 20000
-            GROUP BY 1, 2, 3"""), {"start": start, "hours": hours, "per_hour": per_hour})
+            GROUP BY 1, 2, 3"""), {"start": start, "h0": h0, "h1": h1, "per_hour": per_hour})
 
 
-def _index(conn, schema: str) -> None:
-    """The models' keys and indexes, built after loading (on the parent: PostgreSQL builds one per partition)."""
-    month = schema == "bench_month"
+def _index(conn, schema: str, month: bool | None = None) -> None:
+    """The models' keys and indexes, built after loading (on the parent: PostgreSQL builds one per partition);
+    ``month``: keys of the partitioned layout (default: the schema is bench_month)."""
+    month = schema == "bench_month" if month is None else month
     conn.execute(text(f"ALTER TABLE {schema}.checkin ADD PRIMARY KEY (id{', server_time' if month else ''})"))
     conn.execute(text(f"ALTER TABLE {schema}.claim_event ADD PRIMARY KEY (id{', at' if month else ''})"))
     conn.execute(text(f"ALTER TABLE {schema}.heat_cell_hour ADD PRIMARY KEY (res, cell, hour)"))
@@ -211,15 +224,16 @@ def _claims(conn, w0: int) -> list[tuple[int, int]]:
         " ORDER BY c.id LIMIT :q"), {"q": QUERIES})]
 
 
-def _calls(n: int, claims: list[tuple[int, int]], now: datetime) -> list[dict]:
-    """One set of parameters per query round, drawn once so both schemas answer exactly the same questions."""
+def _calls(n: int, claims: list[tuple[int, int]], now: datetime, rounds: int = QUERIES) -> list[dict]:
+    """One set of parameters per query round, drawn once so both schemas answer exactly the same questions (the
+    first QUERIES rounds are the same whatever ``rounds``)."""
     rng = random.Random(7)
-    rounds = []
-    for i in range(QUERIES):
+    out = []
+    for i in range(rounds):
         claim_id, w = claims[i % len(claims)]
         x, y = CITIES[i % 10][0] + rng.uniform(-0.15, 0.15), CITIES[i % 10][1] + rng.uniform(-0.1, 0.1)
         day = partitions.month_start(now, -rng.randrange(MONTHS - 1)) + timedelta(days=rng.randrange(27))
-        rounds.append({
+        out.append({
             "measure": {"claim_id": claim_id, "worker_id": w, "lon": x, "lat": y, "recent_n": 4,
                         "coord_key": f"{y:.6f},{x:.6f}", "fix_day": now.date(), "device_id": f"pbd{w}",
                         "device_cap": 2, "ip": f"10.{w % 200}.{w // 200 % 250}.1",
@@ -229,10 +243,11 @@ def _calls(n: int, claims: list[tuple[int, int]], now: datetime) -> list[dict]:
             "nearby": {"x": x, "y": y, "since": now - timedelta(days=1)},
             "worker": {"w": w, "since": now - timedelta(days=30), "until": now + FIX_CLOCK_SLACK},
             # Claims looked up by id are recent ones (a worker's open claim, submissions awaiting confirmation,
-            # spot checks): drawn from the last 30 days.
-            "claim": _claim_params(rng.randrange(n // 2 - n // 48, n // 2), n, now),
+            # spot checks): drawn from the last 30 days, as a fraction of them, so a run at another n asks about the
+            # same moment and the later draws stay the same (bench_partitions_scale asks two sizes the same questions).
+            "claim": _claim_params(n // 2 - 1 - int(rng.random() * (n // 48)), n, now),
             "fold": {"last": max(0, n - 30_000 - rng.randrange(10_000))}})
-    return rounds
+    return out
 
 
 def _claim_params(claim_id: int, n: int, now: datetime) -> dict:
@@ -243,41 +258,48 @@ def _claim_params(claim_id: int, n: int, now: datetime) -> dict:
     return {"c": claim_id, "lo": claimed_at - CLAIM_FIX_SLACK, "hi": now + FIX_CLOCK_SLACK}
 
 
-def _one(db: Session, name: str, p) -> None:
+def _one(db: Session, name: str, p) -> int:
+    """Run one query; returns how many rows (heatmap: cells) it answered."""
     if name == "measure":
         db.execute(_MEASURE, p).first()
         db.rollback()  # lets go of the claim's row lock
-    elif name == "heat":
+        return 1
+    if name == "heat":
         box = (CITIES[0][0] - 0.09, CITIES[0][1] - 0.055, CITIES[0][0] + 0.09, CITIES[0][1] + 0.055)
-        heatmap.measures(db_session=db, res=8, since=p[0], until=p[1], bbox=box, k=1)
-    else:
-        db.execute({"nearby": _NEARBY, "worker": _WORKER, "claim": _CLAIM, "fold": _FOLD}[name], p).all()
+        cells = heatmap.measures(db_session=db, res=8, since=p[0], until=p[1], bbox=box, k=1)
+        return len(cells) + cells.hidden
+    return len(db.execute({"nearby": _NEARBY, "worker": _WORKER, "claim": _CLAIM, "fold": _FOLD}[name], p).all())
 
 
 NAMES = {"measure": "partition_measure", "heat": "partition_heatmap_window", "nearby": "partition_nearby",
          "worker": "partition_worker_history", "claim": "partition_claim_history", "fold": "partition_rollup_read"}
 
 
-def _time(rounds: list[dict]) -> dict[str, dict[str, list[float]]]:
-    """Milliseconds per query and schema; each round runs both schemas in a random order (drift hits both)."""
-    engines = {s: _engine(s) for s in SCHEMAS}
-    sessions = {s: Session(engines[s]) for s in SCHEMAS}
-    out = {name: {s: [] for s in SCHEMAS} for name in NAMES}
+def _time(rounds: dict[str, list[dict]], answered: dict | None = None) -> dict[str, dict[str, list[float]]]:
+    """Milliseconds per query and schema (``rounds``: each schema's parameters per round, the same questions asked
+    of each); each round runs every schema in a random order (drift hits all). ``answered``, when given, gets the
+    rows each timed call answered, by query and schema."""
+    schemas = list(rounds)
+    engines = {s: _engine(s) for s in schemas}
+    sessions = {s: Session(engines[s]) for s in schemas}
+    out = {name: {s: [] for s in schemas} for name in NAMES}
     rng = random.Random(3)
     try:
-        for i, params in enumerate(rounds):
+        for i in range(min(len(r) for r in rounds.values())):
             for name in NAMES:
                 if name == "fold" and i % 4:  # a 20,000-row batch: a quarter of the rounds is plenty
                     continue
-                for schema in rng.sample(SCHEMAS, 2):
+                for schema in rng.sample(schemas, len(schemas)):
                     t = time.perf_counter()
-                    _one(sessions[schema], name, params[name])
+                    rows = _one(sessions[schema], name, rounds[schema][i][name])
                     if i >= 8:  # the first rounds warm caches and prepare statements
                         out[name][schema].append((time.perf_counter() - t) * 1000)
+                        if answered is not None:
+                            answered.setdefault(name, {}).setdefault(schema, []).append(rows)
             for db in sessions.values():
                 db.rollback()
     finally:
-        for s in SCHEMAS:
+        for s in schemas:
             sessions[s].close()
             engines[s].dispose()
     return out
@@ -295,7 +317,8 @@ def run() -> dict:
                  for s in ("bench_flat",)}
         months = conn.execute(text("SELECT count(*) FROM pg_inherits WHERE inhparent = 'bench_month.checkin'::regclass"
                                    )).scalar()
-    times = _time(_calls(n, claims, datetime.now(timezone.utc)))
+    rounds = _calls(n, claims, datetime.now(timezone.utc))
+    times = _time({s: rounds for s in SCHEMAS})
     out = {}
     for name, fig in NAMES.items():
         flat, month = pct(times[name]["bench_flat"], 95), pct(times[name]["bench_month"], 95)

@@ -1,4 +1,5 @@
-"""`make bench`: run every benchmark (or those named), write bench/results.json and bench/results.md.
+"""`make bench`: run every benchmark of MODULES (or those named, OPT_IN ones too), write bench/results.json and
+bench/results.md.
 
 Each figure carries the UTC time and machine of the run that measured it, so running a subset updates those figures
 and keeps the others, with their own timestamps, from earlier runs. Exit status 1 when a benchmark raised or any
@@ -20,6 +21,9 @@ from bench.common import machine, scale
 MODULES = ["bench.bench_checkin", "bench.bench_nearby", "bench.bench_phash", "bench.bench_presence",
            "bench.bench_dedup", "bench.bench_heatmap", "bench.bench_partitions", "bench.bench_upload",
            "bench.bench_sim", "bench.bench_pgbouncer"]
+# Run only when named (`make bench BENCH="bench.bench_partitions_scale"`): 4 M and 50 M check-ins take 1-2 hours
+# of loading and ~30 GB of disk.
+OPT_IN = ["bench.bench_partitions_scale"]
 OUT = Path(__file__).resolve().parent
 # Table order: each goal figure beside its references; figures not listed follow in the order they came.
 ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "checkout_throughput",
@@ -31,8 +35,10 @@ ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "c
          "evidence_cpu_per_matched_upload", "upload_presence_cpu_ms", "upload_presence_cpu_matched_ms",
          "dedup_lookup", "heatmap_viewport", "mvt_tile",
          "partition_measure", "partition_heatmap_window", "partition_nearby", "partition_worker_history",
-         "partition_claim_history", "partition_rollup_read", "pgbouncer_prepared_query", "unprepared_statement_cost",
-         "pgbouncer_hall"]
+         "partition_claim_history", "partition_rollup_read",
+         "partition_scale_measure", "partition_scale_heatmap_window", "partition_scale_nearby",
+         "partition_scale_worker_history", "partition_scale_claim_history", "partition_scale_rollup_read",
+         "pgbouncer_prepared_query", "unprepared_statement_cost", "pgbouncer_hall"]
 
 
 def _previous() -> dict[str, dict]:
