@@ -79,14 +79,12 @@ def seed_tasks(n_tasks: int, per_task: int) -> dict[int, tuple[float, float]]:
         return _tasks(conn, uuid.uuid4().hex[:8], n_tasks, per_task)
 
 
-def seed_claims(n: int, *, checked_in: bool = False,
-                tasks: dict[int, tuple[float, float]] | None = None) -> list[Seeded]:
+def seed_claims(n: int, *, checked_in: bool = False, tasks: dict[int, tuple[float, float]] | None = None,
+                engine=None) -> list[Seeded]:
     """n fresh workers, each holding one claim on one of up to 500 new tasks (or of ``tasks``, spread evenly);
-    optionally checked in 30 minutes ago."""
-
-
+    optionally checked in 30 minutes ago. In the bench database unless ``engine`` names another."""
     run = uuid.uuid4().hex[:8]
-    with get_engine().begin() as conn:
+    with (engine or get_engine()).begin() as conn:
         if tasks is None:
             n_tasks = max(1, min(TASKS, n // 10))
             tasks = _tasks(conn, run, n_tasks, n // n_tasks + 1)

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # The async pool of the pipelined write path (check-in, check-out: core.flow, api.deps.get_flow_runner). Each
     # connection serves one request at a time for two short round trips, so a few keep the cores busy.
     db_flow_pool_size: int = 8
+    # How long a check-in waits for one of them before it is answered 503 + Retry-After: the pool refills in the
+    # background after a database restart, and a phone is better told to retry than kept waiting.
+    db_flow_pool_timeout_s: float = 5.0
 
     # ---- Scale-out (README, Scale-out) ----
     # PgBouncer in transaction mode between the API/worker processes and PostgreSQL: the project-local one

@@ -109,7 +109,7 @@ async def open_flow_pool() -> AsyncConnectionPool:
     url = make_url(pgbouncer_url() or database_url())
     conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
     pool = AsyncConnectionPool(conninfo, min_size=min(2, settings.db_flow_pool_size), max_size=settings.db_flow_pool_size,
-                               timeout=settings.db_pool_timeout_s, kwargs=_flow_connect_args(), open=False,
+                               timeout=settings.db_flow_pool_timeout_s, kwargs=_flow_connect_args(), open=False,
                                name="flow")
     await pool.open()
     return pool

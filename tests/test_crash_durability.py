@@ -151,3 +151,77 @@ def test_kill_9_under_load_loses_no_acknowledged_write(cluster, tmp_path):
     text_log = log.read_text(errors="replace")
     assert text_log.count("dependency_unavailable") == 1, text_log[-3000:]
     assert "unhandled_error" not in text_log, text_log[-3000:]
+
+
+def test_kill_9_under_check_in_load_loses_no_acknowledged_check_in(cluster, tmp_path):
+    """The check-in's pipelined write path (async pool, two round trips, COMMIT): kill -9 the postmaster while 8
+    phones check in, restart it, and find every acknowledged fix with its claim moved; a retry replays it."""
+    from bench.bench_checkin import _fix, seed_claims
+    from checkin.models import Checkin
+    from tasks.models import Claim
+
+    svc, url = cluster
+    if not svc.pg_running():
+        svc.pg_up()
+    engine = create_engine(url)
+    claims = seed_claims(LOAD_THREADS * 400, engine=engine)
+    env = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000"}
+    with live_server("crash_checkin", env, database=url, log_path=tmp_path / "api.log") as server:
+        acked: list[tuple[dict, str, str, int, int]] = []
+        outage: list[httpx.Response] = []
+        deadline = time.monotonic() + LOAD_FOR_S
+        rng = __import__("random").Random(5)
+
+        def load(i: int) -> None:
+            with server.http() as c:
+                for s in claims[i::LOAD_THREADS]:
+                    if time.monotonic() > deadline:
+                        return
+                    key, body = uuid.uuid4().hex, _fix(rng, s)
+                    headers = {"Authorization": f"Bearer {s.token}", "Idempotency-Key": key,
+                               "Content-Type": "application/json"}
+                    try:
+                        r = c.post(f"/v1/claims/{s.claim_id}/checkins", content=body, headers=headers, timeout=10)
+                    except httpx.TransportError:
+                        continue
+                    if r.status_code == 201:
+                        acked.append((headers, body, key, s.claim_id, r.json()["id"]))
+                    elif r.status_code >= 500:
+                        outage.append(r)
+
+        threads = [threading.Thread(target=load, args=(i,)) for i in range(LOAD_THREADS)]
+        for t in threads:
+            t.start()
+        time.sleep(KILL_AFTER_S)
+        before_kill = len(acked)
+        os.kill(_postmaster_pid(svc), signal.SIGKILL)
+        for t in threads:
+            t.join(30)
+        engine.dispose()
+        cluster_dir = str(svc.pg_dir.resolve())
+        for _ in range(200):
+            if not _processes_of(cluster_dir) and not svc.pg_running():
+                break
+            time.sleep(0.1)
+        svc.pg_up()  # crash recovery replays the WAL
+
+        assert before_kill >= 5, "the load never got going"
+        from sqlalchemy.orm import Session
+
+        with Session(engine) as s:
+            stored = dict(s.execute(select(Checkin.id, Checkin.claim_id).where(
+                Checkin.id.in_([fid for *_, fid in acked]))).all())
+            moved = set(s.scalars(select(Claim.id).where(Claim.id.in_([cid for *_, cid, _ in acked]),
+                                                         Claim.state == "checked_in")))
+        lost = [(cid, fid) for *_, cid, fid in acked if stored.get(fid) != cid or cid not in moved]
+        assert lost == [], f"{len(lost)} of {len(acked)} acknowledged check-ins lost"
+        with server.http() as c:  # the phone's retry replays the stored answer: no second fix
+            for headers, body, _, cid, fid in acked[-5:]:
+                r = c.post(f"/v1/claims/{cid}/checkins", content=body, headers=headers)
+                assert r.status_code == 201 and r.json()["id"] == fid, r.text
+                assert r.headers.get("Idempotent-Replayed") == "true"
+    engine.dispose()
+    assert outage, "no request saw the outage"
+    assert {r.status_code for r in outage} == {503}, {r.status_code for r in outage}
+    assert all(r.json()["code"] == "service_unavailable" for r in outage)
+    assert "unhandled_error" not in (tmp_path / "api.log").read_text(errors="replace")
