@@ -59,7 +59,6 @@ class Idempotent:
             uow.commit()
         return JSONResponse(body, status_code=status_code)
 
-
     async def run_flow(self, runner: Callable[[Flow[Any]], Awaitable[Any]], access: tuple[int, str | None],
                        role: str, inner: Flow[Any], respond: Callable[[Any], Any], *,
                        status_code: int = 200) -> JSONResponse:

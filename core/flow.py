@@ -75,10 +75,10 @@ def together(*stmts: Stmt) -> Stmt:
 
 @lru_cache(maxsize=256)
 def _row_type(names: tuple[str, ...]):
-    return namedtuple("Row", names)  # noqa: PYI024  (rows as psycopg's namedtuple_row makes them)
+    return namedtuple("Row", names, rename=True)  # rows as psycopg's namedtuple_row makes them
 
 
-def _split(stmt: Stmt, description, rows: list[tuple]) -> list[Rows]:
+def _split(description, rows: list[tuple]) -> list[Rows]:
     """A ``together`` statement's one row as its statements' rows (a part whose marker is null had none)."""
     if len(rows) != 1:
         raise psycopg.ProgrammingError(f"together() returned {len(rows)} rows: a statement gave more than one")
@@ -93,7 +93,7 @@ def _split(stmt: Stmt, description, rows: list[tuple]) -> list[Rows]:
 
 def _rows(cur, stmt: Stmt, fetched: list) -> list[Rows]:
     if stmt.parts:
-        return _split(stmt, cur.description, fetched)
+        return _split(cur.description, fetched)
     return [fetched]
 
 
