@@ -65,6 +65,28 @@ def _postmaster_pid(svc: LocalServices) -> int:
     return int((svc.pg_dir.resolve() / "postmaster.pid").read_text().splitlines()[0])
 
 
+def _kill_9_under_load(svc: LocalServices, engine, load, acked: list) -> int:
+    """Run ``load(i)`` on LOAD_THREADS threads, kill -9 the postmaster after KILL_AFTER_S, wait for the load to
+    end and the cluster's processes to exit, then start it again (crash recovery replays the WAL). Returns how
+    many writes were acknowledged before the kill."""
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(LOAD_THREADS)]
+    for t in threads:
+        t.start()
+    time.sleep(KILL_AFTER_S)
+    before_kill = len(acked)
+    os.kill(_postmaster_pid(svc), signal.SIGKILL)
+    for t in threads:
+        t.join(30)
+    engine.dispose()
+    cluster_dir = str(svc.pg_dir.resolve())
+    for _ in range(200):  # the orphaned backends notice the postmaster's death and exit
+        if not _processes_of(cluster_dir) and not svc.pg_running():
+            break
+        time.sleep(0.1)
+    svc.pg_up()
+    return before_kill
+
+
 def test_the_cluster_acknowledges_only_what_is_on_disk(cluster):
     _, url = cluster
     engine = create_engine(url)
@@ -115,21 +137,7 @@ def test_kill_9_under_load_loses_no_acknowledged_write(cluster, tmp_path):
                         outage.append(r)
                     time.sleep(0.002)
 
-        threads = [threading.Thread(target=load, args=(i,)) for i in range(LOAD_THREADS)]
-        for t in threads:
-            t.start()
-        time.sleep(KILL_AFTER_S)
-        before_kill = len(acked)
-        os.kill(_postmaster_pid(svc), signal.SIGKILL)
-        for t in threads:
-            t.join(30)
-        engine.dispose()
-        cluster_dir = str(svc.pg_dir.resolve())
-        for _ in range(200):  # the orphaned backends notice the postmaster's death and exit
-            if not _processes_of(cluster_dir) and not svc.pg_running():
-                break
-            time.sleep(0.1)
-        svc.pg_up()  # crash recovery replays the WAL
+        before_kill = _kill_9_under_load(svc, engine, load, acked)
 
         assert before_kill >= 5, "the load never got going"
         with Session(engine) as s:
@@ -189,21 +197,7 @@ def test_kill_9_under_check_in_load_loses_no_acknowledged_check_in(cluster, tmp_
                     elif r.status_code >= 500:
                         outage.append(r)
 
-        threads = [threading.Thread(target=load, args=(i,)) for i in range(LOAD_THREADS)]
-        for t in threads:
-            t.start()
-        time.sleep(KILL_AFTER_S)
-        before_kill = len(acked)
-        os.kill(_postmaster_pid(svc), signal.SIGKILL)
-        for t in threads:
-            t.join(30)
-        engine.dispose()
-        cluster_dir = str(svc.pg_dir.resolve())
-        for _ in range(200):
-            if not _processes_of(cluster_dir) and not svc.pg_running():
-                break
-            time.sleep(0.1)
-        svc.pg_up()  # crash recovery replays the WAL
+        before_kill = _kill_9_under_load(svc, engine, load, acked)
 
         assert before_kill >= 5, "the load never got going"
         from sqlalchemy.orm import Session
