@@ -300,22 +300,25 @@ def fix_flow(*, worker_id: int, claim_id: int, body: CheckinCreate, ip: str | No
     return row, dwell
 
 
+def _run_fix(db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None, kind: str,
+             received_at: datetime | None) -> tuple[Recorded, int | None]:
+    """``fix_flow`` run in the session's transaction, then committed."""
+    out = flow.run(driver_connection(db_session), fix_flow(worker_id=worker.id, claim_id=claim_id, body=body, ip=ip,
+                                                           kind=kind, received_at=received_at))
+    db_session.commit()
+    return out
+
+
 def check_in(*, db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None,
              received_at: datetime | None = None) -> Recorded:
-    """Check in on the worker's own claim (``fix_flow``, run in the session's transaction, then committed)."""
-    row, _ = flow.run(driver_connection(db_session), fix_flow(worker_id=worker.id, claim_id=claim_id, body=body,
-                                                              ip=ip, kind="in", received_at=received_at))
-    db_session.commit()
-    return row
+    """Check in on the worker's own claim (in-process callers; the API runs ``fix_flow`` on its async pool)."""
+    return _run_fix(db_session, worker, claim_id, body, ip, "in", received_at)[0]
 
 
 def check_out(*, db_session: Session, worker: User, claim_id: int, body: CheckinCreate, ip: str | None,
               received_at: datetime | None = None) -> tuple[Recorded, int]:
     """Check out: records the fix and the dwell time (returned with the fix); a too-short dwell is a signal."""
-    row, dwell = flow.run(driver_connection(db_session), fix_flow(worker_id=worker.id, claim_id=claim_id, body=body,
-                                                                  ip=ip, kind="out", received_at=received_at))
-    db_session.commit()
-    return row, dwell
+    return _run_fix(db_session, worker, claim_id, body, ip, "out", received_at)
 
 
 def capture_nonce(row: Recorded) -> tuple[str, datetime]:

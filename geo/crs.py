@@ -133,13 +133,16 @@ def check_crs(crs: str) -> str:
     return crs
 
 
+_NOT_FINITE = "Coordinates must be finite numbers (no NaN or infinity)."
+_OUT_OF_RANGE = "Latitude must be within ±90 and longitude within ±180 (GeoJSON order is [lon, lat])."
+
+
 def check_coordinates(lon: np.ndarray, lat: np.ndarray) -> None:
     """Reject NaN, infinities and out-of-range values."""
     if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
-        raise InvalidCoordinates("Coordinates must be finite numbers (no NaN or infinity).")
+        raise InvalidCoordinates(_NOT_FINITE)
     if np.any(np.abs(lat) > 90) or np.any(np.abs(lon) > 180):
-        raise InvalidCoordinates("Latitude must be within ±90 and longitude within ±180 "
-                                 "(GeoJSON order is [lon, lat]).")
+        raise InvalidCoordinates(_OUT_OF_RANGE)
 
 
 def _shifted(lon: np.ndarray, lat: np.ndarray, src: str) -> np.ndarray:
@@ -177,11 +180,10 @@ def convert(lat: float, lon: float, src: str, dst: str) -> tuple[float, float]:
     """Convert one point; returns (lat, lon). The same steps as ``convert_arrays`` on plain floats."""
     check_crs(src), check_crs(dst)
     lon, lat = float(lon), float(lat)
-    if not (math.isfinite(lon) and math.isfinite(lat)):
-        raise InvalidCoordinates("Coordinates must be finite numbers (no NaN or infinity).")
+    if not (math.isfinite(lon) and math.isfinite(lat)):  # check_coordinates' checks, on floats
+        raise InvalidCoordinates(_NOT_FINITE)
     if abs(lat) > 90 or abs(lon) > 180:
-        raise InvalidCoordinates("Latitude must be within ±90 and longitude within ±180 "
-                                 "(GeoJSON order is [lon, lat]).")
+        raise InvalidCoordinates(_OUT_OF_RANGE)
     if src == dst:
         return lat, lon
     x, y = lon, lat
