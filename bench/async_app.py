@@ -13,19 +13,14 @@ from fastapi import FastAPI
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from core.db import database_url
+from core.db import database_url, libpq_url
 
 POOL_SIZE = 8
 
 
-def _conninfo() -> str:
-
-    return database_url().replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    pool = AsyncConnectionPool(_conninfo(), min_size=POOL_SIZE, max_size=POOL_SIZE, open=False,
+    pool = AsyncConnectionPool(libpq_url(database_url()), min_size=POOL_SIZE, max_size=POOL_SIZE, open=False,
                                kwargs={"autocommit": True})
     await pool.open(wait=True)  # the bench creates table bench_bare before starting us
     app.state.pool = pool

@@ -29,6 +29,11 @@ def _psycopg(url: str) -> str:
     return url
 
 
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as the libpq URL psycopg connects with directly (no ``+psycopg`` driver suffix)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _local_url(dbname: str) -> str:
     return LocalServices.from_settings().database_url(dbname)
 
@@ -106,9 +111,8 @@ async def open_flow_pool() -> AsyncConnectionPool:
     requests wait; no check on checkout (a dropped connection fails its request with a 503 and the pool replaces
     it)."""
     settings = get_settings()
-    url = make_url(pgbouncer_url() or database_url())
-    conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    pool = AsyncConnectionPool(conninfo, min_size=min(2, settings.db_flow_pool_size), max_size=settings.db_flow_pool_size,
+    pool = AsyncConnectionPool(libpq_url(pgbouncer_url() or database_url()),
+                               min_size=min(2, settings.db_flow_pool_size), max_size=settings.db_flow_pool_size,
                                timeout=settings.db_flow_pool_timeout_s, kwargs=_flow_connect_args(), open=False,
                                name="flow")
     await pool.open()

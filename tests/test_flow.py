@@ -10,10 +10,9 @@ import asyncio
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from core import flow
-from core.db import database_url, get_engine
+from core.db import database_url, get_engine, libpq_url
 from core.errors import InvalidInput
 from core.flow import Batch, Stmt
 
@@ -30,7 +29,7 @@ def conninfo(test_database):
     with get_engine().begin() as conn:
         conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS flow_probe (id bigserial PRIMARY KEY, tag text NOT NULL, "
                              "v int NOT NULL CHECK (v >= 0))")
-    yield make_url(database_url()).set(drivername="postgresql").render_as_string(hide_password=False)
+    yield libpq_url(database_url())
     with get_engine().begin() as conn:  # not a table of the models: test_migrations compares the schema with them
         conn.exec_driver_sql("DROP TABLE flow_probe")
 
