@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import flow
 from core import jobs  # noqa: F401  (registers the after-commit job dispatch on every session)
 from core.config import get_settings
 from core.localscale import Bouncer
@@ -111,10 +112,17 @@ async def open_flow_pool() -> AsyncConnectionPool:
     requests wait; no check on checkout (a dropped connection fails its request with a 503 and the pool replaces
     it)."""
     settings = get_settings()
+    prepares = not pgbouncer_url() or _bouncer_prepares()
+
+    async def configure(conn) -> None:
+        if prepares:  # the flow's own named statements (psycopg's are off: its ROLLBACK would drop them all)
+            flow.prepare_on(conn)
+
     pool = AsyncConnectionPool(libpq_url(pgbouncer_url() or database_url()),
                                min_size=min(2, settings.db_flow_pool_size), max_size=settings.db_flow_pool_size,
-                               timeout=settings.db_flow_pool_timeout_s, kwargs=_flow_connect_args(), open=False,
-                               name="flow")
+                               timeout=settings.db_flow_pool_timeout_s,
+                               kwargs={**_flow_connect_args(), "prepare_threshold": None}, configure=configure,
+                               open=False, name="flow")
     await pool.open()
     return pool
 

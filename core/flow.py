@@ -1,9 +1,15 @@
 """Pipelined units of work: a write decided in a few round trips, the same code on sync and async connections.
 
 A *flow* is a generator. It yields a batch of statements (``list[Stmt]``), receives every statement's rows, decides
-in Python, and yields the next batch; its return value is its result. A driver sends each batch in psycopg's
+in Python, and yields the next batch; its return value is its result. A driver sends each batch in libpq's
 pipeline mode, so a batch is one network round trip however many statements it holds, and PostgreSQL runs them in
 order, each with its own snapshot (a read after a lock in the same batch sees what committed before the lock).
+
+The drivers queue a whole batch (BEGIN first when no transaction is open, a sync last) and send it with one flush,
+then read every result up to the sync: psycopg adapts the parameters and loads the rows, its generators do the
+waiting, but its cursors are not used. A cursor's ``execute`` in pipeline mode flushes and polls the socket once per
+statement, and those per-statement exchanges were most of the check-in's client CPU. On a connection made for it
+(``prepare_on``: the write path's pool) each statement is prepared once, by name, and kept across ROLLBACKs.
 
 Two drivers run the same flow: ``run`` on a sync psycopg connection (a SQLAlchemy session's, inside its
 transaction: services called in-process, tests) and ``run_async`` on an async one (the API's write path, no thread
@@ -22,8 +28,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
+from weakref import WeakKeyDictionary
+
 import psycopg
-from psycopg.rows import namedtuple_row, tuple_row
+from psycopg import generators
+from psycopg._queries import PostgresQuery
+from psycopg.abc import PQGen
+from psycopg.adapt import Transformer
+from psycopg.pq import ExecStatus, TransactionStatus
 from sqlalchemy.dialects.postgresql import psycopg as sa_psycopg
 from sqlalchemy.sql.elements import TextClause
 
@@ -53,6 +65,10 @@ class Batch(Generic[T]):
 
 Flow = Generator[Batch, list[Rows], T]
 
+IDLE = TransactionStatus.IDLE
+COMMAND_OK, FATAL_ERROR, PIPELINE_ABORTED = ExecStatus.COMMAND_OK, ExecStatus.FATAL_ERROR, ExecStatus.PIPELINE_ABORTED
+PIPELINE_SYNC, TUPLES_OK = ExecStatus.PIPELINE_SYNC, ExecStatus.TUPLES_OK
+
 _PART = "_fp_part"  # marks where each statement's columns begin in a ``together`` row
 _PLACEHOLDER = re.compile(r"(?<!%)%\((\w+)\)s")
 
@@ -78,23 +94,16 @@ def _row_type(names: tuple[str, ...]):
     return namedtuple("Row", names, rename=True)  # rows as psycopg's namedtuple_row makes them
 
 
-def _split(description, rows: list[tuple]) -> list[Rows]:
+def _split(names: tuple[str, ...], rows: list[tuple]) -> list[Rows]:
     """A ``together`` statement's one row as its statements' rows (a part whose marker is null had none)."""
     if len(rows) != 1:
         raise psycopg.ProgrammingError(f"together() returned {len(rows)} rows: a statement gave more than one")
-    names = [c.name for c in description]
     starts = [i for i, n in enumerate(names) if n == _PART] + [len(names)]
     out: list[Rows] = []
     for a, b in zip(starts, starts[1:]):
         values = rows[0][a + 1:b]
         out.append([] if rows[0][a] is None else [_row_type(tuple(names[a + 1:b]))(*values)])
     return out
-
-
-def _rows(cur, stmt: Stmt, fetched: list) -> list[Rows]:
-    if stmt.parts:
-        return _split(cur.description, fetched)
-    return [fetched]
 
 
 @lru_cache(maxsize=256)
@@ -104,72 +113,163 @@ def sql(clause: TextClause) -> str:
     return str(clause.compile(dialect=sa_psycopg.dialect()))
 
 
-class Outcome(Generic[T]):
-    """What a driver ran: the flow's result and whether any writing statement was sent."""
+class _Wire:
+    """What a connection keeps between flows: the statements it has prepared (by SQL text and parameter types)
+    and a Transformer (adapters, with their caches)."""
 
-    __slots__ = ("result", "wrote")
+    __slots__ = ("prepare", "names", "made", "tx")
 
-    def __init__(self) -> None:
-        self.result: T | None = None
-        self.wrote = False
+    def __init__(self, conn) -> None:
+        self.prepare = False  # see prepare_on
+        self.names: dict[tuple, bytes] = {}
+        self.made = 0  # names given so far (a name is never given twice)
+        self.tx = Transformer(conn)
 
 
-def _step(flow: Flow[T], rows: list[Rows] | None, outcome: Outcome[T]) -> Batch | None:
+_wires: "WeakKeyDictionary[Any, _Wire]" = WeakKeyDictionary()
+_MAX_PREPARED = 256  # per connection; statements past it run unprepared (a flow's SQL is a handful of texts)
+_BEGIN = object()  # the BEGIN that opens the transaction, when the connection has none open
+
+
+def _wire(conn) -> _Wire:
+    wire = _wires.get(conn)
+    if wire is None:
+        wire = _wires[conn] = _Wire(conn)
+    return wire
+
+
+def prepare_on(conn) -> None:
+    """Let the drivers prepare their statements on ``conn`` (named, once per connection, kept across ROLLBACKs).
+    Only on a connection where psycopg itself never prepares (``prepare_threshold=None``): psycopg's ROLLBACK
+    sends DEALLOCATE ALL once it has prepared something, which would drop these too."""
+    if conn.prepare_threshold is not None:
+        raise ValueError("prepare_on() needs a connection with prepare_threshold=None")
+    _wire(conn).prepare = True
+
+
+def _queue(conn, wire: _Wire, stmts: Sequence[Stmt]) -> list:
+    """Queue a batch on the connection in libpq's pipeline mode, with a sync, without sending it: what each result
+    will answer, in order (a prepare's key, ``_BEGIN``, or the statement). Parameters are adapted first,
+    so a value psycopg cannot adapt raises before anything is queued."""
+    queries = []
+    for stmt in stmts:
+        query = PostgresQuery(wire.tx)
+        query.convert(stmt.sql, stmt.params)
+        queries.append(query)
+    pgconn, expect = conn.pgconn, []
+    pgconn.enter_pipeline_mode()
+    if pgconn.transaction_status == IDLE and not conn.autocommit:
+        pgconn.send_query_params(b"BEGIN", None)
+        expect.append(_BEGIN)
+    for stmt, query in zip(stmts, queries):
+        key = (query.query, query.types)
+        name = wire.names.get(key)
+        if name is None and wire.prepare and len(wire.names) < _MAX_PREPARED:
+            # Known at once, so a later statement of the batch uses it; forgotten if the server refuses it.
+            name = wire.names[key] = b"_fp_%d" % wire.made
+            wire.made += 1
+            pgconn.send_prepare(name, query.query, param_types=query.types)
+            expect.append(key)
+        if name is None:
+            pgconn.send_query_params(query.query, query.params, param_types=query.types,
+                                     param_formats=query.formats)
+        else:
+            pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+        expect.append(stmt)
+    pgconn.pipeline_sync()
+    return expect
+
+
+def _exchange(pgconn) -> PQGen[list]:
+    """Send what is queued and gather every result up to the sync: one network round trip."""
+    yield from generators.send(pgconn)
+    results = []
+    while True:
+        result = yield from generators.fetch(pgconn)
+        if result is None:  # the end of one statement's results
+            continue
+        if result.status == PIPELINE_SYNC:
+            return results
+        results.append(result)
+
+
+def _answers(conn, wire: _Wire, expect: list, results: list) -> list[Rows]:
+    """Each statement's rows, in order, as the flow reads them; the first error the server raised, raised."""
+    pgconn = conn.pgconn
+    pgconn.exit_pipeline_mode()
+    if len(results) != len(expect):
+        raise psycopg.InternalError(f"a batch of {len(expect)} commands gave {len(results)} results")
+    error, out = None, []
+    for what, result in zip(expect, results):
+        status = result.status
+        if status == FATAL_ERROR:
+            error = error or psycopg.errors.error_from_result(result, encoding=pgconn._encoding)
+        if isinstance(what, tuple):  # a prepare: the server holds the statement unless it refused it
+            if status != COMMAND_OK:
+                wire.names.pop(what, None)
+            continue
+        if error is not None or status == PIPELINE_ABORTED or what is _BEGIN:
+            continue
+        if status != TUPLES_OK:
+            out.append([])
+            continue
+        wire.tx.set_pgresult(result)
+        names = tuple(result.fname(i).decode(pgconn._encoding) for i in range(result.nfields))
+        if what.parts:
+            out.extend(_split(names, wire.tx.load_rows(0, result.ntuples, tuple)))
+        else:
+            out.append(wire.tx.load_rows(0, result.ntuples, _row_type(names)._make))
+    if error is not None:
+        raise error
+    return out
+
+
+def _broken(conn) -> None:
+    """A round trip that did not finish leaves the protocol state unknown: the connection is closed, and a pool
+    replaces a closed connection."""
+    if not conn.closed:
+        conn.pgconn.finish()
+
+
+def _flow_gen(conn, flow: Flow[T]) -> PQGen[T]:
+    """The flow as one psycopg generator: a round trip per batch, waited on by the caller's driver."""
+    wire, rows = _wire(conn), None
     try:
-        batch = flow.send(rows)  # type: ignore[arg-type]  # the first send is None, as next() would be
-    except StopIteration as stop:
-        outcome.result = stop.value
-        return None
-    outcome.wrote = outcome.wrote or any(s.writes for s in batch.stmts)
-    return batch
-
-
-def run(conn: psycopg.Connection, flow: Flow[T], outcome: Outcome[T] | None = None) -> T:
-    """Run ``flow`` on a sync connection, one pipeline sync per batch; the transaction stays open."""
-    outcome = outcome if outcome is not None else Outcome()
-    rows: list[Rows] | None = None
-    try:
-        while (batch := _step(flow, rows, outcome)) is not None:
-            with conn.pipeline():
-                cursors = [conn.cursor(row_factory=tuple_row if s.parts else namedtuple_row) for s in batch.stmts]
-                for cur, stmt in zip(cursors, batch.stmts):
-                    cur.execute(stmt.sql, stmt.params)
-            rows = [part for cur, stmt in zip(cursors, batch.stmts)
-                    for part in _rows(cur, stmt, cur.fetchall() if cur.description is not None else [])]
+        while True:
+            try:
+                batch = flow.send(rows)  # type: ignore[arg-type]  # the first send is None, as next() would be
+            except StopIteration as stop:
+                return stop.value
+            expect = _queue(conn, wire, batch.stmts)
+            try:
+                results = yield from _exchange(conn.pgconn)
+            except BaseException:  # cancelled, or the link failed: the server's errors arrive as results
+                _broken(conn)
+                raise
+            rows = _answers(conn, wire, expect, results)
     finally:
         flow.close()
-    return outcome.result  # type: ignore[return-value]
 
 
-async def run_async(conn: psycopg.AsyncConnection, flow: Flow[T], outcome: Outcome[T] | None = None) -> T:
+def run(conn: psycopg.Connection, flow: Flow[T]) -> T:
+    """Run ``flow`` on a sync connection, one round trip per batch; the transaction stays open (one is begun if
+    none is)."""
+    return conn.wait(_flow_gen(conn, flow))
+
+
+async def run_async(conn: psycopg.AsyncConnection, flow: Flow[T]) -> T:
     """``run`` on an async connection: the event loop is free while PostgreSQL works."""
-    outcome = outcome if outcome is not None else Outcome()
-    rows: list[Rows] | None = None
-    try:
-        while (batch := _step(flow, rows, outcome)) is not None:
-            async with conn.pipeline():
-                cursors = [conn.cursor(row_factory=tuple_row if s.parts else namedtuple_row) for s in batch.stmts]
-                for cur, stmt in zip(cursors, batch.stmts):
-                    await cur.execute(stmt.sql, stmt.params)
-            rows = [part for cur, stmt in zip(cursors, batch.stmts)
-                    for part in _rows(cur, stmt, await cur.fetchall() if cur.description is not None else [])]
-    finally:
-        flow.close()
-    return outcome.result  # type: ignore[return-value]
+    return await conn.wait(_flow_gen(conn, flow))
 
 
 async def run_in_transaction(conn: psycopg.AsyncConnection, flow: Flow[T]) -> T:
-    """Run ``flow`` and commit. On an error the transaction ends with a ROLLBACK if anything was written or the
-    database refused a statement; a refusal decided before any write (a 4xx of the domain) ends with a COMMIT,
-    which changes nothing and keeps the connection's prepared statements (psycopg forgets them on ROLLBACK)."""
-    outcome: Outcome[T] = Outcome()
+    """Run ``flow`` and commit; on any error, roll back (the flow's prepared statements stay: they are not part of
+    the transaction) and raise it."""
     try:
-        result = await run_async(conn, flow, outcome)
-    except BaseException as exc:
-        clean = (isinstance(exc, Exception) and not isinstance(exc, psycopg.Error) and not outcome.wrote
-                 and conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS)
+        result = await run_async(conn, flow)
+    except BaseException:
         try:
-            await (conn.commit() if clean else conn.rollback())
+            await conn.rollback()
         except psycopg.Error:
             pass  # the connection is broken: the pool discards it; the original error is what the caller hears
         raise

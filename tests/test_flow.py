@@ -1,8 +1,8 @@
 """core.flow: pipelined units of work on a real PostgreSQL, through the async driver the API's write path uses.
 
-What a caller of ``run_in_transaction`` relies on: a flow's writes commit together or not at all; a refusal decided
-before any write ends with a COMMIT that keeps the connection's prepared statements (psycopg forgets them on
-ROLLBACK); a database error rolls back and leaves the connection usable; the sync driver gives the same answers.
+What a caller of ``run_in_transaction`` relies on: a flow's writes commit together or not at all; the statements a
+flow prepared stay prepared through refusals, errors and ROLLBACKs (and none are prepared where psycopg prepares);
+a database error rolls back and leaves the connection usable; the sync driver gives the same answers.
 """
 from __future__ import annotations
 
@@ -83,36 +83,51 @@ def test_a_refusal_after_a_write_rolls_the_whole_flow_back(conninfo):
     assert _count(conninfo, "refused") == 0
 
 
-def test_a_refusal_before_any_write_keeps_the_prepared_statements(conninfo):
-    """The refusal path ends with COMMIT: the statements psycopg prepared stay prepared on the server. A ROLLBACK
-    (what any error did before) makes psycopg deallocate them all."""
+def test_the_flows_prepared_statements_survive_refusals_errors_and_rollbacks(conninfo):
+    """On a connection made for it (prepare_on, as the write path's pool does), each statement is prepared once,
+    by name, and stays prepared after a refusal, a server error and a ROLLBACK: the next flows reuse it."""
     async def go():
-        async with await psycopg.AsyncConnection.connect(conninfo, prepare_threshold=0) as conn:
+        async with await psycopg.AsyncConnection.connect(conninfo, prepare_threshold=None) as conn:
+            flow.prepare_on(conn)
             await flow.run_in_transaction(conn, _two_writes_then("prep", False))
             before = await _prepared(conn)
             with pytest.raises(Refused):
                 await flow.run_in_transaction(conn, _refuse_after_reading("prep"))
-            kept = await _prepared(conn)
-            await conn.rollback()  # what an error used to end with
-            await conn.execute("SELECT 1")
+            with pytest.raises(psycopg.errors.CheckViolation):
+                await flow.run_in_transaction(conn, _one_bad_write())
             await conn.rollback()
-            return before, kept, await _prepared(conn)
+            after = await _prepared(conn)
+            await flow.run_in_transaction(conn, _two_writes_then("prep2", False))
+            return before, after, await _prepared(conn)
 
-    before, kept, after_rollback = asyncio.run(go())
-    assert any("flow_probe" in s for s in before)
-    assert kept == before
-    assert not any("flow_probe" in s for s in after_rollback)  # the contrast: ROLLBACK drops them
+    before, after, again = asyncio.run(go())
+    assert sum("flow_probe" in s for s in before) == 2  # the COUNT and the INSERT, once each (two INSERTs ran)
+    assert after == before and again == before
+
+
+def test_the_flow_prepares_nothing_where_psycopg_prepares(conninfo):
+    """psycopg's own ROLLBACK deallocates every statement once it has prepared one: on its connections (sessions)
+    the flow does not prepare, and prepare_on refuses them."""
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+            with pytest.raises(ValueError):
+                flow.prepare_on(conn)
+            await flow.run_in_transaction(conn, _two_writes_then("noprep", False))
+            return await _prepared(conn)
+
+    assert not any("flow_probe" in s for s in asyncio.run(go()))
+
+
+def _one_bad_write():
+    yield Batch([_insert("dberr", 1), _insert("dberr", -1)])  # the CHECK refuses the second
+    return "unreachable"
 
 
 def test_a_database_error_rolls_back_and_leaves_the_connection_usable(conninfo):
     async def go():
         async with await psycopg.AsyncConnection.connect(conninfo) as conn:
-            def bad():
-                yield Batch([_insert("dberr", 1), _insert("dberr", -1)])  # the CHECK refuses the second
-                return "unreachable"
-
             with pytest.raises(psycopg.errors.CheckViolation):
-                await flow.run_in_transaction(conn, bad())
+                await flow.run_in_transaction(conn, _one_bad_write())
             return await flow.run_in_transaction(conn, _two_writes_then("after-error", False))
 
     assert len(asyncio.run(go())) == 2
@@ -159,3 +174,29 @@ def test_together_runs_one_row_reads_as_one_statement_with_each_ones_rows(connin
     assert (rows[0][0].x, rows[0][0].tag) == (1, "a") and rows[2][0].v == 7 and rows[3][0].x == 9
     with pytest.raises(ValueError):
         together(_insert("w", 1))
+
+
+def test_a_cancelled_flow_leaves_the_connection_usable(conninfo):
+    """A request cancelled while PostgreSQL works (the client went away, a timeout): the query is cancelled on the
+    server, the transaction rolled back, and the connection serves the next flow (or, had the round trip not
+    finished, it is closed so a pool replaces it; never left half way through a pipeline)."""
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo, prepare_threshold=None) as conn:
+            flow.prepare_on(conn)
+
+            def slow():
+                yield Batch([_insert("cancelled", 1), Stmt("SELECT pg_sleep(%(s)s)", {"s": 5})])
+                return "unreachable"
+
+            task = asyncio.create_task(flow.run_in_transaction(conn, slow()))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert not conn.closed
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert conn.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+            return await flow.run_in_transaction(conn, _two_writes_then("after-cancel", False))
+
+    assert len(asyncio.run(go())) == 2
+    assert _count(conninfo, "cancelled") == 0 and _count(conninfo, "after-cancel") == 2
