@@ -79,14 +79,18 @@ def together(*stmts: Stmt) -> Stmt:
     share one snapshot: a read that must see what a lock let through goes in a later statement, never here."""
     if any(s.writes or not s.one_row for s in stmts):
         raise ValueError("together() takes read-only statements of at most one row")
-    joins, params = [], {}
-    for i, stmt in enumerate(stmts):
-        joins.append(f"LEFT JOIN LATERAL (SELECT true AS {_PART}, _s{i}.* FROM ("
-                     + _PLACEHOLDER.sub(lambda m, i=i: f"%(_{i}_{m.group(1)})s", stmt.sql)
-                     + f") AS _s{i}) AS _t{i} ON true")
-        params.update({f"_{i}_{k}": v for k, v in stmt.params.items()})
-    cols = ", ".join(f"_t{i}.*" for i in range(len(stmts)))
-    return Stmt(f"SELECT {cols} FROM (SELECT) AS _one " + " ".join(joins), params, one_row=True, parts=len(stmts))
+    params = {f"_{i}_{k}": v for i, stmt in enumerate(stmts) for k, v in stmt.params.items()}
+    return Stmt(_together_sql(tuple(s.sql for s in stmts)), params, one_row=True, parts=len(stmts))
+
+
+@lru_cache(maxsize=256)
+def _together_sql(sqls: tuple[str, ...]) -> str:
+    """``together``'s SQL for these statements (the same few texts every request: built once)."""
+    joins = [f"LEFT JOIN LATERAL (SELECT true AS {_PART}, _s{i}.* FROM ("
+             + _PLACEHOLDER.sub(lambda m, i=i: f"%(_{i}_{m.group(1)})s", text_)
+             + f") AS _s{i}) AS _t{i} ON true" for i, text_ in enumerate(sqls)]
+    cols = ", ".join(f"_t{i}.*" for i in range(len(sqls)))
+    return f"SELECT {cols} FROM (SELECT) AS _one " + " ".join(joins)
 
 
 @lru_cache(maxsize=256)
