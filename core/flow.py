@@ -28,14 +28,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from weakref import WeakKeyDictionary
 
 import psycopg
 from psycopg import generators
 from psycopg._queries import PostgresQuery
 from psycopg.abc import PQGen
 from psycopg.adapt import Transformer
-from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 from sqlalchemy.dialects.postgresql import psycopg as sa_psycopg
 from sqlalchemy.sql.elements import TextClause
 
@@ -65,7 +64,7 @@ class Batch(Generic[T]):
 
 Flow = Generator[Batch, list[Rows], T]
 
-IDLE = TransactionStatus.IDLE
+IDLE, BAD = TransactionStatus.IDLE, ConnStatus.BAD
 COMMAND_OK, FATAL_ERROR, PIPELINE_ABORTED = ExecStatus.COMMAND_OK, ExecStatus.FATAL_ERROR, ExecStatus.PIPELINE_ABORTED
 PIPELINE_SYNC, TUPLES_OK = ExecStatus.PIPELINE_SYNC, ExecStatus.TUPLES_OK
 
@@ -130,15 +129,19 @@ class _Wire:
         self.tx = Transformer(conn)
 
 
-_wires: "WeakKeyDictionary[Any, _Wire]" = WeakKeyDictionary()
 _MAX_PREPARED = 256  # per connection; statements past it run unprepared (a flow's SQL is a handful of texts)
 _BEGIN = object()  # the BEGIN that opens the transaction, when the connection has none open
+# A prepared statement that is not what this connection's server session holds: dropped by someone else
+# (invalid_sql_statement_name) or outdated by a schema change (feature_not_supported, "cached plan must not change
+# result type"). The connection is closed (a pool replaces it) and the request answered 503, to retry.
+_STALE_PREPARED = {"26000", "0A000"}
 
 
 def _wire(conn) -> _Wire:
-    wire = _wires.get(conn)
+    """The connection's wire, kept on the connection itself (so it goes with it)."""
+    wire = getattr(conn, "_fieldproof_wire", None)
     if wire is None:
-        wire = _wires[conn] = _Wire(conn)
+        wire = conn._fieldproof_wire = _Wire(conn)
     return wire
 
 
@@ -161,36 +164,45 @@ def _queue(conn, wire: _Wire, stmts: Sequence[Stmt]) -> list:
         query.convert(stmt.sql, stmt.params)
         queries.append(query)
     pgconn, expect = conn.pgconn, []
-    pgconn.enter_pipeline_mode()
-    if pgconn.transaction_status == IDLE and not conn.autocommit:
-        pgconn.send_query_params(b"BEGIN", None)
-        expect.append(_BEGIN)
-    for stmt, query in zip(stmts, queries):
-        key = (query.query, query.types)
-        name = wire.names.get(key)
-        if name is None and wire.prepare and len(wire.names) < _MAX_PREPARED:
-            # Known at once, so a later statement of the batch uses it; forgotten if the server refuses it.
-            name = wire.names[key] = b"_fp_%d" % wire.made
-            wire.made += 1
-            pgconn.send_prepare(name, query.query, param_types=query.types)
-            expect.append(key)
-        if name is None:
-            pgconn.send_query_params(query.query, query.params, param_types=query.types,
-                                     param_formats=query.formats)
-        else:
-            pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
-        expect.append(stmt)
-    pgconn.pipeline_sync()
+    try:
+        pgconn.enter_pipeline_mode()
+        if pgconn.transaction_status == IDLE and not conn.autocommit:
+            pgconn.send_query_params(b"BEGIN", None)
+            expect.append(_BEGIN)
+        for stmt, query in zip(stmts, queries):
+            key = (query.query, query.types)
+            name = wire.names.get(key)
+            if name is None and wire.prepare and len(wire.names) < _MAX_PREPARED:
+                name = b"_fp_%d" % wire.made
+                wire.made += 1
+                pgconn.send_prepare(name, query.query, param_types=query.types)
+                # Known at once, so a later statement of the batch uses it; forgotten if the server refuses it.
+                wire.names[key] = name
+                expect.append(key)
+            if name is None:
+                pgconn.send_query_params(query.query, query.params, param_types=query.types,
+                                         param_formats=query.formats)
+            else:
+                pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
+            expect.append(stmt)
+        pgconn.pipeline_sync()
+    except BaseException:  # half a batch queued: the connection cannot be trusted any more
+        _broken(conn)
+        raise
     return expect
 
 
-def _exchange(pgconn) -> PQGen[list]:
-    """Send what is queued and gather every result up to the sync: one network round trip."""
+def _exchange(pgconn, commands: int) -> PQGen[list]:
+    """Send what is queued and gather every result up to the sync: one network round trip. Each of the
+    ``commands`` ends its results with a None; more than that means libpq lost the protocol's thread."""
     yield from generators.send(pgconn)
-    results = []
+    results, ends = [], 0
     while True:
         result = yield from generators.fetch(pgconn)
-        if result is None:  # the end of one statement's results
+        if result is None:  # the end of one command's results
+            ends += 1
+            if ends > commands or pgconn.status == BAD:
+                raise psycopg.OperationalError("the connection lost track of a pipelined batch")
             continue
         if result.status == PIPELINE_SYNC:
             return results
@@ -202,19 +214,24 @@ def _answers(conn, wire: _Wire, expect: list, results: list) -> list[Rows]:
     pgconn = conn.pgconn
     pgconn.exit_pipeline_mode()
     if len(results) != len(expect):
-        raise psycopg.InternalError(f"a batch of {len(expect)} commands gave {len(results)} results")
-    error, out = None, []
+        _broken(conn)
+        raise psycopg.OperationalError(f"a batch of {len(expect)} commands gave {len(results)} results")
+    error = None
+    for what, result in zip(expect, results):  # first what the server now holds, whatever happens below
+        if result.status == FATAL_ERROR and error is None:
+            error = psycopg.errors.error_from_result(result, encoding=pgconn._encoding)
+        if isinstance(what, tuple) and result.status != COMMAND_OK:  # a prepare the server did not make
+            wire.names.pop(what, None)
+    if error is not None:
+        if error.sqlstate in _STALE_PREPARED and wire.names:
+            _broken(conn)
+            raise psycopg.OperationalError(f"prepared statements out of date: {error}") from error
+        raise error
+    out = []
     for what, result in zip(expect, results):
-        status = result.status
-        if status == FATAL_ERROR:
-            error = error or psycopg.errors.error_from_result(result, encoding=pgconn._encoding)
-        if isinstance(what, tuple):  # a prepare: the server holds the statement unless it refused it
-            if status != COMMAND_OK:
-                wire.names.pop(what, None)
+        if isinstance(what, tuple) or what is _BEGIN:
             continue
-        if error is not None or status == PIPELINE_ABORTED or what is _BEGIN:
-            continue
-        if status != TUPLES_OK:
+        if result.status != TUPLES_OK:
             out.append([])
             continue
         wire.tx.set_pgresult(result)
@@ -223,8 +240,7 @@ def _answers(conn, wire: _Wire, expect: list, results: list) -> list[Rows]:
             out.extend(_split(names, wire.tx.load_rows(0, result.ntuples, tuple)))
         else:
             out.append(wire.tx.load_rows(0, result.ntuples, _row_type(names)._make))
-    if error is not None:
-        raise error
+    wire.tx.set_pgresult(None)
     return out
 
 
@@ -235,8 +251,21 @@ def _broken(conn) -> None:
         conn.pgconn.finish()
 
 
-def _flow_gen(conn, flow: Flow[T]) -> PQGen[T]:
-    """The flow as one psycopg generator: a round trip per batch, waited on by the caller's driver."""
+def _settle(conn) -> None:
+    """After a round trip that raised while waiting (cancelled, interrupted, the link failed): a batch whose
+    results were all read leaves the connection usable (psycopg, on a cancel, has the server cancel the statement
+    and reads on); one cut half way leaves the protocol state unknown, and the connection is closed."""
+    if conn.closed:
+        return
+    try:
+        conn.pgconn.exit_pipeline_mode()
+    except psycopg.Error:
+        _broken(conn)
+
+
+def _batches(conn, flow: Flow[T]) -> Generator[PQGen[list], list, T]:
+    """The flow's batches, queued: yields each batch's round trip for the driver to wait on, and receives its
+    results. One wait per round trip, so a cancelled request finishes at most the round trip it is in."""
     wire, rows = _wire(conn), None
     try:
         while True:
@@ -245,11 +274,7 @@ def _flow_gen(conn, flow: Flow[T]) -> PQGen[T]:
             except StopIteration as stop:
                 return stop.value
             expect = _queue(conn, wire, batch.stmts)
-            try:
-                results = yield from _exchange(conn.pgconn)
-            except BaseException:  # cancelled, or the link failed: the server's errors arrive as results
-                _broken(conn)
-                raise
+            results = yield _exchange(conn.pgconn, len(expect))
             rows = _answers(conn, wire, expect, results)
     finally:
         flow.close()
@@ -258,12 +283,36 @@ def _flow_gen(conn, flow: Flow[T]) -> PQGen[T]:
 def run(conn: psycopg.Connection, flow: Flow[T]) -> T:
     """Run ``flow`` on a sync connection, one round trip per batch; the transaction stays open (one is begun if
     none is)."""
-    return conn.wait(_flow_gen(conn, flow))
+    batches, results = _batches(conn, flow), None
+    try:
+        while True:
+            exchange = batches.send(results)
+            try:
+                results = conn.wait(exchange)
+            except BaseException:
+                _settle(conn)
+                raise
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        batches.close()
 
 
 async def run_async(conn: psycopg.AsyncConnection, flow: Flow[T]) -> T:
     """``run`` on an async connection: the event loop is free while PostgreSQL works."""
-    return await conn.wait(_flow_gen(conn, flow))
+    batches, results = _batches(conn, flow), None
+    try:
+        while True:
+            exchange = batches.send(results)
+            try:
+                results = await conn.wait(exchange)
+            except BaseException:
+                _settle(conn)
+                raise
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        batches.close()
 
 
 async def run_in_transaction(conn: psycopg.AsyncConnection, flow: Flow[T]) -> T:

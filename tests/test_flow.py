@@ -200,3 +200,41 @@ def test_a_cancelled_flow_leaves_the_connection_usable(conninfo):
 
     assert len(asyncio.run(go())) == 2
     assert _count(conninfo, "cancelled") == 0 and _count(conninfo, "after-cancel") == 2
+
+
+def test_prepared_statements_the_server_no_longer_holds_close_the_connection(conninfo):
+    """If the server session lost the flow's statements (DEALLOCATE ALL by someone else, a bouncer's reset), the
+    request fails as a lost connection does (503, retry: api.errors) and the connection is closed, so the pool's
+    next one prepares afresh: never the same failure on every later request."""
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo, prepare_threshold=None) as conn:
+            flow.prepare_on(conn)
+            await flow.run_in_transaction(conn, _two_writes_then("stale", False))
+            await conn.execute("DEALLOCATE ALL")
+            await conn.commit()
+            with pytest.raises(psycopg.OperationalError) as raised:
+                await flow.run_in_transaction(conn, _two_writes_then("stale-2", False))
+            return conn.closed, raised.value.sqlstate
+
+    closed, sqlstate = asyncio.run(go())
+    assert closed and sqlstate is None  # no SQLSTATE: api.errors answers 503 and checks the pool
+    assert _count(conninfo, "stale-2") == 0
+
+
+def test_a_connections_flow_state_goes_with_it(conninfo):
+    """What the drivers keep per connection (prepared names, adapters) lives on the connection: a closed
+    connection is collected, not held by the flow module."""
+    import gc
+    import weakref
+
+    def use_one():
+        conn = psycopg.connect(conninfo, prepare_threshold=None)
+        flow.prepare_on(conn)
+        flow.run(conn, _two_writes_then("collected", False))
+        conn.commit()
+        conn.close()
+        return weakref.ref(conn)
+
+    ref = use_one()
+    gc.collect()
+    assert ref() is None
