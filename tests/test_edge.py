@@ -88,6 +88,23 @@ def test_rate_limit_per_user(client, db, monkeypatch):
     assert r.json()["code"] == "rate_limited" and "Retry-After" in r.headers
 
 
+def test_rate_limit_counters_expire_and_count_both_limits(client, db, monkeypatch):
+    """One script call counts the IP's and the user's hit; each counter gets its expiry with its first hit and
+    keeps it (two minutes: the window and the next), so none outlives its window."""
+    from api.ratelimit import _key
+    from core.redis import get_redis
+
+    pinned = freeze_rate_limit_clock(monkeypatch)
+    user, headers = auth_for(client, db)
+    for _ in range(3):
+        assert client.get("/v1/me", headers=headers).status_code == 200
+    r = get_redis()
+    key = _key(f"user:{user.id}", 60, pinned)
+    assert int(r.get(key)) == 3 and 0 < r.ttl(key) <= 120
+    ip_keys = [k for k in r.keys(_key("ip:*", 60, pinned))]
+    assert ip_keys and all(0 < r.ttl(k) <= 120 for k in ip_keys)
+
+
 def test_rate_limit_per_ip(client, monkeypatch):
     freeze_rate_limit_clock(monkeypatch)
     monkeypatch.setattr(get_settings(), "rate_limit_per_minute_ip", 4)
