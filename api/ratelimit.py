@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-import weakref
 
 import redis
 
@@ -52,14 +51,14 @@ for i, key in ipairs(KEYS) do
 end
 return counts
 """
-_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _count_script(client):
-    """The counting script bound to this client (EVALSHA, loaded again by redis-py if the server lost it)."""
-    script = _scripts.get(client)
+    """The counting script bound to this client (EVALSHA, loaded again by redis-py if the server lost it), kept on
+    the client itself: the script holds its client, so a weak map keyed by the client would never let it go."""
+    script = getattr(client, "_fieldproof_count", None)
     if script is None:
-        script = _scripts[client] = client.register_script(_COUNT)
+        script = client._fieldproof_count = client.register_script(_COUNT)
     return script
 
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-
 import psycopg
 from psycopg import generators
 from psycopg._queries import PostgresQuery
@@ -48,7 +47,7 @@ class Stmt:
 
     sql: str
     params: Mapping[str, Any] = field(default_factory=dict)
-    writes: bool = False  # changes rows: after it ran, an error must roll the transaction back
+    writes: bool = False  # changes rows: never sent before the Idempotency-Key's check (api.idempotent)
     one_row: bool = False  # returns at most one row: may be sent ``together`` with others
     parts: int = 0  # made by ``together``: its row holds this many statements' rows
 
