@@ -151,6 +151,26 @@ def test_parallel_guesses_from_one_ip_stop_at_the_ip_limit(server):
     assert codes.count(429) == n - limit
 
 
+def test_parallel_requests_stop_at_the_per_minute_user_limit(server):
+    """The per-minute request counter (api.ratelimit's script: INCR and expiry in one atomic call) under 24
+    requests released together with 7 left in the user's window: exactly 7 get through."""
+    import time
+
+    from api.ratelimit import _key
+    from core.redis import get_redis
+
+    user = _users(server, "worker", 1)[0]
+    headers = _token(server, user)
+    n, left, limit = 24, 7, int(LIMITS["FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER"])
+    if time.time() % 60 > 50:  # all the requests in one window
+        time.sleep(61 - time.time() % 60)
+    key = _key(f"user:{user.id}", 60, time.time())
+    get_redis().set(key, limit - left, ex=120)
+    codes = _codes(release_together(server, n, lambda c, i: c.get("/v1/me", headers=headers)))
+    assert codes.count(200) == left and codes.count(429) == n - left, codes
+    assert int(get_redis().get(key)) == limit - left + n
+
+
 def test_parallel_withdrawals_stay_within_the_daily_limit(server):
     worker = _users(server, "worker", 1, real_name_verified=True)[0]
     with server.session() as s:
