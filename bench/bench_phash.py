@@ -26,7 +26,7 @@ from PIL import Image
 
 from bench.common import figure, scale
 from evidence.sameness import Side, decide, pixels_of
-from evidence.hashing import (DIHEDRAL, ImageHashes, _centre, _dihedral_phashes, _trim_box, grey_file, hash_image,
+from evidence.hashing import (DIHEDRAL, PHASH_SIDE, ImageHashes, _centre, _dihedral_phashes, _trim_box, grey_file, hash_image,
                               load_grey, to_int)
 from evidence.match import REACH_THRESHOLD, compare
 from sim.transforms import crop5
@@ -79,7 +79,8 @@ def _previous_hashes(grey: Image.Image) -> ImageHashes:
     ph = {k: to_int(imagehash.phash(im)) for k, im in parts.items()}
     out = ImageHashes(ph, {k: to_int(imagehash.dhash(im)) for k, im in parts.items()},
                       float(np.asarray(parts["c64"].resize((64, 64)), dtype=np.float32).std()))
-    per_region = {k: _dihedral_phashes(im, ph[k]) for k, im in parts.items()}
+    per_region = {k: _dihedral_phashes(im, ph[k], im.resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS))
+                  for k, im in parts.items()}  # it resized each region twice (imagehash.phash, then the variants)
     out.variants = [{k: per_region[k][i] for k in parts} for i in range(len(DIHEDRAL))]
     return out
 

@@ -68,10 +68,26 @@ def _good_matches(da: np.ndarray, db: np.ndarray) -> list:
     return [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
 
 
-def align(query: np.ndarray, stored: np.ndarray) -> tuple[Alignment, np.ndarray | None]:
+@dataclass(frozen=True)
+class Photo:
+    """A working image made ready for comparison once (chrome cut, enlarged when small: ``_photo``) with its ORB
+    keypoints, so a new upload compared with several stored files finds its own keypoints only once."""
+
+    pixels: np.ndarray
+    points: tuple
+    descriptors: np.ndarray | None
+
+    @classmethod
+    def of(cls, img: Image.Image) -> "Photo":
+        pixels = _photo(img)
+        points, descriptors = keypoints(pixels)
+        return cls(pixels, tuple(points), descriptors)
+
+
+def align(query: Photo, stored: Photo) -> tuple[Alignment, np.ndarray | None]:
     """Fit query → stored; the 2×3 similarity matrix when one was found."""
-    ka, da = keypoints(query)
-    kb, db = keypoints(stored)
+    ka, da = query.points, query.descriptors
+    kb, db = stored.points, stored.descriptors
     if da is None or db is None or len(ka) < 8 or len(kb) < 8:
         return Alignment(0, 0, 0.0, None), None
     good = _good_matches(da, db)
@@ -103,17 +119,35 @@ def detail_agreement(query: np.ndarray, stored: np.ndarray, matrix: np.ndarray) 
     warped = cv2.warpAffine(moving, m, (w, h), flags=cv2.INTER_AREA, borderValue=0)
     valid = cv2.warpAffine(np.full(moving.shape, 255, np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) == 255
     valid = cv2.erode(valid.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-    a, b = _band(warped), _band(fixed)
-    scores = []
-    for ys in np.array_split(np.arange(h), TILES):
-        for xs in np.array_split(np.arange(w), TILES):
-            sel = valid[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
-            if sel.mean() < 0.9:
-                continue
-            ta, tb = a[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1][sel], b[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1][sel]
-            if ta.std() < MIN_TILE_STD or tb.std() < MIN_TILE_STD:
-                continue
-            scores.append(float(np.corrcoef(ta, tb)[0, 1]))
+    return _tile_median_correlation(_band(warped), _band(fixed), valid)
+
+
+def _tile_median_correlation(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float | None:
+    """Median over a TILES × TILES grid of the correlation of ``a`` and ``b`` on their valid pixels; tiles less than
+    90 % valid or without detail (either side's std below MIN_TILE_STD) are skipped; None with fewer than 4 left.
+
+    Every tile's moments come from one pass of sums per grid row and column (np.add.reduceat), not a Python loop
+    over 64 tiles: the same numbers in float64, about a tenth of the time."""
+    h, w = valid.shape
+    if h < TILES or w < TILES:
+        return None
+    ys = [r[0] for r in np.array_split(np.arange(h), TILES)]
+    xs = [c[0] for c in np.array_split(np.arange(w), TILES)]
+
+    def per_tile(x: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.add.reduceat(x, ys, axis=0), xs, axis=1)
+
+    a = np.where(valid, a, 0).astype(np.float64)
+    b = np.where(valid, b, 0).astype(np.float64)
+    n = per_tile(valid.astype(np.float64))
+    size = np.outer(np.diff(ys + [h]), np.diff(xs + [w]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ma, mb = per_tile(a) / n, per_tile(b) / n
+        va = np.maximum(per_tile(a * a) / n - ma * ma, 0)
+        vb = np.maximum(per_tile(b * b) / n - mb * mb, 0)
+        corr = (per_tile(a * b) / n - ma * mb) / np.sqrt(va * vb)
+        used = (n >= 0.9 * size) & (va >= MIN_TILE_STD ** 2) & (vb >= MIN_TILE_STD ** 2)
+    scores = corr[used]
     return float(np.median(scores)) if len(scores) >= 4 else None
 
 
@@ -130,10 +164,11 @@ def _photo(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def compare_pixels(query: Image.Image, stored: Image.Image) -> Alignment:
-    """Align two greyscale working images and measure how much fine detail they share."""
-    q, s = _photo(query), _photo(stored)
+def compare_pixels(query: Image.Image | Photo, stored: Image.Image | Photo) -> Alignment:
+    """Align two greyscale working images (or their Photos) and measure how much fine detail they share."""
+    q = query if isinstance(query, Photo) else Photo.of(query)
+    s = stored if isinstance(stored, Photo) else Photo.of(stored)
     found, matrix = align(q, s)
     if matrix is None or not found.confirmed:
         return found
-    return Alignment(found.inliers, found.matches, found.scale, detail_agreement(q, s, matrix))
+    return Alignment(found.inliers, found.matches, found.scale, detail_agreement(q.pixels, s.pixels, matrix))

@@ -163,12 +163,14 @@ def regions(grey: Image.Image) -> dict[str, Image.Image]:
 def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool = False) -> ImageHashes:
     """pHash and dHash of every region; with_variants adds the 8 dihedral pHashes per region."""
     parts = regions(load_grey(source))
-    ph = {k: to_int(imagehash.phash(im)) for k, im in parts.items()}
+    # imagehash.phash(im) is exactly this resize, then the DCT: the resized region also serves the variants.
+    small = {k: im.resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS) for k, im in parts.items()}
+    ph = {k: _phash_of_pixels(np.asarray(s)) for k, s in small.items()}
     dh = {k: to_int(imagehash.dhash(im)) for k, im in parts.items()}
     texture = float(np.asarray(parts["c64"].resize((64, 64)), dtype=np.float32).std())
     out = ImageHashes(ph, dh, texture)
     if with_variants:
-        per_region = {k: _dihedral_phashes(im, ph[k]) for k, im in parts.items()}
+        per_region = {k: _dihedral_phashes(im, ph[k], small[k]) for k, im in parts.items()}
         out.variants = [{k: per_region[k][i] for k in parts} for i in range(len(DIHEDRAL))]
     return out
 
@@ -185,15 +187,15 @@ def _phash_of_pixels(pixels: np.ndarray) -> int:
     return to_int(imagehash.ImageHash(low > np.median(low)))
 
 
-def _dihedral_phashes(im: Image.Image, identity: int) -> list[int]:
+def _dihedral_phashes(im: Image.Image, identity: int, small: Image.Image) -> list[int]:
     """imagehash.phash(im.transpose(t)) for every t in DIHEDRAL, from two resizes instead of eight.
 
     Resizing to 32 px commutes with flips: 32 is a power of two, so every filter centre is an exact binary
     fraction, mirrored output pixels get exactly mirrored weights, and a flip of the 32×32 result has the very
     pixels of the resized flip (tested bit for bit on thousands of images of random sizes). It does not
     commute with a transpose (the two resampling passes round in the other order), so the four transposing
-    variants are flips of the resized transpose. The identity is ``identity``, the pHash already computed."""
-    small = im.resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)
+    variants are flips of the resized transpose. The identity is ``identity``, the pHash already computed from
+    ``small``, ``im`` resized to PHASH_SIDE as imagehash.phash resizes it."""
     small_t = (im.transpose(Image.Transpose.TRANSPOSE).resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)
                .transpose(Image.Transpose.TRANSPOSE))
     return [identity if t is None else _phash_of_pixels(np.asarray((small_t if t in TRANSPOSING else small).transpose(t)))

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evidence import index_store
-from evidence.sameness import Side, Verdict, decide, pixels_of, same_exposure_by_exif, two_captures_by_exif
+from evidence.features import Photo, compare_pixels
+from evidence.sameness import Side, Verdict, decide, same_exposure_by_exif, turned, two_captures_by_exif
 from evidence.hashing import ImageHashes, load_grey
 from evidence.match import REACH_THRESHOLD, Match, compare_media
 from evidence.models import Evidence
@@ -52,10 +53,11 @@ def _side(ev: Evidence, reasons: list[str]) -> Side:
 
 
 class _Greys:
-    """Working images, loaded once each and only when a pair needs its pixels."""
+    """Working images, loaded once each and only when a pair needs its pixels; the new file's Photo (keypoints
+    found) once per orientation the hashes matched it in, however many stored files it is compared with."""
 
     def __init__(self, key_of: Callable[[str], str]) -> None:
-        self.key_of, self.cache = key_of, {}
+        self.key_of, self.cache, self.photos = key_of, {}, {}
 
     def get(self, sha256: str) -> Image.Image:
         if sha256 not in self.cache:
@@ -64,28 +66,49 @@ class _Greys:
             self.cache[sha256] = load_grey(data)
         return self.cache[sha256]
 
+    def photo(self, sha256: str, variant: int = 0) -> Photo:
+        if (sha256, variant) not in self.photos:
+            self.photos[sha256, variant] = Photo.of(turned(self.get(sha256), variant))
+        return self.photos[sha256, variant]
 
-def find(db_session: Session, ev: Evidence, frames: list[ImageHashes], reasons: list[str],
-         key_of: Callable[[str], str]) -> list[Pair]:
-    """Every stored file of another claim that is the same capture or the same scene as ``ev``."""
-    mine = _side(ev, reasons)
-    scored = []
-    for other in _candidates(db_session, ev, frames):
-        match = EXACT if other.sha256 == ev.sha256 else compare_media(frames, _frames_of(other), reach=REACH_THRESHOLD)
-        if match is not None:
-            scored.append((other, _side(other, other.reasons), match))
-    # Pixels go first to the pairs only pixels can decide (no EXIF verdict either way), nearest first: beyond the
-    # cap, EXIF still decides the others; only a pair with neither falls back to the hash rule.
-    scored.sort(key=lambda x: (_exif_decides(mine, x[1]), x[2].needs_pixels, x[2].distance))
-    greys, checks, out = _Greys(key_of), 0, []
-    for other, side, match in scored:
-        pixels = None
-        if match is not EXACT and ev.kind == other.kind == "image" and checks < MAX_PIXEL_CHECKS:
-            pixels, checks = pixels_of(greys.get(ev.sha256), greys.get(other.sha256), match), checks + 1
-        verdict = decide(mine, side, match, pixels)
-        if verdict is not None:
-            out.append(Pair(other.id, match.distance, match.method, verdict))
-    return out
+
+class Finder:
+    """A new file's pairs, found in rounds: each ``find`` decides only stored files no earlier round considered.
+
+    evidence.service runs a round before it takes the duplicate-search lock (the pixel checks, the costly part,
+    then run side by side in every worker process) and one under the lock, which sees only the files processed
+    in between: a copy processed at the same time is still found by whichever of the two is second. The
+    MAX_PIXEL_CHECKS cap holds over all rounds together."""
+
+    def __init__(self, ev: Evidence, frames: list[ImageHashes], reasons: list[str],
+                 key_of: Callable[[str], str]) -> None:
+        self.ev, self.frames, self.mine = ev, frames, _side(ev, reasons)
+        self.greys, self.checks, self.considered = _Greys(key_of), 0, set()
+
+    def find(self, db_session: Session) -> list[Pair]:
+        """Every stored file of another claim, not considered before, that is the same capture or the same scene."""
+        ev, frames, scored = self.ev, self.frames, []
+        for other in _candidates(db_session, ev, frames):
+            if other.id in self.considered:
+                continue
+            self.considered.add(other.id)
+            match = EXACT if other.sha256 == ev.sha256 else compare_media(frames, _frames_of(other),
+                                                                         reach=REACH_THRESHOLD)
+            if match is not None:
+                scored.append((other, _side(other, other.reasons), match))
+        # Pixels go first to the pairs only pixels can decide (no EXIF verdict either way), nearest first: beyond
+        # the cap, EXIF still decides the others; only a pair with neither falls back to the hash rule.
+        scored.sort(key=lambda x: (_exif_decides(self.mine, x[1]), x[2].needs_pixels, x[2].distance))
+        out = []
+        for other, side, match in scored:
+            pixels = None
+            if match is not EXACT and ev.kind == other.kind == "image" and self.checks < MAX_PIXEL_CHECKS:
+                pixels = compare_pixels(self.greys.photo(ev.sha256, match.variant), self.greys.photo(other.sha256))
+                self.checks += 1
+            verdict = decide(self.mine, side, match, pixels)
+            if verdict is not None:
+                out.append(Pair(other.id, match.distance, match.method, verdict))
+        return out
 
 
 def _exif_decides(a: Side, b: Side) -> bool:

@@ -128,7 +128,12 @@ def decide(a: Side, b: Side, match: Match | None, pixels: Alignment | None) -> V
     return Verdict("same_scene", scene)
 
 
+def turned(img: Image.Image, variant: int) -> Image.Image:
+    """The image turned as a hash variant (evidence.hashing.DIHEDRAL) matched it."""
+    turn = DIHEDRAL[variant]
+    return img.transpose(turn) if turn is not None else img
+
+
 def pixels_of(query: Image.Image, stored: Image.Image, match: Match) -> Alignment:
     """Local features of a matched pair: the query's working image turned as the hashes matched it, aligned."""
-    turn = DIHEDRAL[match.variant]
-    return compare_pixels(query.transpose(turn) if turn is not None else query, stored)
+    return compare_pixels(turned(query, match.variant), stored)

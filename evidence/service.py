@@ -135,10 +135,19 @@ def process(*, db_session: Session, evidence_id: int) -> None:
         return
     frames = _frames(ev)
     reasons = _exif_reasons(db_session, ev)
-    # One processor at a time compares and inserts, so two copies processed at once still see each other;
-    # each pair is recorded once, by whichever of the two is processed second.
+    finder = pairs.Finder(ev, frames, reasons, working_image_key)
+    # The files processed so far are compared first, without the lock: their pixel checks (ORB, the costly part
+    # of a much-photographed shop's upload) run in every worker process at once.
+    found = finder.find(db_session)
+    # Then one processor at a time compares and inserts: the files processed meanwhile (hashes are inserted and
+    # committed only under this lock, so the index misses none), so two copies processed at once still see each
+    # other; each pair is recorded once, by whichever of the two is processed second.
     db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": index_store.LOCK_KEY})
-    _record_matches(db_session, ev, pairs.find(db_session, ev, frames, reasons, working_image_key))
+    # Stored files read before the lock are read again: a processor that held it meanwhile may have added reasons
+    # to them, which _record_matches must add to, not overwrite.
+    db_session.expire_all()
+    found += finder.find(db_session)
+    _record_matches(db_session, ev, found)
     reasons += ev.reasons
     ev.hashes = {"frames": [f.to_dict() for f in frames]}
     ev.phash, ev.dhash = _signed(frames[0].phash["full"]), _signed(frames[0].dhash["full"])

@@ -195,3 +195,42 @@ def test_parallel_processing_adds_the_fresh_angle_weight_once(server):
         assert after.risk_score == min(100, before + 25) and "same_scene" in after.flags
         reasons = s.scalars(select(Evidence.reasons).where(Evidence.id.in_(ids))).all()
     assert all("same_scene" in r and "duplicate_evidence" not in r for r in reasons), reasons
+
+
+def test_copies_processed_at_once_pair_each_other_exactly_once(server):
+    """Four claims' copies of one photo (the original, resized, cropped, a WeChat re-encode; no EXIF, so pixels
+    decide) processed at one barrier: the pixel checks of the files processed before run outside the duplicate
+    search lock, yet each of the 6 pairs is found once, by the later of its two (12 match rows: both ways), and
+    the three later copies are duplicates."""
+    merchant, ops = _headers(server, "merchant"), _headers(server, "ops")
+    with server.http() as c:
+        for purpose, amount in (("security_deposit", 10_000), ("available", 1_000_000)):
+            assert c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose},
+                          headers=merchant).status_code == 201
+    original = photos.storefront(7171, 1)
+    copies = [jpeg(original), jpeg(TRANSFORMS["resize"](original)), jpeg(TRANSFORMS["crop_centre"](original)),
+              jpeg(TRANSFORMS["wechat"](original))]
+    ids = []
+    for data in copies:
+        claim, worker = _checked_in_claim(server, merchant, ops)
+        ids.append(_upload(server, claim, worker, data))
+    job_ids = [_job_of(server, i) for i in ids]
+    barrier = threading.Barrier(len(job_ids))
+
+    def run(job_id: int) -> str:
+        with server.session() as s:
+            s.execute(select(1))  # connected before the barrier
+            barrier.wait(timeout=60)
+            return jobs.run(db_session=s, job_id=job_id)
+
+    with ThreadPoolExecutor(len(job_ids)) as pool:
+        assert list(pool.map(run, job_ids)) == ["done"] * len(job_ids)
+    from evidence.models import EvidenceMatch
+
+    with server.session() as s:
+        rows = s.execute(select(EvidenceMatch.evidence_id, EvidenceMatch.matched_evidence_id)
+                         .where(EvidenceMatch.evidence_id.in_(ids))).all()
+        reasons = dict(s.execute(select(Evidence.id, Evidence.reasons).where(Evidence.id.in_(ids))).all())
+    assert sorted(rows) == sorted((a, b) for a in ids for b in ids if a != b)
+    dup = [i for i in ids if "duplicate_evidence" in reasons[i]]
+    assert len(dup) == 3 and all("evidence_reused_later" in reasons[i] for i in ids if i not in dup), reasons

@@ -124,6 +124,36 @@ def test_sweeper_requeues_lost_jobs(worker_process):
             db.commit()
 
 
+def test_a_long_waiting_job_is_re_sent_with_a_lease_as_long_as_its_wait():
+    """The sweeper's new lease is the job's age (at least the lease): a backlog is re-sent about log2(wait /
+    lease) times per job, not once per sweep. One job queued 20 minutes ago and one queued just now, both past
+    their lease: the old one is leased ~20 minutes more, the new one the plain lease; a second sweep re-sends
+    neither."""
+    from datetime import timedelta
+
+    marker = f"marker:{time.time_ns()}"
+    old_id, new_id = _committed_job(marker), _committed_job(marker)
+    try:
+        with session_scope() as db:
+            now = jobs.utcnow()
+            old = db.get(jobs.Job, old_id)
+            old.created_at, old.leased_until = now - timedelta(minutes=20), now - timedelta(seconds=1)
+            db.get(jobs.Job, new_id).leased_until = now - timedelta(seconds=1)
+            db.commit()
+        with session_scope() as db:
+            due = dict(jobs.due_for_retry(db_session=db))
+            assert {old_id, new_id} <= set(due)
+            old_lease = (db.get(jobs.Job, old_id).leased_until - now).total_seconds()
+            new_lease = (db.get(jobs.Job, new_id).leased_until - now).total_seconds()
+            assert 20 * 60 - 5 <= old_lease <= 20 * 60 + 60
+            assert jobs.lease_s() - 5 <= new_lease <= jobs.lease_s() + 60
+            assert not {old_id, new_id} & {j for j, _ in jobs.due_for_retry(db_session=db)}
+    finally:
+        with session_scope() as db:
+            db.execute(delete(jobs.Job).where(jobs.Job.id.in_([old_id, new_id])))
+            db.commit()
+
+
 def test_payout_redelivered_to_a_real_worker_pays_once(worker_process):
     """A payout whose first worker died mid-payment (state 'paying') is redelivered twice; one payment results."""
     from sqlalchemy import func, select
