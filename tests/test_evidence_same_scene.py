@@ -16,7 +16,7 @@ from accounts import service as accounts
 from core import jobs
 from evidence import pairs
 from evidence import service as evidence_service  # noqa: F401  (registers the evidence.process job handler)
-from evidence.models import Evidence
+from evidence.models import Evidence, EvidenceMatch
 from sim import photos
 from tasks.models import Claim
 from tests.evidence_transforms import TRANSFORMS, jpeg
@@ -165,21 +165,17 @@ def _job_of(server, evidence_id: int) -> int:
                                                   jobs.Job.payload["evidence_id"].as_integer() == evidence_id))
 
 
-def test_parallel_processing_adds_the_fresh_angle_weight_once(server):
+def _funded_merchant(server) -> tuple[dict, dict]:
     merchant, ops = _headers(server, "merchant"), _headers(server, "ops")
     with server.http() as c:
         for purpose, amount in (("security_deposit", 10_000), ("available", 1_000_000)):
             assert c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose},
                           headers=merchant).status_code == 201
-    first, w1 = _checked_in_claim(server, merchant, ops)
-    ref = _upload(server, first, w1, _shot(9090, 1, 100, ("Xiaomi", "Redmi Note 12", "SN-P")))
-    with server.session() as s:
-        assert jobs.run(db_session=s, job_id=_job_of(server, ref)) == "done"
-    claim, w2 = _checked_in_claim(server, merchant, ops, evidence={"photos_min": 1, "video": False, "fresh_angle": True})
-    ids = [_upload(server, claim, w2, _shot(9090, v, 10 - v, ("vivo", "S17", "SN-Q"))) for v in (2, 3, 4, 5)]
-    job_ids = [_job_of(server, i) for i in ids]
-    with server.session() as s:
-        before = s.get(Claim, claim["id"]).risk_score
+    return merchant, ops
+
+
+def _run_at_one_barrier(server, job_ids: list[int]) -> list[str]:
+    """Each job in its own session and thread, released together."""
     barrier = threading.Barrier(len(job_ids))
 
     def run(job_id: int) -> str:
@@ -189,7 +185,21 @@ def test_parallel_processing_adds_the_fresh_angle_weight_once(server):
             return jobs.run(db_session=s, job_id=job_id)
 
     with ThreadPoolExecutor(len(job_ids)) as pool:
-        assert list(pool.map(run, job_ids)) == ["done"] * len(job_ids)
+        return list(pool.map(run, job_ids))
+
+
+def test_parallel_processing_adds_the_fresh_angle_weight_once(server):
+    merchant, ops = _funded_merchant(server)
+    first, w1 = _checked_in_claim(server, merchant, ops)
+    ref = _upload(server, first, w1, _shot(9090, 1, 100, ("Xiaomi", "Redmi Note 12", "SN-P")))
+    with server.session() as s:
+        assert jobs.run(db_session=s, job_id=_job_of(server, ref)) == "done"
+    claim, w2 = _checked_in_claim(server, merchant, ops, evidence={"photos_min": 1, "video": False, "fresh_angle": True})
+    ids = [_upload(server, claim, w2, _shot(9090, v, 10 - v, ("vivo", "S17", "SN-Q"))) for v in (2, 3, 4, 5)]
+    job_ids = [_job_of(server, i) for i in ids]
+    with server.session() as s:
+        before = s.get(Claim, claim["id"]).risk_score
+    assert _run_at_one_barrier(server, job_ids) == ["done"] * len(job_ids)
     with server.session() as s:
         after = s.get(Claim, claim["id"])
         assert after.risk_score == min(100, before + 25) and "same_scene" in after.flags
@@ -202,11 +212,7 @@ def test_copies_processed_at_once_pair_each_other_exactly_once(server):
     decide) processed at one barrier: the pixel checks of the files processed before run outside the duplicate
     search lock, yet each of the 6 pairs is found once, by the later of its two (12 match rows: both ways), and
     the three later copies are duplicates."""
-    merchant, ops = _headers(server, "merchant"), _headers(server, "ops")
-    with server.http() as c:
-        for purpose, amount in (("security_deposit", 10_000), ("available", 1_000_000)):
-            assert c.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": purpose},
-                          headers=merchant).status_code == 201
+    merchant, ops = _funded_merchant(server)
     original = photos.storefront(7171, 1)
     copies = [jpeg(original), jpeg(TRANSFORMS["resize"](original)), jpeg(TRANSFORMS["crop_centre"](original)),
               jpeg(TRANSFORMS["wechat"](original))]
@@ -215,18 +221,7 @@ def test_copies_processed_at_once_pair_each_other_exactly_once(server):
         claim, worker = _checked_in_claim(server, merchant, ops)
         ids.append(_upload(server, claim, worker, data))
     job_ids = [_job_of(server, i) for i in ids]
-    barrier = threading.Barrier(len(job_ids))
-
-    def run(job_id: int) -> str:
-        with server.session() as s:
-            s.execute(select(1))  # connected before the barrier
-            barrier.wait(timeout=60)
-            return jobs.run(db_session=s, job_id=job_id)
-
-    with ThreadPoolExecutor(len(job_ids)) as pool:
-        assert list(pool.map(run, job_ids)) == ["done"] * len(job_ids)
-    from evidence.models import EvidenceMatch
-
+    assert _run_at_one_barrier(server, job_ids) == ["done"] * len(job_ids)
     with server.session() as s:
         rows = s.execute(select(EvidenceMatch.evidence_id, EvidenceMatch.matched_evidence_id)
                          .where(EvidenceMatch.evidence_id.in_(ids))).all()
