@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from geoalchemy2.elements import WKBElement
 from geoalchemy2.shape import to_shape
 
 from accounts.models import User
@@ -10,7 +11,7 @@ from accounts.schemas import UserRead
 from checkin.schemas import CheckinRead
 from checkin.signals import for_viewer
 from geo import crs as geocrs
-from geo.geojson import fence_geojson
+from geo.geojson import fence_geojson, fence_geojson_of_wkb
 from tasks.schemas import ClaimRead, EvidenceRequirements, RatingRead, SubmissionRead, TaskRead
 
 
@@ -21,6 +22,13 @@ def user_read(user: User) -> UserRead:
                     created_at=user.created_at)
 
 
+def _geofence(fence, crs: str) -> dict:
+    """The stored fence in ``crs``: cached by its bytes (the hall shows the same fences again and again)."""
+    if isinstance(fence, WKBElement):
+        return fence_geojson_of_wkb(fence.data, crs)
+    return fence_geojson(to_shape(fence), crs)
+
+
 def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
     """A task with its fence and centre in the caller's crs."""
     center = to_shape(task.center)
@@ -28,7 +36,7 @@ def task_read(task, crs: str = "wgs84", distance_m: float | None = None):
     return TaskRead(id=task.id, merchant_id=task.merchant_id, title=task.title, description=task.description,
                     type=task.type, state=task.state, reward_fen=task.reward_fen, slots=task.slots,
                     slots_taken=task.slots_taken, starts_at=task.starts_at, ends_at=task.ends_at, crs=crs,
-                    center=[clon, clat], radius_m=task.radius_m, geofence=fence_geojson(to_shape(task.fence), crs),
+                    center=[clon, clat], radius_m=task.radius_m, geofence=_geofence(task.fence, crs),
                     hard_fence=task.hard_fence,
                     evidence=EvidenceRequirements(photos_min=task.photos_min, video=task.video_required,
                                                   allow_gallery=task.allow_gallery,

@@ -77,13 +77,15 @@ class Finder:
 
     evidence.service runs a round before it takes the duplicate-search lock (the pixel checks, the costly part,
     then run side by side in every worker process) and one under the lock, which sees only the files processed
-    in between: a copy processed at the same time is still found by whichever of the two is second. The
-    MAX_PIXEL_CHECKS cap holds over all rounds together."""
+    in between: a copy processed at the same time is still found by whichever of the two is second. Each round
+    has its own MAX_PIXEL_CHECKS: the nearest pairs of all rounds together are each among the nearest of their
+    own round, so every pair a single search would have checked by its pixels still is (a re-used photo that
+    arrives meanwhile is not left without a check by the same-scene photos of a much-photographed shop)."""
 
     def __init__(self, ev: Evidence, frames: list[ImageHashes], reasons: list[str],
                  key_of: Callable[[str], str]) -> None:
         self.ev, self.frames, self.mine = ev, frames, _side(ev, reasons)
-        self.greys, self.checks, self.considered = _Greys(key_of), 0, set()
+        self.greys, self.considered = _Greys(key_of), set()
 
     def find(self, db_session: Session) -> list[Pair]:
         """Every stored file of another claim, not considered before, that is the same capture or the same scene."""
@@ -99,12 +101,12 @@ class Finder:
         # Pixels go first to the pairs only pixels can decide (no EXIF verdict either way), nearest first: beyond
         # the cap, EXIF still decides the others; only a pair with neither falls back to the hash rule.
         scored.sort(key=lambda x: (_exif_decides(self.mine, x[1]), x[2].needs_pixels, x[2].distance))
-        out = []
+        out, checks = [], 0
         for other, side, match in scored:
             pixels = None
-            if match is not EXACT and ev.kind == other.kind == "image" and self.checks < MAX_PIXEL_CHECKS:
+            if match is not EXACT and ev.kind == other.kind == "image" and checks < MAX_PIXEL_CHECKS:
                 pixels = compare_pixels(self.greys.photo(ev.sha256, match.variant), self.greys.photo(other.sha256))
-                self.checks += 1
+                checks += 1
             verdict = decide(self.mine, side, match, pixels)
             if verdict is not None:
                 out.append(Pair(other.id, match.distance, match.method, verdict))

@@ -152,3 +152,23 @@ def test_one_point_conversion_matches_the_array_path_everywhere():
                 one = crs.convert(lat, lon, src, dst)
                 xs, ys = crs.convert_arrays([lon], [lat], src, dst)
                 assert abs(one[0] - ys[0]) < 1e-12 and abs(one[1] - xs[0]) < 1e-12, (lat, lon, src, dst)
+
+
+def test_fence_geojson_from_stored_bytes_is_cached_and_equal():
+    """The hall's fences come from their stored (E)WKB through a per-process cache: the same GeoJSON as
+    converting the geometry, for WKB bytes and EWKB hex (as PostGIS returns it), in every crs; each call gets its
+    own dict, and the conversion runs once per (bytes, crs)."""
+    import shapely
+    from shapely.geometry import Point
+
+    from geo import geojson
+
+    fence = Point(116.40, 39.90).buffer(0.002, quad_segs=16)
+    geojson._fence_geojson_of.cache_clear()
+    for crs in ("wgs84", "gcj02", "bd09"):
+        expected = geojson.fence_geojson(fence, crs)
+        for wkb in (shapely.to_wkb(fence), shapely.to_wkb(fence, hex=True, include_srid=True)):
+            first, again = geojson.fence_geojson_of_wkb(wkb, crs), geojson.fence_geojson_of_wkb(wkb, crs)
+            assert first == again == expected and first is not again
+    info = geojson._fence_geojson_of.cache_info()
+    assert info.misses == 6 and info.hits == 6
