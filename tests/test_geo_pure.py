@@ -165,10 +165,10 @@ def test_fence_geojson_from_stored_bytes_is_cached_and_equal():
 
     fence = Point(116.40, 39.90).buffer(0.002, quad_segs=16)
     geojson._fence_geojson_of.cache_clear()
-    for crs in ("wgs84", "gcj02", "bd09"):
-        expected = geojson.fence_geojson(fence, crs)
+    for system in ("wgs84", "gcj02", "bd09"):
+        expected = geojson.fence_geojson(fence, system)
         for wkb in (shapely.to_wkb(fence), shapely.to_wkb(fence, hex=True, include_srid=True)):
-            first, again = geojson.fence_geojson_of_wkb(wkb, crs), geojson.fence_geojson_of_wkb(wkb, crs)
+            first, again = geojson.fence_geojson_of_wkb(wkb, system), geojson.fence_geojson_of_wkb(wkb, system)
             assert first == again == expected and first is not again
     info = geojson._fence_geojson_of.cache_info()
     assert info.misses == 6 and info.hits == 6
