@@ -26,6 +26,8 @@ def lease_s() -> float:
 
 
 MAX_ATTEMPTS = 10
+# The longest a re-sent job is leased (core.jobs.due_for_retry): a re-send lost in turn waits at most this.
+MAX_RESEND_LEASE_S = 600.0
 
 
 class Job(Base):
@@ -142,18 +144,20 @@ def _record_failure(db_session: Session, job_id: int, exc: Exception) -> None:
 def due_for_retry(*, db_session: Session, limit: int = 500) -> list[tuple[int, str]]:
     """Pending jobs whose lease expired: lease them again and return their ids and kinds.
 
-    The new lease is the job's age, at least the lease: a job still pending after 2 minutes is sent again at
-    most once in the next 2 minutes, so each job is re-sent about log2(wait / lease) times however long the
-    queue. With a plain 30 s lease a backlog longer than 30 s was re-sent whole every sweep: the queue filled with
-    duplicates that each cost a delivery (found by `fieldproof simulate`, whose evidence queue waited minutes)."""
+    The new lease is the job's age, at least the lease and at most MAX_RESEND_LEASE_S: a job still pending after
+    2 minutes is sent again at most once in the next 2 minutes, so a queue is re-sent about log2(wait / lease)
+    times, then every 10 minutes, however long it is. With a plain 30 s lease a backlog longer than 30 s was re-sent
+    whole every sweep: the queue filled with duplicates that each cost a delivery (found by `fieldproof simulate`,
+    whose evidence queue waited minutes). The cap bounds how long a re-send lost in turn (Redis flushed again)
+    waits. The age is on the service clock (``created_at`` is set by the ORM from ``utcnow``, as ``add`` does)."""
     now = utcnow()
     at = literal(now, DateTime(timezone=True))
+    lease = func.least(func.greatest(literal(clock.machine_seconds(lease_s()), Interval()), at - Job.created_at),
+                       literal(clock.machine_seconds(MAX_RESEND_LEASE_S), Interval()))
     rows = db_session.execute(
         update(Job).where(Job.id.in_(
             select(Job.id).where(Job.state == "pending", Job.leased_until < now)
             .order_by(Job.id).limit(limit).with_for_update(skip_locked=True)))
-        .values(leased_until=at + func.greatest(literal(clock.machine_seconds(lease_s()), Interval()),
-                                                at - Job.created_at))
-        .returning(Job.id, Job.kind)).all()
+        .values(leased_until=at + lease).returning(Job.id, Job.kind)).all()
     db_session.commit()
     return [(job_id, kind) for job_id, kind in rows]

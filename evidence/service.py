@@ -144,7 +144,8 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     # other; each pair is recorded once, by whichever of the two is processed second.
     db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": index_store.LOCK_KEY})
     # Stored files read before the lock are read again: a processor that held it meanwhile may have added reasons
-    # to them, which _record_matches must add to, not overwrite.
+    # to them, which _record_matches must add to, not overwrite (flushed first, so nothing pending is dropped).
+    db_session.flush()
     db_session.expire_all()
     found += finder.find(db_session)
     _record_matches(db_session, ev, found)

@@ -229,3 +229,38 @@ def test_copies_processed_at_once_pair_each_other_exactly_once(server):
     assert sorted(rows) == sorted((a, b) for a in ids for b in ids if a != b)
     dup = [i for i in ids if "duplicate_evidence" in reasons[i]]
     assert len(dup) == 3 and all("evidence_reused_later" in reasons[i] for i in ids if i not in dup), reasons
+
+
+def test_a_copy_processed_between_the_rounds_is_found_under_the_lock(server, monkeypatch):
+    """The window the two rounds open: the original's job runs to completion after the copy's first round (which
+    so cannot see it) and before the copy's job takes the lock. The copy's round under the lock finds it, once,
+    and the copy is the duplicate."""
+    merchant, ops = _funded_merchant(server)
+    original = photos.storefront(7272, 1)
+    ids = []
+    for data in (jpeg(original), jpeg(TRANSFORMS["resize"](original))):
+        claim, worker = _checked_in_claim(server, merchant, ops)
+        ids.append(_upload(server, claim, worker, data))
+    first_id, copy_id = ids
+    first_job, copy_job = _job_of(server, first_id), _job_of(server, copy_id)
+    real_find, rounds = pairs.Finder.find, []
+
+    def find(self, db_session):
+        found = real_find(self, db_session)
+        if self.ev.id == copy_id:
+            rounds.append([p.other_id for p in found])
+            if len(rounds) == 1:  # between the copy's first round and its lock: the original is processed
+                with ThreadPoolExecutor(1) as pool, server.session() as s:
+                    assert pool.submit(jobs.run, db_session=s, job_id=first_job).result() == "done"
+        return found
+
+    monkeypatch.setattr(pairs.Finder, "find", find)
+    with server.session() as s:
+        assert jobs.run(db_session=s, job_id=copy_job) == "done"
+    assert rounds == [[], [first_id]]
+    with server.session() as s:
+        rows = s.execute(select(EvidenceMatch.evidence_id, EvidenceMatch.matched_evidence_id)
+                         .where(EvidenceMatch.evidence_id.in_(ids))).all()
+        reasons = dict(s.execute(select(Evidence.id, Evidence.reasons).where(Evidence.id.in_(ids))).all())
+    assert sorted(rows) == sorted([(first_id, copy_id), (copy_id, first_id)])
+    assert "duplicate_evidence" in reasons[copy_id] and "evidence_reused_later" in reasons[first_id], reasons

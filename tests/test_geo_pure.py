@@ -156,19 +156,31 @@ def test_one_point_conversion_matches_the_array_path_everywhere():
 
 def test_fence_geojson_from_stored_bytes_is_cached_and_equal():
     """The hall's fences come from their stored (E)WKB through a per-process cache: the same GeoJSON as
-    converting the geometry, for WKB bytes and EWKB hex (as PostGIS returns it), in every crs; each call gets its
-    own dict, and the conversion runs once per (bytes, crs)."""
-    import shapely
-    from shapely.geometry import Point
+    converting the geometry, for WKB bytes and EWKB hex (as PostGIS returns it), a polygon and a multipolygon, in
+    every crs; the conversion runs once per (bytes, crs); what a caller gets cannot change the cached value."""
+    import json
 
+    import shapely
+    from geoalchemy2.elements import WKBElement
+    from geoalchemy2.shape import from_shape
+    from shapely.geometry import MultiPolygon, Point
+
+    from api.views import _geofence
     from geo import geojson
 
-    fence = Point(116.40, 39.90).buffer(0.002, quad_segs=16)
+    circle = Point(116.40, 39.90).buffer(0.002, quad_segs=16)
+    two = MultiPolygon([circle, Point(116.41, 39.91).buffer(0.001, quad_segs=4)])
     geojson._fence_geojson_of.cache_clear()
-    for system in ("wgs84", "gcj02", "bd09"):
-        expected = geojson.fence_geojson(fence, system)
-        for wkb in (shapely.to_wkb(fence), shapely.to_wkb(fence, hex=True, include_srid=True)):
-            first, again = geojson.fence_geojson_of_wkb(wkb, system), geojson.fence_geojson_of_wkb(wkb, system)
-            assert first == again == expected and first is not again
+    for fence in (circle, two):
+        for system in ("wgs84", "gcj02", "bd09"):
+            expected = json.dumps(geojson.fence_geojson(fence, system))
+            for wkb in (shapely.to_wkb(fence), shapely.to_wkb(fence, hex=True, include_srid=True)):
+                first, again = geojson.fence_geojson_of_wkb(wkb, system), geojson.fence_geojson_of_wkb(wkb, system)
+                assert json.dumps(first) == json.dumps(again) == expected and first is not again
+                first["coordinates"] = None  # a caller changing its copy
+                assert json.dumps(geojson.fence_geojson_of_wkb(wkb, system)) == expected
+            for element in (from_shape(fence, srid=4326), WKBElement(shapely.to_wkb(fence), srid=4326)):
+                assert json.dumps(_geofence(element, system)) == expected  # as api.views renders a task
     info = geojson._fence_geojson_of.cache_info()
-    assert info.misses == 6 and info.hits == 6
+    assert info.misses == 12 and info.hits >= 36
+    assert isinstance(geojson.fence_geojson_of_wkb(shapely.to_wkb(two))["coordinates"][0], tuple)  # no lists inside

@@ -125,32 +125,31 @@ def test_sweeper_requeues_lost_jobs(worker_process):
 
 
 def test_a_long_waiting_job_is_re_sent_with_a_lease_as_long_as_its_wait():
-    """The sweeper's new lease is the job's age (at least the lease): a backlog is re-sent about log2(wait /
-    lease) times per job, not once per sweep. One job queued 20 minutes ago and one queued just now, both past
-    their lease: the old one is leased ~20 minutes more, the new one the plain lease; a second sweep re-sends
-    neither."""
+    """The sweeper's new lease is the job's age, at least the lease and at most MAX_RESEND_LEASE_S: a backlog is
+    re-sent about log2(wait / lease) times per job, not once per sweep. Jobs queued 5 minutes, 2 hours and a moment
+    ago, all past their lease: leased ~5 minutes, 10 minutes (the cap) and the plain lease; a second sweep re-sends
+    none of them."""
     from datetime import timedelta
 
     marker = f"marker:{time.time_ns()}"
-    old_id, new_id = _committed_job(marker), _committed_job(marker)
+    ids = [_committed_job(marker) for _ in range(3)]
+    ages = [timedelta(minutes=5), timedelta(hours=2), timedelta(0)]
     try:
         with session_scope() as db:
             now = jobs.utcnow()
-            old = db.get(jobs.Job, old_id)
-            old.created_at, old.leased_until = now - timedelta(minutes=20), now - timedelta(seconds=1)
-            db.get(jobs.Job, new_id).leased_until = now - timedelta(seconds=1)
+            for job_id, age in zip(ids, ages):
+                job = db.get(jobs.Job, job_id)
+                job.created_at, job.leased_until = now - age, now - timedelta(seconds=1)
             db.commit()
         with session_scope() as db:
-            due = dict(jobs.due_for_retry(db_session=db))
-            assert {old_id, new_id} <= set(due)
-            old_lease = (db.get(jobs.Job, old_id).leased_until - now).total_seconds()
-            new_lease = (db.get(jobs.Job, new_id).leased_until - now).total_seconds()
-            assert 20 * 60 - 5 <= old_lease <= 20 * 60 + 60
-            assert jobs.lease_s() - 5 <= new_lease <= jobs.lease_s() + 60
-            assert not {old_id, new_id} & {j for j, _ in jobs.due_for_retry(db_session=db)}
+            assert set(ids) <= {j for j, _ in jobs.due_for_retry(db_session=db)}
+            leases = [(db.get(jobs.Job, j).leased_until - now).total_seconds() for j in ids]
+            for got, want in zip(leases, (5 * 60, jobs.MAX_RESEND_LEASE_S, jobs.lease_s())):
+                assert want - 5 <= got <= want + 60, leases
+            assert not set(ids) & {j for j, _ in jobs.due_for_retry(db_session=db)}
     finally:
         with session_scope() as db:
-            db.execute(delete(jobs.Job).where(jobs.Job.id.in_([old_id, new_id])))
+            db.execute(delete(jobs.Job).where(jobs.Job.id.in_(ids)))
             db.commit()
 
 
