@@ -26,12 +26,8 @@ def _refuse(limit: int, window_s: int, now: float) -> RateLimited:
 
 def _hit(key: str, limit: int, window_s: int = 60) -> None:
     now = time.time()
-    full = _key(key, window_s, now)
     try:
-        pipe = get_redis().pipeline()
-        pipe.incr(full)
-        pipe.expire(full, 2 * window_s)
-        count = pipe.execute()[0]
+        count = _count_script(get_redis())(keys=[_key(key, window_s, now)], args=[2 * window_s])[0]
     except redis.RedisError:
         # Redis is a cache here: if it is down we fail open rather than refuse all traffic.
         log.warning("rate_limit_unavailable", key=key)

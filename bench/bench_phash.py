@@ -26,8 +26,8 @@ from PIL import Image
 
 from bench.common import figure, scale
 from evidence.sameness import Side, decide, pixels_of
-from evidence.hashing import (DIHEDRAL, PHASH_SIDE, ImageHashes, _centre, _dihedral_phashes, _trim_box, grey_file, hash_image,
-                              load_grey, to_int)
+from evidence.hashing import (DIHEDRAL, PHASH_SIDE, ImageHashes, _centre, _dihedral_phashes, _trim_box, grey_file,
+                              hash_image, load_grey, to_int)
 from evidence.match import REACH_THRESHOLD, compare
 from sim.transforms import crop5
 
