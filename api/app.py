@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import errors, openapi
 from api.hooks import register_domain_hooks
 from api.middleware import EdgeMiddleware
+from api.phone_writes import PhoneWrites
 from api.routers import acceptance, auth, claims, evidence, health, money, ops, pages, tasks, users
 from core import jobs
 from core.config import get_settings
@@ -51,6 +52,9 @@ def create_app() -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(EdgeMiddleware)
+    if get_settings().phone_fast_path:
+        # Inside the exception handlers, before FastAPI's routing: the two phone writes' lean path (api.phone_writes).
+        app.router.middleware_stack = PhoneWrites(app.router.middleware_stack, app)
     register_domain_hooks()
     jobs.set_dispatcher(enqueue_job)
     return app

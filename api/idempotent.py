@@ -100,7 +100,8 @@ class Idempotent:
                 if batch.final and self.key:
                     stored_body = _encode(respond(batch.result))
                     extra = [self._store(uid, status_code, stored_body)]
-                got = yield Batch([*_packed(lead, batch.stmts), *extra])
+                got = yield Batch([*_packed(lead, batch.stmts), *extra], final=batch.final and not lead,
+                                  commit=batch.commit and not lead, result=stored_body)
                 if lead:
                     if (stored := self._admit(got[:len(lead)], role)) is not None:
                         return stored
@@ -166,23 +167,25 @@ async def _digest(request: Request) -> str:
     return h.hexdigest()
 
 
-async def _keyed(request: Request, key: str | None, session: Session | None) -> Idempotent:
+async def keyed(request: Request, key: str | None, session: Session | None, *,
+                body: bytes | None = None) -> Idempotent:
+    """The request's Idempotent for ``key`` (checked); ``body``: the raw body, when the caller has read it."""
     key = idempotency.check_key(key) if key is not None else None
-    digest = await _digest(request) if key else ""
+    digest = (idempotency.body_hash(body) if body is not None else await _digest(request)) if key else ""
     return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest=digest, session=session)
 
 
 async def idempotent(request: Request, db_session: DbSession,
                      idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> Idempotent:
     """Dependency: reads the key and hashes the raw body (multipart included)."""
-    return await _keyed(request, idempotency_key, db_session)
+    return await keyed(request, idempotency_key, db_session)
 
 
 async def idempotent_flow(request: Request,
                           idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
                           ) -> Idempotent:
     """Dependency for routes whose write is a pipelined flow (``Idempotent.run_flow``): no session."""
-    return await _keyed(request, idempotency_key, None)
+    return await keyed(request, idempotency_key, None)
 
 
 IdempotentFlowRun = Annotated[Idempotent, Depends(idempotent_flow)]

@@ -260,7 +260,7 @@ def _merged(m: _Measured, row: Recorded) -> dict:
 def fix_flow(*, worker_id: int, claim_id: int, body: CheckinCreate, ip: str | None, kind: str,
              received_at: datetime | None = None) -> Flow[tuple[Recorded, int | None]]:
     """A check-in (``kind`` 'in') or check-out ('out') on the worker's own claim, as a pipelined flow (core.flow):
-    two round trips. Server time is when the fix arrived; hard fences refuse 'outside'. Returns the fix and, for a
+    two round trips, the COMMIT in the second. Server time is when the fix arrived; hard fences refuse 'outside'. Returns the fix and, for a
     check-out, the dwell time (a too-short dwell is a signal).
 
     1. measure: the claim locked, the fence distance, every history figure, the new fix's id;
@@ -280,7 +280,7 @@ def fix_flow(*, worker_id: int, claim_id: int, body: CheckinCreate, ip: str | No
         from_states = ("claimed",)
         move = claims.move_stmt(claim_id, from_states, "checked_in", actor_id=worker_id,
                                 data={"checkin_id": row.id, "verdict": row.verdict, "risk_score": row.risk_score},
-                                checked_in_at=body.client_time, **_merged(m, row))
+                                checked_in_at=body.client_time, current=m.claim_state, **_merged(m, row))
     else:
         if m.checked_out_at is not None:
             raise AlreadyCheckedOut()
@@ -294,8 +294,10 @@ def fix_flow(*, worker_id: int, claim_id: int, body: CheckinCreate, ip: str | No
         from_states = ("checked_in",)
         move = claims.move_stmt(claim_id, from_states, "checked_in", actor_id=worker_id, reason="checked out",
                                 data={"checkin_id": row.id, "dwell_s": dwell}, checked_out_at=body.client_time,
-                                dwell_s=dwell, **_merged(m, row))
-    rows = yield Batch([insert, move], final=True, result=(row, dwell))
+                                dwell_s=dwell, current=m.claim_state, **_merged(m, row))
+    # The last batch: it commits in the same round trip where the API owns the transaction (the move's guard
+    # refuses inside PostgreSQL, before the COMMIT).
+    rows = yield Batch([insert, move], final=True, commit=True, result=(row, dwell))
     claims.moved(rows[1], claim_id, from_states, m.claim_state)
     return row, dwell
 

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     # After the replica failed to answer, reads use the primary for this long before trying it again.
     replica_retry_s: float = 5.0
 
+    # Check-in and check-out answered by api.phone_writes, past FastAPI's routing and dependency solving (same
+    # code, same answers); off: by the FastAPI routes themselves.
+    phone_fast_path: bool = True
+
     # HTTP edge limits.
     max_json_body_bytes: int = 256 * 1024
     max_upload_bytes: int = 25 * 1024 * 1024

@@ -17,7 +17,10 @@ hop). Neither commits: the caller owns the transaction (``run_in_transaction`` b
 
 A batch may be marked ``final`` with the flow's result: the flow promises to return that result if the batch
 succeeds. A wrapper (core.idempotency) can then store the response in the same round trip as the write it
-describes.
+describes. A final batch may also be marked ``commit``: it is the flow's last, and a driver that owns the
+transaction (``run_in_transaction``) sends the COMMIT in the same round trip. Whatever could still refuse must then
+be decided inside PostgreSQL, before the COMMIT: a statement with a ``refusal`` calls ``fieldproof_guard`` (migration
+0016), which fails the statement, so the pipeline skips the COMMIT and the driver raises the refusal.
 """
 from __future__ import annotations
 
@@ -50,6 +53,8 @@ class Stmt:
     writes: bool = False  # changes rows: never sent before the Idempotency-Key's check (api.idempotent)
     one_row: bool = False  # returns at most one row: may be sent ``together`` with others
     parts: int = 0  # made by ``together``: its row holds this many statements' rows
+    # Raised by the drivers when the statement's guard (``fieldproof_guard`` in its SQL) refused in PostgreSQL.
+    refusal: Exception | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class Batch(Generic[T]):
     stmts: Sequence[Stmt]
     final: bool = False
     result: T | None = None
+    commit: bool = False  # final and the flow's last: its COMMIT may ride in the same round trip
 
 
 Flow = Generator[Batch, list[Rows], T]
@@ -67,6 +73,7 @@ IDLE, BAD = TransactionStatus.IDLE, ConnStatus.BAD
 COMMAND_OK, FATAL_ERROR, PIPELINE_ABORTED = ExecStatus.COMMAND_OK, ExecStatus.FATAL_ERROR, ExecStatus.PIPELINE_ABORTED
 PIPELINE_SYNC, TUPLES_OK = ExecStatus.PIPELINE_SYNC, ExecStatus.TUPLES_OK
 
+GUARD_REFUSED = "FPG01"  # fieldproof_guard's SQLSTATE
 _PART = "_fp_part"  # marks where each statement's columns begin in a ``together`` row
 _PLACEHOLDER = re.compile(r"(?<!%)%\((\w+)\)s")
 
@@ -119,17 +126,21 @@ class _Wire:
     """What a connection keeps between flows: the statements it has prepared (by SQL text and parameter types)
     and a Transformer (adapters, with their caches)."""
 
-    __slots__ = ("prepare", "names", "made", "tx")
+    __slots__ = ("prepare", "names", "made", "tx", "columns")
 
     def __init__(self, conn) -> None:
         self.prepare = False  # see prepare_on
         self.names: dict[tuple, bytes] = {}
         self.made = 0  # names given so far (a name is never given twice)
         self.tx = Transformer(conn)
+        # A prepared statement's column names (its result type cannot change while it stays prepared: the
+        # server refuses with 0A000, and the connection is closed, wire and all).
+        self.columns: dict[bytes, tuple[str, ...]] = {}
 
 
 _MAX_PREPARED = 256  # per connection; statements past it run unprepared (a flow's SQL is a handful of texts)
 _BEGIN = object()  # the BEGIN that opens the transaction, when the connection has none open
+_COMMIT = object()  # the COMMIT of a ``commit`` batch, when the driver owns the transaction
 # A prepared statement that is not what this connection's server session holds: dropped by someone else
 # (invalid_sql_statement_name) or outdated by a schema change (feature_not_supported, "cached plan must not change
 # result type"). The connection is closed (a pool replaces it) and the request answered 503, to retry.
@@ -153,10 +164,10 @@ def prepare_on(conn) -> None:
     _wire(conn).prepare = True
 
 
-def _queue(conn, wire: _Wire, stmts: Sequence[Stmt]) -> list:
+def _queue(conn, wire: _Wire, stmts: Sequence[Stmt], commit: bool = False) -> list:
     """Queue a batch on the connection in libpq's pipeline mode, with a sync, without sending it: what each result
-    will answer, in order (a prepare's key, ``_BEGIN``, or the statement). Parameters are adapted first,
-    so a value psycopg cannot adapt raises before anything is queued."""
+    will answer, in order (a prepare's key and name, ``_BEGIN``, the statement, ``_COMMIT``). Parameters are adapted
+    first, so a value psycopg cannot adapt raises before anything is queued."""
     queries = []
     for stmt in stmts:
         query = PostgresQuery(wire.tx)
@@ -183,7 +194,10 @@ def _queue(conn, wire: _Wire, stmts: Sequence[Stmt]) -> list:
                                          param_formats=query.formats)
             else:
                 pgconn.send_query_prepared(name, query.params, param_formats=query.formats)
-            expect.append(stmt)
+            expect.append((stmt, name))
+        if commit:
+            pgconn.send_query_params(b"COMMIT", None)
+            expect.append(_COMMIT)
         pgconn.pipeline_sync()
     except BaseException:  # half a batch queued: the connection cannot be trusted any more
         _broken(conn)
@@ -215,26 +229,34 @@ def _answers(conn, wire: _Wire, expect: list, results: list) -> list[Rows]:
     if len(results) != len(expect):
         _broken(conn)
         raise psycopg.OperationalError(f"a batch of {len(expect)} commands gave {len(results)} results")
-    error = None
+    error = failed = None
     for what, result in zip(expect, results):  # first what the server now holds, whatever happens below
         if result.status == FATAL_ERROR and error is None:
-            error = psycopg.errors.error_from_result(result, encoding=pgconn._encoding)
-        if isinstance(what, tuple) and result.status != COMMAND_OK:  # a prepare the server did not make
-            wire.names.pop(what, None)
+            error, failed = psycopg.errors.error_from_result(result, encoding=pgconn._encoding), what
+        if type(what) is tuple and type(what[0]) is not Stmt and result.status != COMMAND_OK:
+            wire.names.pop(what, None)  # a prepare the server did not make
     if error is not None:
         if error.sqlstate in _STALE_PREPARED and wire.names:
             _broken(conn)
             raise psycopg.OperationalError(f"prepared statements out of date: {error}") from error
+        if error.sqlstate == GUARD_REFUSED and type(failed) is tuple and type(failed[0]) is Stmt \
+                and failed[0].refusal is not None:
+            raise failed[0].refusal from error
         raise error
     out = []
     for what, result in zip(expect, results):
-        if isinstance(what, tuple) or what is _BEGIN:
+        if what is _BEGIN or what is _COMMIT or type(what[0]) is not Stmt:
             continue
         if result.status != TUPLES_OK:
             out.append([])
             continue
         wire.tx.set_pgresult(result)
-        names = tuple(result.fname(i).decode(pgconn._encoding) for i in range(result.nfields))
+        what, name = what
+        names = wire.columns.get(name) if name is not None else None
+        if names is None:
+            names = tuple(result.fname(i).decode(pgconn._encoding) for i in range(result.nfields))
+            if name is not None:
+                wire.columns[name] = names
         if what.parts:
             out.extend(_split(names, wire.tx.load_rows(0, result.ntuples, tuple)))
         else:
@@ -262,9 +284,10 @@ def _settle(conn) -> None:
         _broken(conn)
 
 
-def _batches(conn, flow: Flow[T]) -> Generator[PQGen[list], list, T]:
+def _batches(conn, flow: Flow[T], commit: bool = False) -> Generator[PQGen[list], list, T]:
     """The flow's batches, queued: yields each batch's round trip for the driver to wait on, and receives its
-    results. One wait per round trip, so a cancelled request finishes at most the round trip it is in."""
+    results. One wait per round trip, so a cancelled request finishes at most the round trip it is in. With
+    ``commit`` (the driver owns the transaction), a ``commit`` batch carries the COMMIT."""
     wire, rows = _wire(conn), None
     try:
         while True:
@@ -272,11 +295,27 @@ def _batches(conn, flow: Flow[T]) -> Generator[PQGen[list], list, T]:
                 batch = flow.send(rows)  # type: ignore[arg-type]  # the first send is None, as next() would be
             except StopIteration as stop:
                 return stop.value
-            expect = _queue(conn, wire, batch.stmts)
+            committing = commit and batch.commit
+            expect = _queue(conn, wire, batch.stmts, committing)
             results = yield _exchange(conn.pgconn, len(expect))
             rows = _answers(conn, wire, expect, results)
+            if committing:
+                return _after_commit(flow, rows)
     finally:
         flow.close()
+
+
+def _after_commit(flow: Flow[T], rows: list[Rows]) -> T:
+    """The flow's result once its ``commit`` batch committed: it must return now, without refusing (a refusal
+    here would answer an error for a write that is already durable)."""
+    try:
+        batch = flow.send(rows)
+    except StopIteration as stop:
+        return stop.value
+    except Exception as exc:
+        raise RuntimeError("a flow refused after its commit batch committed: decide refusals in SQL "
+                           "(Stmt.refusal)") from exc
+    raise RuntimeError(f"a flow sent a batch after its commit batch ({len(batch.stmts)} statements)")
 
 
 def run(conn: psycopg.Connection, flow: Flow[T]) -> T:
@@ -297,9 +336,10 @@ def run(conn: psycopg.Connection, flow: Flow[T]) -> T:
         batches.close()
 
 
-async def run_async(conn: psycopg.AsyncConnection, flow: Flow[T]) -> T:
-    """``run`` on an async connection: the event loop is free while PostgreSQL works."""
-    batches, results = _batches(conn, flow), None
+async def run_async(conn: psycopg.AsyncConnection, flow: Flow[T], *, commit: bool = False) -> T:
+    """``run`` on an async connection: the event loop is free while PostgreSQL works. With ``commit``, a
+    ``commit`` batch commits in its own round trip (``run_in_transaction``)."""
+    batches, results = _batches(conn, flow, commit), None
     try:
         while True:
             exchange = batches.send(results)
@@ -315,15 +355,16 @@ async def run_async(conn: psycopg.AsyncConnection, flow: Flow[T]) -> T:
 
 
 async def run_in_transaction(conn: psycopg.AsyncConnection, flow: Flow[T]) -> T:
-    """Run ``flow`` and commit; on any error, roll back (the flow's prepared statements stay: they are not part of
-    the transaction) and raise it."""
+    """Run ``flow`` and commit (in its ``commit`` batch's round trip when it has one); on any error, roll back (the
+    flow's prepared statements stay: they are not part of the transaction) and raise it."""
     try:
-        result = await run_async(conn, flow)
+        result = await run_async(conn, flow, commit=True)
     except BaseException:
         try:
             await conn.rollback()
         except psycopg.Error:
             pass  # the connection is broken: the pool discards it; the original error is what the caller hears
         raise
-    await conn.commit()
+    if conn.pgconn.transaction_status != IDLE:
+        await conn.commit()
     return result

@@ -82,8 +82,10 @@ def audit(db_session: Session, claim_id: int, from_state: str | None, to_state: 
 
 
 @lru_cache(maxsize=128)
-def _move_sql(n_from: int, columns: tuple[str, ...]) -> TextClause:
-    """The guarded UPDATE and its audit row as one statement, for a set of columns (names from code only)."""
+def _move_sql(n_from: int, columns: tuple[str, ...], guarded: bool = False) -> TextClause:
+    """The guarded UPDATE and its audit row as one statement, for a set of columns (names from code only).
+    ``guarded``: a move the guard refuses fails the statement itself (``fieldproof_guard``, SQLSTATE FPG01), so
+    nothing sent after it in a pipeline runs, a COMMIT included (core.flow, Stmt.refusal)."""
     unknown = set(columns) - set(Claim.__table__.c.keys())
     if unknown:
         raise ValueError(f"not claim columns: {sorted(unknown)}")
@@ -91,14 +93,22 @@ def _move_sql(n_from: int, columns: tuple[str, ...]) -> TextClause:
     froms = ", ".join(f":from_{i}" for i in range(n_from))
     # The self-join reads the row as it was before the UPDATE, so the audit names the real prior state; the
     # guard stays on the updated row, which PostgreSQL re-checks if a concurrent change got there first.
-    return text(f"""
-        WITH moved AS (UPDATE claim SET {sets} FROM claim AS before
+    moved = f"""moved AS (UPDATE claim SET {sets} FROM claim AS before
                         WHERE claim.id = :claim_id AND claim.state IN ({froms}) AND before.id = claim.id
-                    RETURNING before.state AS prior)
-        INSERT INTO claim_event (claim_id, from_state, to_state, actor_id, reason, data, at)
+                    RETURNING before.state AS prior)"""
+    audit = """INSERT INTO claim_event (claim_id, from_state, to_state, actor_id, reason, data, at)
         SELECT CAST(:claim_id AS bigint), prior, CAST(:to_state AS text), CAST(:actor_id AS bigint),
                CAST(:reason AS text), CAST(:data AS jsonb), CAST(:at AS timestamptz) FROM moved
-        RETURNING from_state""")
+        RETURNING from_state"""
+    if not guarded:
+        return text(f"WITH {moved}\n        {audit}")
+    # The guard's one-row side is always read (a LEFT JOIN keeps it whatever the plan), so it raises on an empty
+    # move before any row is returned; data-modifying CTEs run once, to completion, whoever reads them.
+    return text(f"""WITH {moved},
+             audit AS ({audit})
+        SELECT audit.from_state
+          FROM (SELECT fieldproof_guard(EXISTS (SELECT FROM moved), 'claim move')) AS g(ok)
+          LEFT JOIN audit ON g.ok""")
 
 
 def _move_params(claim_id: int, from_states: tuple[str, ...], to_state: str, actor_id: int | None,
@@ -125,10 +135,14 @@ def move(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_st
 
 
 def move_stmt(claim_id: int, from_states: tuple[str, ...], to_state: str, *, actor_id: int | None,
-              reason: str | None = None, data: dict | None = None, **values) -> Stmt:
-    """``move`` as a statement for a pipelined flow (core.flow); ``moved`` reads its rows."""
-    return Stmt(sql(_move_sql(len(from_states), tuple(values))),
-                _move_params(claim_id, from_states, to_state, actor_id, reason, data, values), writes=True)
+              reason: str | None = None, data: dict | None = None, current: str | None = None,
+              **values) -> Stmt:
+    """``move`` as a statement for a pipelined flow (core.flow); ``moved`` reads its rows. The guard refuses in
+    PostgreSQL (``current``: the state the flow last read, for the refusal's message), so the statement can ride
+    in a batch that commits (Batch.commit)."""
+    return Stmt(sql(_move_sql(len(from_states), tuple(values), guarded=True)),
+                _move_params(claim_id, from_states, to_state, actor_id, reason, data, values), writes=True,
+                refusal=_refused(claim_id, from_states, current))
 
 
 def moved(rows: list, claim_id: int, from_states: tuple[str, ...], current: str | None) -> str:

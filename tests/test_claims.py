@@ -163,3 +163,34 @@ def test_claiming_works_under_a_generic_prepared_plan(client, db):
             assert made.state == "claimed"
     finally:
         raw.prepare_threshold = before
+
+
+def test_a_move_the_guard_refuses_fails_in_postgresql_and_writes_no_audit_row(client, db, connection):
+    """move_stmt's guard refuses inside PostgreSQL (so a COMMIT pipelined after it never runs: core.flow): the
+    statement fails, the driver raises the move's refusal, and neither the claim nor its audit trail changes."""
+    from core import flow
+    from core.flow import Batch
+
+    _, claim, _, _ = claimed(client, db)
+    events_before = db.scalar(select(func.count()).select_from(ClaimEvent).where(ClaimEvent.claim_id == claim["id"]))
+
+    def wrong_state():
+        yield Batch([claims.move_stmt(claim["id"], ("checked_in",), "submitted", actor_id=None, current="claimed")],
+                    final=True, commit=True, result=None)
+
+    with pytest.raises(claims.InvalidTransition, match="is claimed; this needs checked_in"):
+        with connection.begin_nested():
+            flow.run(connection.connection.driver_connection, wrong_state())
+
+    def right_state():
+        rows = yield Batch([claims.move_stmt(claim["id"], ("claimed",), "cancelled", actor_id=None,
+                                             current="claimed")], final=True, commit=True, result=None)
+        return claims.moved(rows[0], claim["id"], ("claimed",), "claimed")
+
+    with connection.begin_nested():
+        assert flow.run(connection.connection.driver_connection, right_state()) == "claimed"
+    db.expire_all()
+    assert db.get(Claim, claim["id"]).state == "cancelled"
+    events = db.scalars(select(ClaimEvent.to_state).where(ClaimEvent.claim_id == claim["id"])
+                        .order_by(ClaimEvent.id)).all()
+    assert len(events) == events_before + 1 and events[-1] == "cancelled"

@@ -238,3 +238,81 @@ def test_a_connections_flow_state_goes_with_it(conninfo):
     ref = use_one()
     gc.collect()
     assert ref() is None
+
+
+def _commit_batch(tag: str, refuse_in_sql: bool = False, refuse_after: bool = False):
+    """Two writes in the flow's last batch, marked ``commit``; optionally a guard that refuses in PostgreSQL (it
+    counts the rows the batch just wrote: a later statement of the batch sees them), or a refusal in Python after
+    the batch (a flow bug: by then the batch has committed)."""
+    rows = yield Batch([Stmt(COUNT, {"tag": tag})])
+    assert rows[0][0].n == 0
+    stmts = [_insert(tag, 1), _insert(tag, 2)]
+    if refuse_in_sql:
+        stmts.append(Stmt("SELECT fieldproof_guard(count(*) = 0, 'probe') FROM flow_probe WHERE tag = %(tag)s",
+                          {"tag": tag}, writes=True, refusal=Refused("the guard refused")))
+    rows = yield Batch(stmts, final=True, commit=True, result="ok")
+    if refuse_after:
+        raise Refused("too late")
+    return [r[0].id for r in rows[:2]]
+
+
+def test_a_commit_batch_carries_its_commit_in_the_same_round_trip(conninfo):
+    """run_in_transaction sends the COMMIT with the flow's ``commit`` batch: the flow's last round trip ends with
+    the transaction committed (no COMMIT round trip after it); the sync driver, whose caller owns the transaction,
+    leaves it open."""
+    sent: list[int] = []
+    real = flow._exchange
+
+    def counting(pgconn, commands):
+        sent.append(commands)
+        return real(pgconn, commands)
+
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo, prepare_threshold=None) as conn:
+            flow.prepare_on(conn)
+            flow._exchange = counting
+            try:
+                ids = await flow.run_async(conn, _commit_batch("in-batch"), commit=True)
+            finally:
+                flow._exchange = real
+            return ids, conn.info.transaction_status
+
+    ids, status = asyncio.run(go())
+    assert status == psycopg.pq.TransactionStatus.IDLE and len(ids) == 2 and _count(conninfo, "in-batch") == 2
+    assert len(sent) == 2  # two round trips: the read (with BEGIN), the writes with their COMMIT
+    with psycopg.connect(conninfo) as conn:
+        flow.run(conn, _commit_batch("sync-open"))
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        conn.rollback()
+    assert _count(conninfo, "sync-open") == 0
+
+
+def test_a_guard_that_refuses_in_sql_skips_the_commit_and_raises_its_refusal(conninfo):
+    """The guard fails its statement, so the pipeline skips the COMMIT queued after it: nothing of the batch is
+    kept, the flow's own refusal is what the caller hears, and the connection serves the next flow."""
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo, prepare_threshold=None) as conn:
+            flow.prepare_on(conn)
+            with pytest.raises(Refused, match="the guard refused") as raised:
+                await flow.run_in_transaction(conn, _commit_batch("guarded", refuse_in_sql=True))
+            assert raised.value.__cause__.sqlstate == flow.GUARD_REFUSED
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            return await flow.run_in_transaction(conn, _commit_batch("after-guard"))
+
+    assert len(asyncio.run(go())) == 2
+    assert _count(conninfo, "guarded") == 0 and _count(conninfo, "after-guard") == 2
+    with psycopg.connect(conninfo) as conn:  # the sync driver raises the same refusal
+        with pytest.raises(Refused):
+            flow.run(conn, _commit_batch("guarded-sync", refuse_in_sql=True))
+
+
+def test_a_flow_that_refuses_after_its_commit_batch_is_named_a_bug(conninfo):
+    """After a commit batch the write is durable: a refusal then cannot undo it, so the driver does not pass it
+    off as a refusal (a 4xx the client would trust): it raises a RuntimeError naming the rule."""
+    async def go():
+        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+            with pytest.raises(RuntimeError, match="refused after its commit batch"):
+                await flow.run_in_transaction(conn, _commit_batch("late", refuse_after=True))
+
+    asyncio.run(go())
+    assert _count(conninfo, "late") == 2

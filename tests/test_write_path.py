@@ -17,8 +17,8 @@ from tests.helpers import PASSWORD, unique
 
 # What one check-in may cost: two round trips (pipeline syncs: core.flow) and five statements in them. First the
 # user (auth) with the idempotency lock, then the key's record with the measure (claim locked, fence distance,
-# history, the fix's id); then the fix, the claim's guarded move with its audit row, and the stored response. The
-# COMMIT is the transaction's own.
+# history, the fix's id); then the fix, the claim's guarded move with its audit row, and the stored response, with
+# the COMMIT in the same round trip (the batch is marked ``commit``; on the API's pool run_in_transaction sends it).
 CHECKIN_ROUND_TRIPS, CHECKIN_STATEMENTS = 2, 5
 
 
@@ -28,6 +28,7 @@ def _counting_runner(client):
 
     inner_factory = client.app.dependency_overrides[deps.get_flow_runner]
     batches: list[list] = []
+    committing: list[bool] = []
 
     async def factory():
         inner = await inner_factory()
@@ -41,12 +42,13 @@ def _counting_runner(client):
                     except StopIteration as stop:
                         return stop.value
                     batches.append(list(batch.stmts))
+                    committing.append(batch.commit)
                     rows = yield batch
             return await inner(counted())
         return run
 
     client.app.dependency_overrides[deps.get_flow_runner] = factory
-    return batches
+    return batches, committing
 
 
 def test_checkin_and_checkout_stay_within_their_round_trip_budget(client, db, connection):
@@ -54,11 +56,12 @@ def test_checkin_and_checkout_stay_within_their_round_trip_budget(client, db, co
     round trip, for a check-in; then 7 statements and 9 round trips with BEGIN and COMMIT; then 7 statements in
     2 round trips)."""
     _, claim, w, _ = claimed(client, db)
-    batches = _counting_runner(client)
+    batches, batches_committing = _counting_runner(client)
     r = client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(), headers=dict(w, **{"Idempotency-Key": "b-1"}))
     assert r.status_code == 201, r.text
     assert len(batches) == CHECKIN_ROUND_TRIPS and sum(map(len, batches)) <= CHECKIN_STATEMENTS, batches
     assert not any(s.writes for s in batches[0])  # nothing is written before the key is known not to be a replay
+    assert batches_committing[-1]  # the last batch carries the COMMIT where the driver owns the transaction
     batches.clear()
     h, out = dict(w, **{"Idempotency-Key": "b-2"}), fix()
     r = client.post(f"/v1/claims/{claim['id']}/checkouts", json=out, headers=h)

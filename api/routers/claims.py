@@ -1,15 +1,18 @@
 """Claims: the worker's check-in/check-out, reads for the worker, merchant and ops."""
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
 from api.deps import AccessClaims, CurrentUser, DbSession, FlowRunner, Id, Worker, client_ip, received_at
-from api.idempotent import IdempotentFlowRun, IdempotentRun
+from api.idempotent import Idempotent, IdempotentFlowRun, IdempotentRun
 from api.views import checkin_read, claim_read
 from checkin import service as checkins
 from checkin.schemas import CheckinCreate, CheckinRead
+from core.flow import Flow
 from tasks import capture, claims, history
 from tasks.schemas import CaptureNonceRead, ClaimRead, ClaimTimeline, CreditChanges
 
@@ -20,11 +23,7 @@ router = APIRouter(prefix="/v1", tags=["claims"])
 async def check_in(claim_id: Id, body: CheckinCreate, access: AccessClaims, idem: IdempotentFlowRun,
                    run: FlowRunner, request: Request):
     """Check in from the phone: verdict, distance, risk score and reasons."""
-    fix = checkins.fix_flow(worker_id=access[0], claim_id=claim_id, body=body, ip=client_ip(request), kind="in",
-                            received_at=received_at(request))
-    return await idem.run_flow(run, access, "worker", fix,
-                               lambda out: checkin_read(out[0], nonce=checkins.capture_nonce(out[0])),
-                               status_code=201)
+    return await fix_response("in", claim_id, body, access, idem, run, request)
 
 
 @router.post("/claims/{claim_id}/capture-nonces", status_code=201, response_model=CaptureNonceRead)
@@ -40,10 +39,22 @@ def capture_nonce(claim_id: Id, worker: Worker, idem: IdempotentRun, request: Re
 async def check_out(claim_id: Id, body: CheckinCreate, access: AccessClaims, idem: IdempotentFlowRun,
                     run: FlowRunner, request: Request):
     """Check out: the fix plus the dwell time since check-in."""
-    fix = checkins.fix_flow(worker_id=access[0], claim_id=claim_id, body=body, ip=client_ip(request), kind="out",
+    return await fix_response("out", claim_id, body, access, idem, run, request)
+
+
+async def fix_response(kind: str, claim_id: int, body: CheckinCreate, access: tuple[int, str | None],
+                       idem: Idempotent, run: Callable[[Flow[Any]], Awaitable[Any]], request: Request) -> JSONResponse:
+    """A check-in (``kind`` 'in', with a capture nonce) or check-out ('out', with the dwell time): the routes
+    above and api.phone_writes both answer through this."""
+    fix = checkins.fix_flow(worker_id=access[0], claim_id=claim_id, body=body, ip=client_ip(request), kind=kind,
                             received_at=received_at(request))
-    return await idem.run_flow(run, access, "worker", fix, lambda out: checkin_read(out[0], dwell_s=out[1]),
-                               status_code=201)
+    if kind == "in":
+        def respond(out):
+            return checkin_read(out[0], nonce=checkins.capture_nonce(out[0]))
+    else:
+        def respond(out):
+            return checkin_read(out[0], dwell_s=out[1])
+    return await idem.run_flow(run, access, "worker", fix, respond, status_code=201)
 
 
 @router.post("/claims/{claim_id}/cancel", response_model=ClaimRead)
