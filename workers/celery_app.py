@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init
 
 from checkin import hooks as checkin_hooks
-from core import clock, collector
+from core import clock
 from core.config import get_settings
 from core.redis import redis_url
 from evidence import hooks as evidence_hooks
@@ -42,9 +41,3 @@ app.conf.update(
     timezone="UTC",
     enable_utc=True,
 )
-
-
-@worker_process_init.connect
-def _freeze_startup_objects(**_) -> None:
-    """Each pool process, once started: what it inherited is never garbage (core.collector)."""
-    collector.freeze_startup_objects()
