@@ -97,9 +97,10 @@ class Idempotent:
             stored_body = None
             while True:
                 extra = []
-                if batch.final and self.key:
+                if batch.final:  # the body is built before the batch is sent: a COMMIT may ride in it
                     stored_body = _encode(respond(batch.result))
-                    extra = [self._store(uid, status_code, stored_body)]
+                    if self.key:
+                        extra = [self._store(uid, status_code, stored_body)]
                 got = yield Batch([*_packed(lead, batch.stmts), *extra], final=batch.final and not lead,
                                   commit=batch.commit and not lead, result=stored_body)
                 if lead:

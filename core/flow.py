@@ -66,6 +66,10 @@ class Batch(Generic[T]):
     result: T | None = None
     commit: bool = False  # final and the flow's last: its COMMIT may ride in the same round trip
 
+    def __post_init__(self) -> None:
+        if self.commit and not self.final:
+            raise ValueError("a commit batch is a final batch: the flow's result must be known before it is sent")
+
 
 Flow = Generator[Batch, list[Rows], T]
 

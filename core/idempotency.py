@@ -73,7 +73,7 @@ def body_hash(body: bytes) -> str:
     """sha256 of the raw request body (canonicalised when it is JSON)."""
     try:
         body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError), or nested too deep
         pass
     return hashlib.sha256(body).hexdigest()
 

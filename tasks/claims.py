@@ -148,7 +148,7 @@ def move_stmt(claim_id: int, from_states: tuple[str, ...], to_state: str, *, act
 def moved(rows: list, claim_id: int, from_states: tuple[str, ...], current: str | None) -> str:
     """The prior state from ``move_stmt``'s rows; the refusal ``move`` raises when the guard matched nothing
     (``current``: the state the flow last read)."""
-    if not rows:
+    if not rows or rows[0][0] is None:  # the guard's side of the join with no move (see _move_sql)
         raise _refused(claim_id, from_states, current)
     return rows[0][0]
 

@@ -316,3 +316,13 @@ def test_a_flow_that_refuses_after_its_commit_batch_is_named_a_bug(conninfo):
 
     asyncio.run(go())
     assert _count(conninfo, "late") == 2
+
+
+def test_a_commit_batch_must_be_final_and_the_guard_stays_volatile(conninfo):
+    """A commit batch carries the flow's result (the response is stored in it); and fieldproof_guard stays
+    VOLATILE: a STABLE or IMMUTABLE guard may be merged into the join around it, where a filter over an empty side
+    never runs, and an empty move would commit."""
+    with pytest.raises(ValueError):
+        Batch([], commit=True)
+    with psycopg.connect(conninfo) as conn:
+        assert conn.execute("SELECT provolatile FROM pg_proc WHERE proname = 'fieldproof_guard'").fetchone() == ("v",)

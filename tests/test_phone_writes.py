@@ -73,6 +73,8 @@ def _scenario(server) -> list[dict]:
         post(f"{base}/checkouts", json=fix(**FAR), headers={**headers, "Idempotency-Key": "k-2"})  # hard fence
         post(f"{base}/checkouts", json=fix(), headers={**headers, "Idempotency-Key": "k-3"})
         post(f"{base}/checkouts", json=fix(), headers=headers)  # already checked out
+        post(f"{base}/checkouts", content=b"[" * 100_000, headers={**headers, "Content-Type": "application/json",
+                                                                  "Idempotency-Key": "k-4"})  # past recursion
     return out
 
 
@@ -81,16 +83,19 @@ def test_the_lean_path_answers_every_request_as_the_routes_do(servers):
     got, expected = _scenario(fast), _scenario(plain)
     for i, (a, b) in enumerate(zip(got, expected)):
         assert a == b, (i, a, b)
-    assert len(got) == len(expected) == 21
+    assert len(got) == len(expected) == 22
     statuses = [s["status"] for s in got]
     assert statuses[14:16] == [201, 201] and got[15]["replayed"] == "true", got
     assert (statuses[18], got[18]["code"]) == (422, "outside_fence") and statuses[19] == 201, got
     assert "dwell_s" in got[19]["keys"] and (statuses[20], got[20]["code"]) == (409, "already_checked_out"), got
     assert [s["status"] for s in got[:4]] == [401, 401, 422, 422] and got[4]["code"] == "claim_not_found", got
+    assert got[21]["status"] == 400, got[21]  # FastAPI's answer to a body it cannot parse, never a 500
 
 
-def _call(app, scope_path: str, body: bytes, headers: list[tuple[bytes, bytes]], access) -> tuple[list, list]:
-    """Run PhoneWrites once with a downstream app that records what reached it (and the body it could read)."""
+def _call(app, scope_path: str, body: bytes, headers: list[tuple[bytes, bytes]], access,
+          gone: bool = False) -> tuple[list, list]:
+    """Run PhoneWrites once with a downstream app that records what reached it (and the body it could read);
+    ``gone``: the client disconnects after the first chunk."""
     from api.phone_writes import PhoneWrites
 
     passed, sent = [], []
@@ -99,6 +104,9 @@ def _call(app, scope_path: str, body: bytes, headers: list[tuple[bytes, bytes]],
         parts = []
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                parts.append(b"<gone>")
+                break
             parts.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
@@ -109,13 +117,13 @@ def _call(app, scope_path: str, body: bytes, headers: list[tuple[bytes, bytes]],
 
     scope = {"type": "http", "method": "POST", "path": scope_path, "headers": headers,
              "state": {} if access is None else {"access_claims": access}, "client": ("192.0.2.1", 1)}
-    chunks = [body[:3], body[3:]]
+    chunks = [body[:3]] if gone else [body[:3], body[3:]]
 
     async def receive():
         part = chunks.pop(0) if chunks else None
         if part is None:
             return {"type": "http.disconnect"}
-        return {"type": "http.request", "body": part, "more_body": bool(chunks)}
+        return {"type": "http.request", "body": part, "more_body": gone or bool(chunks)}
 
     async def send(message):
         sent.append(message)
@@ -158,4 +166,9 @@ def test_the_dispatcher_hands_anything_unusual_to_fastapi_with_the_body_intact(m
             ("/v1/claims/7/checkins", json.dumps({"lat": 1}).encode(), js, (5, None))):
         passed, sent = _call(None, path, raw, headers, access)
         assert passed == [raw] and not sent, path  # FastAPI gets the whole body, once, as sent
+    # A client gone half way: FastAPI hears the disconnect (its 400, its route in the metrics), nothing is run.
+    passed, sent = _call(None, "/v1/claims/7/checkins", body, js, (5, None), gone=True)
+    assert passed == [b"<gone>"] and not sent
+    passed, sent = _call(None, "/v1/claims/7/checkins", b"[" * 100_000, js, (5, None))
+    assert passed == [b"[" * 100_000] and not sent  # nested past the recursion limit: FastAPI's 400, not a 500
     assert not answered
