@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +30,6 @@ from core.bounds import BIGINT_MAX
 
 PATH = re.compile(r"/v1/claims/([1-9][0-9]{0,18})/(checkins|checkouts)")
 KINDS = {"checkins": "in", "checkouts": "out"}
-JSON = b"application/json"
 
 
 class PhoneWrites:
@@ -48,52 +48,42 @@ class PhoneWrites:
             return await self.app(scope, receive, send)
         match = PATH.fullmatch(scope["path"])
         access = scope.get("state", {}).get(ACCESS)
-        if match is None or not isinstance(access, tuple) or int(match[1]) > BIGINT_MAX or not _json(scope):
+        headers = Headers(scope=scope)  # read as FastAPI's Header() reads them: first value, any case
+        if match is None or not isinstance(access, tuple) or int(match[1]) > BIGINT_MAX or not _json(headers):
             return await self.app(scope, receive, send)
-        body, ended = await _read(receive)
-        if ended is not None:  # the client went away, or the edge middleware refused the body and answered:
-            return await self.app(scope, _then(ended, receive), send)  # FastAPI's 400, its route in the metrics
+        body, first = await _read(receive)
+        if body is None:  # the client went away, or the edge middleware refused the body and answered:
+            return await self.app(scope, _then(first, receive), send)  # FastAPI's 400, its route in the metrics
         fix = _parsed(body)
         if fix is None:  # FastAPI answers with its own error list, from the same bytes
-            return await self.app(scope, _replay(body, receive), send)
+            return await self.app(scope, _then(first, receive), send)
         kind = match[2]
         scope["route"] = self.routes[f"/v1/claims/{{claim_id}}/{kind}"]
-        request = Request(scope, _replay(body, receive))
-        idem: Idempotent = await keyed(request, _header(scope, b"idempotency-key"), None, body=body)
+        request = Request(scope, _then(first, receive))
+        idem: Idempotent = await keyed(request, headers.get("idempotency-key"), None, body=body)
         response = await fix_response(KINDS[kind], int(match[1]), fix, access, idem,
                                       await deps.get_flow_runner(request), request)
         await response(scope, receive, send)
 
 
-def _json(scope: Scope) -> bool:
+def _json(headers: Headers) -> bool:
     """A JSON body by its Content-Type (anything else goes to FastAPI, which decides what it accepts)."""
-    value = _raw_header(scope, b"content-type")
-    return value is not None and value.split(b";")[0].strip().lower() == JSON
+    value = headers.get("content-type")
+    return value is not None and value.split(";")[0].strip().lower() == "application/json"
 
 
-def _raw_header(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of a header, as Starlette's ``request.headers.get`` reads it."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    value = _raw_header(scope, name)
-    return None if value is None else value.decode("latin-1")
-
-
-async def _read(receive: Receive) -> tuple[bytes, Message | None]:
-    """The whole body; with the message that ended it early (a disconnect) if it did not arrive."""
+async def _read(receive: Receive) -> tuple[bytes | None, Message]:
+    """The whole body (None if it did not arrive) and the one message that gives it to the app again: the body
+    whole, or the message that ended it early (a disconnect)."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"", message
+            return None, message
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(chunks), None
+            body = b"".join(chunks)
+            return body, {"type": "http.request", "body": body, "more_body": False}
 
 
 def _parsed(body: bytes) -> CheckinCreate | None:
@@ -107,7 +97,8 @@ def _parsed(body: bytes) -> CheckinCreate | None:
 
 
 def _then(message: Message, receive: Receive) -> Receive:
-    """A receive that gives ``message`` (what ended the body early) first, then whatever comes next."""
+    """A receive that gives ``message`` first (the body read already, or what ended it), then whatever the client
+    sends next (a disconnect)."""
     sent = False
 
     async def again() -> Message:
@@ -118,17 +109,3 @@ def _then(message: Message, receive: Receive) -> Receive:
         return message
 
     return again
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that gives the body read already, then whatever the client sends next (a disconnect)."""
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replayed

@@ -170,8 +170,9 @@ def prepare_on(conn) -> None:
 
 def _queue(conn, wire: _Wire, stmts: Sequence[Stmt], commit: bool = False) -> list:
     """Queue a batch on the connection in libpq's pipeline mode, with a sync, without sending it: what each result
-    will answer, in order (a prepare's key and name, ``_BEGIN``, the statement, ``_COMMIT``). Parameters are adapted
-    first, so a value psycopg cannot adapt raises before anything is queued."""
+    will answer, in order: ``_BEGIN``, ``(None, key)`` for a prepare, ``(stmt, name)`` for a statement (its prepared
+    name or None), ``_COMMIT``. Parameters are adapted first, so a value psycopg cannot adapt raises before anything
+    is queued."""
     queries = []
     for stmt in stmts:
         query = PostgresQuery(wire.tx)
@@ -192,7 +193,7 @@ def _queue(conn, wire: _Wire, stmts: Sequence[Stmt], commit: bool = False) -> li
                 pgconn.send_prepare(name, query.query, param_types=query.types)
                 # Known at once, so a later statement of the batch uses it; forgotten if the server refuses it.
                 wire.names[key] = name
-                expect.append(key)
+                expect.append((None, key))
             if name is None:
                 pgconn.send_query_params(query.query, query.params, param_types=query.types,
                                          param_formats=query.formats)
@@ -237,19 +238,19 @@ def _answers(conn, wire: _Wire, expect: list, results: list) -> list[Rows]:
     for what, result in zip(expect, results):  # first what the server now holds, whatever happens below
         if result.status == FATAL_ERROR and error is None:
             error, failed = psycopg.errors.error_from_result(result, encoding=pgconn._encoding), what
-        if type(what) is tuple and type(what[0]) is not Stmt and result.status != COMMAND_OK:
-            wire.names.pop(what, None)  # a prepare the server did not make
+        if what is not _BEGIN and what is not _COMMIT and what[0] is None and result.status != COMMAND_OK:
+            wire.names.pop(what[1], None)  # a prepare the server did not make
     if error is not None:
         if error.sqlstate in _STALE_PREPARED and wire.names:
             _broken(conn)
             raise psycopg.OperationalError(f"prepared statements out of date: {error}") from error
-        if error.sqlstate == GUARD_REFUSED and type(failed) is tuple and type(failed[0]) is Stmt \
-                and failed[0].refusal is not None:
-            raise failed[0].refusal from error
+        stmt = None if failed is _BEGIN or failed is _COMMIT else failed[0]  # None too for a prepare
+        if error.sqlstate == GUARD_REFUSED and stmt is not None and stmt.refusal is not None:
+            raise stmt.refusal from error
         raise error
     out = []
     for what, result in zip(expect, results):
-        if what is _BEGIN or what is _COMMIT or type(what[0]) is not Stmt:
+        if what is _BEGIN or what is _COMMIT or what[0] is None:
             continue
         if result.status != TUPLES_OK:
             out.append([])
