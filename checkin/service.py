@@ -39,7 +39,8 @@ HISTORY_CLOCK_SLACK = FIX_CLOCK_SLACK
 # the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP,
 # and the site's radio fingerprint against this scan (checkin.radio: primary-key lookups, no extra round trip).
 # All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
-# read bounded (the shared-IP count by shared_ip_scan_rows: see checkin.settings). Every history read is bounded
+# read bounded (the shared-IP count by shared_ip_scan_rows, and it stops at the signal's threshold: migration 0017,
+# fieldproof_ip_accounts). Every history read is bounded
 # on both sides in server_time, the partition key of checkin, so only the months in the window are planned and
 # read (history_window_days; README, Scale-out).
 _MEASURE = text("""
@@ -58,11 +59,8 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
        (SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE device_id = :device_id
                                 AND server_time BETWEEN :history_since AND :history_until
                                 AND worker_id <> :worker_id LIMIT :device_cap) x) AS devices,
-       CASE WHEN CAST(:ip AS inet) IS NULL THEN 0
-            ELSE (SELECT count(DISTINCT worker_id) FROM (SELECT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
-                    AND server_time > :ip_since AND server_time <= :history_until AND worker_id <> :worker_id
-                    ORDER BY server_time DESC
-                    LIMIT :ip_rows) x) END AS ips,
+       fieldproof_ip_accounts(CAST(:ip AS inet), :ip_since, :history_until, :worker_id, :ip_rows,
+                              :ip_enough) AS ips,
        coalesce(rs.workers, 0) AS radio_workers, coalesce(rs.hashes, 0) AS radio_hashes,
        CASE WHEN cardinality(CAST(:radio AS bigint[])) = 0 THEN 0
             ELSE (SELECT count(*) FROM radio_fingerprint f WHERE f.task_id = c.task_id AND f.workers >= :hash_min
@@ -155,7 +153,7 @@ def _measure_stmt(worker_id: int, claim_id: int, fix: sig.Fix, coord_key: str, s
         "recent_n": s.constant_fields_min_fixes, "coord_key": coord_key, "fix_day": fix.client_time.date(),
         "device_id": fix.device_id, "device_cap": s.shared_device_min_accounts + 1, "ip": fix.ip,
         "ip_since": fix.server_time - timedelta(seconds=s.shared_ip_window_s),
-        "ip_rows": s.shared_ip_scan_rows, "radio": scan, "hash_min": s.radio_hash_min_workers,
+        "ip_rows": s.shared_ip_scan_rows, "ip_enough": s.shared_ip_min_accounts, "radio": scan, "hash_min": s.radio_hash_min_workers,
         "history_since": fix.server_time - timedelta(days=s.history_window_days),
         "history_until": fix.server_time + HISTORY_CLOCK_SLACK}, one_row=True)
 

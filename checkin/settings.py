@@ -48,7 +48,8 @@ class CheckinSettings(BaseSettings):
     # (ip, server_time) index): a carrier-grade NAT puts thousands of phones behind one address, and an exact
     # distinct count would sort all of their fixes on every check-in. Reaching shared_ip_min_accounts needs 9
     # distinct accounts among them, so the bound changes the verdict only for an IP whose latest 500 fixes in the
-    # hour came from 8 or fewer other accounts while older ones came from more.
+    # hour came from 8 or fewer other accounts while older ones came from more. The count also stops as soon as it
+    # reaches shared_ip_min_accounts (the signal asks no more), so behind a busy NAT it reads a few rows, not 500.
     shared_ip_scan_rows: int = 500
     # A fix within 25 cm of the fence centre or POI pin is the pin itself (typed in or dropped on the map;
     # six decimals are ~0.1 m). Real fixes scatter by metres: an honest one lands that close about once in

@@ -51,7 +51,7 @@ class SignalContext:
     recent_fixes: list[PriorFix] = field(default_factory=list)
     exact_repeat_count: int = 0
     device_account_count: int = 0
-    ip_account_count: int = 0
+    ip_account_count: int = 0  # counted up to shared_ip_min_accounts, no further
     fence_center: tuple[float, float] | None = None
 
 
@@ -122,7 +122,7 @@ def _repeats(fix: Fix, ctx: SignalContext, s) -> list[Signal]:
                           f"device {fix.device_id} was used by {ctx.device_account_count} other account(s)"))
     if ctx.ip_account_count >= s.shared_ip_min_accounts:
         out.append(Signal("shared_ip", s.weight_shared_ip,
-                          f"{ctx.ip_account_count} other accounts checked in from {fix.ip} within "
+                          f"at least {ctx.ip_account_count} other accounts checked in from {fix.ip} within "
                           f"{s.shared_ip_window_s // 60} min"))
     return out
 

@@ -186,3 +186,58 @@ def test_server_time_is_when_the_fix_arrived_not_when_it_was_processed(client, d
     late = checkins.check_in(db_session=db, worker=db.get(User, other["worker_id"]), claim_id=other["id"],
                              body=body, ip=None)
     assert "client_clock_skew" in late.reasons
+
+
+def test_shared_ip_count_stops_at_the_threshold_with_the_full_counts_verdict(client, db):
+    """fieldproof_ip_accounts (migration 0017) against the SQL it replaced, on random history: the same answer up to
+    the threshold, at most the threshold; and through the service, the 9th account on one address is flagged."""
+    import random
+
+    from sqlalchemy import text
+
+    from accounts.models import User
+    from checkin import service as checkins
+    from checkin.schemas import CheckinCreate
+    from checkin.settings import get_checkin_settings
+
+    enough = get_checkin_settings().shared_ip_min_accounts
+    rng = random.Random(15)
+    ip = f"198.51.100.{rng.randrange(1, 255)}"
+    claims = [claimed(client, db)[1] for _ in range(enough + 1)]
+    workers = [db.get(User, c["worker_id"]) for c in claims]
+    # Through the service: 8 other accounts check in from one address, then the 9th is flagged, in words.
+    rows = [checkins.check_in(db_session=db, worker=w, claim_id=c["id"], body=CheckinCreate(**fix()), ip=ip)
+            for w, c in zip(workers, claims)]
+    assert all("shared_ip" not in r.reasons for r in rows[:-1]) and "shared_ip" in rows[-1].reasons
+    detail = next(s["detail"] for s in rows[-1].signals if s["code"] == "shared_ip")
+    assert detail.startswith(f"at least {enough} other accounts checked in from {ip}")
+
+    # Random history on two addresses: 240 more fixes copied from the first, by these 9 accounts, over 2 hours.
+    t0 = rows[0].server_time
+    for _ in range(240):
+        db.execute(text("""
+            INSERT INTO checkin (id, claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs,
+                                 raw_coord_key, accuracy_m, accuracy_95_m, provider, device_id, ip, client_time,
+                                 server_time, verdict, distance_m, risk_score, reasons, signals, h3_r9)
+            SELECT nextval('checkin_id_seq'), claim_id, :w, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs,
+                   raw_coord_key, accuracy_m, accuracy_95_m, provider, device_id, CAST(:ip AS inet), client_time,
+                   :t, verdict, distance_m, risk_score, reasons, signals, h3_r9
+              FROM checkin WHERE id = :id"""),
+            {"w": rng.choice(workers).id, "ip": rng.choice([ip, "198.51.100.0"]), "id": rows[0].id,
+             "t": t0 - timedelta(seconds=rng.uniform(-300, 7200))})
+    full = text("""SELECT count(DISTINCT worker_id) FROM (SELECT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
+                     AND server_time > :since AND server_time <= :until AND worker_id <> :w
+                     ORDER BY server_time DESC, id DESC LIMIT :n) x""")
+    fast = text("SELECT fieldproof_ip_accounts(CAST(:ip AS inet), :since, :until, :w, :n, :enough)")
+    seen = set()
+    for _ in range(60):
+        since = t0 - timedelta(seconds=rng.uniform(0, 7200))
+        args = {"ip": rng.choice([ip, "198.51.100.0"]), "since": since, "w": rng.choice(workers).id,
+                "until": since + timedelta(seconds=rng.uniform(60, 7200)), "n": rng.choice([3, 20, 500])}
+        want = db.execute(full, args).scalar_one()
+        for e in (1, 3, enough, 50):
+            got = db.execute(fast, dict(args, enough=e)).scalar_one()
+            assert got == min(want, e), (args, e, want, got)
+        seen.add(want)
+    assert len(seen) > 3  # the draws covered several answers, the threshold among them
+    assert db.execute(fast, {"ip": None, "since": t0, "until": t0, "w": 0, "n": 500, "enough": 8}).scalar_one() == 0
