@@ -19,7 +19,7 @@ import random
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import text
 
@@ -217,7 +217,48 @@ def run() -> dict:
                                           "reference: bench/bare_app.py, sync handler, one INSERT (ratio vs async)",
                                           errors=sync_base.failed, detail=sync_base.detail())}
     return {**out, **_figures("checkin", checkin, _Mean(bases[:2])),
-            **_figures("checkout", checkout, _Mean(bases[1:]))}
+            **_figures("checkout", checkout, _Mean(bases[1:])), **_shared_ip_count()}
+
+
+# The shared-IP count as the measure did it until migration 0017: every one of the IP's latest 500 fixes in the
+# hour read, then a distinct count. Against fieldproof_ip_accounts, which stops at the signal's threshold.
+_IP_FULL = """SELECT count(DISTINCT worker_id) FROM (SELECT worker_id FROM checkin WHERE ip = CAST(:ip AS inet)
+                AND server_time > :since AND server_time <= :until AND worker_id <> w
+                ORDER BY server_time DESC LIMIT :rows) x"""
+_IP_FAST = "SELECT fieldproof_ip_accounts(CAST(:ip AS inet), :since, :until, w, :rows, :enough)"
+IP_CALLS = 300
+
+
+def _shared_ip_count() -> dict:
+    """shared_ip_count_us: PostgreSQL time per shared-IP count on the address every benchmark request came from
+    (127.0.0.1: thousands of accounts in the hour, a carrier NAT's case), IP_CALLS counts in one statement each
+    way (so no round trip is timed), three rounds, best of each."""
+    import time
+
+    from checkin.settings import get_checkin_settings
+
+    s = get_checkin_settings()
+    best = {}
+    with get_engine().connect() as conn:
+        until = conn.execute(text("SELECT max(server_time) FROM checkin WHERE ip = '127.0.0.1'")).scalar_one()
+        args = {"ip": "127.0.0.1", "since": until - timedelta(seconds=s.shared_ip_window_s), "until": until,
+                "rows": s.shared_ip_scan_rows, "enough": s.shared_ip_min_accounts}
+        for name, q in (("full", _IP_FULL), ("fast", _IP_FAST)):
+            loop = text(f"SELECT sum(n), min(n) FROM generate_series(1, {IP_CALLS}) w, LATERAL ({q}) AS c(n)")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                total, low = conn.execute(loop, args).one()
+                us = (time.perf_counter() - t0) / IP_CALLS * 1e6
+                best[name] = min(best.get(name, us), us)
+            if name == "fast" and low != s.shared_ip_min_accounts:
+                raise RuntimeError(f"shared-IP count stopped at {low}, not {s.shared_ip_min_accounts}")
+    print(f"[bench_checkin] shared-IP count: {best['fast']:.0f} µs, the full count {best['full']:.0f} µs",
+          file=sys.stderr)
+    return {"shared_ip_count_us": figure(best["fast"], "µs", best["full"], False,
+                                         "reference: PostgreSQL time per shared-IP count behind a busy address "
+                                         f"(127.0.0.1 after the runs above), stopping at {s.shared_ip_min_accounts} "
+                                         f"accounts vs reading the latest {s.shared_ip_scan_rows} fixes (before "
+                                         "migration 0017)")}
 
 
 class _Mean:

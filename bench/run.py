@@ -28,8 +28,8 @@ OUT = Path(__file__).resolve().parent
 # Table order: each goal figure beside its references; figures not listed follow in the order they came.
 ORDER = ["checkin_throughput", "checkin_throughput_p99_ms", "checkin_non2xx", "checkout_throughput",
          "checkout_throughput_p99_ms", "checkout_non2xx", "insert_baseline_async", "insert_baseline_sync",
-         "checkin_presence_http_ms", "checkin_presence_http_cpu_ms", "checkin_presence_ms", "checkin_presence_cpu_ms",
-         "capture_nonce_us", "radio_learn_per_checkin_ms",
+         "shared_ip_count_us", "checkin_presence_http_ms", "checkin_presence_http_cpu_ms", "checkin_presence_ms",
+         "checkin_presence_cpu_ms", "capture_nonce_us", "radio_learn_per_checkin_ms",
          "upload_to_verdict", "upload_sustainable_rate", "sim_cpu_per_request_ms", "nearby_tasks",
          "phash_throughput", "phash_vs_decode_limit", "evidence_cpu_per_upload",
          "evidence_cpu_per_matched_upload", "upload_presence_cpu_ms", "upload_presence_cpu_matched_ms",
