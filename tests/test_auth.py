@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import jwt
+import pytest
 
 from accounts.security import _secret
 from core.config import get_settings
@@ -119,3 +120,35 @@ def test_expired_tampered_and_alg_none_tokens(client, db):
     wrong_aud = jwt.encode(_claims(sub=str(user.id), aud="someone-else"), _secret(), algorithm="HS256")
     assert client.get("/v1/me", headers={"Authorization": f"Bearer {wrong_aud}"}).status_code == 401
     assert client.get("/v1/me").status_code == 401
+
+
+def test_a_remembered_token_is_checked_again_for_expiry_and_against_a_changed_secret(monkeypatch):
+    """decode_access remembers tokens that passed (accounts.security._verified); what it remembers never outlives
+    the token's expiry or the secret and audience it was checked with, and a failure is never remembered."""
+    from accounts.errors import InvalidToken
+    from accounts.security import _verified, create_access_token, decode_access
+    token = create_access_token(7, "worker", "login-1")
+    assert decode_access(token) == decode_access(token) == (7, "login-1")
+    assert _verified.cache_info().hits >= 1
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            decode_access(tampered)
+    # The secret rotated: the remembered pass does not carry over.
+    monkeypatch.setenv("FIELDPROOF_JWT_SECRET", "rotated-" + "x" * 40)
+    get_settings.cache_clear()
+    _secret.cache_clear()
+    try:
+        with pytest.raises(InvalidToken):
+            decode_access(token)
+    finally:
+        monkeypatch.delenv("FIELDPROOF_JWT_SECRET")
+        get_settings.cache_clear()
+        _secret.cache_clear()
+    assert decode_access(token) == (7, "login-1")
+    # Fifteen minutes later on the service clock, the remembered token has expired.
+    later = utcnow() + timedelta(minutes=16)
+    monkeypatch.setattr("accounts.security.utcnow", lambda: later)
+    with pytest.raises(InvalidToken) as exc:
+        decode_access(token)
+    assert exc.value.code == "token_expired"
