@@ -31,6 +31,12 @@ RANSAC_PX = 3.0  # reprojection error allowed, in pixels of the stored working i
 MIN_INLIERS = 25  # unrelated photos give ≤ 10 (over the test corpus and 200 generated scenes, 8 orientations)
 MIN_INLIER_SHARE = 0.25  # inliers among ratio-test matches
 MIN_SCALE, MAX_SCALE = 0.2, 5.0  # a copy is not shrunk or blown up beyond this
+# Keypoints each photo must have for a failed fit to say "not one exposure": every copy with this many fitted
+# with >= 81 inliers (test photos and generated storefronts, every re-use transform, both directions; a real
+# simulated screenshot copy with 268 keypoints: 123), while the false duplicates of the 2026-11-29 22:33Z day
+# (hash collisions, and honest re-shots against a low-resolution copy of another re-shot) fitted 3-22 with
+# 268-985. A tiny copy (the deep-field photo resized: 40 keypoints) stays undecided (the hash rule).
+MIN_KEYPOINTS_TO_REFUTE = 200
 TILES = 8  # the band-pass comparison grid (TILES × TILES over the overlap)
 MIN_SIDE = 384  # photos smaller than this (long side) are enlarged before ORB
 MIN_TILE_STD = 2.0  # tiles without detail (sky, a bar) say nothing and are skipped
@@ -46,6 +52,12 @@ class Alignment:
     # Median band-pass correlation over tiles after alignment (1 = same pixels, about 0 = unrelated detail, and it
     # can be a little below 0); None when it was not computed (no fit, or too few tiles with detail).
     detail: float | None
+    keypoints: int = 0  # the fewer of the two photos' ORB keypoints (0: not counted)
+
+    @property
+    def refuted(self) -> bool:
+        """Both photos had keypoints to spare and nothing fits: the pixels say they are not one exposure."""
+        return self.keypoints >= MIN_KEYPOINTS_TO_REFUTE and self.inliers < MIN_INLIERS
 
     @property
     def confirmed(self) -> bool:
@@ -88,19 +100,20 @@ def align(query: Photo, stored: Photo) -> tuple[Alignment, np.ndarray | None]:
     """Fit query → stored; the 2×3 similarity matrix when one was found."""
     ka, da = query.points, query.descriptors
     kb, db = stored.points, stored.descriptors
+    kp = min(len(ka), len(kb)) if da is not None and db is not None else 0
     if da is None or db is None or len(ka) < 8 or len(kb) < 8:
-        return Alignment(0, 0, 0.0, None), None
+        return Alignment(0, 0, 0.0, None, kp), None
     good = _good_matches(da, db)
     if len(good) < 8:
-        return Alignment(0, len(good), 0.0, None), None
+        return Alignment(0, len(good), 0.0, None, kp), None
     src = np.float32([ka[m.queryIdx].pt for m in good])
     dst = np.float32([kb[m.trainIdx].pt for m in good])
     matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
                                                maxIters=2000, confidence=0.995)
     if matrix is None:
-        return Alignment(0, len(good), 0.0, None), None
+        return Alignment(0, len(good), 0.0, None, kp), None
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    return Alignment(int(mask.sum()), len(good), scale, None), matrix
+    return Alignment(int(mask.sum()), len(good), scale, None, kp), matrix
 
 
 def _band(img: np.ndarray) -> np.ndarray:
@@ -171,4 +184,5 @@ def compare_pixels(query: Image.Image | Photo, stored: Image.Image | Photo) -> A
     found, matrix = align(q, s)
     if matrix is None or not found.confirmed:
         return found
-    return Alignment(found.inliers, found.matches, found.scale, detail_agreement(q.pixels, s.pixels, matrix))
+    return Alignment(found.inliers, found.matches, found.scale, detail_agreement(q.pixels, s.pixels, matrix),
+                     found.keypoints)

@@ -22,7 +22,7 @@ from evidence.features import Photo, compare_pixels
 from evidence.sameness import Side, Verdict, decide, same_exposure_by_exif, turned, two_captures_by_exif
 from evidence.hashing import ImageHashes, load_grey
 from evidence.match import REACH_THRESHOLD, Match, compare_media
-from evidence.models import Evidence
+from evidence.models import Evidence, EvidenceMatch
 from evidence.schemas import SAME_SCENE_PREFIX
 from evidence.storage import get_store
 
@@ -31,6 +31,9 @@ MAX_PIXEL_CHECKS = 8
 # short_dwell), so it raises the claim's spot-check chance but never forces one alone.
 SAME_SCENE_WEIGHT = 25
 EXACT = Match(0, "sha256")
+# Same-capture verdicts that name the exposure outright; every other one (pixels, or the hash rule) can be
+# overruled by what is already known of the stored file (Finder._consistent).
+BY_IDENTITY = ("identical_file", "same_exif")
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Finder:
                  key_of: Callable[[str], str]) -> None:
         self.ev, self.frames, self.mine = ev, frames, _side(ev, reasons)
         self.greys, self.considered = _Greys(key_of), set()
+        self.decided: dict[int, Verdict] = {}  # other_id -> verdict, over all rounds
 
     def find(self, db_session: Session) -> list[Pair]:
         """Every stored file of another claim, not considered before, that is the same capture or the same scene."""
@@ -110,6 +114,32 @@ class Finder:
             verdict = decide(self.mine, side, match, pixels)
             if verdict is not None:
                 out.append(Pair(other.id, match.distance, match.method, verdict))
+                self.decided[other.id] = verdict
+        return self._consistent(db_session, out)
+
+    def _consistent(self, db_session: Session, found: list[Pair]) -> list[Pair]:
+        """A stored file already recorded as the same capture as X, where this file is another exposure than X, is
+        another exposure than this file too. Applied when this file shows its own capture (a verified receipt, or
+        a capture time that fits its visit): an honest re-shot of a much-photographed shop against an old
+        EXIF-less copy of another visitor's photo shares as much fine detail as a downscaled copy (0.967 against
+        0.954 with that photo itself in the 22:33Z simulated day), and only the copy's history tells them apart.
+        A re-used file stays flagged through the file it was copied from."""
+        mine = self.mine
+        if not (mine.fresh_capture or (mine.time_fits_visit and (mine.exif or {}).get("capture_time"))):
+            return found
+        suspect = [p.other_id for p in found if p.verdict.kind == "same_capture" and p.verdict.why not in BY_IDENTITY]
+        scene = [i for i, v in self.decided.items() if v.kind == "same_scene"]
+        if not suspect or not scene:
+            return found
+        cleared = set(db_session.scalars(select(EvidenceMatch.evidence_id).where(
+            EvidenceMatch.evidence_id.in_(suspect), EvidenceMatch.matched_evidence_id.in_(scene),
+            ~EvidenceMatch.method.startswith(SAME_SCENE_PREFIX))))
+        out = []
+        for p in found:
+            if p.other_id in cleared:
+                p = Pair(p.other_id, p.distance, p.method, Verdict("same_scene", "copy_of_another_exposure"))
+                self.decided[p.other_id] = p.verdict
+            out.append(p)
         return out
 
 

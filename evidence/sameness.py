@@ -12,7 +12,9 @@ Only the first is fraud. So each matched pair is decided here:
      detail, tile by tile (a copy keeps it through crops, resizes, recompression and screenshots; a second
      exposure differs in light, shadows, passers-by, parallax and sensor noise), or
   4. nothing says otherwise: the hashes matched and the pixels could not be compared (a video frame, a photo
-     too plain for keypoints). This is the rule as it was before same-scene existed.
+     too plain or too small for keypoints, a check past the cap). This is the rule as it was before same-scene
+     existed. Pixels that were compared — both photos rich in keypoints — and fit nothing (features.Alignment
+     .refuted) do say otherwise: no pair at all, however close the hashes.
 
 ``same_scene`` (a note, no penalty) when the pixels were compared and show two exposures, or when EXIF shows
 two captures — both files carry a capture time, each agrees with its own check-in (no ``exif_time_mismatch``),
@@ -118,6 +120,8 @@ def decide(a: Side, b: Side, match: Match | None, pixels: Alignment | None) -> V
         bar = DERIVED_DETAIL_AGAINST_EXIF_AND_RECEIPT if a.fresh_capture else DERIVED_DETAIL_AGAINST_EXIF
         copy, scene = "derived_despite_exif", "exif_two_captures"
     elif not measured:
+        if pixels is not None and pixels.refuted:  # compared, and nothing of one fits the other: a hash collision,
+            return None  # or another view of the place against a small copy: never one exposure
         return Verdict("same_capture", "hashes")
     elif a.fresh_capture:  # the new file was taken by the in-app camera at this visit: only a near-identical copy
         bar, copy, scene = DERIVED_DETAIL_AGAINST_EXIF, "derived_despite_receipt", "fresh_capture"  # (injected)

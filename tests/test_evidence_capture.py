@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -148,6 +149,51 @@ def test_detail_a_hair_below_zero_is_measured_two_exposures_not_the_hash_fallbac
     fit = dict(inliers=120, matches=250, scale=1.0)
     assert decide(*plain, EXACT_LIKE, Alignment(**fit, detail=-0.03)) == Verdict("same_scene", "different_exposure")
     assert decide(*plain, EXACT_LIKE, Alignment(**fit, detail=None)) == Verdict("same_capture", "hashes")
+
+
+def test_pixels_that_fit_nothing_are_no_pair_however_close_the_hashes():
+    """Compared, both photos rich in keypoints, and nothing fits: not one exposure (a hash collision, or another view
+    of the place against a small copy). Too few keypoints to compare, or no comparison, leaves the hash rule."""
+    plain = [Side("a", None, True), Side("b", None, True)]
+    no_fit = dict(inliers=4, matches=27, scale=0.9, detail=None)
+    assert decide(*plain, EXACT_LIKE, Alignment(**no_fit, keypoints=790)) is None
+    assert decide(*plain, EXACT_LIKE, Alignment(**no_fit, keypoints=40)) == Verdict("same_capture", "hashes")
+    assert decide(*plain, EXACT_LIKE, None) == Verdict("same_capture", "hashes")  # a video frame, past the cap
+
+
+# The false duplicates of the 2026-11-29 22:33Z simulated day, made again from the simulator's seeds (sim.agents:
+# a worker's photo_seed is its seed x 1000 + its photo count, a storefront's scene seed the crc32 of the shop's name).
+QIANMEN, WANGFUJING = zlib.crc32(b"qianmen-0014"), zlib.crc32(b"wangfujing-0104")
+REUSED_THAT_DAY = {  # the honest shot, the photo a re-user copied, how
+    "w0037_vs_a_copy_of_another_visitors_shot": (
+        lambda: photos.storefront(QIANMEN, 700_058_010), lambda: photos.storefront(QIANMEN, 700_114_005),
+        "screenshot_letterbox"),
+    "w0013_vs_an_unrelated_copy_mirrored_hash_8": (
+        lambda: photos.scene(700_034_013), lambda: photos.storefront(WANGFUJING, 700_047_006), "screenshot_rounded"),
+    "w0005_vs_an_unrelated_copy_hash_12": (
+        lambda: photos.scene(700_026_038), lambda: photos.scene(700_122_002), "crop5"),
+}
+
+
+@pytest.mark.parametrize("case", REUSED_THAT_DAY)
+def test_an_honest_shot_is_not_a_copy_of_a_reused_file_its_pixels_do_not_fit(case):
+    new, copied, how = REUSED_THAT_DAY[case]
+    original = photos.camera_jpeg(copied())
+    copy = photos.reuse(original, how)
+    shot = _with_exif(new(), T0, ("Apple", "iPhone 13", "SN-N"))
+    assert compare(hash_image(shot, with_variants=True), hash_image(copy)) is not None  # the hashes do match
+    verdict = judge(shot, copy, fresh=True)
+    assert verdict is None or verdict.kind == "same_scene", verdict
+    assert judge(copy, original).kind == "same_capture"  # the copy is still caught by its original
+
+
+@pytest.mark.parametrize("how", photos.REUSE_TRANSFORMS[1:])
+def test_every_reuse_of_a_storefront_is_still_the_same_capture(how):
+    """Refuting pixels never clear a copy: each one fits its original with hundreds of inliers."""
+    for visit in (1, 2, 3):
+        original = _with_exif(photos.storefront(QIANMEN, visit), T0)
+        verdict = judge(photos.reuse(original, how), original)
+        assert verdict is not None and verdict.kind == "same_capture", (visit, verdict)
 
 
 @pytest.mark.parametrize(("detail", "fresh", "expected"), [

@@ -4,7 +4,9 @@ screenshotted re-uses are still duplicates."""
 from __future__ import annotations
 
 import io
+import json
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -20,7 +22,7 @@ from evidence.models import Evidence, EvidenceMatch
 from sim import photos
 from tasks.models import Claim
 from tests.evidence_transforms import TRANSFORMS, jpeg
-from tests.fieldwork import STORE, claimed, fix, publish_approved, task_body
+from tests.fieldwork import STORE, claimed, fix, now, publish_approved, task_body
 from tests.helpers import PASSWORD, auth_for, unique
 from tests.test_evidence_api import process_all, upload
 
@@ -116,6 +118,34 @@ def test_pixels_go_first_to_pairs_only_pixels_can_decide(client, db, monkeypatch
     ev = _evidence(client, w3, r.json()["id"])
     assert len(ev["matches"]) == 2 and {m["verdict"] for m in ev["matches"]} == {"same_scene"}, ev["matches"]
     assert "duplicate_evidence" not in db.get(Claim, c3["id"]).flags
+
+
+def test_a_copy_of_another_visitors_photo_is_not_the_source_of_a_new_shot(client, db):
+    """xidan-0081 in the 2026-11-29 22:33Z simulated day (seeds as sim.agents makes them): w0186's shot, w0049's
+    EXIF-less screenshot of it on another claim, then w0148's own shot through the in-app camera. The new shot
+    shares 0.967 of its fine detail with the screenshot (0.954 with the shot itself), past the receipt's 0.95: by
+    pixels alone a copy. It is another exposure than the photo the screenshot was made from (EXIF, receipt), so it
+    is another exposure than the screenshot too; the screenshot stays the duplicate."""
+    xidan = zlib.crc32(b"xidan-0081")
+    _, c1, w1, _ = _visit(client, db)
+    first = _shot(xidan, 700_207_002, 100, ("Xiaomi", "Redmi Note 12", "SN-186"))
+    upload(client, c1, w1, first)
+    _, c2, w2, _ = _visit(client, db)
+    upload(client, c2, w2, photos.reuse(first, "screenshot"))
+    process_all(db)
+    assert "duplicate_evidence" in db.get(Claim, c2["id"]).flags
+    task, c3, w3, _ = claimed(client, db)
+    ci = client.post(f"/v1/claims/{c3['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]), headers=w3).json()
+    shot = _shot(xidan, 700_169_005, 0, ("Apple", "iPhone 13", "SN-148"))
+    receipt = json.dumps({"nonce": ci["capture_nonce"], "captured_at": now().isoformat()})
+    r = client.post(f"/v1/claims/{c3['id']}/evidence", files={"file": ("p.jpg", shot, "image/jpeg")}, headers=w3,
+                    data={"capture_receipt": receipt})
+    assert r.status_code == 201 and r.json()["capture_verified"], r.text
+    process_all(db)
+    ev = _evidence(client, w3, r.json()["id"])
+    assert len(ev["matches"]) == 2 and {m["verdict"] for m in ev["matches"]} == {"same_scene"}, ev["matches"]
+    assert "duplicate_evidence" not in db.get(Claim, c3["id"]).flags
+    assert "duplicate_evidence" in db.get(Claim, c2["id"]).flags
 
 
 # ---- the fresh-angle weight is added once per claim, however many of its photos are processed at once ----------
