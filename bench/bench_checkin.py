@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,6 +28,7 @@ from accounts.security import create_access_token
 from bench import wrk
 from bench.common import checkpoint, figure, scale, server, use_bench_database
 from bench.seed import bench_merchant
+from checkin.settings import get_checkin_settings
 from core.db import get_engine
 from geo import crs, h3cells
 
@@ -233,10 +235,6 @@ def _shared_ip_count() -> dict:
     """shared_ip_count_us: PostgreSQL time per shared-IP count on the address every benchmark request came from
     (127.0.0.1: thousands of accounts in the hour, a carrier NAT's case), IP_CALLS counts in one statement each
     way (so no round trip is timed), three rounds, best of each."""
-    import time
-
-    from checkin.settings import get_checkin_settings
-
     s = get_checkin_settings()
     best = {}
     with get_engine().connect() as conn:

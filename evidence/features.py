@@ -13,7 +13,7 @@ tiles do not. The median over tiles ignores a watermark band, a status bar or ro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -37,6 +37,10 @@ MIN_SCALE, MAX_SCALE = 0.2, 5.0  # a copy is not shrunk or blown up beyond this
 # (hash collisions, and honest re-shots against a low-resolution copy of another re-shot) fitted 3-22 with
 # 268-985. A tiny copy (the deep-field photo resized: 40 keypoints) stays undecided (the hash rule).
 MIN_KEYPOINTS_TO_REFUTE = 200
+# A copy stretched unevenly or warped in perspective has no similarity fit, but a general one: before the pixels
+# refute a pair, the same matches are fitted with a homography too (a copy stretched 1.8x one way: 41-43 inliers;
+# the false duplicates above: 6-15).
+HOMOGRAPHY_PX = 3.0
 TILES = 8  # the band-pass comparison grid (TILES × TILES over the overlap)
 MIN_SIDE = 384  # photos smaller than this (long side) are enlarged before ORB
 MIN_TILE_STD = 2.0  # tiles without detail (sky, a bar) say nothing and are skipped
@@ -53,11 +57,16 @@ class Alignment:
     # can be a little below 0); None when it was not computed (no fit, or too few tiles with detail).
     detail: float | None
     keypoints: int = 0  # the fewer of the two photos' ORB keypoints (0: not counted)
+    # Inliers of a homography over the same matches, fitted only when the similarity fit is not confirmed (None:
+    # not fitted).
+    general_inliers: int | None = None
 
     @property
     def refuted(self) -> bool:
-        """Both photos had keypoints to spare and nothing fits: the pixels say they are not one exposure."""
-        return self.keypoints >= MIN_KEYPOINTS_TO_REFUTE and self.inliers < MIN_INLIERS
+        """Both photos had keypoints to spare and nothing fits, not even a homography (a stretched or keystoned
+        copy has one): the pixels say they are not one exposure."""
+        return (self.keypoints >= MIN_KEYPOINTS_TO_REFUTE and self.inliers < MIN_INLIERS
+                and self.general_inliers is not None and self.general_inliers < MIN_INLIERS)
 
     @property
     def confirmed(self) -> bool:
@@ -110,10 +119,12 @@ def align(query: Photo, stored: Photo) -> tuple[Alignment, np.ndarray | None]:
     dst = np.float32([kb[m.trainIdx].pt for m in good])
     matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
                                                maxIters=2000, confidence=0.995)
-    if matrix is None:
-        return Alignment(0, len(good), 0.0, None, kp), None
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    return Alignment(int(mask.sum()), len(good), scale, None, kp), matrix
+    found = Alignment(0, len(good), 0.0, None, kp) if matrix is None else Alignment(
+        int(mask.sum()), len(good), float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), None, kp)
+    if not found.confirmed:
+        _, general = cv2.findHomography(src, dst, cv2.RANSAC, HOMOGRAPHY_PX, maxIters=2000, confidence=0.995)
+        found = replace(found, general_inliers=0 if general is None else int(general.sum()))
+    return found, matrix
 
 
 def _band(img: np.ndarray) -> np.ndarray:
@@ -184,5 +195,4 @@ def compare_pixels(query: Image.Image | Photo, stored: Image.Image | Photo) -> A
     found, matrix = align(q, s)
     if matrix is None or not found.confirmed:
         return found
-    return Alignment(found.inliers, found.matches, found.scale, detail_agreement(q.pixels, s.pixels, matrix),
-                     found.keypoints)
+    return replace(found, detail=detail_agreement(q.pixels, s.pixels, matrix))

@@ -32,7 +32,7 @@ MAX_PIXEL_CHECKS = 8
 SAME_SCENE_WEIGHT = 25
 EXACT = Match(0, "sha256")
 # Same-capture verdicts that name the exposure outright; every other one (pixels, or the hash rule) can be
-# overruled by what is already known of the stored file (Finder._consistent).
+# overruled by what is already known of the stored file (Finder.consistent).
 BY_IDENTITY = ("identical_file", "same_exif")
 
 
@@ -115,17 +115,18 @@ class Finder:
             if verdict is not None:
                 out.append(Pair(other.id, match.distance, match.method, verdict))
                 self.decided[other.id] = verdict
-        return self._consistent(db_session, out)
+        return out
 
-    def _consistent(self, db_session: Session, found: list[Pair]) -> list[Pair]:
-        """A stored file already recorded as the same capture as X, where this file is another exposure than X, is
-        another exposure than this file too. Applied when this file shows its own capture (a verified receipt, or
-        a capture time that fits its visit): an honest re-shot of a much-photographed shop against an old
-        EXIF-less copy of another visitor's photo shares as much fine detail as a downscaled copy (0.967 against
-        0.954 with that photo itself in the 22:33Z simulated day), and only the copy's history tells them apart.
-        A re-used file stays flagged through the file it was copied from."""
-        mine = self.mine
-        if not (mine.fresh_capture or (mine.time_fits_visit and (mine.exif or {}).get("capture_time"))):
+    def consistent(self, db_session: Session, found: list[Pair]) -> list[Pair]:
+        """The pairs of every round (``found``), made consistent with what is already recorded: a stored file
+        already recorded as the same capture as X, where this file is another exposure than X, is another exposure
+        than this file too. Only for a file with a verified capture receipt (taken in the app at this visit; EXIF
+        alone can be rewritten): an honest in-app shot of a much-photographed shop against an old EXIF-less copy
+        of another visitor's photo shares as much fine detail as a downscaled copy (0.967 against 0.954 with that
+        photo itself in the 22:33Z simulated day), and only the copy's history tells them apart. A re-used file
+        stays flagged through the file it was copied from. Run once, after the last round, so an X found in a
+        later round than the copy still counts."""
+        if not self.mine.fresh_capture:
             return found
         suspect = [p.other_id for p in found if p.verdict.kind == "same_capture" and p.verdict.why not in BY_IDENTITY]
         scene = [i for i, v in self.decided.items() if v.kind == "same_scene"]

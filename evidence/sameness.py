@@ -39,6 +39,9 @@ from evidence.hashing import DIHEDRAL
 from evidence.match import Match
 
 Kind = Literal["same_capture", "same_scene"]
+# A failed fit refutes a hash match only this far apart or more (of 64 bits): the false duplicates it clears were
+# 8-12 apart; copies stretched past any similarity fit stay 0-2 from their originals.
+REFUTABLE_DISTANCE = 6
 DERIVED_DETAIL = 0.8  # copies of the test photos and generated scenes: ≥ 0.86; re-shot views ≤ 0.71 (a brick wall 0.79)
 DERIVED_DETAIL_AGAINST_EXIF = 0.95  # near-identical pixels outweigh EXIF that claims a second capture
 # ... and EXIF plus a verified capture receipt: simulated re-shots of one shop front reached 0.965 (3 of ~870 photos
@@ -120,8 +123,10 @@ def decide(a: Side, b: Side, match: Match | None, pixels: Alignment | None) -> V
         bar = DERIVED_DETAIL_AGAINST_EXIF_AND_RECEIPT if a.fresh_capture else DERIVED_DETAIL_AGAINST_EXIF
         copy, scene = "derived_despite_exif", "exif_two_captures"
     elif not measured:
-        if pixels is not None and pixels.refuted:  # compared, and nothing of one fits the other: a hash collision,
-            return None  # or another view of the place against a small copy: never one exposure
+        # Compared, and nothing of one fits the other: a hash collision, or another view of the place against a
+        # small copy: never one exposure. Unless the hashes are too close for chance (a copy damaged past fitting).
+        if pixels is not None and pixels.refuted and match.distance >= REFUTABLE_DISTANCE:
+            return None
         return Verdict("same_capture", "hashes")
     elif a.fresh_capture:  # the new file was taken by the in-app camera at this visit: only a near-identical copy
         bar, copy, scene = DERIVED_DETAIL_AGAINST_EXIF, "derived_despite_receipt", "fresh_capture"  # (injected)

@@ -147,7 +147,7 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     # to them, which _record_matches must add to, not overwrite (flushed first, so nothing pending is dropped).
     db_session.flush()
     db_session.expire_all()
-    found += finder.find(db_session)
+    found = finder.consistent(db_session, found + finder.find(db_session))
     _record_matches(db_session, ev, found)
     reasons += ev.reasons
     ev.hashes = {"frames": [f.to_dict() for f in frames]}

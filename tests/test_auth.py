@@ -127,6 +127,7 @@ def test_a_remembered_token_is_checked_again_for_expiry_and_against_a_changed_se
     the token's expiry or the secret and audience it was checked with, and a failure is never remembered."""
     from accounts.errors import InvalidToken
     from accounts.security import _verified, create_access_token, decode_access
+
     token = create_access_token(7, "worker", "login-1")
     assert decode_access(token) == decode_access(token) == (7, "login-1")
     assert _verified.cache_info().hits >= 1
@@ -135,16 +136,14 @@ def test_a_remembered_token_is_checked_again_for_expiry_and_against_a_changed_se
         with pytest.raises(InvalidToken):
             decode_access(tampered)
     # The secret rotated: the remembered pass does not carry over.
-    monkeypatch.setenv("FIELDPROOF_JWT_SECRET", "rotated-" + "x" * 40)
-    get_settings.cache_clear()
-    _secret.cache_clear()
-    try:
-        with pytest.raises(InvalidToken):
-            decode_access(token)
-    finally:
-        monkeypatch.delenv("FIELDPROOF_JWT_SECRET")
+    with monkeypatch.context() as m:
+        m.setenv("FIELDPROOF_JWT_SECRET", "rotated-" + "x" * 40)
         get_settings.cache_clear()
         _secret.cache_clear()
+        with pytest.raises(InvalidToken):
+            decode_access(token)
+    get_settings.cache_clear()  # the environment is back: so is the secret
+    _secret.cache_clear()
     assert decode_access(token) == (7, "login-1")
     # Fifteen minutes later on the service clock, the remembered token has expired.
     later = utcnow() + timedelta(minutes=16)

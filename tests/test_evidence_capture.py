@@ -151,14 +151,20 @@ def test_detail_a_hair_below_zero_is_measured_two_exposures_not_the_hash_fallbac
     assert decide(*plain, EXACT_LIKE, Alignment(**fit, detail=None)) == Verdict("same_capture", "hashes")
 
 
-def test_pixels_that_fit_nothing_are_no_pair_however_close_the_hashes():
-    """Compared, both photos rich in keypoints, and nothing fits: not one exposure (a hash collision, or another view
-    of the place against a small copy). Too few keypoints to compare, or no comparison, leaves the hash rule."""
+def test_pixels_that_fit_nothing_are_no_pair_when_the_hashes_are_not_too_close():
+    """Compared, both photos rich in keypoints, and nothing fits, not even a homography: not one exposure (a hash
+    collision, or another view of the place against a small copy). Too few keypoints to compare, no comparison, a
+    homography that fits (a stretched copy) or hashes a few bits apart leave the hash rule."""
     plain = [Side("a", None, True), Side("b", None, True)]
+    apart = Match(8, "phash")
     no_fit = dict(inliers=4, matches=27, scale=0.9, detail=None)
-    assert decide(*plain, EXACT_LIKE, Alignment(**no_fit, keypoints=790)) is None
-    assert decide(*plain, EXACT_LIKE, Alignment(**no_fit, keypoints=40)) == Verdict("same_capture", "hashes")
-    assert decide(*plain, EXACT_LIKE, None) == Verdict("same_capture", "hashes")  # a video frame, past the cap
+    assert decide(*plain, apart, Alignment(**no_fit, keypoints=790, general_inliers=9)) is None
+    hashes = Verdict("same_capture", "hashes")
+    assert decide(*plain, apart, Alignment(**no_fit, keypoints=40, general_inliers=9)) == hashes
+    assert decide(*plain, apart, Alignment(**no_fit, keypoints=790, general_inliers=41)) == hashes
+    assert decide(*plain, apart, Alignment(**no_fit, keypoints=790)) == hashes  # no homography fitted
+    assert decide(*plain, Match(2, "phash"), Alignment(**no_fit, keypoints=790, general_inliers=9)) == hashes
+    assert decide(*plain, apart, None) == hashes  # a video frame, past the cap
 
 
 # The false duplicates of the 2026-11-29 22:33Z simulated day, made again from the simulator's seeds (sim.agents:
@@ -185,6 +191,21 @@ def test_an_honest_shot_is_not_a_copy_of_a_reused_file_its_pixels_do_not_fit(cas
     verdict = judge(shot, copy, fresh=True)
     assert verdict is None or verdict.kind == "same_scene", verdict
     assert judge(copy, original).kind == "same_capture"  # the copy is still caught by its original
+
+
+def _stretched(data: bytes, fx: float, fy: float = 1.0) -> bytes:
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    return jpeg(img.resize((round(img.width * fx), round(img.height * fy)), Image.Resampling.LANCZOS))
+
+
+@pytest.mark.parametrize("path", TEXTURED, ids=lambda p: p.stem)
+def test_a_copy_stretched_past_any_similarity_fit_is_still_the_same_capture(path):
+    """An uneven stretch has no similarity fit: the pixels cannot confirm the copy, but they must not refute it
+    either (a homography fits it; its hashes stay a few bits from the original's)."""
+    original = _with_exif(Image.open(path).convert("RGB"), T0)
+    for fx, fy in ((1.8, 1.0), (1.0, 1.7)):
+        verdict = judge(_stretched(original, fx, fy), original)
+        assert verdict is not None and verdict.kind == "same_capture", (fx, fy, verdict)
 
 
 @pytest.mark.parametrize("how", photos.REUSE_TRANSFORMS[1:])
