@@ -153,6 +153,40 @@ def test_a_copy_of_another_visitors_photo_is_not_the_source_of_a_new_shot(client
         assert "same_capture" in verdicts and "duplicate_evidence" in db.get(Claim, c3["id"]).flags
 
 
+def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same(client, db):
+    """evidence.pairs.KEPT: the third photo of a shop is compared with the two before it without loading either
+    again (the second's Photo was kept when it was the new file); with nothing kept, the same verdicts."""
+    from evidence import pairs
+
+    def third_visit_verdicts(seed: int) -> list[str]:
+        for n in range(3):
+            _, c, w, _ = _visit(client, db)
+            r = upload(client, c, w, _shot(seed, n + 1, 100 - 40 * n, ("Xiaomi", "Redmi Note 12", f"SN-{n}")))
+            process_all(db)
+        return sorted(m["verdict"] for m in _evidence(client, w, r.json()["id"])["matches"])
+
+    pairs.KEPT.clear()
+    kept = third_visit_verdicts(5151)
+    assert pairs.KEPT.hits >= 2, (pairs.KEPT.hits, pairs.KEPT.misses)
+    pairs.KEPT.size = 0  # nothing kept: every stored file loaded and its keypoints found again
+    try:
+        pairs.KEPT.clear()
+        assert third_visit_verdicts(5252) == kept == ["same_scene", "same_scene"]
+        assert pairs.KEPT.hits == 0 and not pairs.KEPT.items
+    finally:
+        pairs.KEPT.size = pairs.KEPT_PHOTOS
+
+
+def test_kept_photos_are_bounded_least_recently_used_first():
+    from evidence.pairs import _KeptPhotos
+
+    kept = _KeptPhotos(2)
+    kept.put("a", "A"), kept.put("b", "B")
+    assert kept.get("a") == "A"  # a is now the most recent
+    kept.put("c", "C")
+    assert kept.get("b") is None and kept.get("a") == "A" and kept.get("c") == "C" and len(kept.items) == 2
+
+
 # ---- the fresh-angle weight is added once per claim, however many of its photos are processed at once ----------
 
 LIMITS = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000",
