@@ -5,10 +5,13 @@ bands, and on many phones rounded screen corners or a chat bubble's rounded phot
 a row of a bar is one colour but for a few icons or characters, while a row of a photo is textured
 across its width. So a row (or column) counts as chrome when most of its pixels sit within a few grey
 levels of the row's median. Chrome is stripped from the edges inwards only (flat lines, and thin non-flat
-bands with flat lines beyond them), first rows, then columns within the rows left: a flat block inside the
-photo (a wall, a sign) is never taken for chrome. Rounded corners are cut off by a small fixed inset. Both
-sides of a comparison are stripped the same way, so a photo whose top rows are clear sky loses them in the
-original and in its screenshot alike.
+bands on a background that resumes beyond them), first rows, then columns within the rows left: a flat block
+inside the photo (a wall, a sign) is never taken for chrome. A band counts as UI only when the flat lines before
+it (a few of one colour) and the line after it are of the same colour: a toolbar's icons interrupt its
+background, which goes on after them; where the photo begins, the flat lines next to a thin textured strip are
+the photo's own (a signboard, a wall) and the background does not come back. Rounded corners are cut off by
+a small fixed inset. Both sides of a comparison are stripped the same way, so a photo whose top rows are clear
+sky loses them in the original and in its screenshot alike.
 """
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ SAMPLES = 128
 FLAT_SHARE = 0.7  # a line this flat is chrome (status-bar text and icons cover well under 30 %)
 MAX_BAND_SHARE = 0.08  # a non-flat band this thin between flat lines is UI, not photo
 MAX_BANDS = 2  # at most this many per edge (a brick wall's mortar lines are flat rows too)
+# A band's background: at least this many flat lines of one colour (within FLAT_TOLERANCE) right before it. The
+# background is what the flat lines after the band must match; a photo's single flat column or row next to the
+# chrome (its edge runs along a signboard) is not one.
+BAND_BACKGROUND = 3
 MIN_PHOTO_SHARE = 0.15  # a shorter run is not trusted to be the photo (a landscape photo in a chat bubble is ~20 %)
 # Rounded corners (radius up to ~6 % of the shorter side) leave background outside their arc; insetting by 2 %
 # a side removes nearly all of it. Always inset, chrome or not, so an original and its screenshot give the
@@ -26,18 +33,21 @@ MIN_PHOTO_SHARE = 0.15  # a shorter run is not trusted to be the photo (a landsc
 INSET_SHARE = 0.02
 
 
-def _flat(lines: np.ndarray) -> np.ndarray:
-    """Per line (row of ``lines``): whether most pixels lie within FLAT_TOLERANCE of the line's median. Judged
-    from ~SAMPLES evenly spaced pixels of each line (a share is as well measured from 128 pixels as from 512,
-    and the medians cost a quarter)."""
+def _flat(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per line (row of ``lines``): whether most pixels lie within FLAT_TOLERANCE of the line's median, and that
+    median. Judged from ~SAMPLES evenly spaced pixels of each line (a share is as well measured from 128 pixels
+    as from 512, and the medians cost a quarter)."""
     sampled = np.ascontiguousarray(lines[:, :: max(1, lines.shape[1] // SAMPLES)]).astype(np.int16)
     med = np.sort(sampled, axis=1)[:, sampled.shape[1] // 2, None]
-    return (np.abs(sampled - med) <= FLAT_TOLERANCE).mean(axis=1) >= FLAT_SHARE
+    return (np.abs(sampled - med) <= FLAT_TOLERANCE).mean(axis=1) >= FLAT_SHARE, med[:, 0]
 
 
-def _from_edge(mask: np.ndarray) -> int:
+def _from_edge(mask: np.ndarray, med: np.ndarray) -> int:
     """How many lines from the start of ``mask`` are chrome: flat lines, and any short non-flat band (a
-    toolbar's thumbnails, a caption) that has flat lines again after it."""
+    toolbar's thumbnails, a caption) on a background that goes on after it: the BAND_BACKGROUND flat lines
+    before it are of one colour (``med``, each line's median) and the first flat line after it is that colour
+    too. A band at the very edge (a status bar dense with icons) has no background before it and is chrome
+    whenever flat lines follow."""
     n, i = len(mask), 0
     for _ in range(MAX_BANDS + 1):
         while i < n and mask[i]:
@@ -47,20 +57,26 @@ def _from_edge(mask: np.ndarray) -> int:
             j += 1
         if j == n or j - i > MAX_BAND_SHARE * n:
             break
+        if i > 0:  # the band's background: BAND_BACKGROUND flat lines of one colour, and that colour after it
+            before = med[max(0, i - BAND_BACKGROUND):i]
+            if (i < BAND_BACKGROUND or not mask[i - BAND_BACKGROUND:i].all()
+                    or np.abs(before - med[i - 1]).max() > FLAT_TOLERANCE
+                    or abs(med[j] - med[i - 1]) > FLAT_TOLERANCE):
+                break
         i = j
     return i
 
 
-def _strip(mask: np.ndarray) -> tuple[int, int]:
+def _strip(mask: np.ndarray, med: np.ndarray) -> tuple[int, int]:
     """Start and end of the photo along one axis; the whole range when what is left is too short to trust."""
-    start, end = _from_edge(mask), len(mask) - _from_edge(mask[::-1])
+    start, end = _from_edge(mask, med), len(mask) - _from_edge(mask[::-1], med[::-1])
     return (start, end) if end - start >= MIN_PHOTO_SHARE * len(mask) else (0, len(mask))
 
 
 def photo_box(arr: np.ndarray) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the photo inside a screenshot's chrome; the whole image if there is none."""
     a = np.asarray(arr)
-    top, bottom = _strip(_flat(a))
-    left, right = _strip(_flat(a[top:bottom].T))
+    top, bottom = _strip(*_flat(a))
+    left, right = _strip(*_flat(a[top:bottom].T))
     dx, dy = int((right - left) * INSET_SHARE), int((bottom - top) * INSET_SHARE)
     return left + dx, top + dy, right - dx, bottom - dy
