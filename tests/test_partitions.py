@@ -200,6 +200,22 @@ def test_history_reads_skip_months_before_their_window(db):
     assert f"checkin_p{legacy_hi + timedelta(days=40):%Y%m}" in later
 
 
+def test_the_shared_ip_count_reads_only_the_months_in_its_window(db):
+    """fieldproof_ip_accounts (migration 0017) runs its own query, which the measure's EXPLAIN cannot show: the
+    partitions it scanned, counted in this transaction's statistics, are the window's month and no other."""
+    legacy_hi = next(p.hi for p in partitions.partitions(db, "checkin") if p.name == "checkin_legacy")
+    scanned = text("SELECT relname FROM pg_stat_xact_user_tables WHERE relname LIKE 'checkin%' "
+                   "AND coalesce(seq_scan, 0) + coalesce(idx_scan, 0) > 0")
+    assert db.execute(scanned).scalars().all() == []
+    for at, month in ((legacy_hi - timedelta(days=1), "checkin_legacy"),
+                      (legacy_hi + timedelta(days=40), f"checkin_p{legacy_hi + timedelta(days=40):%Y%m}")):
+        db.execute(text("SELECT fieldproof_ip_accounts(CAST('192.0.2.1' AS inet), :since, :until, 0, 500, 8)"),
+                   {"since": at - timedelta(hours=1), "until": at + timedelta(minutes=5)})
+        assert month in db.execute(scanned).scalars().all()
+    assert sorted(db.execute(scanned).scalars()) == sorted(
+        ["checkin_legacy", f"checkin_p{legacy_hi + timedelta(days=40):%Y%m}"])
+
+
 def test_a_row_the_default_catches_while_its_month_is_made_defers_that_month_not_the_run():
     """A write into the default partition between the move and the ATTACH (its month had no partition yet) made
     ATTACH fail with a check violation, which escaped maintain(): the run stopped and skipped the other tables.
