@@ -41,6 +41,9 @@ MIN_KEYPOINTS_TO_REFUTE = 200
 # refute a pair, the same matches are fitted with a homography too (a copy stretched 1.8x one way: 41-43 inliers;
 # the false duplicates above: 6-15).
 HOMOGRAPHY_PX = 3.0
+# RANSAC rounds for it: a copy's matches are mostly inliers (a 1.8x stretch: 41 of ~60), found in tens of rounds;
+# unrelated photos (nothing to find) run them all, and 2,000 doubled the pixel checks of unrelated pairs.
+HOMOGRAPHY_ITERS = 400
 TILES = 8  # the band-pass comparison grid (TILES × TILES over the overlap)
 MIN_SIDE = 384  # photos smaller than this (long side) are enlarged before ORB
 MIN_TILE_STD = 2.0  # tiles without detail (sky, a bar) say nothing and are skipped
@@ -57,8 +60,8 @@ class Alignment:
     # can be a little below 0); None when it was not computed (no fit, or too few tiles with detail).
     detail: float | None
     keypoints: int = 0  # the fewer of the two photos' ORB keypoints (0: not counted)
-    # Inliers of a homography over the same matches, fitted only when the similarity fit is not confirmed (None:
-    # not fitted).
+    # Inliers of a homography over the same matches, fitted only where it can refute (enough keypoints, too few
+    # similarity inliers; None: not fitted).
     general_inliers: int | None = None
 
     @property
@@ -121,8 +124,9 @@ def align(query: Photo, stored: Photo) -> tuple[Alignment, np.ndarray | None]:
                                                maxIters=2000, confidence=0.995)
     found = Alignment(0, len(good), 0.0, None, kp) if matrix is None else Alignment(
         int(mask.sum()), len(good), float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), None, kp)
-    if not found.confirmed:
-        _, general = cv2.findHomography(src, dst, cv2.RANSAC, HOMOGRAPHY_PX, maxIters=2000, confidence=0.995)
+    if kp >= MIN_KEYPOINTS_TO_REFUTE and found.inliers < MIN_INLIERS:  # only then can it refute (``refuted``)
+        _, general = cv2.findHomography(src, dst, cv2.RANSAC, HOMOGRAPHY_PX, maxIters=HOMOGRAPHY_ITERS,
+                                        confidence=0.995)
         found = replace(found, general_inliers=0 if general is None else int(general.sum()))
     return found, matrix
 
