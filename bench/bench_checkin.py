@@ -8,8 +8,9 @@ one hot row. Check-outs go to claims seeded as checked in 30 minutes earlier, wi
 
 Baseline (same run, same uvicorn settings: 2 worker processes): bench/async_app.py, an async endpoint that parses
 the same JSON bodies and does one INSERT through an async psycopg pool of 8, timed before, between and after the
-app's two runs; each ratio is against the mean of the two baseline runs beside it (the machine's speed drifts). bench/bare_app.py (a sync handler
-doing the INSERT through the app's own engine in the threadpool) is reported beside it as a second reference.
+app's two runs; each ratio is against the mean of the two baseline runs beside it (the machine's speed drifts).
+bench/bare_app.py (a sync handler doing the INSERT through the app's own engine in the threadpool) is reported
+beside it as a second reference.
 Any failed request (non-2xx, socket error, timeout) or a request list too short for the rate fails the figure.
 """
 from __future__ import annotations
@@ -245,7 +246,7 @@ def _shared_ip_count() -> dict:
             loop = text(f"SELECT sum(n), min(n) FROM generate_series(1, {IP_CALLS}) w, LATERAL ({q}) AS c(n)")
             for _ in range(3):
                 t0 = time.perf_counter()
-                total, low = conn.execute(loop, args).one()
+                _, low = conn.execute(loop, args).one()
                 us = (time.perf_counter() - t0) / IP_CALLS * 1e6
                 best[name] = min(best.get(name, us), us)
             if name == "fast" and low != s.shared_ip_min_accounts:

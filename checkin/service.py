@@ -40,9 +40,8 @@ HISTORY_CLOCK_SLACK = FIX_CLOCK_SLACK
 # and the site's radio fingerprint against this scan (checkin.radio: primary-key lookups, no extra round trip).
 # All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
 # read bounded (the shared-IP count by shared_ip_scan_rows, and it stops at the signal's threshold: migration 0017,
-# fieldproof_ip_accounts). Every history read is bounded
-# on both sides in server_time, the partition key of checkin, so only the months in the window are planned and
-# read (history_window_days; README, Scale-out).
+# fieldproof_ip_accounts). Every history read is bounded on both sides in server_time, the partition key of
+# checkin, so only the months in the window are planned and read (history_window_days; README, Scale-out).
 _MEASURE = text("""
 SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task_id, nextval('checkin_id_seq') AS new_id,
        t.starts_at, t.ends_at, t.hard_fence, t.min_dwell_s,
@@ -153,7 +152,8 @@ def _measure_stmt(worker_id: int, claim_id: int, fix: sig.Fix, coord_key: str, s
         "recent_n": s.constant_fields_min_fixes, "coord_key": coord_key, "fix_day": fix.client_time.date(),
         "device_id": fix.device_id, "device_cap": s.shared_device_min_accounts + 1, "ip": fix.ip,
         "ip_since": fix.server_time - timedelta(seconds=s.shared_ip_window_s),
-        "ip_rows": s.shared_ip_scan_rows, "ip_enough": s.shared_ip_min_accounts, "radio": scan, "hash_min": s.radio_hash_min_workers,
+        "ip_rows": s.shared_ip_scan_rows, "ip_enough": s.shared_ip_min_accounts, "radio": scan,
+        "hash_min": s.radio_hash_min_workers,
         "history_since": fix.server_time - timedelta(days=s.history_window_days),
         "history_until": fix.server_time + HISTORY_CLOCK_SLACK}, one_row=True)
 

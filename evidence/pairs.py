@@ -10,10 +10,9 @@ stays correct for EXIF-carrying photos; EXIF-less ones there can be flagged past
 """
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from PIL import Image
 from sqlalchemy import select
@@ -29,7 +28,7 @@ from evidence.schemas import SAME_SCENE_PREFIX
 from evidence.storage import get_store
 
 MAX_PIXEL_CHECKS = 8
-KEPT_PHOTOS = 96  # stored files' Photos kept per process (_KeptPhotos): ~40 MB at most
+KEPT_PHOTOS = 96  # stored files' Photos kept per process (kept_photo): ~40 MB at most
 # What a same-scene photo weighs on a claim whose task asks for a fresh angle: one standalone signal (like
 # short_dwell), so it raises the claim's spot-check chance but never forces one alone.
 SAME_SCENE_WEIGHT = 25
@@ -67,55 +66,30 @@ class _Greys:
 
     def get(self, sha256: str) -> Image.Image:
         if sha256 not in self.cache:
-            store, key = get_store(), self.key_of(sha256)
-            data = store.get(key) if store.exists(key) else store.get(sha256)
-            self.cache[sha256] = load_grey(data)
+            self.cache[sha256] = _load(sha256, self.key_of)
         return self.cache[sha256]
 
     def photo(self, sha256: str, variant: int = 0) -> Photo:
         if (sha256, variant) not in self.photos:
-            kept = KEPT.get(sha256) if variant == 0 else None
-            self.photos[sha256, variant] = kept or Photo.of(turned(self.get(sha256), variant))
-            if variant == 0 and kept is None:
-                KEPT.put(sha256, self.photos[sha256, variant])
+            self.photos[sha256, variant] = (kept_photo(sha256, self.key_of) if variant == 0
+                                            else Photo.of(turned(self.get(sha256), variant)))
         return self.photos[sha256, variant]
 
 
-class _KeptPhotos:
-    """Stored files' Photos (working image + ORB keypoints), the most recently used kept in this process: a
-    much-photographed shop's files are each compared with every new photo of it that the hashes bring near (in the
-    200-worker simulated day, 14,466 pairs over 1,411 stored files), and loading one (~2.5 ms) and finding its
-    keypoints (~3.6 ms) was a third of each pixel check. Keyed by content (sha256), so an entry never goes stale.
-    Bounded: ``size`` Photos of a working image at most 512 px a side (~0.4 MB each). Thread-safe."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, sha256: str) -> Photo | None:
-        with self.lock:
-            photo = self.items.get(sha256)
-            if photo is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self.items.move_to_end(sha256)
-            return photo
-
-    def put(self, sha256: str, photo: Photo) -> None:
-        with self.lock:
-            self.items[sha256] = photo
-            self.items.move_to_end(sha256)
-            while len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.items.clear()
-            self.hits = self.misses = 0
+def _load(sha256: str, key_of: Callable[[str], str]) -> Image.Image:
+    store, key = get_store(), key_of(sha256)
+    return load_grey(store.get(key) if store.exists(key) else store.get(sha256))
 
 
-KEPT = _KeptPhotos(KEPT_PHOTOS)
+# Stored files' Photos (working image + ORB keypoints), the most recently used kept in this process: a
+# much-photographed shop's files are each compared with every new photo of it that the hashes bring near (in the
+# 200-worker simulated day, 14,466 pairs over 1,411 stored files), and loading one (~2.5 ms) and finding its
+# keypoints (~3.6 ms) was a third of each pixel check. Keyed by content (sha256), so an entry never goes stale; a
+# new file's own Photo (as it is compared) is kept too, for the uploads after it. Bounded: KEPT_PHOTOS Photos of a
+# working image at most 512 px a side (~0.4 MB each).
+@lru_cache(maxsize=KEPT_PHOTOS)
+def kept_photo(sha256: str, key_of: Callable[[str], str]) -> Photo:
+    return Photo.of(_load(sha256, key_of))
 
 
 class Finder:
@@ -132,7 +106,6 @@ class Finder:
                  key_of: Callable[[str], str]) -> None:
         self.ev, self.frames, self.mine = ev, frames, _side(ev, reasons)
         self.greys, self.considered = _Greys(key_of), set()
-        self.decided: dict[int, Verdict] = {}  # other_id -> verdict, over all rounds
 
     def find(self, db_session: Session) -> list[Pair]:
         """Every stored file of another claim, not considered before, that is the same capture or the same scene."""
@@ -157,7 +130,6 @@ class Finder:
             verdict = decide(self.mine, side, match, pixels)
             if verdict is not None:
                 out.append(Pair(other.id, match.distance, match.method, verdict))
-                self.decided[other.id] = verdict
         return out
 
     def consistent(self, db_session: Session, found: list[Pair]) -> list[Pair]:
@@ -172,7 +144,7 @@ class Finder:
         if not self.mine.fresh_capture:
             return found
         suspect = [p.other_id for p in found if p.verdict.kind == "same_capture" and p.verdict.why not in BY_IDENTITY]
-        scene = [i for i, v in self.decided.items() if v.kind == "same_scene"]
+        scene = [p.other_id for p in found if p.verdict.kind == "same_scene"]
         if not suspect or not scene:
             return found
         cleared = set(db_session.scalars(select(EvidenceMatch.evidence_id).where(
@@ -182,7 +154,6 @@ class Finder:
         for p in found:
             if p.other_id in cleared:
                 p = Pair(p.other_id, p.distance, p.method, Verdict("same_scene", "copy_of_another_exposure"))
-                self.decided[p.other_id] = p.verdict
             out.append(p)
         return out
 

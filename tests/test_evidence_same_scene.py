@@ -153,9 +153,10 @@ def test_a_copy_of_another_visitors_photo_is_not_the_source_of_a_new_shot(client
         assert "same_capture" in verdicts and "duplicate_evidence" in db.get(Claim, c3["id"]).flags
 
 
-def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same(client, db):
-    """evidence.pairs.KEPT: the third photo of a shop is compared with the two before it without loading either
-    again (the second's Photo was kept when it was the new file); with nothing kept, the same verdicts."""
+def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same(client, db, monkeypatch):
+    """evidence.pairs.kept_photo: the third photo of a shop is compared with the two before it without loading
+    either again (the second's Photo was kept when it was the new file); with nothing kept, the same verdicts.
+    Bounded: an LRU of KEPT_PHOTOS."""
     from evidence import pairs
 
     def third_visit_verdicts(seed: int) -> list[str]:
@@ -165,26 +166,16 @@ def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same
             process_all(db)
         return sorted(m["verdict"] for m in _evidence(client, w, r.json()["id"])["matches"])
 
-    pairs.KEPT.clear()
+    kept_photo = pairs.kept_photo
+    assert kept_photo.cache_info().maxsize == pairs.KEPT_PHOTOS
+    kept_photo.cache_clear()
     kept = third_visit_verdicts(5151)
-    assert pairs.KEPT.hits >= 2, (pairs.KEPT.hits, pairs.KEPT.misses)
-    pairs.KEPT.size = 0  # nothing kept: every stored file loaded and its keypoints found again
-    try:
-        pairs.KEPT.clear()
-        assert third_visit_verdicts(5252) == kept == ["same_scene", "same_scene"]
-        assert pairs.KEPT.hits == 0 and not pairs.KEPT.items
-    finally:
-        pairs.KEPT.size = pairs.KEPT_PHOTOS
-
-
-def test_kept_photos_are_bounded_least_recently_used_first():
-    from evidence.pairs import _KeptPhotos
-
-    kept = _KeptPhotos(2)
-    kept.put("a", "A"), kept.put("b", "B")
-    assert kept.get("a") == "A"  # a is now the most recent
-    kept.put("c", "C")
-    assert kept.get("b") is None and kept.get("a") == "A" and kept.get("c") == "C" and len(kept.items) == 2
+    assert kept_photo.cache_info().hits >= 2, kept_photo.cache_info()
+    # Nothing kept: every stored file loaded and its keypoints found again.
+    monkeypatch.setattr(pairs, "kept_photo", kept_photo.__wrapped__)
+    kept_photo.cache_clear()
+    assert third_visit_verdicts(5252) == kept == ["same_scene", "same_scene"]
+    assert kept_photo.cache_info().hits == 0 and kept_photo.cache_info().currsize == 0
 
 
 # ---- the fresh-angle weight is added once per claim, however many of its photos are processed at once ----------
