@@ -12,7 +12,7 @@ from api.hooks import register_domain_hooks
 from api.middleware import EdgeMiddleware
 from api.phone_writes import PhoneWrites
 from api.routers import acceptance, auth, claims, evidence, health, money, ops, pages, tasks, users
-from core import jobs
+from core import heap, jobs
 from core.config import get_settings
 from core.db import open_flow_pool
 from core.logging import configure_logging
@@ -35,6 +35,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Built here, not on the event loop by the first upload (the S3 backend imports boto3 and builds a client).
     await anyio.to_thread.run_sync(get_store)
     app.state.flow_pool = await open_flow_pool()  # the check-in's async write path (api.deps.get_flow_runner)
+    heap.freeze_startup()  # what starting built lives as long as the process: out of the collector's way
     try:
         yield
     finally:

@@ -192,3 +192,27 @@ def test_a_slow_upload_holds_no_connection_while_its_body_arrives(test_database)
         t.join(30)
     assert me.status_code == 200 and waited < 2.0, (me.status_code, waited)
     assert result["upload"].status_code == 404  # the body was taken in full, then the claim was looked up
+
+
+def test_the_api_freezes_what_it_built_while_starting(test_database):
+    """core.heap: a served API process has moved its startup objects (modules, app, mappers: over 100,000) out of
+    the cyclic collector's reach, so a full collection under load no longer walks them (and stalls requests)."""
+    import re
+
+    from tests.live import live_server
+
+    token = "m" * 40
+    with live_server("heap", {"FIELDPROOF_METRICS_TOKEN": token}) as srv, srv.http() as c:
+        body = c.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    frozen = re.search(r"^fieldproof_gc_frozen_objects (\S+)$", body, re.M)
+    assert frozen and float(frozen.group(1)) > 100_000, body[:2000]
+
+
+def test_every_celery_pool_process_freezes_its_startup_objects():
+    """The same for the evidence and check-in workers: wired to each pool process's start."""
+    from celery import signals
+
+    from workers import celery_app
+
+    receivers = [ref() if callable(ref) else ref for _, ref in signals.worker_process_init.receivers]
+    assert celery_app._freeze_startup in receivers

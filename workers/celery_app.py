@@ -1,10 +1,10 @@
 """The Celery app: Redis broker, JSON only, late acks for idempotent tasks."""
 from __future__ import annotations
 
-from celery import Celery
+from celery import Celery, signals
 
 from checkin import hooks as checkin_hooks
-from core import clock
+from core import clock, heap
 from core.config import get_settings
 from core.redis import redis_url
 from evidence import hooks as evidence_hooks
@@ -41,3 +41,10 @@ app.conf.update(
     timezone="UTC",
     enable_utc=True,
 )
+
+
+@signals.worker_process_init.connect
+def _freeze_startup(**_: object) -> None:
+    """Each pool process, once forked and initialised: what starting built stays out of the collector's way
+    (core.heap)."""
+    heap.freeze_startup()
