@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from evidence import index_store
 from evidence.features import Photo, compare_pixels
-from evidence.sameness import Side, Verdict, decide, same_exposure_by_exif, turned, two_captures_by_exif
+from evidence.sameness import (DERIVED_DETAIL_AGAINST_EXIF, Side, Verdict, decide, same_exposure_by_exif,
+                               turned, two_captures_by_exif)
 from evidence.hashing import ImageHashes, load_grey
 from evidence.match import REACH_THRESHOLD, Match, compare_media
 from evidence.models import Evidence, EvidenceMatch
@@ -36,6 +37,11 @@ EXACT = Match(0, "sha256")
 # Same-capture verdicts that name the exposure outright; every other one (pixels, or the hash rule) can be
 # overruled by what is already known of the stored file (Finder.consistent).
 BY_IDENTITY = ("identical_file", "same_exif")
+# Without a capture receipt, pixels sharing less than this of a stored file's fine detail show this file is another
+# exposure than it, for Finder.consistent: honest gallery shots against the shot a downscaled copy was made from
+# 0.45-0.59 where the copy misled (0.82-0.87 with the copy); a copy of a copy against its source 0.79-0.84 over the
+# simulator's transforms (below sameness.DERIVED_DETAIL at 0.79: too close to clear anything by).
+ANOTHER_EXPOSURE_DETAIL = 0.7
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class Pair:
     distance: int
     method: str
     verdict: Verdict
+    detail: float | None = None  # the fine detail the pixels shared (features.Alignment.detail), when measured
 
     @property
     def stored_method(self) -> str:
@@ -129,22 +136,35 @@ class Finder:
                 checks += 1
             verdict = decide(self.mine, side, match, pixels)
             if verdict is not None:
-                out.append(Pair(other.id, match.distance, match.method, verdict))
+                detail = pixels.detail if pixels is not None and pixels.confirmed else None
+                out.append(Pair(other.id, match.distance, match.method, verdict, detail))
         return out
 
     def consistent(self, db_session: Session, found: list[Pair]) -> list[Pair]:
         """The pairs of every round (``found``), made consistent with what is already recorded: a stored file
         already recorded as the same capture as X, where this file is another exposure than X, is another exposure
-        than this file too. Only for a file with a verified capture receipt (taken in the app at this visit; EXIF
-        alone can be rewritten): an honest in-app shot of a much-photographed shop against an old EXIF-less copy
-        of another visitor's photo shares as much fine detail as a downscaled copy (0.967 against 0.954 with that
-        photo itself in the 22:33Z simulated day), and only the copy's history tells them apart. A re-used file
-        stays flagged through the file it was copied from. Run once, after the last round, so an X found in a
-        later round than the copy still counts."""
-        if not self.mine.fresh_capture:
-            return found
-        suspect = [p.other_id for p in found if p.verdict.kind == "same_capture" and p.verdict.why not in BY_IDENTITY]
-        scene = [p.other_id for p in found if p.verdict.kind == "same_scene"]
+        than this file too. An honest shot of a much-photographed shop against an old EXIF-less copy of another
+        visitor's photo shares as much fine detail as a downscaled copy (0.967 against 0.954 with that photo itself
+        in the 22:33Z simulated day; a gallery shot without a receipt 0.869 against a status-bar screenshot, 0.592
+        with its source, at 02:37Z), and only the copy's history tells them apart. "Another exposure than X" is
+        what EXIF alone cannot say (it can be rewritten): a verified capture receipt on this file (taken in the app
+        at this visit), or, without one, pixels compared with X that share less than ANOTHER_EXPOSURE_DETAIL of its
+        detail (clearly two exposures, with no EXIF at all); then only a copy short of near-identical to the stored
+        file (below DERIVED_DETAIL_AGAINST_EXIF, as measured) is cleared. A re-used file stays flagged
+        through the file it was copied from. Run once, after the last round, so an X found in a later round than
+        the copy still counts."""
+        fresh = self.mine.fresh_capture
+
+        def other_exposure(p: Pair) -> bool:
+            return p.verdict.kind == "same_scene" and (
+                fresh or (p.detail is not None and p.detail < ANOTHER_EXPOSURE_DETAIL))
+
+        def clearable(p: Pair) -> bool:
+            return p.verdict.kind == "same_capture" and p.verdict.why not in BY_IDENTITY and (
+                fresh or (p.detail is not None and p.detail < DERIVED_DETAIL_AGAINST_EXIF))
+
+        suspect = [p.other_id for p in found if clearable(p)]
+        scene = [p.other_id for p in found if other_exposure(p)]
         if not suspect or not scene:
             return found
         cleared = set(db_session.scalars(select(EvidenceMatch.evidence_id).where(
@@ -153,7 +173,7 @@ class Finder:
         out = []
         for p in found:
             if p.other_id in cleared:
-                p = Pair(p.other_id, p.distance, p.method, Verdict("same_scene", "copy_of_another_exposure"))
+                p = Pair(p.other_id, p.distance, p.method, Verdict("same_scene", "copy_of_another_exposure"), p.detail)
             out.append(p)
         return out
 

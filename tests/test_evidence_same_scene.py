@@ -153,6 +153,29 @@ def test_a_copy_of_another_visitors_photo_is_not_the_source_of_a_new_shot(client
         assert "same_capture" in verdicts and "duplicate_evidence" in db.get(Claim, c3["id"]).flags
 
 
+def test_a_gallery_shot_is_not_a_copy_of_a_screenshot_of_another_visitors_shot(client, db):
+    """guomao-0091 in the 2026-11-30 02:37Z simulated day (seeds as sim.agents makes them): w0183's shot (evidence
+    197), w0059's EXIF-less status-bar screenshot of it on another claim (366), then w0163's own shot from the
+    gallery, without a receipt (1869). The shot shares 0.869 of its fine detail with the small screenshot, by pixels
+    alone a copy, but only 0.592 with the photo the screenshot was made from: clearly another exposure than that
+    photo (pixels, not EXIF), so another exposure than its copy too. The screenshot stays the duplicate."""
+    guomao = zlib.crc32(b"guomao-0091")
+    _, c1, w1, _ = _visit(client, db)
+    first = _shot(guomao, 700_204_001, 100, ("Apple", "iPhone 13", "SN00700204"))
+    upload(client, c1, w1, first)
+    _, c2, w2, _ = _visit(client, db)
+    upload(client, c2, w2, photos.reuse(first, "screenshot_statusbar"))
+    process_all(db)
+    assert "duplicate_evidence" in db.get(Claim, c2["id"]).flags
+    _, c3, w3, _ = _visit(client, db)
+    r = upload(client, c3, w3, _shot(guomao, 700_184_007, 0, ("HONOR", "X50", "SN00700184")))
+    assert r.status_code == 201 and r.json()["capture_verified"] is False, r.text
+    process_all(db)
+    verdicts = {m["verdict"] for m in _evidence(client, w3, r.json()["id"])["matches"]}
+    assert verdicts == {"same_scene"} and "duplicate_evidence" not in db.get(Claim, c3["id"]).flags
+    assert "duplicate_evidence" in db.get(Claim, c2["id"]).flags
+
+
 def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same(client, db, monkeypatch):
     """evidence.pairs.kept_photo: the third photo of a shop is compared with the two before it without loading
     either again (the second's Photo was kept when it was the new file); with nothing kept, the same verdicts.
