@@ -120,6 +120,19 @@ def test_pixels_go_first_to_pairs_only_pixels_can_decide(client, db, monkeypatch
     assert "duplicate_evidence" not in db.get(Claim, c3["id"]).flags
 
 
+def _shot_and_its_copy(client, db, scene: int, seed: int, camera: tuple[str, str, str], transform: str) -> dict:
+    """One visitor's shot of a shop (its own claim), then a re-user's EXIF-less copy of it (``transform``) on
+    another claim, both processed: the copy is flagged. Returns the copy's claim."""
+    _, c1, w1, _ = _visit(client, db)
+    first = _shot(scene, seed, 100, camera)
+    upload(client, c1, w1, first)
+    _, c2, w2, _ = _visit(client, db)
+    upload(client, c2, w2, photos.reuse(first, transform))
+    process_all(db)
+    assert "duplicate_evidence" in db.get(Claim, c2["id"]).flags
+    return c2
+
+
 @pytest.mark.parametrize("receipt", [True, False])
 def test_a_copy_of_another_visitors_photo_is_not_the_source_of_a_new_shot(client, db, receipt):
     """xidan-0081 in the 2026-11-29 22:33Z simulated day (seeds as sim.agents makes them): w0186's shot, w0049's
@@ -130,13 +143,7 @@ def test_a_copy_of_another_visitors_photo_is_not_the_source_of_a_new_shot(client
     (which anyone can rewrite) does not clear it: the pixels decide, and 0.967 (0.954 with the photo itself, past
     EXIF's 0.95) is a copy."""
     xidan = zlib.crc32(b"xidan-0081")
-    _, c1, w1, _ = _visit(client, db)
-    first = _shot(xidan, 700_207_002, 100, ("Xiaomi", "Redmi Note 12", "SN-186"))
-    upload(client, c1, w1, first)
-    _, c2, w2, _ = _visit(client, db)
-    upload(client, c2, w2, photos.reuse(first, "screenshot"))
-    process_all(db)
-    assert "duplicate_evidence" in db.get(Claim, c2["id"]).flags
+    c2 = _shot_and_its_copy(client, db, xidan, 700_207_002, ("Xiaomi", "Redmi Note 12", "SN-186"), "screenshot")
     task, c3, w3, _ = claimed(client, db)
     ci = client.post(f"/v1/claims/{c3['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]), headers=w3).json()
     shot = _shot(xidan, 700_169_005, 0, ("Apple", "iPhone 13", "SN-148"))
@@ -160,13 +167,8 @@ def test_a_gallery_shot_is_not_a_copy_of_a_screenshot_of_another_visitors_shot(c
     alone a copy, but only 0.592 with the photo the screenshot was made from: clearly another exposure than that
     photo (pixels, not EXIF), so another exposure than its copy too. The screenshot stays the duplicate."""
     guomao = zlib.crc32(b"guomao-0091")
-    _, c1, w1, _ = _visit(client, db)
-    first = _shot(guomao, 700_204_001, 100, ("Apple", "iPhone 13", "SN00700204"))
-    upload(client, c1, w1, first)
-    _, c2, w2, _ = _visit(client, db)
-    upload(client, c2, w2, photos.reuse(first, "screenshot_statusbar"))
-    process_all(db)
-    assert "duplicate_evidence" in db.get(Claim, c2["id"]).flags
+    c2 = _shot_and_its_copy(client, db, guomao, 700_204_001, ("Apple", "iPhone 13", "SN00700204"),
+                            "screenshot_statusbar")
     _, c3, w3, _ = _visit(client, db)
     r = upload(client, c3, w3, _shot(guomao, 700_184_007, 0, ("HONOR", "X50", "SN00700184")))
     assert r.status_code == 201 and r.json()["capture_verified"] is False, r.text
