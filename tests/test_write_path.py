@@ -210,9 +210,13 @@ def test_the_api_freezes_what_it_built_while_starting(test_database):
 
 def test_every_celery_pool_process_freezes_its_startup_objects():
     """The same for the evidence and check-in workers: wired to each pool process's start."""
+    import weakref
+
     from celery import signals
 
     from workers import celery_app
 
-    receivers = [ref() if callable(ref) else ref for _, ref in signals.worker_process_init.receivers]
+    # Celery keeps weak references to receivers unless told otherwise; never call a receiver itself here.
+    receivers = [ref() if isinstance(ref, weakref.ReferenceType) else ref
+                 for _, ref in signals.worker_process_init.receivers]
     assert celery_app._freeze_startup in receivers
