@@ -216,6 +216,55 @@ def test_the_shared_ip_count_reads_only_the_months_in_its_window(db):
         ["checkin_legacy", f"checkin_p{legacy_hi + timedelta(days=40):%Y%m}"])
 
 
+def test_the_shared_ip_count_reads_newest_first_whatever_the_statistics_say():
+    """Migration 0018. The statistics of a fresh database say an address has few fixes (all seeded without one);
+    then 3,000 fixes arrive from one carrier NAT address. Planned generically, as on the write path's pool, the
+    count's query sorted every fix of the address in the hour before reading the first (Append + Sort: 134 buffers
+    here, and a buffer a fix where they lie apart); the function's own ``enable_sort = off`` keeps the index walk
+    that stops at the 8th account (4 buffers)."""
+    url = _fresh_database("ipplan")
+    upgrade(url, "head")
+    engine = create_engine(url)
+    signature = "fieldproof_ip_accounts(inet, timestamptz, timestamptz, bigint, integer, integer)"
+    now = datetime.now(UTC)
+    fixes = text("""
+        INSERT INTO checkin (claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs,
+                             raw_coord_key, accuracy_m, accuracy_95_m, provider, device_id, ip, client_time,
+                             server_time, verdict, distance_m, risk_score, reasons, signals)
+        SELECT 1, 1000 + g, 1, 'in', ST_GeogFromText('POINT(116.4 39.9)'), 39.9, 116.4, 39.9, 116.4, 'wgs84',
+               'k' || g, 10, 16, 'gps', 'd' || g, CAST(:ip AS inet), :t - g * interval '1 second',
+               :t - g * interval '1 second', 'inside', 0, 0, '{}', '[]'
+          FROM generate_series(1, :n) g""")
+    count = text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT fieldproof_ip_accounts("
+                 "CAST('203.0.113.7' AS inet), :since, :until, 0, 500, 8)")
+    try:
+        with engine.begin() as conn:
+            _seed(conn, now - timedelta(days=3), n=1)
+            for name in partitions.partitions(conn, "checkin"):
+                conn.execute(text(f"ALTER TABLE {name.name} SET (autovacuum_enabled = false)"))
+            conn.execute(text("SET LOCAL session_replication_role = replica"))  # worker ids without users
+            conn.execute(fixes, {"ip": None, "t": now - timedelta(days=2), "n": 2000})
+            conn.execute(text("ANALYZE checkin"))
+            conn.execute(fixes, {"ip": "203.0.113.7", "t": now, "n": 3000})
+
+        def buffers() -> int:
+            with engine.connect() as conn:  # a new session: the function's query planned afresh
+                conn.execute(text("SET plan_cache_mode = force_generic_plan"))
+                window = {"since": now - timedelta(hours=1), "until": now}
+                conn.execute(count, window)  # the first call plans (and reads the catalogs); the second is timed
+                plan = conn.execute(count, window).scalar_one()[0]
+                return plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
+
+        ordered = buffers()
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER FUNCTION {signature} RESET enable_sort"))
+        sorted_first = buffers()
+        assert sorted_first > 100, sorted_first  # the case is real: without it, every fix of the address is read
+        assert ordered <= 10, ordered  # here 4: the index's descent and the page holding the newest fixes
+    finally:
+        engine.dispose()
+
+
 def test_a_row_the_default_catches_while_its_month_is_made_defers_that_month_not_the_run():
     """A write into the default partition between the move and the ATTACH (its month had no partition yet) made
     ATTACH fail with a check violation, which escaped maintain(): the run stopped and skipped the other tables.
