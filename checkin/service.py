@@ -39,8 +39,10 @@ HISTORY_CLOCK_SLACK = FIX_CLOCK_SLACK
 # the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP,
 # and the site's radio fingerprint against this scan (checkin.radio: primary-key lookups, no extra round trip).
 # All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
-# read bounded (the shared-IP count by shared_ip_scan_rows, and it stops at the signal's threshold: migration 0017,
-# fieldproof_ip_accounts). Every history read is bounded on both sides in server_time, the partition key of
+# read bounded by its answer, not by the worker's history: the latest fixes walk their index newest first and stop
+# at recent_n, other accounts on the device are found by index probes that step over the worker's own fixes
+# (migration 0019: fieldproof_recent_fixes, fieldproof_device_accounts), the shared-IP count stops at the signal's
+# threshold (migrations 0017 and 0018: fieldproof_ip_accounts), exact repeats stop at 100. Every history read is bounded on both sides in server_time, the partition key of
 # checkin, so only the months in the window are planned and read (history_window_days; README, Scale-out).
 _MEASURE = text("""
 SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task_id, nextval('checkin_id_seq') AS new_id,
@@ -48,16 +50,11 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
        CASE WHEN t.radius_m IS NOT NULL THEN greatest(0.0, ST_Distance(t.center, here.g) - t.radius_m)
             ELSE ST_Distance(t.fence, here.g) END AS distance_m,
        ST_X(t.center::geometry) AS cx, ST_Y(t.center::geometry) AS cy,
-       (SELECT coalesce(json_agg(r ORDER BY r.client_time DESC), '[]')
-          FROM (SELECT lat, lon, accuracy_m, client_time, altitude, speed, bearing, worker_id FROM checkin
-                 WHERE worker_id = :worker_id AND server_time BETWEEN :history_since AND :history_until
-                 ORDER BY client_time DESC LIMIT :recent_n) r) AS recent,
+       fieldproof_recent_fixes(:worker_id, :history_since, :history_until, :recent_n) AS recent,
        (SELECT count(*) FROM (SELECT 1 FROM checkin WHERE raw_coord_key = :coord_key
                                 AND server_time BETWEEN :history_since AND :history_until
                                 AND (worker_id <> :worker_id OR date(client_time) <> :fix_day) LIMIT 100) x) AS repeats,
-       (SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE device_id = :device_id
-                                AND server_time BETWEEN :history_since AND :history_until
-                                AND worker_id <> :worker_id LIMIT :device_cap) x) AS devices,
+       fieldproof_device_accounts(:device_id, :history_since, :history_until, :worker_id, :device_cap) AS devices,
        fieldproof_ip_accounts(CAST(:ip AS inet), :ip_since, :history_until, :worker_id, :ip_rows,
                               :ip_enough) AS ips,
        coalesce(rs.workers, 0) AS radio_workers, coalesce(rs.hashes, 0) AS radio_hashes,

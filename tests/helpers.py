@@ -56,3 +56,13 @@ def freeze_rate_limit_clock(monkeypatch) -> float:
     pinned = now - now % 3600 + 1830  # 30 s into a minute, 30 min 30 s into an hour
     monkeypatch.setattr("api.ratelimit.time", SimpleNamespace(time=lambda: pinned))
     return pinned
+
+
+# The check-in measure's history reads as SQL before migration 0019 (fieldproof_recent_fixes and
+# fieldproof_device_accounts answer the same; tests compare them and what each reads).
+RECENT_FIXES_SQL = """SELECT coalesce(json_agg(r ORDER BY r.client_time DESC), '[]')
+    FROM (SELECT lat, lon, accuracy_m, client_time, altitude, speed, bearing, worker_id FROM checkin
+           WHERE worker_id = :w AND server_time BETWEEN :since AND :until
+           ORDER BY client_time DESC LIMIT :n) r"""
+DEVICE_ACCOUNTS_SQL = """SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE device_id = :device
+    AND server_time BETWEEN :since AND :until AND worker_id <> :w LIMIT :cap) x"""

@@ -188,6 +188,53 @@ def test_server_time_is_when_the_fix_arrived_not_when_it_was_processed(client, d
     assert "client_clock_skew" in late.reasons
 
 
+def test_history_reads_by_index_answer_as_the_sql_they_replaced(client, db):
+    """fieldproof_recent_fixes and fieldproof_device_accounts (migration 0019) against the SQL they replaced, on a
+    random history of 5 workers on 3 phones over 100 days (phone clocks off by up to an hour): the same fixes in the
+    same order, the same capped count, for 80 random windows."""
+    import random
+
+    from sqlalchemy import text
+
+    from accounts.models import User
+    from checkin import service as checkins
+    from checkin.schemas import CheckinCreate
+    from tests.helpers import DEVICE_ACCOUNTS_SQL, RECENT_FIXES_SQL
+
+    rng = random.Random(19)
+    claims = [claimed(client, db)[1] for _ in range(5)]
+    workers = [db.get(User, c["worker_id"]).id for c in claims]
+    first = checkins.check_in(db_session=db, worker=db.get(User, workers[0]), claim_id=claims[0]["id"],
+                              body=CheckinCreate(**fix()), ip=None)
+    devices = [f"phone-{rng.randrange(10**6)}-{i}" for i in range(3)]
+    t0 = first.server_time
+    for _ in range(300):
+        at = t0 - timedelta(seconds=rng.uniform(0, 100 * 86400))
+        db.execute(text("""
+            INSERT INTO checkin (id, claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs,
+                                 raw_coord_key, accuracy_m, accuracy_95_m, provider, device_id, client_time,
+                                 server_time, verdict, distance_m, risk_score, reasons, signals, h3_r9)
+            SELECT nextval('checkin_id_seq'), claim_id, :w, task_id, kind, point, lat + :d, lon, raw_lat, raw_lon,
+                   raw_crs, raw_coord_key, accuracy_m, accuracy_95_m, provider, :device, :client, :at, verdict,
+                   distance_m, risk_score, reasons, signals, h3_r9
+              FROM checkin WHERE id = :id"""),
+            {"w": rng.choice(workers), "device": rng.choice(devices), "d": rng.uniform(-1e-4, 1e-4), "at": at,
+             "client": at - timedelta(seconds=rng.uniform(-600, 3600)), "id": first.id})
+    recent = text("SELECT fieldproof_recent_fixes(:w, :since, :until, :n)")
+    device_count = text("SELECT fieldproof_device_accounts(:device, :since, :until, :w, :cap)")
+    answers = set()
+    for _ in range(80):
+        since = t0 - timedelta(days=rng.uniform(0, 100))
+        args = {"w": rng.choice(workers), "since": since, "until": since + timedelta(days=rng.uniform(0, 100)),
+                "n": rng.choice([1, 4, 50]), "device": rng.choice(devices), "cap": rng.choice([0, 1, 2, 5])}
+        want = db.execute(text(RECENT_FIXES_SQL), args).scalar_one()
+        assert db.execute(recent, args).scalar_one() == want, args
+        count = db.execute(text(DEVICE_ACCOUNTS_SQL), args).scalar_one()
+        assert db.execute(device_count, args).scalar_one() == count, args
+        answers.add((min(len(want), 4), count))
+    assert len(answers) > 6  # the draws covered empty and full answers of both
+
+
 def test_shared_ip_count_stops_at_the_threshold_with_the_full_counts_verdict(client, db):
     """fieldproof_ip_accounts (migration 0017) against the SQL it replaced, on random history: the same answer up to
     the threshold, at most the threshold; and through the service, the 9th account on one address is flagged."""

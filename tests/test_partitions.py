@@ -2,17 +2,22 @@
 and pruning of the check-in history reads."""
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from checkin.service import _MEASURE
 from core import partitions
 from core.db import database_url
 from core.migrate import alembic_config, upgrade
+from tests.helpers import DEVICE_ACCOUNTS_SQL, RECENT_FIXES_SQL
 
 UTC = timezone.utc
 OLD = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -216,53 +221,104 @@ def test_the_shared_ip_count_reads_only_the_months_in_its_window(db):
         ["checkin_legacy", f"checkin_p{legacy_hi + timedelta(days=40):%Y%m}"])
 
 
-def test_the_shared_ip_count_reads_newest_first_whatever_the_statistics_say():
-    """Migration 0018. The statistics of a fresh database say an address has few fixes (all seeded without one);
-    then 3,000 fixes arrive from one carrier NAT address. Planned generically, as on the write path's pool, the
-    count's query sorted every fix of the address in the hour before reading the first (Append + Sort: 134 buffers
-    here, and a buffer a fix where they lie apart); the function's own ``enable_sort = off`` keeps the index walk
-    that stops at the 8th account (4 buffers)."""
-    url = _fresh_database("ipplan")
-    upgrade(url, "head")
-    engine = create_engine(url)
-    signature = "fieldproof_ip_accounts(inet, timestamptz, timestamptz, bigint, integer, integer)"
-    now = datetime.now(UTC)
-    fixes = text("""
+# Fixes in bulk for the tests of what the history reads cost: worker, device and address per row given as SQL
+# expressions of g (1..n), each a second before the last from :t back.
+def _fixes(worker: str, device: str, ip: str) -> str:
+    return f"""
         INSERT INTO checkin (claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs,
                              raw_coord_key, accuracy_m, accuracy_95_m, provider, device_id, ip, client_time,
                              server_time, verdict, distance_m, risk_score, reasons, signals)
-        SELECT 1, 1000 + g, 1, 'in', ST_GeogFromText('POINT(116.4 39.9)'), 39.9, 116.4, 39.9, 116.4, 'wgs84',
-               'k' || g, 10, 16, 'gps', 'd' || g, CAST(:ip AS inet), :t - g * interval '1 second',
-               :t - g * interval '1 second', 'inside', 0, 0, '{}', '[]'
-          FROM generate_series(1, :n) g""")
-    count = text("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT fieldproof_ip_accounts("
-                 "CAST('203.0.113.7' AS inet), :since, :until, 0, 500, 8)")
+        SELECT 1, {worker}, 1, 'in', ST_GeogFromText('POINT(116.4 39.9)'), 39.9, 116.4, 39.9, 116.4, 'wgs84',
+               'k' || g, 10, 16, 'gps', {device}, {ip}, :t - g * :step, :t - g * :step, 'inside', 0, 0, '{{}}', '[]'
+          FROM generate_series(1, :n) g"""
+
+
+@contextmanager
+def _stale_statistics(suffix: str, *later: tuple[str, dict]):
+    """A fresh database whose statistics were taken over 20,000 fixes of 20,000 workers on as many phones, none with an
+    address; then ``later`` (SQL, params) adds fixes the statistics never see (autovacuum off). Yields (engine,
+    now)."""
+    url = _fresh_database(suffix)
+    upgrade(url, "head")
+    engine = create_engine(url, poolclass=NullPool)  # each connect() a new session: plans made afresh
+    now = datetime.now(UTC)
     try:
         with engine.begin() as conn:
             _seed(conn, now - timedelta(days=3), n=1)
             for name in partitions.partitions(conn, "checkin"):
                 conn.execute(text(f"ALTER TABLE {name.name} SET (autovacuum_enabled = false)"))
             conn.execute(text("SET LOCAL session_replication_role = replica"))  # worker ids without users
-            conn.execute(fixes, {"ip": None, "t": now - timedelta(days=2), "n": 2000})
+            conn.execute(text(_fixes("1000 + g", "'d' || g", "NULL")),
+                         {"t": now - timedelta(days=2), "step": timedelta(seconds=1), "n": 20000})
             conn.execute(text("ANALYZE checkin"))
-            conn.execute(fixes, {"ip": "203.0.113.7", "t": now, "n": 3000})
-
-        def buffers() -> int:
-            with engine.connect() as conn:  # a new session: the function's query planned afresh
-                conn.execute(text("SET plan_cache_mode = force_generic_plan"))
-                window = {"since": now - timedelta(hours=1), "until": now}
-                conn.execute(count, window)  # the first call plans (and reads the catalogs); the second is timed
-                plan = conn.execute(count, window).scalar_one()[0]
-                return plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
-
-        ordered = buffers()
-        with engine.begin() as conn:
-            conn.execute(text(f"ALTER FUNCTION {signature} RESET enable_sort"))
-        sorted_first = buffers()
-        assert sorted_first > 100, sorted_first  # the case is real: without it, every fix of the address is read
-        assert ordered <= 10, ordered  # here 4: the index's descent and the page holding the newest fixes
+            for sql, params in later:
+                conn.execute(text(sql), {"t": now, **params})
+        yield engine, now
     finally:
         engine.dispose()
+
+
+_TYPES = {"w": "bigint", "since": "timestamptz", "until": "timestamptz", "n": "integer", "device": "text",
+          "cap": "integer"}
+
+
+def _buffers(engine, sql: str, params: dict) -> int:
+    """Shared buffers one execution of ``sql`` touches, prepared and planned generically as on the write path's
+    pool (EXPLAIN of a statement with parameters would plan it for their values; EXECUTE takes them inline), in a new session; the first
+    execution plans (and reads the catalogs), the second is counted."""
+    names = list(dict.fromkeys(re.findall(r":(\w+)", sql)))
+    body = re.sub(r":(\w+)", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    args, values = ", ".join(["%s"] * len(names)), [params[n] for n in names]
+    with engine.connect() as conn, psycopg.ClientCursor(conn.connection.driver_connection) as cur:
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+        cur.execute(f"PREPARE q ({', '.join(_TYPES[n] for n in names)}) AS {body}")
+        cur.execute(f"EXECUTE q ({args})" if names else "EXECUTE q", values)
+        cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE q ({args})" if names else
+                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE q", values)
+        plan = cur.fetchone()[0][0]["Plan"]
+        return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+
+
+def test_the_shared_ip_count_reads_newest_first_whatever_the_statistics_say():
+    """Migration 0018. The statistics of a fresh database say an address has few fixes (all seeded without one);
+    then 3,000 fixes arrive from one carrier NAT address. Planned generically, as on the write path's pool, the
+    count's query sorted every fix of the address in the hour before reading the first (Append + Sort: 134 buffers
+    here, and a buffer a fix where they lie apart); the function's own ``enable_sort = off`` keeps the index walk
+    that stops at the 8th account (4 buffers)."""
+    nat = (_fixes("1000 + g", "'d' || g", "CAST('203.0.113.7' AS inet)"), {"step": timedelta(seconds=1), "n": 3000})
+    with _stale_statistics("ipplan", nat) as (engine, now):
+        count = "SELECT fieldproof_ip_accounts(CAST('203.0.113.7' AS inet), :since, :until, 0, 500, 8)"
+        window = {"since": now - timedelta(hours=1), "until": now}
+        ordered = _buffers(engine, count, window)
+        with engine.begin() as conn:
+            conn.execute(text("ALTER FUNCTION fieldproof_ip_accounts(inet, timestamptz, timestamptz, bigint, integer,"
+                              " integer) RESET enable_sort"))
+        sorted_first = _buffers(engine, count, window)
+    assert sorted_first > 100, sorted_first  # the case is real: without it, every fix of the address is read
+    assert ordered <= 10, ordered  # here 4: the index's descent and the page holding the newest fixes
+
+
+def test_a_busy_workers_history_reads_stop_at_their_answer():
+    """Migration 0019. A worker with 3,000 fixes in the window on their own phone, which one other account used
+    once. Planned generically, the latest-fixes read sorted all 3,000 and the other-accounts count read all 3,000
+    to drop the worker's own; now each reads a few index pages, with the same answers."""
+    busy = (_fixes("7", "'phone-7'", "NULL"), {"step": timedelta(minutes=40), "n": 3000})
+    other = (_fixes("8", "'phone-7'", "NULL"), {"step": timedelta(days=1), "n": 1})
+    with _stale_statistics("busy", busy, other) as (engine, now):
+        window = {"since": now - timedelta(days=92), "until": now + timedelta(minutes=5), "w": 7}
+        reads = {}
+        for name, old, new, params in (
+                ("recent", RECENT_FIXES_SQL, "SELECT fieldproof_recent_fixes(:w, :since, :until, :n)", {"n": 4}),
+                ("devices", DEVICE_ACCOUNTS_SQL,
+                 "SELECT fieldproof_device_accounts(:device, :since, :until, :w, :cap)", {"device": "phone-7",
+                                                                                          "cap": 2})):
+            with engine.connect() as conn:
+                assert conn.execute(text(new), {**window, **params}).scalar_one() == \
+                    conn.execute(text(old), {**window, **params}).scalar_one()
+            reads[name] = (_buffers(engine, old, {**window, **params}), _buffers(engine, new, {**window, **params}))
+    for name, (before, now_) in reads.items():
+        assert before > 50, (name, reads)  # the worker's whole history, before (here 132 and 93)
+        assert now_ <= 20, (name, reads)  # a few index descents (one per month in the window): here 3 and 8
 
 
 def test_a_row_the_default_catches_while_its_month_is_made_defers_that_month_not_the_run():
