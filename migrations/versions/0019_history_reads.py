@@ -11,11 +11,15 @@ The check-in's measure read two of its history figures in SQL whose cost grew wi
   2,000 fixes on the worker's own phone: 0.35 ms).
 
 ``fieldproof_recent_fixes`` is the first read with ``enable_sort = off`` (the ordered walk is then the only cheap
-plan, whatever the statistics say; a function's SET clause is undone when it returns): the same JSON, n rows read.
+plan, whatever the statistics say; a function's SET clause is undone when it returns): the same JSON, the newest
+n rows of the window read (plus, where the window starts inside a month, that month's fixes of the worker newer by
+client time but older than the window, which the walk meets first and the filter drops).
 ``fieldproof_device_accounts`` counts distinct other accounts by probing the index: the lowest worker id above the
-last one found, with a fix on the device in the window, one index descent each; the worker's own fixes are
-stepped over in one probe, never read. At most ``cap`` + 2 probes; the answer is the old count's
-(``tests/test_checkin_api.py`` compares both on random histories).
+last one found, with a fix on the device in the window, one index descent each; the worker's own fixes in the
+window are stepped over in one probe (a probe still reads, and drops, fixes outside the window in the months the
+window touches: the index does not hold server_time). At most ``cap`` + 1 probes; the answer is the old count's
+(``tests/test_checkin_api.py`` compares both on random histories; a NULL cap counts everyone, as LIMIT NULL did,
+and a NULL worker finds no one, as ``worker_id <> NULL`` did).
 
 Revision ID: 0019_history_reads
 Revises: 0018_ip_accounts_ordered
@@ -49,7 +53,10 @@ DECLARE
     last bigint := -9223372036854775808;
     w bigint;
 BEGIN
-    WHILE found_n < p_cap LOOP
+    IF p_worker IS NULL THEN
+        RETURN 0;
+    END IF;
+    WHILE p_cap IS NULL OR found_n < p_cap LOOP
         w := (SELECT worker_id FROM checkin
                WHERE device_id = p_device AND worker_id > last AND server_time BETWEEN p_since AND p_until
                ORDER BY worker_id LIMIT 1);
