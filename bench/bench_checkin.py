@@ -109,12 +109,13 @@ def seed_claims(n: int, *, checked_in: bool = False, tasks: dict[int, tuple[floa
 
 
 def _check_in(conn, claim_ids: list[int], tasks: dict[int, tuple[float, float]]) -> None:
-    """Claims checked in 30 minutes ago ~20 m from their task's centre, with the check-in row a real one leaves:
-    its own raw coordinates and their exact-repeat key, and an address from a carrier's NAT range, as a phone's fix
-    has. (Every seeded row once sat on the centre with the key '' and no address: the planner took the exact-repeat
-    lookup for a scan of the month and the shared-IP count for a sort of the address's every fix, and a first run
-    on a fresh database measured that, ~180 check-ins/s, instead of the check-in. The shared-IP count no longer
-    depends on it: migration 0018.)"""
+    """Claims checked in 30 minutes ago ~20 m from their task's centre, with the check-in row a real one leaves: its
+    own raw coordinates and their exact-repeat key, and an address from a carrier's NAT range, as a phone's fix has
+    (its H3 cell is the centre's: the seed has no H3 in SQL, and nothing here reads the cell). (Every seeded row
+    once sat on the centre with the key '' and no address: the planner took the exact-repeat lookup for a scan of
+    the month and the shared-IP count for a sort of the address's every fix, and a first run on a fresh database
+    measured that, ~180 check-ins/s, instead of the check-in. The shared-IP count no longer depends on it: migration
+    0018.)"""
 
     cells = [h3cells.cell(lat, lon) for lon, lat in tasks.values()]
     conn.execute(text("""

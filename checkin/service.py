@@ -42,8 +42,9 @@ HISTORY_CLOCK_SLACK = FIX_CLOCK_SLACK
 # read bounded by its answer, not by the worker's history: the latest fixes walk their index newest first and stop
 # at recent_n, other accounts on the device are found by index probes that step over the worker's own fixes
 # (migration 0019: fieldproof_recent_fixes, fieldproof_device_accounts), the shared-IP count stops at the signal's
-# threshold (migrations 0017 and 0018: fieldproof_ip_accounts), exact repeats stop at 100. Every history read is bounded on both sides in server_time, the partition key of
-# checkin, so only the months in the window are planned and read (history_window_days; README, Scale-out).
+# threshold (migrations 0017 and 0018: fieldproof_ip_accounts), exact repeats stop at 100. Every history read is
+# bounded on both sides in server_time, the partition key of checkin, so only the months in the window are planned
+# and read (history_window_days; README, Scale-out).
 _MEASURE = text("""
 SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task_id, nextval('checkin_id_seq') AS new_id,
        t.starts_at, t.ends_at, t.hard_fence, t.min_dwell_s,

@@ -222,7 +222,7 @@ def test_the_shared_ip_count_reads_only_the_months_in_its_window(db):
 
 
 # Fixes in bulk for the tests of what the history reads cost: worker, device and address per row given as SQL
-# expressions of g (1..n), each a second before the last from :t back.
+# expressions of g (1..n), each :step before the last from :t back.
 def _fixes(worker: str, device: str, ip: str) -> str:
     return f"""
         INSERT INTO checkin (claim_id, worker_id, task_id, kind, point, lat, lon, raw_lat, raw_lon, raw_crs,
@@ -235,9 +235,9 @@ def _fixes(worker: str, device: str, ip: str) -> str:
 
 @contextmanager
 def _stale_statistics(suffix: str, *later: tuple[str, dict]):
-    """A fresh database whose statistics were taken over 20,000 fixes of 20,000 workers on as many phones, none with an
-    address; then ``later`` (SQL, params) adds fixes the statistics never see (autovacuum off). Yields (engine,
-    now)."""
+    """A fresh database whose statistics were taken over 20,000 fixes of 20,000 workers on as many phones, none
+    with an address; then ``later`` (SQL, params) adds fixes the statistics never see (autovacuum off). Yields
+    (engine, now)."""
     url = _fresh_database(suffix)
     upgrade(url, "head")
     engine = create_engine(url, poolclass=NullPool)  # each connect() a new session: plans made afresh
@@ -263,18 +263,17 @@ _TYPES = {"w": "bigint", "since": "timestamptz", "until": "timestamptz", "n": "i
 
 
 def _buffers(engine, sql: str, params: dict) -> int:
-    """Shared buffers one execution of ``sql`` touches, prepared and planned generically as on the write path's
-    pool (EXPLAIN of a statement with parameters would plan it for their values; EXECUTE takes them inline), in a new session; the first
-    execution plans (and reads the catalogs), the second is counted."""
+    """Shared buffers one execution of ``sql`` (with parameters) touches, prepared and planned generically as on the
+    write path's pool (EXPLAIN of a statement with parameters would plan it for their values; EXECUTE takes them
+    inline), in a new session; the first execution plans (and reads the catalogs), the second is counted."""
     names = list(dict.fromkeys(re.findall(r":(\w+)", sql)))
     body = re.sub(r":(\w+)", lambda m: f"${names.index(m.group(1)) + 1}", sql)
     args, values = ", ".join(["%s"] * len(names)), [params[n] for n in names]
     with engine.connect() as conn, psycopg.ClientCursor(conn.connection.driver_connection) as cur:
         cur.execute("SET plan_cache_mode = force_generic_plan")
         cur.execute(f"PREPARE q ({', '.join(_TYPES[n] for n in names)}) AS {body}")
-        cur.execute(f"EXECUTE q ({args})" if names else "EXECUTE q", values)
-        cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE q ({args})" if names else
-                    "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE q", values)
+        cur.execute(f"EXECUTE q ({args})", values)
+        cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE q ({args})", values)
         plan = cur.fetchone()[0][0]["Plan"]
         return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
 
