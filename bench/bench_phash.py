@@ -22,11 +22,12 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
+import scipy.fftpack
 from PIL import Image
 
 from bench.common import figure, scale
 from evidence.sameness import Side, decide, pixels_of
-from evidence.hashing import (DIHEDRAL, PHASH_SIDE, ImageHashes, _centre, _dihedral_phashes, _trim_box, grey_file,
+from evidence.hashing import (DIHEDRAL, PHASH_SIDE, TRANSPOSING, ImageHashes, _centre, _trim_box, grey_file,
                               hash_image, load_grey, to_int)
 from evidence.match import REACH_THRESHOLD, compare
 from sim.transforms import crop5
@@ -83,6 +84,22 @@ def _previous_hashes(grey: Image.Image) -> ImageHashes:
                   for k, im in parts.items()}  # it resized each region twice (imagehash.phash, then the variants)
     out.variants = [{k: per_region[k][i] for k in parts} for i in range(len(DIHEDRAL))]
     return out
+
+
+def _previous_phash_of_pixels(pixels: np.ndarray) -> int:
+    """The previous pipeline's pHash of 32 px pixels: one DCT pair and one hex string per hash."""
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)
+    low = dct[:8, :8]
+    return to_int(imagehash.ImageHash(low > np.median(low)))
+
+
+def _dihedral_phashes(im: Image.Image, identity: int, small: Image.Image) -> list[int]:
+    """The previous pipeline's dihedral pHashes of a region (two resizes, eight DCTs one by one)."""
+    small_t = (im.transpose(Image.Transpose.TRANSPOSE).resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)
+               .transpose(Image.Transpose.TRANSPOSE))
+    return [identity if t is None else
+            _previous_phash_of_pixels(np.asarray((small_t if t in TRANSPOSING else small).transpose(t)))
+            for t in DIHEDRAL]
 
 
 def process_previous(upload: bytes, stored: list[tuple[bytes, ImageHashes]]) -> None:

@@ -13,6 +13,8 @@ tiles do not. The median over tiles ignores a watermark band, a status bar or ro
 """
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import dataclass, replace
 
 import cv2
@@ -95,17 +97,41 @@ def _good_matches(da: np.ndarray, db: np.ndarray) -> list:
 @dataclass(frozen=True)
 class Photo:
     """A working image made ready for comparison once (chrome cut, enlarged when small: ``_photo``) with its ORB
-    keypoints, so a new upload compared with several stored files finds its own keypoints only once."""
+    keypoints (their positions, N × 2 float32: all ``align`` reads of a keypoint), so a new upload compared with
+    several stored files finds its own keypoints only once."""
 
     pixels: np.ndarray
-    points: tuple
+    points: np.ndarray
     descriptors: np.ndarray | None
 
     @classmethod
     def of(cls, img: Image.Image) -> "Photo":
         pixels = _photo(img)
         points, descriptors = keypoints(pixels)
-        return cls(pixels, tuple(points), descriptors)
+        return cls(pixels, np.array([k.pt for k in points], np.float32).reshape(-1, 2), descriptors)
+
+    @classmethod
+    def with_features(cls, img: Image.Image, packed: bytes) -> "Photo | None":
+        """The Photo of ``img`` with keypoints found before (``packed``, from ``features_file``) instead of found
+        again: the same pixels, positions and descriptors as ``of`` (ORB is deterministic). None when ``packed`` is
+        not a well-formed features file of a photo this size (the caller finds them again)."""
+        pixels = _photo(img)
+        try:
+            with np.load(io.BytesIO(packed), allow_pickle=False) as f:
+                shape, points, descriptors = f["shape"], f["points"], f["descriptors"]
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        if (tuple(shape) != pixels.shape or points.dtype != np.float32 or points.ndim != 2 or points.shape[1] != 2
+                or descriptors.dtype != np.uint8 or descriptors.shape not in ((0,), (len(points), 32))):
+            return None
+        return cls(pixels, points, descriptors if len(descriptors) else None)
+
+    def features_file(self) -> bytes:
+        """The keypoints, descriptors and the prepared pixels' shape, packed for ``with_features`` (~40 KB)."""
+        buf = io.BytesIO()
+        np.savez(buf, shape=np.array(self.pixels.shape, np.int32), points=self.points,
+                 descriptors=self.descriptors if self.descriptors is not None else np.zeros(0, np.uint8))
+        return buf.getvalue()
 
 
 def align(query: Photo, stored: Photo) -> tuple[Alignment, np.ndarray | None]:
@@ -118,8 +144,8 @@ def align(query: Photo, stored: Photo) -> tuple[Alignment, np.ndarray | None]:
     good = _good_matches(da, db)
     if len(good) < 8:
         return Alignment(0, len(good), 0.0, None, kp), None
-    src = np.float32([ka[m.queryIdx].pt for m in good])
-    dst = np.float32([kb[m.trainIdx].pt for m in good])
+    src = ka[[m.queryIdx for m in good]]
+    dst = kb[[m.trainIdx for m in good]]
     matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
                                                maxIters=2000, confidence=0.995)
     found = Alignment(0, len(good), 0.0, None, kp) if matrix is None else Alignment(

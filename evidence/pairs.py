@@ -88,15 +88,29 @@ def _load(sha256: str, key_of: Callable[[str], str]) -> Image.Image:
     return load_grey(store.get(key) if store.exists(key) else store.get(sha256))
 
 
+def features_key(sha256: str) -> str:
+    """Store key of a file's ORB keypoints and descriptors (features.Photo.features_file), kept beside its working
+    image once found."""
+    return f"{sha256}-orb"
+
+
 # Stored files' Photos (working image + ORB keypoints), the most recently used kept in this process: a
 # much-photographed shop's files are each compared with every new photo of it that the hashes bring near (in the
 # 200-worker simulated day, 14,466 pairs over 1,411 stored files), and loading one (~2.5 ms) and finding its
 # keypoints (~3.6 ms) was a third of each pixel check. Keyed by content (sha256), so an entry never goes stale; a
 # new file's own Photo (as it is compared) is kept too, for the uploads after it. Bounded: KEPT_PHOTOS Photos of a
-# working image at most 512 px a side (~0.4 MB each).
+# working image at most 512 px a side (~0.3 MB each). Beyond this process's few: a file's keypoints are found once
+# in the service's life, by whichever process first needs them, and kept in the store (features_key; content-
+# addressed like the file, so never stale); another process, or this one after the LRU let the file go, reads them
+# back with its working image instead of running ORB again.
 @lru_cache(maxsize=KEPT_PHOTOS)
 def kept_photo(sha256: str, key_of: Callable[[str], str]) -> Photo:
-    return Photo.of(_load(sha256, key_of))
+    store, grey, key = get_store(), _load(sha256, key_of), features_key(sha256)
+    if store.exists(key) and (found := Photo.with_features(grey, store.get(key))) is not None:
+        return found
+    photo = Photo.of(grey)
+    store.put(key, photo.features_file())
+    return photo
 
 
 class Finder:

@@ -113,3 +113,27 @@ def test_a_figure_with_errors_fails_the_run_and_keeps_older_figures(tmp_path, mo
     assert doc["results"]["fake"]["met"] is False and doc["results"]["fake"]["measured_at"]
     assert doc["results"]["older"]["machine"] == {"cpus": 2}  # kept, with the machine it was measured on
     assert "(2 errors)" in (tmp_path / "results.md").read_text()
+
+
+def test_the_simulated_days_baseline_is_the_service_before_issue_15_with_only_the_cpu_meter_added(tmp_path):
+    """bench.bench_sim measures its baseline in the same run: BASELINE_COMMIT checked out beside this tree, with the
+    CPU meter of CPU_METER_COMMIT applied (nothing else changed), this tree's .data linked so it finds the servers."""
+    from bench import bench_sim
+    from core.config import ROOT
+
+    for commit in (bench_sim.BASELINE_COMMIT, bench_sim.CPU_METER_COMMIT):
+        if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT).returncode:
+            pytest.skip(f"this checkout lacks {commit} (a shallow clone): the bench cannot build its baseline either")
+    tree = bench_sim.baseline_tree(tmp_path / "baseline")
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True).stdout
+        assert head.startswith(bench_sim.BASELINE_COMMIT)
+        changed = subprocess.run(["git", "status", "--porcelain"], cwd=tree, capture_output=True, text=True).stdout
+        assert sorted(line[3:] for line in changed.splitlines()) == [
+            ".data", "sim/cpu.py", "sim/driver.py", "sim/report.py", "sim/stack.py"]
+        assert "CpuMeter" in (tree / "sim" / "driver.py").read_text()
+        assert "def tree_cpu_s" in (tree / "sim" / "cpu.py").read_text()
+        assert (tree / ".data").resolve() == (ROOT / ".data").resolve()
+        assert not (tree / "evidence" / "features.py").exists()  # the pipeline as it was, before the pixel checks
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)

@@ -357,3 +357,32 @@ def test_tile_correlation_by_grid_sums_equals_the_per_tile_loop():
             compared += 1
             assert abs(ours - loop) < 1e-9
     assert compared >= 30
+
+
+def test_keypoints_read_back_from_their_file_are_the_ones_orb_finds():
+    """features.Photo.with_features: a photo's keypoints packed (features_file) and read back give the very pixels,
+    positions and descriptors ORB finds, and so the same alignment with every copy; a file that is not a features
+    file of a photo that size is refused (None), so the caller runs ORB again rather than trusting it."""
+    from evidence.features import Photo
+
+    for path in PHOTOS[:4]:
+        original = path.read_bytes()
+        img = load_grey(original)
+        found = Photo.of(img)
+        packed = found.features_file()
+        back = Photo.with_features(img, packed)
+        assert back is not None and len(found.points) > 200
+        assert np.array_equal(back.pixels, found.pixels) and np.array_equal(back.points, found.points)
+        assert back.points.dtype == np.float32 and np.array_equal(back.descriptors, found.descriptors)
+        copy = Photo.of(load_grey(_copy(Image.open(path), original, "crop5")))
+        assert compare_pixels(copy, back) == compare_pixels(copy, found)
+        assert compare_pixels(copy, back).confirmed
+        other = load_grey(PHOTOS[-1].read_bytes())
+        assert other.size != img.size and Photo.with_features(other, packed) is None  # another photo's keypoints
+        for bad in (b"", b"not a features file", packed[: len(packed) // 2]):
+            assert Photo.with_features(img, bad) is None
+    blank = Image.new("L", (400, 300), 128)  # no keypoints at all: no descriptors, and read back the same
+    none = Photo.of(blank)
+    assert none.descriptors is None and none.points.shape == (0, 2)
+    back = Photo.with_features(blank, none.features_file())
+    assert back is not None and back.descriptors is None and back.points.shape == (0, 2)

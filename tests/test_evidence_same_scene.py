@@ -203,6 +203,33 @@ def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same
     assert kept_photo.cache_info().hits == 0 and kept_photo.cache_info().currsize == 0
 
 
+def test_keypoints_are_found_once_in_the_services_life_and_read_back_by_any_process(client, db, monkeypatch):
+    """evidence.pairs.kept_photo beyond one process's LRU: a file's keypoints, once found, are kept in the store
+    (pairs.features_key) and read back, so a process that has not kept the file (another worker, or this one
+    after the LRU let it go) runs ORB only for the new file and decides as if it had found them itself."""
+    from evidence import features
+    from evidence.storage import get_store
+
+    found = []
+    orb = features.keypoints
+    monkeypatch.setattr(features, "keypoints", lambda grey: found.append(grey.shape) or orb(grey))
+    uploaded = []
+    for n in range(3):
+        _, c, w, _ = _visit(client, db)
+        r = upload(client, c, w, _shot(5353, n + 1, 100 - 40 * n, ("Xiaomi", "Redmi Note 12", f"SN-{n}")))
+        uploaded.append(r.json()["id"])
+        process_all(db)
+        if n == 1:
+            assert len(found) == 2  # the second photo and the first (compared with it): each found once
+            pairs.kept_photo.cache_clear()  # as another process sees it, or this one once the LRU let both go
+            found.clear()
+    assert len(found) == 1, found  # only the third photo's own: the two stored files' came from the store
+    store = get_store()
+    assert all(store.exists(pairs.features_key(db.get(Evidence, i).sha256)) for i in uploaded)
+    verdicts = sorted(m["verdict"] for m in _evidence(client, w, uploaded[-1])["matches"])
+    assert verdicts == ["same_scene", "same_scene"]
+
+
 # ---- the fresh-angle weight is added once per claim, however many of its photos are processed at once ----------
 
 LIMITS = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000",

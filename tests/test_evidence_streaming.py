@@ -181,7 +181,8 @@ def test_processing_hashes_the_working_image_not_the_original(client, db, store_
 
 
 def test_dihedral_variants_equal_hashing_each_transposed_image():
-    """The variants come from two resizes per region, not eight: bit for bit what imagehash gives for each
+    """The variants come from two resizes per region, not eight, and every hash of a file from one DCT and one
+    bit packing over all its regions: bit for bit what imagehash gives for each region (pHash and dHash) and
     rotation/mirror, on the shipped photos, their transformed copies and images of random sizes and kinds."""
     import imagehash
     import numpy as np
@@ -203,6 +204,7 @@ def test_dihedral_variants_equal_hashing_each_transposed_image():
                     for t in DIHEDRAL]
         hashed = hash_image(grey, with_variants=True)
         assert hashed.variants == expected and hashed.phash == expected[0]  # the identity is imagehash.phash too
+        assert hashed.dhash == {k: to_int(imagehash.dhash(im)) for k, im in parts.items()}
 
 
 def test_uploads_abandoned_by_a_crash_are_swept_and_live_ones_kept(store_dir):
