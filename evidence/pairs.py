@@ -204,7 +204,7 @@ def _candidates(db_session: Session, ev: Evidence, frames: list[ImageHashes]) ->
     """Processed files of other claims: the same bytes, or within the index's radius on some region."""
     idx = index_store.current(db_session)
     queries = {h for f in frames for var in (f.variants or [f.phash]) for h in var.values()}
-    near = {eid for q in queries for eid, _ in idx.search(q, REACH_THRESHOLD)}
+    near = idx.near(queries, REACH_THRESHOLD)
     same_bytes = Evidence.sha256 == ev.sha256
     return list(db_session.scalars(select(Evidence).where(
         (Evidence.id.in_(near) | same_bytes) if near else same_bytes,

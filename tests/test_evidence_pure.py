@@ -155,6 +155,12 @@ def test_index_is_exact_against_brute_force(seed, radius):
         idx.add(i, int(base[i]))
     dist = popcount64(base ^ np.uint64(query))
     assert sorted(i for i, _ in idx.search(query, radius)) == sorted(np.nonzero(dist <= radius)[0].tolist())
+    # Many queries in one pass (a photo's regions × orientations), across block boundaries: the union of each one's.
+    queries = [query] + [int(base[i]) ^ int(rng.integers(0, 2**12)) for i in rng.integers(0, 2000, 63)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("evidence.index.NEAR_BLOCK", int(rng.integers(1, 700)))
+        assert idx.near(queries, radius) == {i for q in queries for i, _ in idx.search(q, radius)}
+    assert idx.near([], radius) == set()
 
 
 def _cli(argv, capsys):
