@@ -68,17 +68,20 @@ class HashIndex:
             hits = list(zip(self._ids[rows].tolist(), dist[rows].tolist()))
         return sorted(hits, key=lambda x: (x[1], x[0]))
 
-    def near(self, hashes, radius: int) -> set[int]:
-        """The ids within the radius of any of ``hashes``: the union of ``search`` over them, in one pass."""
+    def near(self, hashes, radius: int, since: int = 0) -> tuple[set[int], int]:
+        """The ids within the radius of any of ``hashes`` (the union of ``search`` over them, in one pass), among
+        the entries from position ``since`` on (entries keep their position: the index only appends), and the
+        position the next entry will take (``since`` for a later call that wants only what arrives meanwhile)."""
         q = np.asarray([int(h) & 0xFFFFFFFFFFFFFFFF for h in hashes], dtype=np.uint64)[:, None]
         found: set[int] = set()
-        if not len(q):
-            return found
         with self._lock:
             if self._tail:
                 self._fold()
-            for start in range(0, len(self._hashes), NEAR_BLOCK):
+            end = len(self._hashes)
+            if not len(q):
+                return found, end
+            for start in range(since, end, NEAR_BLOCK):
                 block = self._hashes[start:start + NEAR_BLOCK]
                 hit = (popcount64(block[None, :] ^ q) <= radius).any(axis=0)
                 found.update(self._ids[start:start + NEAR_BLOCK][hit].tolist())
-        return found
+        return found, end

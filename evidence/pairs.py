@@ -127,11 +127,15 @@ class Finder:
                  key_of: Callable[[str], str]) -> None:
         self.ev, self.frames, self.mine = ev, frames, _side(ev, reasons)
         self.greys, self.considered = _Greys(key_of), set()
+        # How far the index was searched (the index object, the position reached): a later round scans only the
+        # hashes added since, those of the files processed in between; everything before was a candidate of an
+        # earlier round already (a hash enters the index only once its file's processing committed).
+        self.searched: tuple[object, int] = (None, 0)
 
     def find(self, db_session: Session) -> list[Pair]:
         """Every stored file of another claim, not considered before, that is the same capture or the same scene."""
         ev, frames, scored = self.ev, self.frames, []
-        for other in _candidates(db_session, ev, frames):
+        for other in self._candidates(db_session):
             if other.id in self.considered:
                 continue
             self.considered.add(other.id)
@@ -153,6 +157,10 @@ class Finder:
                 detail = pixels.detail if pixels is not None and pixels.confirmed else None
                 out.append(Pair(other.id, match.distance, match.method, verdict, detail))
         return out
+
+    def _candidates(self, db_session: Session) -> list[Evidence]:
+        found, self.searched = _candidates(db_session, self.ev, self.frames, self.searched)
+        return found
 
     def consistent(self, db_session: Session, found: list[Pair]) -> list[Pair]:
         """The pairs of every round (``found``), made consistent with what is already recorded: a stored file
@@ -200,12 +208,14 @@ def _frames_of(other: Evidence) -> list[ImageHashes]:
     return [ImageHashes.from_dict(d) for d in other.hashes["frames"]]
 
 
-def _candidates(db_session: Session, ev: Evidence, frames: list[ImageHashes]) -> list[Evidence]:
-    """Processed files of other claims: the same bytes, or within the index's radius on some region."""
+def _candidates(db_session: Session, ev: Evidence, frames: list[ImageHashes],
+                searched: tuple[object, int]) -> tuple[list[Evidence], tuple[object, int]]:
+    """Processed files of other claims: the same bytes, or within the index's radius on some region among the
+    hashes past ``searched`` (see Finder.searched); and how far the index has now been searched."""
     idx = index_store.current(db_session)
     queries = {h for f in frames for var in (f.variants or [f.phash]) for h in var.values()}
-    near = idx.near(queries, REACH_THRESHOLD)
+    near, end = idx.near(queries, REACH_THRESHOLD, since=searched[1] if searched[0] is idx else 0)
     same_bytes = Evidence.sha256 == ev.sha256
     return list(db_session.scalars(select(Evidence).where(
         (Evidence.id.in_(near) | same_bytes) if near else same_bytes,
-        Evidence.claim_id != ev.claim_id, Evidence.state == "processed").order_by(Evidence.id)))
+        Evidence.claim_id != ev.claim_id, Evidence.state == "processed").order_by(Evidence.id))), (idx, end)

@@ -159,8 +159,12 @@ def test_index_is_exact_against_brute_force(seed, radius):
     queries = [query] + [int(base[i]) ^ int(rng.integers(0, 2**12)) for i in rng.integers(0, 2000, 63)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("evidence.index.NEAR_BLOCK", int(rng.integers(1, 700)))
-        assert idx.near(queries, radius) == {i for q in queries for i, _ in idx.search(q, radius)}
-    assert idx.near([], radius) == set()
+        assert idx.near(queries, radius) == ({i for q in queries for i, _ in idx.search(q, radius)}, 2000)
+        # From a position on: only the entries added after it (a later round's search), the same hits.
+        since = int(rng.integers(0, 2001))
+        assert idx.near(queries, radius, since) == (
+            {i for q in queries for i, _ in idx.search(q, radius) if i >= since}, 2000)
+    assert idx.near([], radius) == (set(), 2000)
 
 
 def _cli(argv, capsys):

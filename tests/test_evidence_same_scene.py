@@ -348,6 +348,12 @@ def test_a_copy_processed_between_the_rounds_is_found_under_the_lock(server, mon
     so cannot see it) and before the copy's job takes the lock. The copy's round under the lock finds it, once,
     and the copy is the duplicate."""
     merchant, ops = _funded_merchant(server)
+    # Another shop's photo processed first, so the copy's first round searches an index with hashes in it and its
+    # round under the lock searches only the hashes added since (pairs.Finder.searched).
+    claim, worker = _checked_in_claim(server, merchant, ops)
+    with server.session() as s:
+        job = _job_of(server, _upload(server, claim, worker, jpeg(photos.storefront(7373, 1))))
+        assert jobs.run(db_session=s, job_id=job) == "done"
     original = photos.storefront(7272, 1)
     ids = []
     for data in (jpeg(original), jpeg(TRANSFORMS["resize"](original))):
@@ -355,11 +361,12 @@ def test_a_copy_processed_between_the_rounds_is_found_under_the_lock(server, mon
         ids.append(_upload(server, claim, worker, data))
     first_id, copy_id = ids
     first_job, copy_job = _job_of(server, first_id), _job_of(server, copy_id)
-    real_find, rounds = pairs.Finder.find, []
+    real_find, rounds, searched = pairs.Finder.find, [], []
 
     def find(self, db_session):
         found = real_find(self, db_session)
         if self.ev.id == copy_id:
+            searched.append(self.searched[1])
             rounds.append([p.other_id for p in found])
             if len(rounds) == 1:  # between the copy's first round and its lock: the original is processed
                 with ThreadPoolExecutor(1) as pool, server.session() as s:
@@ -370,6 +377,7 @@ def test_a_copy_processed_between_the_rounds_is_found_under_the_lock(server, mon
     with server.session() as s:
         assert jobs.run(db_session=s, job_id=copy_job) == "done"
     assert rounds == [[], [first_id]]
+    assert searched[0] < searched[1], searched  # the second round started where the first stopped
     with server.session() as s:
         rows = s.execute(select(EvidenceMatch.evidence_id, EvidenceMatch.matched_evidence_id)
                          .where(EvidenceMatch.evidence_id.in_(ids))).all()
