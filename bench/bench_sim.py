@@ -7,7 +7,7 @@ and Redis (sim/cpu.py, from /proc), from a healthy stack until the day's uploads
 the simulated people made. CPU seconds rather than wall time, yet not immune to a busy machine: other load slows
 the simulated people (fewer requests in the day) while fixed costs stay, so the figure rises with the load (two
 runs of the same code on the first machine: 52.8 and 40.1 ms). Hence the baseline is measured here too, right
-before: the service as it was (BASELINE_COMMIT, checked out into a temporary git worktree beside this one, run
+before: the service as it was (BASELINE_COMMIT, checked out into a temporary git worktree of this repository, run
 with this venv against the same PostgreSQL and Redis) with the simulator's CPU meter of CPU_METER_COMMIT applied,
 the only change to it, as the first baseline was taken. A constant from another machine said 1.50 here where the
 same-machine ratio was 1.22 (30 Nov 2026: 77915d4 measured 32.7 ms on the machine main measured 26.7 ms on).
@@ -39,9 +39,25 @@ def _git(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> str:
     return done.stdout
 
 
+def baseline_commits_present() -> bool:
+    """Whether this checkout has the history the baseline is built from (a shallow clone has not)."""
+    return all(subprocess.run(["git", "cat-file", "-e", f"{c}^{{commit}}"], cwd=str(ROOT)).returncode == 0
+               for c in (BASELINE_COMMIT, CPU_METER_COMMIT))
+
+
+def remove_tree(where: Path) -> None:
+    """Remove a baseline worktree (best effort: never masks the error that ended the run) and prune git's record
+    of any left by a run that was killed."""
+    subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=str(ROOT), capture_output=True)
+    subprocess.run(["git", "worktree", "prune"], cwd=str(ROOT), capture_output=True)
+
+
 def baseline_tree(where: Path) -> Path:
     """The service as it was, checked out at ``where`` (a worktree of this repository; needs its history), with
     the simulator's CPU meter applied and this tree's .data (the running servers' ports and secrets) beside it."""
+    if not baseline_commits_present():
+        raise RuntimeError(f"this checkout lacks {BASELINE_COMMIT} or {CPU_METER_COMMIT} (a shallow clone?): "
+                           "the baseline day cannot be built; fetch the full history")
     _git("worktree", "add", "--detach", str(where), BASELINE_COMMIT)
     _git("apply", cwd=where, stdin=_git("show", "--format=", CPU_METER_COMMIT, "--", "sim/"))
     (where / ".data").symlink_to(ROOT / ".data")
@@ -67,12 +83,12 @@ def simulate(args: list[str], tree: Path = ROOT) -> dict:
 
 def baseline(args: list[str]) -> dict:
     """One simulated day of BASELINE_COMMIT (see the module's docstring); the worktree is removed afterwards."""
-    with tempfile.TemporaryDirectory(dir=ROOT.parent) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "baseline"
         try:
             return simulate(args, baseline_tree(tree))
         finally:
-            _git("worktree", "remove", "--force", str(tree))
+            remove_tree(tree)
 
 
 def run() -> dict:
@@ -89,6 +105,8 @@ def run() -> dict:
     # A 5xx, a broken ledger or a backlog left unprocessed (the CPU would be undercounted) fails the figure.
     errors = (rep["errors_5xx"] + rep["transport_errors"] + (0 if rep["ledger_check"]["ok"] else 1)
               + rep["evidence_unprocessed"])
+    # So would a baseline day cut short (its CPU per request would be undercounted, the ratio flattered).
+    errors += base["errors_5xx"] + base["evidence_unprocessed"] + (0 if base_cpu.get("complete", True) else 1)
     detail = {"args": " ".join(args), "requests": cpu["simulated_requests"], "cpu_s": cpu["run_s"],
               "by_process_s": cpu["run_by_process_s"], "day_per_request_ms": cpu["day_per_request_ms"],
               "errors_5xx": rep["errors_5xx"], "transport_errors": rep["transport_errors"],
@@ -102,7 +120,8 @@ def run() -> dict:
               # Per process and request, each side's own requests: where the CPU moved.
               "per_request_ms_by_process": {
                   name: [round(1000 * base_cpu["run_by_process_s"].get(name, 0) / base_cpu["simulated_requests"], 2),
-                         round(1000 * s / cpu["simulated_requests"], 2)] for name, s in cpu["run_by_process_s"].items()}}
+                         round(1000 * s / cpu["simulated_requests"], 2)]
+                  for name, s in cpu["run_by_process_s"].items()}}
     per_k = rep["storage"]["per_1000_workers_day_mb"]
     storage = {"args": " ".join(args), "largest_tables_bytes": rep["storage"]["largest_tables_bytes"]}
     return {"sim_cpu_per_request_ms": figure(cpu["per_request_ms"], "ms", base_cpu["per_request_ms"], False,

@@ -13,8 +13,8 @@ tiles do not. The median over tiles ignores a watermark band, a status bar or ro
 """
 from __future__ import annotations
 
+import hashlib
 import io
-import zipfile
 from dataclasses import dataclass, replace
 
 import cv2
@@ -28,6 +28,7 @@ from evidence.chrome import photo_box
 cv2.setNumThreads(1)
 
 ORB_FEATURES = 1000
+FAST_THRESHOLD = 10
 RATIO = 0.8  # Lowe's ratio test
 RANSAC_PX = 3.0  # reprojection error allowed, in pixels of the stored working image (≤ 512 px a side)
 MIN_INLIERS = 25  # unrelated photos give ≤ 10 (over the test corpus and 200 generated scenes, 8 orientations)
@@ -80,8 +81,16 @@ class Alignment:
                 and MIN_SCALE <= self.scale <= MAX_SCALE)
 
 
+# What a stored features file depends on besides the photo's bytes (pairs.features_key names it): the detector's
+# settings, the preparation of the pixels (``_photo``, evidence.chrome) and OpenCV's build. Bump
+# FEATURES_FORMAT when ``_photo`` or evidence.chrome change what ORB sees; the rest changes the name by itself.
+FEATURES_FORMAT = 1
+FEATURES_VERSION = hashlib.sha256(
+    f"{FEATURES_FORMAT}:{ORB_FEATURES}:{FAST_THRESHOLD}:{MIN_SIDE}:{cv2.__version__}".encode()).hexdigest()[:8]
+
+
 def _detector() -> cv2.ORB:
-    return cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=10)
+    return cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=FAST_THRESHOLD)
 
 
 def keypoints(grey: np.ndarray) -> tuple[list, np.ndarray | None]:
@@ -114,20 +123,23 @@ class Photo:
     def with_features(cls, img: Image.Image, packed: bytes) -> "Photo | None":
         """The Photo of ``img`` with keypoints found before (``packed``, from ``features_file``) instead of found
         again: the same pixels, positions and descriptors as ``of`` (ORB is deterministic). None when ``packed`` is
-        not a well-formed features file of a photo this size (the caller finds them again)."""
+        not a well-formed features file of a photo this size (the caller finds them again): a cache that cannot
+        be read never fails the job that reads it."""
         pixels = _photo(img)
         try:
             with np.load(io.BytesIO(packed), allow_pickle=False) as f:
-                shape, points, descriptors = f["shape"], f["points"], f["descriptors"]
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
-            return None
-        if (tuple(shape) != pixels.shape or points.dtype != np.float32 or points.ndim != 2 or points.shape[1] != 2
-                or descriptors.dtype != np.uint8 or descriptors.shape not in ((0,), (len(points), 32))):
+                shape, points, descriptors = (np.asarray(f[name]) for name in ("shape", "points", "descriptors"))
+            if (shape.shape != (2,) or tuple(shape.tolist()) != pixels.shape or points.dtype != np.float32
+                    or points.ndim != 2 or points.shape[1] != 2 or descriptors.dtype != np.uint8
+                    or descriptors.shape not in ((0,), (len(points), 32))
+                    or (len(descriptors) == 0) != (len(points) == 0)):
+                return None
+        except Exception:  # noqa: BLE001 - whatever a damaged file makes numpy raise (zip, zlib, header, memory)
             return None
         return cls(pixels, points, descriptors if len(descriptors) else None)
 
     def features_file(self) -> bytes:
-        """The keypoints, descriptors and the prepared pixels' shape, packed for ``with_features`` (~40 KB)."""
+        """The keypoints, descriptors and the prepared pixels' shape, packed for ``with_features`` (~37 KB)."""
         buf = io.BytesIO()
         np.savez(buf, shape=np.array(self.pixels.shape, np.int32), points=self.points,
                  descriptors=self.descriptors if self.descriptors is not None else np.zeros(0, np.uint8))

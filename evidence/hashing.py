@@ -165,7 +165,7 @@ def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool 
 
     The regions are resized one by one (Pillow, as imagehash resizes them); every DCT, median and bit packing runs
     once over all of them together (``_phashes``, ``_bits``): per region and variant the same numbers, without
-    ~100 µs of Python around each of the 72 hashes of a query (bit for bit: tests/test_evidence_streaming.py)."""
+    ~100 µs of Python around each of the 80 hashes of a query (8 pHashes, 8 dHashes, 64 variants) (bit for bit: tests/test_evidence_streaming.py)."""
     parts = regions(load_grey(source))
     names = list(parts)
     # imagehash.phash(im) is exactly this resize, then the DCT: the resized region also serves the variants.

@@ -1,7 +1,10 @@
 """The process-wide duplicate index, loaded from ``evidence_hash`` and caught up incrementally.
 
 PostgreSQL is the truth: the index only ever holds committed rows, is rebuilt after a restart on first
-use, and is brought up to date (rows with a higher id) under the advisory lock before every search.
+use, and is brought up to date (rows with a higher id) before every search: the first round of a file's search
+without the duplicate-search lock, the second under it (evidence.pairs.Finder). Entries only ever append, so the
+second round scans only what the catch-up under the lock added: under READ COMMITTED every hash committed before
+the first round's read was in it, and a hash enters with its file's ``processed`` state, which never goes back.
 """
 from __future__ import annotations
 

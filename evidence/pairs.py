@@ -18,8 +18,9 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.logging import get_logger
 from evidence import index_store
-from evidence.features import Photo, compare_pixels
+from evidence.features import FEATURES_VERSION, Photo, compare_pixels
 from evidence.sameness import (DERIVED_DETAIL_AGAINST_EXIF, Side, Verdict, decide, same_exposure_by_exif,
                                turned, two_captures_by_exif)
 from evidence.hashing import ImageHashes, load_grey
@@ -28,8 +29,9 @@ from evidence.models import Evidence, EvidenceMatch
 from evidence.schemas import SAME_SCENE_PREFIX
 from evidence.storage import get_store
 
+log = get_logger("evidence.pairs")
 MAX_PIXEL_CHECKS = 8
-KEPT_PHOTOS = 96  # stored files' Photos kept per process (kept_photo): ~40 MB at most
+KEPT_PHOTOS = 96  # stored files' Photos kept per process (kept_photo): ~30 MB at most
 # What a same-scene photo weighs on a claim whose task asks for a fresh angle: one standalone signal (like
 # short_dwell), so it raises the claim's spot-check chance but never forces one alone.
 SAME_SCENE_WEIGHT = 25
@@ -90,8 +92,9 @@ def _load(sha256: str, key_of: Callable[[str], str]) -> Image.Image:
 
 def features_key(sha256: str) -> str:
     """Store key of a file's ORB keypoints and descriptors (features.Photo.features_file), kept beside its working
-    image once found."""
-    return f"{sha256}-orb"
+    image once found; named for what they depend on besides the bytes (features.FEATURES_VERSION), so hosts or
+    releases that would find other keypoints never read these."""
+    return f"{sha256}-orb-{FEATURES_VERSION}"
 
 
 # Stored files' Photos (working image + ORB keypoints), the most recently used kept in this process: a
@@ -106,10 +109,18 @@ def features_key(sha256: str) -> str:
 @lru_cache(maxsize=KEPT_PHOTOS)
 def kept_photo(sha256: str, key_of: Callable[[str], str]) -> Photo:
     store, grey, key = get_store(), _load(sha256, key_of), features_key(sha256)
-    if store.exists(key) and (found := Photo.with_features(grey, store.get(key))) is not None:
+    try:  # a cache: a store that cannot serve it costs ORB, never the job
+        found = Photo.with_features(grey, store.get(key)) if store.exists(key) else None
+    except Exception as exc:  # noqa: BLE001 - any backend's read error (evidence.storage_s3.StoreUnavailable, OSError)
+        log.warning("features_unreadable", key=key, error=type(exc).__name__)
+        found = None
+    if found is not None:
         return found
     photo = Photo.of(grey)
-    store.put(key, photo.features_file())
+    try:
+        store.put(key, photo.features_file())
+    except Exception as exc:  # noqa: BLE001 - as above: the next process finds them again
+        log.warning("features_not_kept", key=key, error=type(exc).__name__)
     return photo
 
 

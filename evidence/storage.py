@@ -1,4 +1,4 @@
-"""Content-addressed blob storage (keys are sha256 hex digests, optionally suffixed: ``<sha>-grey``).
+"""Content-addressed blob storage (keys are sha256 hex digests, optionally suffixed: ``<sha>-grey``, ``<sha>-orb-<v>``).
 
 Two backends behind one interface: ``LocalBlobStore`` (a private directory, the embedded default) and
 ``evidence.storage_s3.S3BlobStore`` (any S3-compatible object store, for API and workers on several hosts).

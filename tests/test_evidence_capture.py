@@ -359,6 +359,30 @@ def test_tile_correlation_by_grid_sums_equals_the_per_tile_loop():
     assert compared >= 30
 
 
+def _damaged(found) -> list[bytes]:
+    """Files a damaged or foreign features file could be: one array, a scalar or 2-D shape, descriptors missing
+    for the points, a zip member that is not an array."""
+    import zipfile
+
+    def npz(**arrays) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    one = io.BytesIO()
+    np.save(one, found.points)
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as z:
+        for name in ("shape", "points", "descriptors"):
+            z.writestr(f"{name}.npy", b"not an array")
+    shape = np.array(found.pixels.shape, np.int32)
+    return [one.getvalue(), raw.getvalue(),
+            npz(shape=np.int32(5), points=found.points, descriptors=found.descriptors),
+            npz(shape=np.array([shape, shape]), points=found.points, descriptors=found.descriptors),
+            npz(shape=shape, points=found.points, descriptors=np.zeros(0, np.uint8)),
+            npz(shape=shape, points=found.points.astype(np.float64), descriptors=found.descriptors)]
+
+
 def test_keypoints_read_back_from_their_file_are_the_ones_orb_finds():
     """features.Photo.with_features: a photo's keypoints packed (features_file) and read back give the very pixels,
     positions and descriptors ORB finds, and so the same alignment with every copy; a file that is not a features
@@ -379,7 +403,7 @@ def test_keypoints_read_back_from_their_file_are_the_ones_orb_finds():
         assert compare_pixels(copy, back).confirmed
         other = load_grey(PHOTOS[-1].read_bytes())
         assert other.size != img.size and Photo.with_features(other, packed) is None  # another photo's keypoints
-        for bad in (b"", b"not a features file", packed[: len(packed) // 2]):
+        for bad in (b"", b"not a features file", packed[: len(packed) // 2], *_damaged(found)):
             assert Photo.with_features(img, bad) is None
     blank = Image.new("L", (400, 300), 128)  # no keypoints at all: no descriptors, and read back the same
     none = Photo.of(blank)

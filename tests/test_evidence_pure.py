@@ -149,21 +149,30 @@ def test_video_frames_match_the_photo_they_show():
 def test_index_is_exact_against_brute_force(seed, radius):
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 2**63, 2000, dtype=np.int64).astype(np.uint64)
+    ids = 10_000 + rng.permutation(2000)  # ids are not positions
     query = int(base[0]) ^ int(rng.integers(0, 2**16))
-    idx = HashIndex.from_arrays(np.arange(1500), base[:1500])
-    for i in range(1500, 2000):
-        idx.add(i, int(base[i]))
-    dist = popcount64(base ^ np.uint64(query))
-    assert sorted(i for i, _ in idx.search(query, radius)) == sorted(np.nonzero(dist <= radius)[0].tolist())
+    idx = HashIndex.from_arrays(ids[:1500], base[:1500])
+    for i in range(1500, 1700):
+        idx.add(int(ids[i]), int(base[i]))
+    dist = popcount64(base[:1700] ^ np.uint64(query))
+    assert sorted(i for i, _ in idx.search(query, radius)) == sorted(ids[:1700][dist <= radius].tolist())
+
+    def brute(queries, frm, to):
+        return {int(ids[p]) for q in queries for p in range(frm, to)
+                if (int(base[p]) ^ (q & 0xFFFFFFFFFFFFFFFF)).bit_count() <= radius}
+
     # Many queries in one pass (a photo's regions × orientations), across block boundaries: the union of each one's.
     queries = [query] + [int(base[i]) ^ int(rng.integers(0, 2**12)) for i in rng.integers(0, 2000, 63)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("evidence.index.NEAR_BLOCK", int(rng.integers(1, 700)))
-        assert idx.near(queries, radius) == ({i for q in queries for i, _ in idx.search(q, radius)}, 2000)
-        # From a position on: only the entries added after it (a later round's search), the same hits.
+        assert idx.near(queries, radius) == ({i for q in queries for i, _ in idx.search(q, radius)}, 1700)
+        assert idx.near(queries, radius) == (brute(queries, 0, 1700), 1700)
+        # A later round: only the entries added since (in the tail, folded by the search), by position, not id.
+        for i in range(1700, 2000):
+            idx.add(int(ids[i]), int(base[i]))
+        assert idx.near(queries, radius, since=1700) == (brute(queries, 1700, 2000), 2000)
         since = int(rng.integers(0, 2001))
-        assert idx.near(queries, radius, since) == (
-            {i for q in queries for i, _ in idx.search(q, radius) if i >= since}, 2000)
+        assert idx.near(queries, radius, since) == (brute(queries, since, 2000), 2000)
     assert idx.near([], radius) == (set(), 2000)
 
 

@@ -230,6 +230,38 @@ def test_keypoints_are_found_once_in_the_services_life_and_read_back_by_any_proc
     assert verdicts == ["same_scene", "same_scene"]
 
 
+def test_a_store_that_cannot_keep_or_serve_keypoints_costs_orb_not_the_job(client, db, monkeypatch):
+    """The features file is a cache: when the store fails to read or write it, the file is compared all the same
+    (its keypoints found again) and decided as before."""
+    from evidence.storage import get_store
+
+    store_type = type(get_store())
+    real_get, real_put, real_exists = store_type.get, store_type.put, store_type.exists
+
+    def get(self, key):
+        if "-orb-" in key:
+            raise OSError("store unavailable")
+        return real_get(self, key)
+
+    def put(self, key, data):
+        if "-orb-" in key:
+            raise OSError("store unavailable")
+        return real_put(self, key, data)
+
+    monkeypatch.setattr(store_type, "get", get)
+    monkeypatch.setattr(store_type, "put", put)
+    monkeypatch.setattr(store_type, "exists", lambda self, key: "-orb-" in key or real_exists(self, key))
+    pairs.kept_photo.cache_clear()
+    uploaded = []
+    for n in range(2):
+        _, c, w, _ = _visit(client, db)
+        r = upload(client, c, w, _shot(5454, n + 1, 100 - 40 * n, ("Xiaomi", "Redmi Note 12", f"SN-{n}")))
+        uploaded.append(r.json()["id"])
+        process_all(db)
+    assert db.get(Evidence, uploaded[-1]).state == "processed"
+    assert [m["verdict"] for m in _evidence(client, w, uploaded[-1])["matches"]] == ["same_scene"]
+
+
 # ---- the fresh-angle weight is added once per claim, however many of its photos are processed at once ----------
 
 LIMITS = {"FIELDPROOF_RATE_LIMIT_PER_MINUTE_USER": "100000", "FIELDPROOF_RATE_LIMIT_PER_MINUTE_IP": "100000",
