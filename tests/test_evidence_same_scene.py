@@ -203,6 +203,20 @@ def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same
     assert kept_photo.cache_info().hits == 0 and kept_photo.cache_info().currsize == 0
 
 
+def _shop_photos(client, db, seed: int, count: int, after=None) -> tuple[list[int], dict]:
+    """``count`` visitors' photos of one shop, each from its own claim, uploaded and processed in turn (``after(n)``
+    after the n-th); their evidence ids and the last visitor's headers."""
+    uploaded, w = [], {}
+    for n in range(count):
+        _, c, w, _ = _visit(client, db)
+        r = upload(client, c, w, _shot(seed, n + 1, 100 - 40 * n, ("Xiaomi", "Redmi Note 12", f"SN-{n}")))
+        uploaded.append(r.json()["id"])
+        process_all(db)
+        if after is not None:
+            after(n)
+    return uploaded, w
+
+
 def test_keypoints_are_found_once_in_the_services_life_and_read_back_by_any_process(client, db, monkeypatch):
     """evidence.pairs.kept_photo beyond one process's LRU: a file's keypoints, once found, are kept in the store
     (pairs.features_key) and read back, so a process that has not kept the file (another worker, or this one
@@ -213,16 +227,14 @@ def test_keypoints_are_found_once_in_the_services_life_and_read_back_by_any_proc
     found = []
     orb = features.keypoints
     monkeypatch.setattr(features, "keypoints", lambda grey: found.append(grey.shape) or orb(grey))
-    uploaded = []
-    for n in range(3):
-        _, c, w, _ = _visit(client, db)
-        r = upload(client, c, w, _shot(5353, n + 1, 100 - 40 * n, ("Xiaomi", "Redmi Note 12", f"SN-{n}")))
-        uploaded.append(r.json()["id"])
-        process_all(db)
+
+    def after(n: int) -> None:
         if n == 1:
             assert len(found) == 2  # the second photo and the first (compared with it): each found once
             pairs.kept_photo.cache_clear()  # as another process sees it, or this one once the LRU let both go
             found.clear()
+
+    uploaded, w = _shop_photos(client, db, 5353, 3, after)
     assert len(found) == 1, found  # only the third photo's own: the two stored files' came from the store
     store = get_store()
     assert all(store.exists(pairs.features_key(db.get(Evidence, i).sha256)) for i in uploaded)
@@ -252,12 +264,7 @@ def test_a_store_that_cannot_keep_or_serve_keypoints_costs_orb_not_the_job(clien
     monkeypatch.setattr(store_type, "put", put)
     monkeypatch.setattr(store_type, "exists", lambda self, key: "-orb-" in key or real_exists(self, key))
     pairs.kept_photo.cache_clear()
-    uploaded = []
-    for n in range(2):
-        _, c, w, _ = _visit(client, db)
-        r = upload(client, c, w, _shot(5454, n + 1, 100 - 40 * n, ("Xiaomi", "Redmi Note 12", f"SN-{n}")))
-        uploaded.append(r.json()["id"])
-        process_all(db)
+    uploaded, w = _shop_photos(client, db, 5454, 2)
     assert db.get(Evidence, uploaded[-1]).state == "processed"
     assert [m["verdict"] for m in _evidence(client, w, uploaded[-1])["matches"]] == ["same_scene"]
 
