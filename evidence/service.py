@@ -180,35 +180,29 @@ def _record_matches(db_session: Session, ev: Evidence, found: list[pairs.Pair]) 
     others = {e.id: e for e in db_session.scalars(select(Evidence).where(Evidence.id.in_([p.other_id
                                                                                           for p in found])))}
     with db_session.no_autoflush:
-        _note_pairs(db_session, ev, found, others, flags, weigh, fresh_angle)
+        for pair in found:
+            db_session.add_all(EvidenceMatch(evidence_id=a, matched_evidence_id=b, distance=pair.distance,
+                                             method=pair.stored_method)
+                               for a, b in ((ev.id, pair.other_id), (pair.other_id, ev.id)))
+            other = others[pair.other_id]
+            earlier, later = (other, ev) if other.id < ev.id else (ev, other)
+            if pair.verdict.kind == "same_scene":
+                later.reasons = sorted(set(later.reasons) | {"same_scene"})
+                if later.task_id not in fresh_angle:
+                    fresh_angle[later.task_id] = _wants_fresh_angle(db_session, later)
+                if fresh_angle[later.task_id]:
+                    flags.setdefault(later.claim_id, set()).add("same_scene")
+                    weigh.add(later.claim_id)
+                continue
+            later.reasons = sorted(set(later.reasons) | {_duplicate_reason(pair.method)})
+            earlier.reasons = sorted(set(earlier.reasons) | {REUSED_LATER})
+            flags.setdefault(later.claim_id, set()).add("duplicate_evidence")
+            if earlier.claim_id != later.claim_id:
+                flags.setdefault(earlier.claim_id, set()).add(REUSED_LATER)
     for claim in db_session.scalars(select(Claim).where(Claim.id.in_(flags)).order_by(Claim.id).with_for_update()):
         if claim.id in weigh and "same_scene" not in claim.flags:  # once per claim, however many such photos
             claim.risk_score = min(100, claim.risk_score + pairs.SAME_SCENE_WEIGHT)
         claim.flags = sorted(set(claim.flags) | flags[claim.id])
-
-
-def _note_pairs(db_session: Session, ev: Evidence, found: list[pairs.Pair], others: dict[int, Evidence],
-                flags: dict[int, set[str]], weigh: set[int], fresh_angle: dict[int, bool]) -> None:
-    """The match rows of each pair, the reasons on both files, and the flags each claim is to get (``flags``)."""
-    for pair in found:
-        db_session.add_all(EvidenceMatch(evidence_id=a, matched_evidence_id=b, distance=pair.distance,
-                                         method=pair.stored_method)
-                           for a, b in ((ev.id, pair.other_id), (pair.other_id, ev.id)))
-        other = others[pair.other_id]
-        earlier, later = (other, ev) if other.id < ev.id else (ev, other)
-        if pair.verdict.kind == "same_scene":
-            later.reasons = sorted(set(later.reasons) | {"same_scene"})
-            if later.task_id not in fresh_angle:
-                fresh_angle[later.task_id] = _wants_fresh_angle(db_session, later)
-            if fresh_angle[later.task_id]:
-                flags.setdefault(later.claim_id, set()).add("same_scene")
-                weigh.add(later.claim_id)
-            continue
-        later.reasons = sorted(set(later.reasons) | {_duplicate_reason(pair.method)})
-        earlier.reasons = sorted(set(earlier.reasons) | {REUSED_LATER})
-        flags.setdefault(later.claim_id, set()).add("duplicate_evidence")
-        if earlier.claim_id != later.claim_id:
-            flags.setdefault(earlier.claim_id, set()).add(REUSED_LATER)
 
 
 def _wants_fresh_angle(db_session: Session, ev: Evidence) -> bool:
