@@ -170,8 +170,17 @@ class Finder:
         return out
 
     def _candidates(self, db_session: Session) -> list[Evidence]:
-        found, self.searched = _candidates(db_session, self.ev, self.frames, self.searched)
-        return found
+        """Processed files of other claims: the same bytes, or within the index's radius on some region among the
+        hashes past ``self.searched``, which then moves to the index's end."""
+        ev, idx = self.ev, index_store.current(db_session)
+        queries = {h for f in self.frames for var in (f.variants or [f.phash]) for h in var.values()}
+        seen, at = self.searched
+        near, end = idx.near(queries, REACH_THRESHOLD, since=at if seen is idx else 0)
+        self.searched = (idx, end)
+        same_bytes = Evidence.sha256 == ev.sha256
+        return list(db_session.scalars(select(Evidence).where(
+            (Evidence.id.in_(near) | same_bytes) if near else same_bytes,
+            Evidence.claim_id != ev.claim_id, Evidence.state == "processed").order_by(Evidence.id)))
 
     def consistent(self, db_session: Session, found: list[Pair]) -> list[Pair]:
         """The pairs of every round (``found``), made consistent with what is already recorded: a stored file
@@ -217,16 +226,3 @@ def _exif_decides(a: Side, b: Side) -> bool:
 
 def _frames_of(other: Evidence) -> list[ImageHashes]:
     return [ImageHashes.from_dict(d) for d in other.hashes["frames"]]
-
-
-def _candidates(db_session: Session, ev: Evidence, frames: list[ImageHashes],
-                searched: tuple[object, int]) -> tuple[list[Evidence], tuple[object, int]]:
-    """Processed files of other claims: the same bytes, or within the index's radius on some region among the
-    hashes past ``searched`` (see Finder.searched); and how far the index has now been searched."""
-    idx = index_store.current(db_session)
-    queries = {h for f in frames for var in (f.variants or [f.phash]) for h in var.values()}
-    near, end = idx.near(queries, REACH_THRESHOLD, since=searched[1] if searched[0] is idx else 0)
-    same_bytes = Evidence.sha256 == ev.sha256
-    return list(db_session.scalars(select(Evidence).where(
-        (Evidence.id.in_(near) | same_bytes) if near else same_bytes,
-        Evidence.claim_id != ev.claim_id, Evidence.state == "processed").order_by(Evidence.id))), (idx, end)
