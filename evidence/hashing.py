@@ -165,12 +165,16 @@ def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool 
 
     The regions are resized one by one (Pillow, as imagehash resizes them); every DCT, median and bit packing runs
     once over all of them together (``_phashes``, ``_bits``): per region and variant the same numbers, without
-    ~100 µs of Python around each of the 80 hashes of a query (8 pHashes, 8 dHashes, 64 variants) (bit for bit: tests/test_evidence_streaming.py)."""
+    ~100 µs of Python around each of a query's 80 hashes (8 pHashes, 8 dHashes, 64 variants, the identity variant
+    being the pHash; bit for bit: tests/test_evidence_streaming.py)."""
     parts = regions(load_grey(source))
     names = list(parts)
     # imagehash.phash(im) is exactly this resize, then the DCT: the resized region also serves the variants.
     small = [np.asarray(parts[k].resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)) for k in names]
-    ph = dict(zip(names, _phashes(np.stack(small))))
+    turns = len(DIHEDRAL) if with_variants else 1  # DIHEDRAL[0] is the identity
+    hashes = _phashes(np.stack([a for k, s in zip(names, small) for a in _dihedral(s, _transposed_small(parts[k]))]
+                               if with_variants else small))
+    ph = {k: hashes[r * turns] for r, k in enumerate(names)}
     # imagehash.dhash: a 9×8 resize, then each pixel against its left neighbour.
     dsmall = np.stack([np.asarray(parts[k].resize((DHASH_SIDE + 1, DHASH_SIDE), Image.Resampling.LANCZOS))
                        for k in names])
@@ -178,9 +182,7 @@ def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool 
     texture = float(np.asarray(parts["c64"].resize((64, 64)), dtype=np.float32).std())
     out = ImageHashes(ph, dh, texture)
     if with_variants:
-        turned = [a for k, s in zip(names, small) for a in _dihedral(s, _transposed_small(parts[k]))]
-        hashes = _phashes(np.stack(turned))
-        out.variants = [{k: hashes[r * len(DIHEDRAL) + i] for r, k in enumerate(names)} for i in range(len(DIHEDRAL))]
+        out.variants = [{k: hashes[r * turns + i] for r, k in enumerate(names)} for i in range(turns)]
     return out
 
 
