@@ -12,25 +12,34 @@ found — for an upload with no candidate (most uploads) and one with a matched 
 photo of a place photographed before). Ours: eight regions (phone chrome stripped, centred 90 %), and per
 matched pair ORB + RANSAC, the fine-detail test and the same-capture decision. Baseline: the previous pipeline
 in the same run — the six regions it hashed and the hash rule alone. The difference is the added cost.
+
+pixel_check_ms: CPU milliseconds of one pixel check (features.compare_pixels on two photos whose keypoints are
+known: what evidence.pairs runs per hash candidate) over same-scene shop fronts, their copies and unrelated photos,
+against the check as it was before FAISS in the same run (OpenCV's BFMatcher.knnMatch, the homography fitted even
+where too few matches could reach the bar); every pair's outcome must be the same, or the figure fails.
 """
 from __future__ import annotations
 
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import imagehash
 import numpy as np
 import scipy.fftpack
 from PIL import Image
 
 from bench.common import figure, scale
+from evidence import features
 from evidence.sameness import Side, decide, pixels_of
 from evidence.hashing import (DIHEDRAL, PHASH_SIDE, TRANSPOSING, ImageHashes, _centre, _trim_box, grey_file,
                               hash_image, load_grey, to_int)
 from evidence.match import REACH_THRESHOLD, compare
-from sim.transforms import crop5
+from sim import photos
+from sim.transforms import TRANSFORMS, crop5, jpeg
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
 
@@ -143,6 +152,55 @@ def _per_upload(paths: list[Path]) -> dict:
     return out
 
 
+def _previous_compare_pixels(q: features.Photo, s: features.Photo) -> features.Alignment:
+    """compare_pixels before FAISS: OpenCV's brute-force k-NN, and the homography fitted whenever it could refute."""
+    kp = min(len(q.points), len(s.points)) if q.descriptors is not None and s.descriptors is not None else 0
+    if q.descriptors is None or s.descriptors is None or len(q.points) < 8 or len(s.points) < 8:
+        return features.Alignment(0, 0, 0.0, None, kp)
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(q.descriptors, s.descriptors, k=2)
+    good = [p[0] for p in knn if len(p) == 2 and p[0].distance < features.RATIO * p[1].distance]
+    if len(good) < 8:
+        return features.Alignment(0, len(good), 0.0, None, kp)
+    src, dst = q.points[[m.queryIdx for m in good]], s.points[[m.trainIdx for m in good]]
+    matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                               ransacReprojThreshold=features.RANSAC_PX, maxIters=2000,
+                                               confidence=0.995)
+    found = features.Alignment(0, len(good), 0.0, None, kp) if matrix is None else features.Alignment(
+        int(mask.sum()), len(good), float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), None, kp)
+    if kp >= features.MIN_KEYPOINTS_TO_REFUTE and found.inliers < features.MIN_INLIERS:
+        _, general = cv2.findHomography(src, dst, cv2.RANSAC, features.HOMOGRAPHY_PX,
+                                        maxIters=features.HOMOGRAPHY_ITERS, confidence=0.995)
+        found = replace(found, general_inliers=0 if general is None else int(general.sum()))
+    if matrix is None or not found.confirmed:
+        return found
+    return replace(found, detail=features.detail_agreement(q.pixels, s.pixels, matrix))
+
+
+def _pixel_check() -> dict:
+    """CPU per pixel check, ours and before FAISS, over the same pairs; any differing outcome is an error."""
+    shots = []
+    for shop in range(max(3, int(6 * scale()))):
+        img = photos.storefront(shop, 0)
+        shots += [load_grey(photos.camera_jpeg(photos.storefront(shop, v))) for v in range(1, 4)]
+        shots += [load_grey(jpeg(TRANSFORMS[how](img), 82)) for how in ("crop5", "screenshot_statusbar", "wechat")]
+    shots += [load_grey(p.read_bytes()) for p in sorted(PHOTOS.glob("*.jpg"))]
+    found = [features.Photo.of(g) for g in shots]
+    pairs = [(a, b) for i, a in enumerate(found) for j, b in enumerate(found) if i != j]
+    timed = {}
+    for name, fn in (("ours", features.compare_pixels), ("before", _previous_compare_pixels)):
+        fn(*pairs[0])
+        started = time.process_time()
+        outcomes = [fn(a, b) for a, b in pairs]
+        timed[name] = ((time.process_time() - started) * 1000 / len(pairs), outcomes)
+    (ours, mine), (before, theirs) = timed["ours"], timed["before"]
+    differ = sum((x.confirmed, x.refuted, x.inliers, x.detail) != (y.confirmed, y.refuted, y.inliers, y.detail)
+                 for x, y in zip(mine, theirs))
+    return {"pixel_check_ms": figure(ours, "ms", before, False,
+                                     "reference: CPU per pixel check (keypoints known) vs OpenCV BFMatcher k-NN and "
+                                     "an always-fitted homography, same run, same outcomes",
+                                     errors=differ, detail={"pairs": len(pairs), "differing_outcomes": differ})}
+
+
 def run() -> dict:
     """Measure the three rates and the per-upload CPU of processing."""
     n = max(6, int(20 * scale()))
@@ -152,7 +210,7 @@ def run() -> dict:
         baseline = _rate(lambda p: imagehash.phash(Image.open(p)), paths)
         floor = _rate(_draft_decode, paths)
         per_upload = _per_upload(paths)
-    return {**per_upload, "phash_throughput": figure(ours, "img/s", baseline, True,
+    return {**per_upload, **_pixel_check(), "phash_throughput": figure(ours, "img/s", baseline, True,
                                        "ratio >= 8 vs imagehash.phash(Image.open(p)) on 12 MP JPEGs, as the worker "
                                        "hashes (regions, variants)", min_ratio=8),
             "phash_vs_decode_limit": figure(ours, "img/s", floor, True, "ratio >= 0.85 of JPEG draft decoding alone",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import zlib
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -410,3 +411,66 @@ def test_keypoints_read_back_from_their_file_are_the_ones_orb_finds():
     assert none.descriptors is None and none.points.shape == (0, 2)
     back = Photo.with_features(blank, none.features_file())
     assert back is not None and back.descriptors is None and back.points.shape == (0, 2)
+
+
+def _photos_for_matching() -> list:
+    """Working images with their keypoints: the test photos, generated shop fronts re-shot on other visits, and
+    copies of them (so the pairs below are unrelated, same-scene and derived)."""
+    from evidence.features import Photo
+
+    greys = [load_grey(p.read_bytes()) for p in PHOTOS]
+    for shop in range(3):
+        img = photos.storefront(shop, 0)
+        original = photos.camera_jpeg(img)
+        greys += [load_grey(photos.camera_jpeg(photos.storefront(shop, visit))) for visit in (1, 2)]
+        greys += [load_grey(_copy(img, original, how)) for how in ("crop5", "screenshot_statusbar", "wechat")]
+    return [Photo.of(g) for g in greys]
+
+
+def test_ratio_test_matches_are_exactly_opencvs():
+    """features._good_matches (FAISS's exact Hamming k-NN) gives the very matches OpenCV's BFMatcher.knnMatch with
+    Lowe's ratio test gives, in the same order, over unrelated, same-scene and derived pairs."""
+    import cv2
+
+    from evidence.features import RATIO, _good_matches
+
+    found = _photos_for_matching()
+    checked = 0
+    for a, b in itertools.permutations(found, 2):
+        if a.descriptors is None or b.descriptors is None:
+            continue
+        knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(a.descriptors, b.descriptors, k=2)
+        expected = [(p[0].queryIdx, p[0].trainIdx) for p in knn if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
+        query_idx, stored_idx = _good_matches(a.descriptors, b.descriptors)
+        assert list(zip(query_idx.tolist(), stored_idx.tolist())) == expected
+        checked += bool(expected)
+    assert checked > 200
+    one = found[0].descriptors
+    assert [len(x) for x in _good_matches(one, one[:1])] == [0, 0]  # a second neighbour is needed for the ratio
+
+
+def test_homography_is_skipped_only_where_it_cannot_reach_the_bar():
+    """Where the ratio-test matches are fewer than MIN_INLIERS, align skips the homography (its inliers can only be
+    fewer): ``refuted`` and ``confirmed`` are what always fitting it gives, for every pair."""
+    import cv2
+
+    from evidence import features
+
+    found = _photos_for_matching()
+    skipped = fitted = 0
+    for a, b in itertools.permutations(found, 2):
+        got, _ = features.align(a, b)
+        if got.general_inliers is None:
+            continue
+        query_idx, stored_idx = features._good_matches(a.descriptors, b.descriptors)
+        _, mask = cv2.findHomography(a.points[query_idx], b.points[stored_idx], cv2.RANSAC, features.HOMOGRAPHY_PX,
+                                     maxIters=features.HOMOGRAPHY_ITERS, confidence=0.995)
+        always = replace(got, general_inliers=0 if mask is None else int(mask.sum()))
+        assert (got.refuted, got.confirmed) == (always.refuted, always.confirmed)
+        if got.matches < features.MIN_INLIERS:
+            skipped += 1
+            assert got.general_inliers == got.matches >= always.general_inliers
+        else:
+            fitted += 1
+            assert got.general_inliers == always.general_inliers
+    assert skipped > 20 and fitted > 20
