@@ -10,7 +10,6 @@ stays correct for EXIF-carrying photos; EXIF-less ones there can be flagged past
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,7 +26,7 @@ from evidence.hashing import ImageHashes, load_grey
 from evidence.match import REACH_THRESHOLD, Match, compare_media
 from evidence.models import Evidence, EvidenceMatch
 from evidence.schemas import SAME_SCENE_PREFIX
-from evidence.storage import get_store
+from evidence.storage import get_if_stored, get_store, working_image_bytes
 
 log = get_logger("evidence.pairs")
 MAX_PIXEL_CHECKS = 8
@@ -70,24 +69,19 @@ class _Greys:
     """Working images, loaded once each and only when a pair needs its pixels; the new file's Photo (keypoints
     found) once per orientation the hashes matched it in, however many stored files it is compared with."""
 
-    def __init__(self, key_of: Callable[[str], str]) -> None:
-        self.key_of, self.cache, self.photos = key_of, {}, {}
+    def __init__(self) -> None:
+        self.cache, self.photos = {}, {}
 
     def get(self, sha256: str) -> Image.Image:
         if sha256 not in self.cache:
-            self.cache[sha256] = _load(sha256, self.key_of)
+            self.cache[sha256] = load_grey(working_image_bytes(sha256))
         return self.cache[sha256]
 
     def photo(self, sha256: str, variant: int = 0) -> Photo:
         if (sha256, variant) not in self.photos:
-            self.photos[sha256, variant] = (kept_photo(sha256, self.key_of) if variant == 0
+            self.photos[sha256, variant] = (kept_photo(sha256) if variant == 0
                                             else Photo.of(turned(self.get(sha256), variant)))
         return self.photos[sha256, variant]
-
-
-def _load(sha256: str, key_of: Callable[[str], str]) -> Image.Image:
-    store, key = get_store(), key_of(sha256)
-    return load_grey(store.get(key) if store.exists(key) else store.get(sha256))
 
 
 def features_key(sha256: str) -> str:
@@ -107,10 +101,11 @@ def features_key(sha256: str) -> str:
 # addressed like the file, so never stale); another process, or this one after the LRU let the file go, reads them
 # back with its working image instead of running ORB again.
 @lru_cache(maxsize=KEPT_PHOTOS)
-def kept_photo(sha256: str, key_of: Callable[[str], str]) -> Photo:
-    store, grey, key = get_store(), _load(sha256, key_of), features_key(sha256)
+def kept_photo(sha256: str) -> Photo:
+    store, grey, key = get_store(), load_grey(working_image_bytes(sha256)), features_key(sha256)
     try:  # a cache: a store that cannot serve it costs ORB, never the job
-        found = Photo.with_features(grey, store.get(key)) if store.exists(key) else None
+        packed = get_if_stored(store, key)
+        found = Photo.with_features(grey, packed) if packed is not None else None
     except Exception as exc:  # noqa: BLE001 - any backend's read error (evidence.storage_s3.StoreUnavailable, OSError)
         log.warning("features_unreadable", key=key, error=type(exc).__name__)
         found = None
@@ -134,10 +129,9 @@ class Finder:
     own round, so every pair a single search would have checked by its pixels still is (a re-used photo that
     arrives meanwhile is not left without a check by the same-scene photos of a much-photographed shop)."""
 
-    def __init__(self, ev: Evidence, frames: list[ImageHashes], reasons: list[str],
-                 key_of: Callable[[str], str]) -> None:
+    def __init__(self, ev: Evidence, frames: list[ImageHashes], reasons: list[str]) -> None:
         self.ev, self.frames, self.mine = ev, frames, _side(ev, reasons)
-        self.greys, self.considered = _Greys(key_of), set()
+        self.greys, self.considered = _Greys(), set()
         # How far the index was searched (the index object, the position reached): a later round scans only the
         # hashes added since, those of the files processed in between; everything before was a candidate of an
         # earlier round already (a hash enters the index only once its file's processing committed).

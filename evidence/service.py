@@ -18,7 +18,8 @@ from evidence.hashing import ImageHashes, grey_file, hash_image
 from evidence.intake import inspect_upload
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
 from evidence.schemas import SAME_SCENE_PREFIX, CaptureReceipt
-from evidence.storage import INCOMING, StagedBlob, get_store, sweep_spool
+from evidence.storage import (INCOMING, StagedBlob, get_if_stored, get_store, sweep_spool, working_image_bytes,
+                              working_image_key)
 from evidence.video import hash_video
 from geo.fence import haversine_m
 from tasks import claims, hooks
@@ -35,11 +36,6 @@ REUSED_LATER = "evidence_reused_later"  # camera GPS is coarse indoors; beyond 1
 def stage_upload() -> StagedBlob:
     """Where an upload streams to while it arrives (in the store, size-capped, hashed on the way)."""
     return get_store().stage(get_settings().max_upload_bytes)
-
-
-def working_image_key(sha256: str) -> str:
-    """Store key of the greyscale working image intake decoded from the original (what hashing reads)."""
-    return f"{sha256}-grey"
 
 
 def upload(*, db_session: Session, worker: User, claim_id: int, staged: StagedBlob,
@@ -104,8 +100,7 @@ def _frames(ev: Evidence) -> list[ImageHashes]:
     if ev.kind == "video":
         return [f.hashes for f in hash_video(store.get(ev.sha256))]
     # The working image gives the very hashes of its original; files stored before it was kept are decoded.
-    key = working_image_key(ev.sha256)
-    return [hash_image(store.get(key) if store.exists(key) else store.get(ev.sha256), with_variants=True)]
+    return [hash_image(working_image_bytes(ev.sha256), with_variants=True)]
 
 
 def _exif_reasons(db_session: Session, ev: Evidence) -> list[str]:
@@ -135,7 +130,7 @@ def process(*, db_session: Session, evidence_id: int) -> None:
         return
     frames = _frames(ev)
     reasons = _exif_reasons(db_session, ev)
-    finder = pairs.Finder(ev, frames, reasons, working_image_key)
+    finder = pairs.Finder(ev, frames, reasons)
     # The files processed so far are compared first, without the lock: their pixel checks (ORB, the costly part
     # of a much-photographed shop's upload) run in every worker process at once.
     found = finder.find(db_session)
@@ -256,8 +251,9 @@ def served_copy(*, db_session: Session, user: User, evidence_id: int, max_side: 
 def _preview(sha256: str, max_side: int | None) -> bytes:
     """The served copy of a stored original, made once and kept content-addressed beside it."""
     store, key = get_store(), f"{sha256}-preview-{max_side or 'full'}"
-    if store.exists(key):
-        return store.get(key)
+    kept = get_if_stored(store, key)
+    if kept is not None:
+        return kept
     with decode_slot():
         data = strip_and_orient(store.get(sha256), max_side)
     store.put(key, data)

@@ -82,13 +82,35 @@ class BlobStore(Protocol):
 
     def put(self, key: str, data: bytes) -> None: ...
 
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str) -> bytes: ...  # FileNotFoundError when the key holds nothing (every backend)
 
     def exists(self, key: str) -> bool: ...
 
     def stage(self, max_bytes: int) -> StagedBlob: ...
 
     def sweep_incoming(self, older_than_s: float) -> int: ...
+
+
+def working_image_key(sha256: str) -> str:
+    """Store key of the greyscale working image intake decoded from the original (what hashing reads)."""
+    return f"{sha256}-grey"
+
+
+def get_if_stored(store: BlobStore, key: str) -> bytes | None:
+    """The blob's bytes, or None when the key holds nothing: one read, where ``exists`` then ``get`` would be two
+    requests (a HEAD and a GET on S3) for every blob that is there."""
+    try:
+        return store.get(key)
+    except FileNotFoundError:
+        return None
+
+
+def working_image_bytes(sha256: str) -> bytes:
+    """What hashing and the pixel checks read of a stored image: the working image intake kept, else (a file stored
+    before working images were kept) the original."""
+    store = get_store()
+    kept = get_if_stored(store, working_image_key(sha256))
+    return kept if kept is not None else store.get(sha256)
 
 
 def sweep_spool(folder: Path, older_than_s: float) -> int:

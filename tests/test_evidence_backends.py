@@ -7,22 +7,28 @@ import io
 from PIL import Image
 
 from evidence import pairs
-from evidence.service import working_image_key
-from evidence.storage import get_store
+from evidence.storage import get_store, working_image_key
 from tests.evidence_transforms import jpeg, watermark_band
 from tests.test_evidence_api import PHOTOS, checked_in, process_all, upload
 
 
-def test_upload_process_and_duplicates_on_either_store(client, db, any_store):
+def test_upload_process_and_duplicates_on_either_store(client, db, any_store, monkeypatch):
     pairs.kept_photo.cache_clear()  # so the stored file's keypoints are found here, and kept in this store
     _, c1, w1, _ = checked_in(client, db)
     _, c2, w2, m2 = checked_in(client, db)
     original = (PHOTOS / "chelsea.jpg").read_bytes()
     first = upload(client, c1, w1, original).json()
+    # Processing reads what is stored without asking first (storage.get_if_stored: one GET, not a HEAD and a GET).
+    asked = []
+    store_type = type(get_store())
+    monkeypatch.setattr(store_type, "exists", lambda self, key, real=store_type.exists: asked.append(key) or
+                        real(self, key))
     process_all(db)
     stamped = jpeg(watermark_band(Image.open(io.BytesIO(original))))
     second = upload(client, c2, w2, stamped).json()
+    asked.clear()  # (an S3 upload asks whether its bytes are stored already: one HEAD per upload)
     process_all(db)
+    assert asked == []
     ev2 = client.get(f"/v1/evidence/{second['id']}", headers=w2).json()
     assert ev2["state"] == "processed" and "duplicate_evidence" in ev2["reasons"]
     assert ev2["matches"][0]["matched_evidence_id"] == first["id"]

@@ -9,7 +9,7 @@ import pytest
 
 from core.config import get_settings
 from evidence.errors import FileTooLarge
-from evidence.storage import get_store
+from evidence.storage import get_if_stored, get_store
 
 
 def test_put_get_exists_and_missing(any_store):
@@ -21,6 +21,7 @@ def test_put_get_exists_and_missing(any_store):
     store.put("ab" * 32, b"bytes")  # content-addressed: a second write changes nothing
     assert store.exists("ab" * 32) and store.get("ab" * 32) == b"bytes"
     assert any_store.stored() == ["ab" * 32]
+    assert get_if_stored(store, "ab" * 32) == b"bytes" and get_if_stored(store, "cd" * 32) is None
 
 
 @pytest.mark.parametrize("key", ["", "../etc/passwd", "AB" * 32, "-x", "a/b", "ab\x00"])
