@@ -32,8 +32,13 @@ ARGS = {"full": ["--workers", "200", "--hours", "8"], "quick": ["--workers", "20
 GOAL_RATIO = 2.0  # "a 200-worker simulated day uses under half the CPU it uses today"
 
 
+def _run_git(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=str(cwd), input=stdin, capture_output=True, text=True)
+
+
 def _git(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> str:
-    done = subprocess.run(["git", *args], cwd=str(cwd), input=stdin, capture_output=True, text=True)
+    """git's output; a failure raises."""
+    done = _run_git(*args, cwd=cwd, stdin=stdin)
     if done.returncode:
         raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip()[-500:]}")
     return done.stdout
@@ -41,15 +46,15 @@ def _git(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> str:
 
 def baseline_commits_present() -> bool:
     """Whether this checkout has the history the baseline is built from (a shallow clone has not)."""
-    return all(subprocess.run(["git", "cat-file", "-e", f"{c}^{{commit}}"], cwd=str(ROOT)).returncode == 0
+    return all(_run_git("cat-file", "-e", f"{c}^{{commit}}").returncode == 0
                for c in (BASELINE_COMMIT, CPU_METER_COMMIT))
 
 
 def remove_tree(where: Path) -> None:
     """Remove a baseline worktree (best effort: never masks the error that ended the run) and prune git's record
     of any left by a run that was killed."""
-    subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=str(ROOT), capture_output=True)
-    subprocess.run(["git", "worktree", "prune"], cwd=str(ROOT), capture_output=True)
+    _run_git("worktree", "remove", "--force", str(where))
+    _run_git("worktree", "prune")
 
 
 def baseline_tree(where: Path) -> Path:
