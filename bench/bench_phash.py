@@ -193,7 +193,8 @@ def _pixel_check() -> dict:
         outcomes = [fn(a, b) for a, b in pairs]
         timed[name] = ((time.process_time() - started) * 1000 / len(pairs), outcomes)
     (ours, mine), (before, theirs) = timed["ours"], timed["before"]
-    differ = sum((x.confirmed, x.refuted, x.inliers, x.detail) != (y.confirmed, y.refuted, y.inliers, y.detail)
+    differ = sum((x.matches, x.inliers, x.scale, x.detail, x.confirmed, x.refuted)
+                 != (y.matches, y.inliers, y.scale, y.detail, y.confirmed, y.refuted)
                  for x, y in zip(mine, theirs))
     return {"pixel_check_ms": figure(ours, "ms", before, False,
                                      "reference: CPU per pixel check (keypoints known) vs OpenCV BFMatcher k-NN and "

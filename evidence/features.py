@@ -103,10 +103,9 @@ def keypoints(grey: np.ndarray) -> tuple[list, np.ndarray | None]:
 @lru_cache(maxsize=1)
 def _faiss():
     """FAISS, imported where descriptors are first matched (the evidence worker: API processes, which import this
-    module but never match, are spared its ~17 MB), with one OpenMP thread for the reason OpenCV has one above."""
+    module but never match, are spared its ~17 MB)."""
     import faiss
 
-    faiss.omp_set_num_threads(1)
     return faiss
 
 
@@ -119,7 +118,11 @@ def _good_matches(da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarra
     distance is strictly below 0.8 of the second, so the nearest is unique and no tie-break can change it."""
     if len(da) == 0 or len(db) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    index = _faiss().IndexBinaryFlat(db.shape[1] * 8)
+    faiss = _faiss()
+    # One OpenMP thread, for the reason OpenCV has one above; libgomp's setting is the calling thread's, so it is set
+    # on every call (a few ns), whatever thread matches.
+    faiss.omp_set_num_threads(1)
+    index = faiss.IndexBinaryFlat(db.shape[1] * 8)
     index.add(np.ascontiguousarray(db, np.uint8))
     distance, nearest = index.search(np.ascontiguousarray(da, np.uint8), 2)
     keep = distance[:, 0] < RATIO * distance[:, 1]

@@ -98,7 +98,8 @@ def working_image_key(sha256: str) -> str:
 
 def get_if_stored(store: BlobStore, key: str) -> bytes | None:
     """The blob's bytes, or None when the key holds nothing: one read, where ``exists`` then ``get`` would be two
-    requests (a HEAD and a GET on S3) for every blob that is there."""
+    requests (a HEAD and a GET on S3) for every blob that is there. Only "no such key" is None: an outage, a
+    missing bucket or an unreadable file raises (``exists`` read some of those as "absent")."""
     try:
         return store.get(key)
     except FileNotFoundError:

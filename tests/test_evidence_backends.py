@@ -19,10 +19,7 @@ def test_upload_process_and_duplicates_on_either_store(client, db, any_store, mo
     original = (PHOTOS / "chelsea.jpg").read_bytes()
     first = upload(client, c1, w1, original).json()
     # Processing reads what is stored without asking first (storage.get_if_stored: one GET, not a HEAD and a GET).
-    asked = []
-    store_type = type(get_store())
-    monkeypatch.setattr(store_type, "exists", lambda self, key, real=store_type.exists: asked.append(key) or
-                        real(self, key))
+    asked = _existence_checks(monkeypatch)
     process_all(db)
     stamped = jpeg(watermark_band(Image.open(io.BytesIO(original))))
     second = upload(client, c2, w2, stamped).json()
@@ -44,17 +41,26 @@ def test_upload_process_and_duplicates_on_either_store(client, db, any_store, mo
     assert any_store.spooled() == []
 
 
-def test_served_copies_are_stripped_made_once_and_stored(client, db, any_store):
+def _existence_checks(monkeypatch) -> list[str]:
+    """The keys the store is asked ``exists`` about from now on."""
+    asked, store_type = [], type(get_store())
+    monkeypatch.setattr(store_type, "exists", lambda self, key, real=store_type.exists: asked.append(key) or
+                        real(self, key))
+    return asked
+
+
+def test_served_copies_are_stripped_made_once_and_stored(client, db, any_store, monkeypatch):
     _, claim, w, _ = checked_in(client, db)
     data = (PHOTOS / "camera.jpg").read_bytes()
     assert Image.open(io.BytesIO(data)).getexif()  # the original carries camera metadata
     ev = upload(client, claim, w, data).json()
+    asked = _existence_checks(monkeypatch)  # a served copy is read, or made, without asking first
     thumb = client.get(f"/v1/evidence/{ev['id']}/image?size=thumb", headers=w)
     assert thumb.status_code == 200 and not Image.open(io.BytesIO(thumb.content)).getexif()
     key = f"{ev['sha256']}-preview-320"
     assert key in any_store.stored() and get_store().get(key) == thumb.content
     again = client.get(f"/v1/evidence/{ev['id']}/image?size=thumb", headers=w)
-    assert again.content == thumb.content
+    assert again.content == thumb.content and asked == []
 
 
 def test_refused_uploads_leave_nothing_in_either_store(client, db, any_store):

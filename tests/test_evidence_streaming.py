@@ -14,8 +14,7 @@ from evidence.errors import FileTooLarge
 from evidence.hashing import grey_file, hash_image
 from evidence.intake import inspect_upload
 from evidence.models import Evidence
-from evidence.storage import working_image_key
-from evidence.storage import INCOMING, LocalBlobStore, get_store
+from evidence.storage import INCOMING, LocalBlobStore, get_store, working_image_key
 from tests.test_evidence_api import PHOTOS, checked_in, process_all, upload
 
 URL = "/v1/claims/{}/evidence"
