@@ -1,6 +1,6 @@
 """dedup_lookup: p99 of an exact radius-12 search over 10,000,000 stored 64-bit hashes.
 
-Ours: ``evidence.index.HashIndex.search`` (ids, folding of new entries, sorted hits).
+Ours: ``evidence.index.HashIndex.search`` (FAISS's exact range search; ids, folding of new entries, sorted hits).
 Baseline: a bare numpy brute-force scan (XOR + popcount) over the same array, same queries, same run.
 """
 from __future__ import annotations

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from evidence.chrome import photo_box
+from evidence.hamming import faiss
 
 # One thread: an evidence worker process is one of several per core, and OpenCV's own pool would only contend
 # with them (and make the per-upload CPU figure in bench/bench_phash.py depend on the core count).
@@ -100,15 +100,6 @@ def keypoints(grey: np.ndarray) -> tuple[list, np.ndarray | None]:
     return _detector().detectAndCompute(grey, None)
 
 
-@lru_cache(maxsize=1)
-def _faiss():
-    """FAISS, imported where descriptors are first matched (the evidence worker: API processes, which import this
-    module but never match, are spared its ~17 MB)."""
-    import faiss
-
-    return faiss
-
-
 def _good_matches(da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each query descriptor's nearest stored one in Hamming distance, where it passes Lowe's ratio test against the
     second nearest: (query indices, stored indices), in query order.
@@ -118,11 +109,7 @@ def _good_matches(da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarra
     distance is strictly below 0.8 of the second, so the nearest is unique and no tie-break can change it."""
     if len(da) == 0 or len(db) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    faiss = _faiss()
-    # One OpenMP thread, for the reason OpenCV has one above; libgomp's setting is the calling thread's, so it is set
-    # on every call (a few ns), whatever thread matches.
-    faiss.omp_set_num_threads(1)
-    index = faiss.IndexBinaryFlat(db.shape[1] * 8)
+    index = faiss().IndexBinaryFlat(db.shape[1] * 8)
     index.add(np.ascontiguousarray(db, np.uint8))
     distance, nearest = index.search(np.ascontiguousarray(da, np.uint8), 2)
     keep = distance[:, 0] < RATIO * distance[:, 1]
