@@ -1,7 +1,10 @@
 """dedup_lookup: p99 of an exact radius-12 search over 10,000,000 stored 64-bit hashes.
 
-Ours: ``evidence.index.HashIndex.search`` (FAISS's exact range search; ids, folding of new entries, sorted hits).
+Ours: ``evidence.index.HashIndex.search`` (FAISS's exact range search; ids, sorted hits), after one untimed search
+that builds FAISS's copy of the hashes (once per process; ~0.1 s at 10 M). No entries are added meanwhile, so no
+search here folds new ones in (evidence.index: a fold copies only the new entries).
 Baseline: a bare numpy brute-force scan (XOR + popcount) over the same array, same queries, same run.
+Every query must find exactly the ids the baseline finds.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ def run() -> dict:
     idx = HashIndex.from_arrays(np.arange(n), hashes)
     flips = rng.integers(0, 64, (QUERIES, 5))
     queries = [int(hashes[rng.integers(0, n)]) ^ int(sum(1 << int(b) for b in set(f))) for f in flips]
+    idx.search(0, RADIUS)  # builds FAISS's copy of the hashes (untimed: once per process)
     ours, base = [], []
     for q in queries:
         t = time.perf_counter()
@@ -34,7 +38,7 @@ def run() -> dict:
         t = time.perf_counter()
         brute = np.nonzero(popcount64(hashes ^ np.uint64(q)) <= RADIUS)[0]
         base.append((time.perf_counter() - t) * 1000)
-        assert len(found) == len(brute) and found  # exact, and the planted near-duplicate is found
+        assert sorted(i for i, _ in found) == brute.tolist() and found  # exact; the planted near-duplicate found
     return {"dedup_lookup": figure(pct(ours, 99), "ms", pct(base, 99), False,
                                    f"p99 <= 10 ms and ratio >= 10 at {n} hashes, every match found "
                                    "(baseline: numpy brute-force scan)", at_most=10, min_ratio=10)}

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from evidence.chrome import photo_box
-from evidence.hamming import faiss
+from evidence.faiss_lib import load_faiss
 
 # One thread: an evidence worker process is one of several per core, and OpenCV's own pool would only contend
 # with them (and make the per-upload CPU figure in bench/bench_phash.py depend on the core count).
@@ -109,7 +109,7 @@ def _good_matches(da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarra
     distance is strictly below 0.8 of the second, so the nearest is unique and no tie-break can change it."""
     if len(da) == 0 or len(db) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    index = faiss().IndexBinaryFlat(db.shape[1] * 8)
+    index = load_faiss().IndexBinaryFlat(db.shape[1] * 8)
     index.add(np.ascontiguousarray(db, np.uint8))
     distance, nearest = index.search(np.ascontiguousarray(da, np.uint8), 2)
     keep = distance[:, 0] < RATIO * distance[:, 1]

@@ -3,10 +3,12 @@
 Chosen by measurement on this 2-core machine: a brute-force scan of every stored hash, no false negatives by
 construction. Multi-index hashing on four 16-bit bands was exact too but no faster at radius 4 and 5× slower at the
 service's radius of 12 (each band probes 697 values and the candidates cost more than the scan); splitting the scan
-over threads was slower still (memory-bound). The scan is FAISS's (``IndexBinaryFlat.range_search``, evidence.hamming,
-kept beside the array and extended as it grows): one query over 2 M hashes 1.2 ms against 7.9 ms for numpy's
+over threads was slower still (memory-bound). The scan is FAISS's (``IndexBinaryFlat.range_search``, evidence.faiss_lib,
+kept beside the array and extended at the next search after it grew): one query over 2 M hashes 1.2 ms against 7.9 ms for numpy's
 XOR + ``bitwise_count`` + compare, which makes three passes and two temporaries of the array.
-New entries go to a small tail list that is folded into the array when it grows.
+New entries go to a small tail list that is folded into the arrays at the next search (or at MERGE_AT entries); the
+arrays keep spare room that doubles when it runs out, so a fold copies only the new entries, not the whole index (the
+worker catches up and folds before each upload's search: a full copy was ~30-40 ms at 10 M hashes).
 A query file asks with all its hashes at once (``near``: 64 for a photo's regions × orientations). A later round
 (``since``) scans only the entries added after an earlier one: those few by numpy, block by block, each block
 checked against every query while it is in cache.
@@ -17,7 +19,7 @@ import threading
 
 import numpy as np
 
-from evidence.hamming import faiss
+from evidence.faiss_lib import load_faiss
 
 MERGE_AT = 4096
 NEAR_BLOCK = 16_384  # hashes per block of ``near`` for 64 queries (a photo's): an 8 MB scratch array, kept for more
@@ -33,8 +35,9 @@ class HashIndex:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._ids = np.empty(0, dtype=np.int64)
-        self._hashes = np.empty(0, dtype=np.uint64)
+        # The entries: views of the first len(...) rows of the buffers, which have room to grow (``_fold``).
+        self._ids_room = self._ids = np.empty(0, dtype=np.int64)
+        self._hashes_room = self._hashes = np.empty(0, dtype=np.uint64)
         self._tail: list[tuple[int, int]] = []
         self._flat = None  # FAISS's copy of the hashes as 8-byte codes, built at the first search and extended
 
@@ -42,8 +45,10 @@ class HashIndex:
     def from_arrays(cls, ids, hashes) -> "HashIndex":
         """Bulk-build (hashes as uint64, or int64 as PostgreSQL stores them)."""
         idx = cls()
-        idx._ids = np.asarray(ids, dtype=np.int64)
-        idx._hashes = np.asarray(hashes).astype(np.uint64)
+        if not isinstance(hashes, np.ndarray):  # Python ints past 2**63 would make numpy choose float64
+            hashes = np.asarray([int(h) & 0xFFFFFFFFFFFFFFFF for h in hashes], dtype=np.uint64)
+        idx._ids_room = idx._ids = np.asarray(ids, dtype=np.int64)
+        idx._hashes_room = idx._hashes = np.asarray(hashes).astype(np.uint64)
         return idx
 
     def __len__(self) -> int:
@@ -58,14 +63,23 @@ class HashIndex:
 
     def _fold(self) -> None:
         ids, hashes = zip(*self._tail)
-        self._ids = np.concatenate([self._ids, np.asarray(ids, dtype=np.int64)])
-        self._hashes = np.concatenate([self._hashes, np.asarray(hashes, dtype=np.uint64)])
+        n, k = len(self._ids), len(ids)
+        if n + k > len(self._ids_room):  # out of room: twice what is needed, so copies stay amortised O(1)
+            room = max(2 * (n + k), 1024)
+            self._ids_room = np.concatenate([self._ids, np.empty(room - n, dtype=np.int64)])
+            self._hashes_room = np.concatenate([self._hashes, np.empty(room - n, dtype=np.uint64)])
+        self._ids_room[n:n + k] = ids
+        self._hashes_room[n:n + k] = hashes
+        self._ids, self._hashes = self._ids_room[:n + k], self._hashes_room[:n + k]
         self._tail = []
 
     def _within(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """(position, distance) of every stored hash within ``radius`` of any query (a uint64 array), by FAISS;
         under the lock, the tail folded."""
-        lib = faiss()
+        lib = load_faiss()
+        radius = min(int(radius), 64)  # FAISS takes a C int: a numpy integer or a huge radius means the same
+        if radius < 0 or not len(queries):
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         if self._flat is None:
             self._flat = lib.IndexBinaryFlat(64)
         have = self._flat.ntotal

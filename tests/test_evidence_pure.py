@@ -148,7 +148,7 @@ def test_video_frames_match_the_photo_they_show():
 @given(st.integers(0, 2**32), st.integers(0, 16))
 def test_index_is_exact_against_brute_force(seed, radius):
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 2**63, 2000, dtype=np.int64).astype(np.uint64)
+    base = rng.integers(0, 2**64, 2000, dtype=np.uint64)
     ids = 10_000 + rng.permutation(2000)  # ids are not positions
     query = int(base[0]) ^ int(rng.integers(0, 2**16))
     idx = HashIndex.from_arrays(ids[:1500], base[:1500])
@@ -173,7 +173,13 @@ def test_index_is_exact_against_brute_force(seed, radius):
         assert idx.near(queries, radius, since=1700) == (brute(queries, 1700, 2000), 2000)
         since = int(rng.integers(0, 2001))
         assert idx.near(queries, radius, since) == (brute(queries, since, 2000), 2000)
-    assert idx.near([], radius) == (set(), 2000)
+        # The whole index again: FAISS's copy, built at the first search, now extended by the entries added since.
+        assert idx.near(queries, radius) == (brute(queries, 0, 2000), 2000)
+    dist = popcount64(base ^ np.uint64(query))
+    assert sorted(idx.search(query, np.int64(radius))) == sorted(zip(ids[dist <= radius].tolist(),
+                                                                      dist[dist <= radius].tolist()))
+    assert idx.near([], radius) == (set(), 2000) and idx.search(query, -1) == []
+    assert len(idx.search(query, 10**12)) == 2000  # any radius past 64 is everything
 
 
 def _cli(argv, capsys):

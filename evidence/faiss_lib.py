@@ -1,6 +1,6 @@
 """FAISS, the field's library for exact search over binary codes by Hamming distance (its brute-force
 ``IndexBinaryFlat``), for ORB descriptors (evidence.features) and the duplicate index's 64-bit hashes
-(evidence.index). Imported where first used: API processes import both modules but never search, and are spared its
+(evidence.index). Imported where first used (``load_faiss``): API processes import both modules but never search, and are spared its
 ~17 MB."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _imported():
     return faiss
 
 
-def faiss():
+def load_faiss():
     """The faiss module, with one OpenMP thread for the calling thread: an evidence worker process is one of several
     per core (as OpenCV has one thread, evidence.features); libgomp's setting is per thread, so it is set on every
     call (a few ns), whatever thread searches."""
