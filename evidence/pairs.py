@@ -103,17 +103,20 @@ def features_key(sha256: str) -> str:
 @lru_cache(maxsize=KEPT_PHOTOS)
 def kept_photo(sha256: str) -> Photo:
     store, grey, key = get_store(), load_grey(working_image_bytes(sha256)), features_key(sha256)
+    packed = found = None
     try:  # a cache: a store that cannot serve it costs ORB, never the job
         packed = get_if_stored(store, key)
         found = Photo.with_features(grey, packed) if packed is not None else None
     except Exception as exc:  # noqa: BLE001 - any backend's read error (evidence.storage_s3.StoreUnavailable, OSError)
         log.warning("features_unreadable", key=key, error=type(exc).__name__)
-        found = None
     if found is not None:
         return found
     photo = Photo.of(grey)
+    damaged = packed is not None  # read, but not a features file of this photo: replaced, not kept forever
+    if damaged:
+        log.warning("features_damaged", key=key)
     try:
-        store.put(key, photo.features_file())
+        store.put(key, photo.features_file(), replace=damaged)
     except Exception as exc:  # noqa: BLE001 - as above: the next process finds them again
         log.warning("features_not_kept", key=key, error=type(exc).__name__)
     return photo

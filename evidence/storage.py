@@ -80,7 +80,7 @@ class StagedBlob:
 class BlobStore(Protocol):
     """Where evidence bytes live; keys are content hashes, so writes are idempotent."""
 
-    def put(self, key: str, data: bytes) -> None: ...
+    def put(self, key: str, data: bytes, *, replace: bool = False) -> None: ...  # replace: over a damaged blob
 
     def get(self, key: str) -> bytes: ...  # FileNotFoundError when the key holds nothing (every backend)
 
@@ -138,10 +138,11 @@ class LocalBlobStore:
         check_key(key)
         return self.root / key[:2] / key[2:4] / key
 
-    def put(self, key: str, data: bytes) -> None:
-        """Write atomically (temp file + rename); an existing blob is left as is."""
+    def put(self, key: str, data: bytes, *, replace: bool = False) -> None:
+        """Write atomically (temp file + rename); an existing blob is left as is unless ``replace`` (a derived file
+        found damaged: keys are content hashes, so otherwise the same key holds the same bytes)."""
         path = self._path(key)
-        if path.exists():
+        if path.exists() and not replace:
             return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=path.parent)

@@ -67,8 +67,9 @@ class S3BlobStore:
         """The object's name in the bucket."""
         return self.prefix + check_key(key)
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store bytes under the key (content-addressed: writing the same key twice writes the same bytes)."""
+    def put(self, key: str, data: bytes, *, replace: bool = False) -> None:
+        """Store bytes under the key (content-addressed: writing the same key twice writes the same bytes; an object
+        is always written whole, so ``replace`` needs nothing more here)."""
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.object_key(key), Body=data)
         except (BotoCoreError, ClientError) as exc:

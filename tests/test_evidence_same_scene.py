@@ -242,6 +242,30 @@ def test_keypoints_are_found_once_in_the_services_life_and_read_back_by_any_proc
     assert verdicts == ["same_scene", "same_scene"]
 
 
+def test_a_damaged_keypoint_file_is_replaced_by_the_process_that_finds_it(client, db):
+    """A keypoint file that is not one of its photo (cut short, another format) costs ORB once: the process that
+    reads it finds the keypoints again and writes them over it, so the next reader gets them."""
+    from evidence.features import Photo
+    from evidence.hashing import load_grey
+    from evidence.storage import get_store, working_image_bytes
+
+    store, damaged = get_store(), []
+
+    def after(n: int) -> None:
+        if n == 0:  # the first photo, just processed: its keypoints file made damaged, and no process keeps it
+            sha = db.scalar(select(Evidence.sha256).order_by(Evidence.id.desc()).limit(1))
+            store.put(pairs.features_key(sha), b"not a features file", replace=True)
+            damaged.append(sha)
+            pairs.kept_photo.cache_clear()
+
+    uploaded, w = _shop_photos(client, db, 5555, 2, after)
+    sha = damaged[0]
+    assert db.get(Evidence, uploaded[0]).sha256 == sha
+    grey = load_grey(working_image_bytes(sha))
+    assert Photo.with_features(grey, store.get(pairs.features_key(sha))) is not None  # a real features file again
+    assert [m["verdict"] for m in _evidence(client, w, uploaded[-1])["matches"]] == ["same_scene"]
+
+
 def test_a_store_that_cannot_keep_or_serve_keypoints_costs_orb_not_the_job(client, db, monkeypatch):
     """The features file is a cache: when the store fails to read or write it, the file is compared all the same
     (its keypoints found again) and decided as before."""
@@ -255,10 +279,10 @@ def test_a_store_that_cannot_keep_or_serve_keypoints_costs_orb_not_the_job(clien
             raise OSError("store unavailable")
         return real_get(self, key)
 
-    def put(self, key, data):
+    def put(self, key, data, **kw):
         if "-orb-" in key:
             raise OSError("store unavailable")
-        return real_put(self, key, data)
+        return real_put(self, key, data, **kw)
 
     monkeypatch.setattr(store_type, "get", get)
     monkeypatch.setattr(store_type, "put", put)

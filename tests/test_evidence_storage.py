@@ -22,6 +22,9 @@ def test_put_get_exists_and_missing(any_store):
     assert store.exists("ab" * 32) and store.get("ab" * 32) == b"bytes"
     assert any_store.stored() == ["ab" * 32]
     assert get_if_stored(store, "ab" * 32) == b"bytes" and get_if_stored(store, "cd" * 32) is None
+    store.put("ab" * 32 + "-orb-1", b"damaged")
+    store.put("ab" * 32 + "-orb-1", b"found again", replace=True)  # a derived file found damaged is written over
+    assert store.get("ab" * 32 + "-orb-1") == b"found again"
 
 
 @pytest.mark.parametrize("key", ["", "../etc/passwd", "AB" * 32, "-x", "a/b", "ab\x00"])
