@@ -1,7 +1,7 @@
 """FAISS, the field's library for exact search over binary codes by Hamming distance (its brute-force
 ``IndexBinaryFlat``), for ORB descriptors (evidence.features) and the duplicate index's 64-bit hashes
-(evidence.index). Imported where first used (``load_faiss``): API processes import both modules but never search, and are spared its
-~17 MB."""
+(evidence.index). Imported where first used (``load_faiss``): API processes import both modules but never
+search, and are spared its ~17 MB."""
 from __future__ import annotations
 
 from functools import lru_cache

@@ -3,9 +3,10 @@
 Chosen by measurement on this 2-core machine: a brute-force scan of every stored hash, no false negatives by
 construction. Multi-index hashing on four 16-bit bands was exact too but no faster at radius 4 and 5× slower at the
 service's radius of 12 (each band probes 697 values and the candidates cost more than the scan); splitting the scan
-over threads was slower still (memory-bound). The scan is FAISS's (``IndexBinaryFlat.range_search``, evidence.faiss_lib,
-kept beside the array and extended at the next search after it grew): one query over 2 M hashes 1.2 ms against 7.9 ms for numpy's
-XOR + ``bitwise_count`` + compare, which makes three passes and two temporaries of the array.
+over threads was slower still (memory-bound). The scan is FAISS's (``IndexBinaryFlat.range_search``,
+evidence.faiss_lib; its copy of the array is extended at the next search after the array grew): one query over
+2 M hashes 1.2 ms against 7.9 ms for numpy's XOR + ``bitwise_count`` + compare, which makes three passes and two
+temporaries of the array.
 New entries go to a small tail list that is folded into the arrays at the next search (or at MERGE_AT entries); the
 arrays keep spare room that doubles when it runs out, so a fold copies only the new entries, not the whole index (the
 worker catches up and folds before each upload's search: a full copy was ~30-40 ms at 10 M hashes).
@@ -74,11 +75,11 @@ class HashIndex:
         self._tail = []
 
     def _within(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-        """(position, distance) of every stored hash within ``radius`` of any query (a uint64 array), by FAISS;
-        under the lock, the tail folded."""
+        """(position, distance) of every stored hash within ``radius`` of any query (a non-empty uint64 array), by
+        FAISS; under the lock, the tail folded."""
         lib = load_faiss()
         radius = min(int(radius), 64)  # FAISS takes a C int: a numpy integer or a huge radius means the same
-        if radius < 0 or not len(queries):
+        if radius < 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         if self._flat is None:
             self._flat = lib.IndexBinaryFlat(64)
