@@ -1,9 +1,14 @@
 """Multipart uploads parsed as they arrive: the file part goes straight into the evidence store.
 
 Starlette's form parser would spool the file (1 MiB in memory, the rest to a temp file elsewhere) and the
-route would then read it whole. Here each chunk the server receives is parsed, hashed and written to a temp
-file in the content-addressed store, so a request holds at most one chunk of the body in memory and the file
-is written once. Other fields are small text (kept, up to ``MAX_FIELD_BYTES`` each).
+route would then read it whole. Here each chunk the server receives is parsed as it comes; the file's data is
+gathered up to ``WRITE_BATCH`` bytes and then hashed and appended to a temp file in the content-addressed store
+in one step off the event loop, so a request holds at most ``WRITE_BATCH`` plus one chunk of the body in memory
+and the file is written once. Other fields are small text (kept, up to ``MAX_FIELD_BYTES`` each).
+
+Why gather: a phone on a weak signal delivers its body in pieces of a few KiB, and one hand-off to a worker
+thread (plus a write and a hash update) per piece cost more CPU than the rest of the upload together (a 2.6 MB
+photo sent in 4 KiB pieces: 150 ms of API CPU against 65 ms sent whole, before this).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from evidence.storage import StagedBlob
 
 MAX_FIELD_BYTES = 64 * 1024  # a text field of a form (the file is the only large part)
 MAX_PARTS = 16
+WRITE_BATCH = 256 * 1024  # file data gathered before it is hashed and written (one worker-thread hand-off)
 
 
 class MalformedMultipart(InvalidInput):
@@ -77,13 +83,15 @@ class _Parts:
         self._name: str | None = None
         self._sink: StagedBlob | None = None
         self._text = bytearray()
-        self.pending: list[bytes] = []  # file data of the chunk just parsed (at most one chunk)
+        self.pending: list[bytes] = []  # file data parsed and not yet written (WRITE_BATCH plus one chunk at most)
+        self.pending_bytes = 0
 
     def write_pending(self) -> None:
-        """Append the parsed file data to the staged file (a disk write: run it in a worker thread)."""
-        chunks, self.pending = self.pending, []
-        for chunk in chunks:
-            self.form.file.write(chunk)
+        """Append the parsed file data to the staged file in one write (a disk write: run it in a worker
+        thread)."""
+        chunks, self.pending, self.pending_bytes = self.pending, [], 0
+        if chunks:
+            self.form.file.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def on_part_begin(self) -> None:
         self.count += 1
@@ -115,7 +123,8 @@ class _Parts:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is not None:
-            self.pending.append(data[start:end])  # written by the caller off the event loop
+            self.pending.append(data[start:end])  # written by the caller off the event loop, a batch at a time
+            self.pending_bytes += end - start
         elif len(self._text) + end - start > MAX_FIELD_BYTES:
             raise MalformedMultipart(f"A form field is over {MAX_FIELD_BYTES} bytes.")
         else:
@@ -149,7 +158,7 @@ async def receive_form(request: Request, *, file_field: str, stage: Callable[[],
         parser = MultipartParser(options[b"boundary"], parts.callbacks())
         async for chunk in request.stream():
             parser.write(chunk)
-            if parts.pending:
+            if parts.pending_bytes >= WRITE_BATCH:
                 # Page-cache writes are usually quick, but a disk under pressure can stall one for long:
                 # never on the event loop (one stalled write would stall every request of the process).
                 await run_in_threadpool(parts.write_pending)

@@ -152,6 +152,43 @@ def test_streamed_digest_is_the_form_digest(tmp_path):
     assert files_in(tmp_path) == []
 
 
+def test_a_body_in_small_pieces_is_written_in_batches(tmp_path, monkeypatch):
+    """A weak signal delivers the body a few KiB at a time: the file is still hashed and written a batch at a
+    time (one worker-thread hand-off each), and no more than a batch plus one piece is ever held."""
+    import hashlib
+
+    from api import uploads
+
+    data = bytes(range(256)) * 4000 + b"tail"  # 1,024,004 bytes: 3 full batches and a rest
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n" + data +
+            b"\r\n--B--\r\n")
+    chunks = [body[i:i + 1500] for i in range(0, len(body), 1500)]
+
+    async def receive():
+        return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+    writes, hand_offs = [], []
+    store = LocalBlobStore(tmp_path)
+
+    def stage():
+        staged = store.stage(10**7)
+        real = staged.write
+        staged.write = lambda chunk: (writes.append(len(chunk)), real(chunk))[1]
+        return staged
+
+    real_hand_off = uploads.run_in_threadpool
+    monkeypatch.setattr(uploads, "run_in_threadpool", lambda fn, *a: (hand_offs.append(fn), real_hand_off(fn, *a))[1])
+    request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
+                       "headers": [(b"content-type", b"multipart/form-data; boundary=B")]}, receive)
+    form = asyncio.run(uploads.receive_form(request, file_field="file", stage=stage))
+    assert form.file.sha256 == hashlib.sha256(data).hexdigest() and form.file.size == len(data)
+    assert sum(writes) == len(data) and len(writes) == 4, writes  # 684 pieces, 4 writes
+    assert len(hand_offs) == 4
+    assert max(writes) <= uploads.WRITE_BATCH + 1500
+    form.discard()
+    assert files_in(tmp_path) == []
+
+
 def test_working_image_gives_the_hashes_of_its_original():
     """Processing hashes the greyscale image intake's decode made: the same hashes as decoding the original."""
     buf = io.BytesIO()
