@@ -66,11 +66,12 @@ def _side(ev: Evidence, reasons: list[str]) -> Side:
 
 
 class _Greys:
-    """Working images, loaded once each and only when a pair needs its pixels; the new file's Photo (keypoints
-    found) once per orientation the hashes matched it in, however many stored files it is compared with."""
+    """Working images, loaded once each and only when a pair needs its pixels (the new file's is handed over
+    already loaded: hashing read it); the new file's Photo (keypoints found) once per orientation the hashes
+    matched it in, however many stored files it is compared with."""
 
-    def __init__(self) -> None:
-        self.cache, self.photos = {}, {}
+    def __init__(self, loaded: dict[str, Image.Image] | None = None) -> None:
+        self.cache, self.photos = dict(loaded or {}), {}
 
     def get(self, sha256: str) -> Image.Image:
         if sha256 not in self.cache:
@@ -79,7 +80,7 @@ class _Greys:
 
     def photo(self, sha256: str, variant: int = 0) -> Photo:
         if (sha256, variant) not in self.photos:
-            self.photos[sha256, variant] = (kept_photo(sha256) if variant == 0
+            self.photos[sha256, variant] = (kept_photo(sha256, self.cache.get(sha256)) if variant == 0
                                             else Photo.of(turned(self.get(sha256), variant)))
         return self.photos[sha256, variant]
 
@@ -100,9 +101,42 @@ def features_key(sha256: str) -> str:
 # in the service's life, by whichever process first needs them, and kept in the store (features_key; content-
 # addressed like the file, so never stale); another process, or this one after the LRU let the file go, reads them
 # back with its working image instead of running ORB again.
+def kept_photo(sha256: str, grey: Image.Image | None = None) -> Photo:
+    """A stored file's Photo, from this process's LRU or else loaded (``load_photo``); ``grey``: its working image,
+    when the caller has it loaded already (used only if the Photo must be made)."""
+    return _kept(_Kept(sha256, grey))
+
+
+class _Kept:
+    """The LRU's key: a file by its content. The working image a caller had loaded rides along to the loader,
+    which takes it off the key (the LRU keeps its keys: a Photo is all it should hold)."""
+
+    __slots__ = ("sha256", "grey")
+
+    def __init__(self, sha256: str, grey: Image.Image | None) -> None:
+        self.sha256, self.grey = sha256, grey
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Kept) and other.sha256 == self.sha256
+
+
 @lru_cache(maxsize=KEPT_PHOTOS)
-def kept_photo(sha256: str) -> Photo:
-    store, grey, key = get_store(), load_grey(working_image_bytes(sha256)), features_key(sha256)
+def _kept(key: _Kept) -> Photo:
+    grey, key.grey = key.grey, None
+    return load_photo(key.sha256, grey)
+
+
+kept_photo.cache_info, kept_photo.cache_clear = _kept.cache_info, _kept.cache_clear
+
+
+def load_photo(sha256: str, grey: Image.Image | None = None) -> Photo:
+    """A stored file's Photo without the LRU: its working image (``grey`` if given, else read from the store) and
+    its keypoints, read from the store or found by ORB and then kept there."""
+    store, key = get_store(), features_key(sha256)
+    grey = grey if grey is not None else load_grey(working_image_bytes(sha256))
     packed = found = None
     try:  # a cache: a store that cannot serve it costs ORB, never the job
         packed = get_if_stored(store, key)
@@ -132,9 +166,11 @@ class Finder:
     own round, so every pair a single search would have checked by its pixels still is (a re-used photo that
     arrives meanwhile is not left without a check by the same-scene photos of a much-photographed shop)."""
 
-    def __init__(self, ev: Evidence, frames: list[ImageHashes], reasons: list[str]) -> None:
+    def __init__(self, ev: Evidence, frames: list[ImageHashes], reasons: list[str],
+                 grey: Image.Image | None = None) -> None:
+        """``grey``: the new file's working image, as hashing loaded it (read from the store once per job)."""
         self.ev, self.frames, self.mine = ev, frames, _side(ev, reasons)
-        self.greys, self.considered = _Greys(), set()
+        self.greys, self.considered = _Greys({ev.sha256: grey} if grey is not None else None), set()
         # How far the index was searched (the index object, the position reached): a later round scans only the
         # hashes added since, those of the files processed in between; everything before was a candidate of an
         # earlier round already (a hash enters the index only once its file's processing committed).

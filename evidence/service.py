@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from PIL import Image
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -14,7 +15,7 @@ from core.models import utcnow
 from evidence import capture, index_store, pairs
 from evidence.decode import MAX_JPEG_PIXELS, decode_slot
 from evidence.exif import strip_and_orient
-from evidence.hashing import ImageHashes, grey_file, hash_image
+from evidence.hashing import ImageHashes, grey_file, hash_image, load_grey
 from evidence.intake import inspect_upload
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
 from evidence.schemas import SAME_SCENE_PREFIX, CaptureReceipt
@@ -95,12 +96,13 @@ def _check_quotas(db_session: Session, worker: User, claim_id: int, size: int) -
                           code="daily_upload_quota", retry_after_s=retry)
 
 
-def _frames(ev: Evidence) -> list[ImageHashes]:
-    store = get_store()
+def _frames(ev: Evidence) -> tuple[list[ImageHashes], Image.Image | None]:
+    """The file's hashes and, for an image, its working image (the pixel checks use it too: read once a job)."""
     if ev.kind == "video":
-        return [f.hashes for f in hash_video(store.get(ev.sha256))]
+        return [f.hashes for f in hash_video(get_store().get(ev.sha256))], None
     # The working image gives the very hashes of its original; files stored before it was kept are decoded.
-    return [hash_image(working_image_bytes(ev.sha256), with_variants=True)]
+    grey = load_grey(working_image_bytes(ev.sha256))
+    return [hash_image(grey, with_variants=True)], grey
 
 
 def _exif_reasons(db_session: Session, ev: Evidence) -> list[str]:
@@ -128,9 +130,9 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     ev = db_session.scalar(select(Evidence).where(Evidence.id == evidence_id).with_for_update())
     if ev is None or ev.state != "received":
         return
-    frames = _frames(ev)
+    frames, grey = _frames(ev)
     reasons = _exif_reasons(db_session, ev)
-    finder = pairs.Finder(ev, frames, reasons)
+    finder = pairs.Finder(ev, frames, reasons, grey)
     # The files processed so far are compared first, without the lock: their pixel checks (ORB, the costly part
     # of a much-photographed shop's upload) run in every worker process at once.
     found = finder.find(db_session)

@@ -24,8 +24,12 @@ def test_upload_process_and_duplicates_on_either_store(client, db, any_store, mo
     stamped = jpeg(watermark_band(Image.open(io.BytesIO(original))))
     second = upload(client, c2, w2, stamped).json()
     asked.clear()  # (an S3 upload asks whether its bytes are stored already: one HEAD per upload)
+    read = _reads(monkeypatch)
     process_all(db)
     assert asked == []
+    # The new file's working image is read once in its job: hashing and its pixel check share it.
+    assert read.count(working_image_key(second["sha256"])) == 1, read
+    assert read.count(working_image_key(first["sha256"])) == 1, read
     ev2 = client.get(f"/v1/evidence/{second['id']}", headers=w2).json()
     assert ev2["state"] == "processed" and "duplicate_evidence" in ev2["reasons"]
     assert ev2["matches"][0]["matched_evidence_id"] == first["id"]
@@ -39,6 +43,14 @@ def test_upload_process_and_duplicates_on_either_store(client, db, any_store, mo
     # it upright) are kept beside them.
     assert pairs.features_key(first["sha256"]) in orb <= {pairs.features_key(x["sha256"]) for x in (first, second)}
     assert any_store.spooled() == []
+
+
+def _reads(monkeypatch) -> list[str]:
+    """The keys read from the store from now on."""
+    read, store_type = [], type(get_store())
+    monkeypatch.setattr(store_type, "get", lambda self, key, real=store_type.get: read.append(key) or
+                        real(self, key))
+    return read
 
 
 def _existence_checks(monkeypatch) -> list[str]:

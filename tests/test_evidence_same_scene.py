@@ -197,7 +197,7 @@ def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same
     kept = third_visit_verdicts(5151)
     assert kept_photo.cache_info().hits >= 2, kept_photo.cache_info()
     # Nothing kept: every stored file loaded and its keypoints found again.
-    monkeypatch.setattr(pairs, "kept_photo", kept_photo.__wrapped__)
+    monkeypatch.setattr(pairs, "kept_photo", pairs.load_photo)
     kept_photo.cache_clear()
     assert third_visit_verdicts(5252) == kept == ["same_scene", "same_scene"]
     assert kept_photo.cache_info().hits == 0 and kept_photo.cache_info().currsize == 0
