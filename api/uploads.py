@@ -83,15 +83,15 @@ class _Parts:
         self._name: str | None = None
         self._sink: StagedBlob | None = None
         self._text = bytearray()
-        self.pending: list[bytes] = []  # file data parsed and not yet written (WRITE_BATCH plus one chunk at most)
-        self.pending_bytes = 0
+        self.pending = bytearray()  # file data parsed and not yet written (WRITE_BATCH plus one chunk at most)
+        self.ended = False  # the closing boundary arrived
 
     def write_pending(self) -> None:
         """Append the parsed file data to the staged file in one write (a disk write: run it in a worker
         thread)."""
-        chunks, self.pending, self.pending_bytes = self.pending, [], 0
-        if chunks:
-            self.form.file.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        data, self.pending = self.pending, bytearray()
+        if data:
+            self.form.file.write(data)
 
     def on_part_begin(self) -> None:
         self.count += 1
@@ -123,8 +123,7 @@ class _Parts:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._sink is not None:
-            self.pending.append(data[start:end])  # written by the caller off the event loop, a batch at a time
-            self.pending_bytes += end - start
+            self.pending += memoryview(data)[start:end]  # written by the caller off the event loop, a batch at a time
         elif len(self._text) + end - start > MAX_FIELD_BYTES:
             raise MalformedMultipart(f"A form field is over {MAX_FIELD_BYTES} bytes.")
         else:
@@ -134,10 +133,13 @@ class _Parts:
         if self._sink is None:
             self.form.fields.append((self._name or "", bytes(self._text)))
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def callbacks(self) -> dict:
         return {name: getattr(self, name) for name in ("on_part_begin", "on_header_field", "on_header_value",
                                                        "on_header_end", "on_headers_finished", "on_part_data",
-                                                       "on_part_end")}
+                                                       "on_part_end", "on_end")}
 
 
 def _missing(file_field: str) -> RequestValidationError:
@@ -158,11 +160,13 @@ async def receive_form(request: Request, *, file_field: str, stage: Callable[[],
         parser = MultipartParser(options[b"boundary"], parts.callbacks())
         async for chunk in request.stream():
             parser.write(chunk)
-            if parts.pending_bytes >= WRITE_BATCH:
+            if len(parts.pending) >= WRITE_BATCH:
                 # Page-cache writes are usually quick, but a disk under pressure can stall one for long:
                 # never on the event loop (one stalled write would stall every request of the process).
                 await run_in_threadpool(parts.write_pending)
         parser.finalize()
+        if not parts.ended:  # python-multipart's finalize() accepts a body cut off cleanly after some file data
+            raise MalformedMultipart("The multipart body ended before its closing boundary.")
         if parts.pending:
             await run_in_threadpool(parts.write_pending)
         if parts.form.file is None:

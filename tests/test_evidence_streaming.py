@@ -189,6 +189,31 @@ def test_a_body_in_small_pieces_is_written_in_batches(tmp_path, monkeypatch):
     assert files_in(tmp_path) == []
 
 
+def test_a_body_without_its_closing_boundary_is_malformed(tmp_path):
+    """A body that stops cleanly after some file data (no closing boundary) is refused, not kept as a shorter
+    file (python-multipart's finalize() does not check), and its spool file removed."""
+    from api.uploads import MalformedMultipart, receive_form
+
+    head = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n" + b"\xff" * 5000
+    for body in (head, head + b"\r\n--B\r\n", head + b"\r\n--B--\r\n"):
+        chunks = [body]
+
+        async def receive():
+            return {"type": "http.request", "body": chunks.pop(0) if chunks else b"", "more_body": False}
+
+        request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
+                           "headers": [(b"content-type", b"multipart/form-data; boundary=B")]}, receive)
+        store = LocalBlobStore(tmp_path)
+        if body.endswith(b"--B--\r\n"):
+            form = asyncio.run(receive_form(request, file_field="file", stage=lambda: store.stage(10**6)))
+            assert form.file.size == 5000
+            form.discard()
+        else:
+            with pytest.raises(MalformedMultipart):
+                asyncio.run(receive_form(request, file_field="file", stage=lambda: store.stage(10**6)))
+        assert files_in(tmp_path) == []
+
+
 def test_working_image_gives_the_hashes_of_its_original():
     """Processing hashes the greyscale image intake's decode made: the same hashes as decoding the original."""
     buf = io.BytesIO()
