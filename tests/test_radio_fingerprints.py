@@ -138,3 +138,32 @@ def test_no_raw_radio_identifier_is_stored_anywhere(client, db):
     # ... and the hashes are there instead.
     stored = db.execute(text("SELECT radio FROM checkin WHERE task_id = :t ORDER BY id"), {"t": task["id"]}).scalars()
     assert wifi_hash(SITE_APS[0]) in next(iter(stored))
+
+
+def test_keyed_hashes_are_the_stored_ones_for_every_spelling():
+    """geo.radio hashes with a prepared HMAC and skips normalising a validated scan's BSSIDs: the values must stay
+    those stored fingerprints were learned with (HMAC-SHA256 of "kind:value" under the radio key, first 8 bytes
+    as a signed big-endian integer), for every accepted spelling, and bad spellings still refused."""
+    import hmac
+
+    import pytest
+
+    from checkin.radio import scan_hashes
+    from checkin.schemas import CheckinCreate
+    from geo.radio import _key, cell_hash, normalise_bssid, wifi_hash_normalised
+
+    def stored(kind: str, value: str) -> int:
+        return int.from_bytes(hmac.digest(_key(), f"{kind}:{value}".encode(), "sha256")[:8], "big", signed=True)
+
+    for spelling in ("5C:02:14:AA:00:0B", "5c-02-14-aa-00-0b", "5c0214aa000b", " 5c:02:14:aa:00:0b ",
+                     "5c:02:14:aa:00:0b"):
+        assert normalise_bssid(spelling) == "5c:02:14:aa:00:0b"
+        assert wifi_hash(spelling) == wifi_hash_normalised("5c:02:14:aa:00:0b") == stored("wifi", "5c:02:14:aa:00:0b")
+    assert cell_hash(460, 0, 4321, 987654321) == stored("cell", "460-0-4321-987654321")
+    for bad in ("5c:02:14:aa:00", "5c:02:14:aa:00:0g", "5c:02:14:aa:00:0b:00", "5c:02:14:aa:00:0b\n00"):
+        with pytest.raises(ValueError):
+            normalise_bssid(bad)
+    body = CheckinCreate.model_validate({**fix(), **_scan(["5C-02-14-AA-00-0B", HOME_APS[0].upper()], SITE_CELL)})
+    assert scan_hashes(body.wifi, body.cells) == sorted({stored("wifi", "5c:02:14:aa:00:0b"),
+                                                         stored("wifi", HOME_APS[0]),
+                                                         stored("cell", "460-0-4321-987654321")})
