@@ -126,6 +126,17 @@ def test_replay_with_the_same_key_returns_the_first_result(client, db, store_dir
     assert leftovers(store_dir) == []
 
 
+def _form_request(chunks: list[bytes]) -> Request:
+    """A multipart request (boundary B) whose body arrives as ``chunks``, one receive() each."""
+    chunks = list(chunks)
+
+    async def receive():
+        return {"type": "http.request", "body": chunks.pop(0) if chunks else b"", "more_body": len(chunks) > 0}
+
+    return Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
+                    "headers": [(b"content-type", b"multipart/form-data; boundary=B")]}, receive)
+
+
 def test_streamed_digest_is_the_form_digest(tmp_path):
     """Replays recorded by either path compare equal: the streamed form hashes as api.idempotent hashes forms."""
     from api.idempotent import _digest
@@ -136,13 +147,7 @@ def test_streamed_digest_is_the_form_digest(tmp_path):
             b"\r\n--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nfirst\r\n--B--\r\n")
 
     def request() -> Request:
-        chunks = [body[i:i + 4096] for i in range(0, len(body), 4096)]
-
-        async def receive():
-            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
-
-        return Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
-                        "headers": [(b"content-type", b"multipart/form-data; boundary=B")]}, receive)
+        return _form_request([body[i:i + 4096] for i in range(0, len(body), 4096)])
 
     store = LocalBlobStore(tmp_path)
     form = asyncio.run(receive_form(request(), file_field="file", stage=lambda: store.stage(10**6)))
@@ -162,11 +167,6 @@ def test_a_body_in_small_pieces_is_written_in_batches(tmp_path, monkeypatch):
     data = bytes(range(256)) * 4000 + b"tail"  # 1,024,004 bytes: 3 full batches and a rest
     body = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n" + data +
             b"\r\n--B--\r\n")
-    chunks = [body[i:i + 1500] for i in range(0, len(body), 1500)]
-
-    async def receive():
-        return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
-
     writes, hand_offs = [], []
     store = LocalBlobStore(tmp_path)
 
@@ -178,8 +178,7 @@ def test_a_body_in_small_pieces_is_written_in_batches(tmp_path, monkeypatch):
 
     real_hand_off = uploads.run_in_threadpool
     monkeypatch.setattr(uploads, "run_in_threadpool", lambda fn, *a: (hand_offs.append(fn), real_hand_off(fn, *a))[1])
-    request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
-                       "headers": [(b"content-type", b"multipart/form-data; boundary=B")]}, receive)
+    request = _form_request([body[i:i + 1500] for i in range(0, len(body), 1500)])
     form = asyncio.run(uploads.receive_form(request, file_field="file", stage=stage))
     assert form.file.sha256 == hashlib.sha256(data).hexdigest() and form.file.size == len(data)
     assert sum(writes) == len(data) and len(writes) == 4, writes  # 684 pieces, 4 writes
@@ -196,13 +195,7 @@ def test_a_body_without_its_closing_boundary_is_malformed(tmp_path):
 
     head = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n" + b"\xff" * 5000
     for body in (head, head + b"\r\n--B\r\n", head + b"\r\n--B--\r\n"):
-        chunks = [body]
-
-        async def receive():
-            return {"type": "http.request", "body": chunks.pop(0) if chunks else b"", "more_body": False}
-
-        request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
-                           "headers": [(b"content-type", b"multipart/form-data; boundary=B")]}, receive)
+        request = _form_request([body])
         store = LocalBlobStore(tmp_path)
         if body.endswith(b"--B--\r\n"):
             form = asyncio.run(receive_form(request, file_field="file", stage=lambda: store.stage(10**6)))
