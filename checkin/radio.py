@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from checkin.signals import Signal
-from geo.radio import cell_hash, wifi_hash_normalised
+from geo.radio import cell_hash, wifi_hash
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,8 @@ class RadioContext:
 
 
 def scan_hashes(wifi: list, cells: list) -> list[int]:
-    """The scan's keyed hashes, sorted and unique (Wi-Fi and cells share one array: their keys differ); the
-    BSSIDs as the request's validation left them (checkin.schemas.WifiSeen: normalised)."""
-    out = {wifi_hash_normalised(w.bssid) for w in wifi} | {cell_hash(c.mcc, c.mnc, c.tac, c.cid) for c in cells}
+    """The scan's keyed hashes, sorted and unique (Wi-Fi and cells share one array: their keys differ)."""
+    out = {wifi_hash(w.bssid) for w in wifi} | {cell_hash(c.mcc, c.mnc, c.tac, c.cid) for c in cells}
     return sorted(out)
 
 

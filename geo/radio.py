@@ -36,15 +36,15 @@ def normalise_bssid(value: str) -> str:
     return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
 
 
-@lru_cache
-def _keyed() -> hmac.HMAC:
-    """The HMAC with the key already absorbed: each hash copies it (1.2 µs a hash against 2.8 µs for hmac.digest,
-    which derives the key's pads again every call)."""
-    return hmac.new(_key(), digestmod=hashlib.sha256)
+@lru_cache(maxsize=4)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """The HMAC with ``key`` already absorbed: each hash copies it (1.2 µs a hash against 2.8 µs for hmac.digest,
+    which derives the key's pads again every call). Keyed by the key, so it follows ``_key``."""
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def _hash(kind: str, value: str) -> int:
-    h = _keyed().copy()
+    h = _keyed(_key()).copy()
     h.update(f"{kind}:{value}".encode())
     return int.from_bytes(h.digest()[:8], "big", signed=True)
 
@@ -53,10 +53,6 @@ def wifi_hash(bssid: str) -> int:
     """The keyed hash of a BSSID (normalised first, so spellings agree)."""
     return _hash("wifi", normalise_bssid(bssid))
 
-
-def wifi_hash_normalised(bssid: str) -> int:
-    """``wifi_hash`` of a BSSID already in ``normalise_bssid``'s form (a validated scan's)."""
-    return _hash("wifi", bssid)
 
 
 def cell_hash(mcc: int, mnc: int, tac: int, cid: int) -> int:

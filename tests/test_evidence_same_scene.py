@@ -196,6 +196,10 @@ def test_a_stored_files_keypoints_are_found_once_per_process_and_decide_the_same
     kept_photo.cache_clear()
     kept = third_visit_verdicts(5151)
     assert kept_photo.cache_info().hits >= 2, kept_photo.cache_info()
+    # The LRU keeps Photos only: the working image a job handed over is taken off every key it keeps.
+    import gc
+    keys = [k for k in gc.get_objects() if isinstance(k, pairs._Kept)]
+    assert keys and all(k.grey is None for k in keys)
     # Nothing kept: every stored file loaded and its keypoints found again.
     monkeypatch.setattr(pairs, "kept_photo", pairs.load_photo)
     kept_photo.cache_clear()

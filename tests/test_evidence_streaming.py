@@ -194,10 +194,11 @@ def test_a_body_without_its_closing_boundary_is_malformed(tmp_path):
     from api.uploads import MalformedMultipart, receive_form
 
     head = b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n" + b"\xff" * 5000
-    for body in (head, head + b"\r\n--B\r\n", head + b"\r\n--B--\r\n"):
-        request = _form_request([body])
+    complete = (head + b"\r\n--B--\r\n", head + b"\r\n--B--", head + b"\r\n--B--\r\nan epilogue")
+    for body in (head, head + b"\r\n--B\r\n", head + b"\r\n--B", head + b"\r\n--B-", *complete):
+        request = _form_request([body[i:i + 7] for i in range(0, len(body), 7)])
         store = LocalBlobStore(tmp_path)
-        if body.endswith(b"--B--\r\n"):
+        if body in complete:
             form = asyncio.run(receive_form(request, file_field="file", stage=lambda: store.stage(10**6)))
             assert form.file.size == 5000
             form.discard()
