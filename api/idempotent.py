@@ -26,6 +26,8 @@ class Idempotent:
     def __init__(self, *, route: str, key: str | None, digest: str, session: Session | None,
                  factory: Callable[[], Session] | None = None) -> None:
         self.route, self.key, self.digest, self.session, self.factory = route, key, digest, session, factory
+        # The request's digest as an earlier release computed it, asked only on a mismatch (core.idempotency).
+        self.earlier_digest: Callable[[], str] | None = None
 
     def run(self, user_id: int | None, fn: Callable[[Session], Any], *, status_code: int = 200,
             authenticate: Callable[[Session], Any] | None = None) -> JSONResponse:
@@ -48,7 +50,7 @@ class Idempotent:
                 authenticate(uow.session)
             if self.key:
                 stored = idempotency.acquire(uow.session, user_id=uid, route=self.route, key=self.key,
-                                             digest=self.digest)
+                                             digest=self.digest, earlier=self.earlier_digest)
                 if stored is not None:
                     return JSONResponse(stored.body, status_code=stored.status_code,
                                         headers={"Idempotent-Replayed": "true"})
@@ -151,19 +153,31 @@ def _encode(result: Any) -> Any:
 
 
 async def _digest(request: Request) -> str:
-    """Hash of the request body; for multipart, of its fields and file contents (the stream is parsed once;
-    files are read in chunks, never whole). api.uploads computes the same digest for streamed forms."""
+    """Hash of the request body; for multipart, of its fields and its files' SHA-256 (``form_digest``: the stream
+    is parsed once; files are read in chunks, never whole). api.uploads computes the same digest for streamed
+    forms from the hash it took as the file arrived."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return idempotency.body_hash(await request.body())
-    h = hashlib.sha256()
-    for name, value in sorted((await request.form()).multi_items(), key=lambda kv: kv[0]):
-        h.update(name.encode() + b"\0")
+    parts: list[tuple[str, bytes | str]] = []
+    for name, value in (await request.form()).multi_items():
         if isinstance(value, str):
-            h.update(value.encode())
+            parts.append((name, value.encode()))
         else:
+            h = hashlib.sha256()
             while chunk := await value.read(256 * 1024):
                 h.update(chunk)
             await value.seek(0)
+            parts.append((name, h.hexdigest()))
+    return form_digest(parts)
+
+
+def form_digest(parts: list[tuple[str, bytes | str]]) -> str:
+    """A multipart form's digest: its parts sorted by name, a text field by its bytes, a file (given as a str)
+    by its SHA-256, so a streamed upload's digest needs no second read of the file."""
+    h = hashlib.sha256()
+    for name, value in sorted(parts, key=lambda kv: kv[0]):
+        h.update(name.encode() + b"\0")
+        h.update(value if isinstance(value, bytes) else b"file sha256 " + value.encode())
         h.update(b"\0")
     return h.hexdigest()
 

@@ -23,6 +23,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from api.idempotent import form_digest
 from core.errors import InvalidInput
 from evidence.storage import StagedBlob
 
@@ -49,7 +50,17 @@ class ReceivedForm:
     fields: list[tuple[str, bytes]] = field(default_factory=list)
 
     def digest(self, file_field: str) -> str:
-        """The request digest for Idempotency-Key replays, as api.idempotent computes it for any form."""
+        """The request digest for Idempotency-Key replays, as api.idempotent computes it for any form: the file by
+        the SHA-256 taken as it arrived (hashed once, never read back)."""
+        parts: list[tuple[str, bytes | str]] = list(self.fields)
+        if self.file is not None:
+            parts.append((file_field, self.file.sha256 or self.file.finish()))
+        return form_digest(parts)
+
+    def digest_before(self, file_field: str) -> str:
+        """The digest releases before 30 Nov 2026 stored (the file's bytes themselves, read back from the spool
+        file in chunks): a record stored then is replayed within its TTL (idempotency_ttl_s, 72 h). Asked only
+        when the stored digest is not ``digest``'s; it can go once no such record is left."""
         parts: list[tuple[str, object]] = [(name, value) for name, value in self.fields]
         if self.file is not None:
             parts.append((file_field, self.file))
@@ -57,7 +68,7 @@ class ReceivedForm:
         for name, value in sorted(parts, key=lambda kv: kv[0]):
             h.update(name.encode() + b"\0")
             if isinstance(value, StagedBlob):
-                with open(value.path, "rb") as f:  # read back in chunks: the file is never held whole
+                with open(value.path, "rb") as f:
                     while chunk := f.read(256 * 1024):
                         h.update(chunk)
             else:

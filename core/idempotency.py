@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -103,13 +104,15 @@ def _lock_id(user_id: int, route: str, key: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{user_id}|{route}|{key}".encode()).digest()[:8], "big", signed=True)
 
 
-def _decide(locked: bool, rec: Any, digest: str) -> StoredResponse | None:
-    """From the lock's answer and the stored record: the response to replay, None to run, or the refusal."""
+def _decide(locked: bool, rec: Any, digest: str, earlier: Callable[[], str] | None = None) -> StoredResponse | None:
+    """From the lock's answer and the stored record: the response to replay, None to run, or the refusal.
+    ``earlier``: the same request's digest as an earlier release computed it, asked only when the stored one
+    differs (a record stored before the digest changed is still replayed within its TTL)."""
     if not locked:
         raise IdempotencyInFlight()
     if rec is None or rec.expires_at < utcnow():
         return None
-    if rec.body_sha256 != digest:
+    if rec.body_sha256 != digest and (earlier is None or rec.body_sha256 != earlier()):
         raise IdempotencyKeyReused()
     return StoredResponse(rec.status_code, rec.response)
 
@@ -121,11 +124,12 @@ def _store_params(user_id: int, route: str, key: str, digest: str, status_code: 
             "expires_at": now + timedelta(seconds=get_settings().idempotency_ttl_s)}
 
 
-def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: str) -> StoredResponse | None:
+def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: str,
+            earlier: Callable[[], str] | None = None) -> StoredResponse | None:
     """Lock the key for this transaction; return the stored response if the request already ran."""
     locked = db_session.execute(_LOCK, {"k": _lock_id(user_id, route, key)}).scalar_one()
     rec = db_session.execute(_READ, {"user_id": user_id, "route": route, "key": key}).first() if locked else None
-    return _decide(locked, rec, digest)
+    return _decide(locked, rec, digest, earlier)
 
 
 def store(db_session: Session, *, user_id: int, route: str, key: str, digest: str,

@@ -126,6 +126,31 @@ def test_replay_with_the_same_key_returns_the_first_result(client, db, store_dir
     assert leftovers(store_dir) == []
 
 
+def test_a_record_stored_under_the_earlier_digest_is_still_replayed(client, db, store_dir):
+    """An upload's digest takes its file by the SHA-256 taken as it arrived (no second read). A record stored by
+    the release before (the file's bytes hashed into the digest) is replayed within its TTL all the same, and
+    another file under that key is still refused."""
+    import hashlib
+
+    from sqlalchemy import text
+
+    _, claim, w, _ = checked_in(client, db)
+    photo, other = (PHOTOS / "rocket.jpg").read_bytes(), (PHOTOS / "coffee.jpg").read_bytes()
+    first = upload(client, claim, w, photo, key="k-earlier-1")
+    assert first.status_code == 201
+    stored = db.execute(text("SELECT body_sha256 FROM idempotency_record WHERE key = 'k-earlier-1'")).scalar_one()
+    assert stored == hashlib.sha256(b"file\0file sha256 " + hashlib.sha256(photo).hexdigest().encode() +
+                                    b"\0").hexdigest()
+    earlier = hashlib.sha256(b"file\0" + photo + b"\0").hexdigest()  # how the release before hashed this form
+    db.execute(text("UPDATE idempotency_record SET body_sha256 = :d WHERE key = 'k-earlier-1'"), {"d": earlier})
+    replay = upload(client, claim, w, photo, key="k-earlier-1")
+    assert replay.status_code == 201 and replay.json() == first.json(), replay.text
+    assert replay.headers.get("Idempotent-Replayed") == "true"
+    reused = upload(client, claim, w, other, key="k-earlier-1")
+    assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
+    assert leftovers(store_dir) == []
+
+
 def _form_request(chunks: list[bytes]) -> Request:
     """A multipart request (boundary B) whose body arrives as ``chunks``, one receive() each."""
     chunks = list(chunks)

@@ -1,6 +1,7 @@
 """Evidence upload and reads."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -67,7 +68,8 @@ async def upload(claim_id: Id, access: AccessClaims, idem: IdempotentStreamedRun
 
     try:
         if idem.key:
-            idem.digest = await run_in_threadpool(form.digest, "file")
+            idem.digest = form.digest("file")  # from the hash taken as the file arrived: no second read
+            idem.earlier_digest = partial(form.digest_before, "file")  # asked in the worker thread, on a mismatch
         receipt = _receipt(form)
         return await run_in_threadpool(idem.run, user_id, lambda db: evidence_read(
             db, service.upload(db_session=db, worker=found["worker"], claim_id=claim_id, staged=form.file,
