@@ -216,7 +216,7 @@ def _workers(claims: list[tuple[Seeded, int]]) -> dict[int, User]:
 
 
 def run_checkins(tasks: dict[int, tuple[float, float]], n: int, rng: random.Random,
-                 mode: str) -> tuple[dict, int, list]:
+                 mode: str) -> tuple[dict, int, list, int]:
     """Interleaved timed check-ins of the three variants on a fresh connection planning with ``mode``; returns
     ({name: Sample}, honest scans flagged, how the measure statements were planned, honest scans a chance
     coordinate repeat made unlearnable)."""
@@ -225,7 +225,7 @@ def run_checkins(tasks: dict[int, tuple[float, float]], n: int, rng: random.Rand
     claims = {v.name: _claims(tasks, WARMUP + n) for v in variants}
     users = _workers([c for cs in claims.values() for c in cs])
     samples, flagged, meter = {v.name: Sample.empty() for v in variants}, 0, Meter()
-    unlearnable: dict[str, int] = {}  # honest scans a chance coordinate repeat made unlearnable
+    chance_repeats = 0  # honest scans a chance coordinate repeat made unlearnable
     _PLAN_MODE[0] = mode
     get_engine().dispose()  # the next connection plans with ``mode`` (and prepares its statements afresh)
     checkpoint()
@@ -242,9 +242,8 @@ def run_checkins(tasks: dict[int, tuple[float, float]], n: int, rng: random.Rand
                 # repeat made it unlearnable: the seeded fixes and these fall on the same 6-decimal grid around a
                 # site, so ~1 in 1,600 of these repeats a seeded fix exactly (exact_coordinate_repeat, hard), as it
                 # should. Any other hard signal on an honest scan is a failure.
-                other = set(row.reasons) & FORCES_SPOT_CHECK
-                if other == {"exact_coordinate_repeat"}:
-                    unlearnable["exact_coordinate_repeat"] = unlearnable.get("exact_coordinate_repeat", 0) + 1
+                if set(row.reasons) & FORCES_SPOT_CHECK == {"exact_coordinate_repeat"}:
+                    chance_repeats += 1
                 else:
                     flagged += 1
     if meter.switched:
@@ -252,7 +251,7 @@ def run_checkins(tasks: dict[int, tuple[float, float]], n: int, rng: random.Rand
     plans = meter.call(None, _plans)
     _PLAN_MODE[0] = None
     get_engine().dispose()
-    return samples, flagged, plans, unlearnable
+    return samples, flagged, plans, chance_repeats
 
 
 def _plans(db) -> tuple[list[dict], int]:
@@ -483,7 +482,7 @@ def run() -> dict:
     context = {"calls_per_variant": n, **establish_sites(tasks, rng)}
     inproc, flagged, sweeps = {}, 0, []
     for mode in PLAN_MODES:  # each pass's scans swept before the next, so each sweep sees a site once
-        inproc[mode], bad, context[f"plans_{mode}"], context[f"other_hard_signal_{mode}"] = run_checkins(
+        inproc[mode], bad, context[f"plans_{mode}"], context[f"chance_coordinate_repeats_{mode}"] = run_checkins(
             tasks, n, rng, mode)
         flagged += bad
         sweeps.append(run_sweep(tasks))

@@ -167,7 +167,12 @@ def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool 
     once over all of them together (``_phashes``, ``_bits``): per region and variant the same numbers, without
     ~100 µs of Python around each of a query's 80 hashes (8 pHashes, 8 dHashes, 64 variants, the identity variant
     being the pHash; bit for bit: tests/test_evidence_streaming.py)."""
-    parts = regions(load_grey(source))
+    return hash_grey(load_grey(source), with_variants=with_variants)
+
+
+def hash_grey(grey: Image.Image, *, with_variants: bool = False) -> ImageHashes:
+    """``hash_image`` of a working image already loaded (``load_grey``'s result), without loading it again."""
+    parts = regions(grey)
     names = list(parts)
     # imagehash.phash(im) is exactly this resize, then the DCT: the resized region also serves the variants.
     small = [np.asarray(parts[k].resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)) for k in names]

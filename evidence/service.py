@@ -15,7 +15,7 @@ from core.models import utcnow
 from evidence import capture, index_store, pairs
 from evidence.decode import MAX_JPEG_PIXELS, decode_slot
 from evidence.exif import strip_and_orient
-from evidence.hashing import ImageHashes, grey_file, hash_image, load_grey
+from evidence.hashing import ImageHashes, grey_file, hash_grey, load_grey
 from evidence.intake import inspect_upload
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
 from evidence.schemas import SAME_SCENE_PREFIX, CaptureReceipt
@@ -102,7 +102,7 @@ def _frames(ev: Evidence) -> tuple[list[ImageHashes], Image.Image | None]:
         return [f.hashes for f in hash_video(get_store().get(ev.sha256))], None
     # The working image gives the very hashes of its original; files stored before it was kept are decoded.
     grey = load_grey(working_image_bytes(ev.sha256))
-    return [hash_image(grey, with_variants=True)], grey
+    return [hash_grey(grey, with_variants=True)], grey
 
 
 def _exif_reasons(db_session: Session, ev: Evidence) -> list[str]:

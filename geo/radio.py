@@ -54,7 +54,6 @@ def wifi_hash(bssid: str) -> int:
     return _hash("wifi", normalise_bssid(bssid))
 
 
-
 def cell_hash(mcc: int, mnc: int, tac: int, cid: int) -> int:
     """The keyed hash of a cell's global identity (MCC, MNC, TAC/LAC, cell id)."""
     return _hash("cell", f"{mcc}-{mnc}-{tac}-{cid}")
