@@ -257,7 +257,7 @@ def run_checkins(tasks: dict[int, tuple[float, float]], n: int, rng: random.Rand
 def _plans(db) -> tuple[list[dict], int]:
     """How PostgreSQL planned the measure statements on this connection (generic or custom plans)."""
     rows = db.execute(text("""
-        SELECT statement LIKE '%radio_site%', generic_plans, custom_plans FROM pg_prepared_statements
+        SELECT statement LIKE '%FROM radio_site%', generic_plans, custom_plans FROM pg_prepared_statements
          WHERE statement LIKE '%FOR UPDATE OF c%' ORDER BY 1""")).all()
     return [{"statement": "now" if r[0] else "before", "generic_plans": r[1], "custom_plans": r[2]}
             for r in rows], backend_pid(db)

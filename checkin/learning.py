@@ -28,12 +28,14 @@ RETURNING task_id
 _WINDOW = """WITH w AS (SELECT id, worker_id, server_time, radio FROM checkin
                        WHERE task_id = :t AND radio_learned ORDER BY id DESC LIMIT :n)"""
 _SITE = text(_WINDOW + """
-INSERT INTO radio_site (task_id, checkins, workers, hashes, updated_at)
-SELECT :t, count(*), count(DISTINCT worker_id),
-       (SELECT count(*) FROM (SELECT 1 FROM w, unnest(w.radio) h GROUP BY h
-                               HAVING count(DISTINCT w.worker_id) >= :hash_min) x), now() FROM w
+, counted AS (SELECT ARRAY(SELECT h FROM w, unnest(w.radio) h GROUP BY h
+                             HAVING count(DISTINCT w.worker_id) >= :hash_min ORDER BY h) AS hs)
+INSERT INTO radio_site (task_id, checkins, workers, hashes, counted, updated_at)
+SELECT :t, count(*), count(DISTINCT worker_id), (SELECT cardinality(hs) FROM counted),
+       (SELECT hs FROM counted), now() FROM w
 ON CONFLICT (task_id) DO UPDATE SET checkins = EXCLUDED.checkins, workers = EXCLUDED.workers,
-                                    hashes = EXCLUDED.hashes, updated_at = EXCLUDED.updated_at
+                                    hashes = EXCLUDED.hashes, counted = EXCLUDED.counted,
+                                    updated_at = EXCLUDED.updated_at
 RETURNING workers, hashes
 """)
 _FORGET = text("DELETE FROM radio_fingerprint WHERE task_id = :t")

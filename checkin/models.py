@@ -101,6 +101,8 @@ class RadioSite(Base):
     checkins: Mapped[int] = mapped_column(Integer, nullable=False)
     workers: Mapped[int] = mapped_column(Integer, nullable=False)
     hashes: Mapped[int] = mapped_column(Integer, nullable=False)  # hashes seen by radio_hash_min_workers or more
+    # Those hashes, sorted: what a check-in's scan is matched against (its measure reads this row by key).
+    counted: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), nullable=False, server_default="{}")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 

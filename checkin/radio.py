@@ -24,7 +24,7 @@ class RadioContext:
 
     site_workers: int = 0  # distinct workers the learned fingerprint rests on
     site_hashes: int = 0  # hashes in it that enough distinct workers saw to count
-    shared: int = 0  # scan hashes in the learned fingerprint (counted ones only)
+    shared: bool = False  # the scan saw a hash of the learned fingerprint (a counted one)
     pins: int = 0  # BSSIDs the merchant pinned
     pin_shared: bool = False  # the scan saw a pinned BSSID
 
@@ -44,7 +44,7 @@ def evaluate(scan: list[int], verdict: str, ctx: RadioContext, s) -> list[Signal
     """``radio_mismatch`` when GPS says the phone is at the site but its radios share nothing with the site's."""
     if not scan or verdict == "outside" or not established(ctx, s):
         return []
-    if ctx.shared > 0 or ctx.pin_shared:
+    if ctx.shared or ctx.pin_shared:
         return []
     basis = f"{ctx.pins} pinned Wi-Fi" if ctx.pins else f"scans of {ctx.site_workers} workers"
     return [Signal("radio_mismatch", s.weight_radio_mismatch,

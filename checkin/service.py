@@ -19,7 +19,7 @@ from checkin.settings import get_checkin_settings
 from checkin.verdict import Verdict, decide
 from core import flow
 from core.db import driver_connection
-from core.flow import Batch, Flow, Stmt, sql
+from core.flow import Batch, Flow, Stmt, int_array, sql
 from core.models import utcnow
 from core.reasons import FORCES_SPOT_CHECK
 from geo import crs as geocrs
@@ -37,7 +37,8 @@ HISTORY_CLOCK_SLACK = FIX_CLOCK_SLACK
 # row of it can change until this transaction ends), its task's window and fence rules, the distance from the
 # fix to the fence on the spheroid (0 inside), the fence centre, and every history figure the signals need:
 # the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP,
-# and the site's radio fingerprint against this scan (checkin.radio: primary-key lookups, no extra round trip).
+# and, for a scan, the site's radio fingerprint against it (checkin.radio: its radio_site row by key, the counted
+# hashes it keeps overlapping the scan's; migration 0020), no extra round trip.
 # All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
 # read bounded by its answer, not by the worker's history: the latest fixes walk their index newest first and stop
 # at recent_n, other accounts on the device are found by index probes that step over the worker's own fixes
@@ -58,12 +59,11 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
        fieldproof_device_accounts(:device_id, :history_since, :history_until, :worker_id, :device_cap) AS devices,
        fieldproof_ip_accounts(CAST(:ip AS inet), :ip_since, :history_until, :worker_id, :ip_rows,
                               :ip_enough) AS ips,
-       coalesce(rs.workers, 0) AS radio_workers, coalesce(rs.hashes, 0) AS radio_hashes,
-       CASE WHEN cardinality(CAST(:radio AS bigint[])) = 0 THEN 0
-            ELSE (SELECT count(*) FROM radio_fingerprint f WHERE f.task_id = c.task_id AND f.workers >= :hash_min
-                     AND f.hash = ANY(CAST(:radio AS bigint[]))) END AS radio_shared,
+       CASE WHEN cardinality(CAST(:radio AS bigint[])) > 0 THEN
+            (SELECT ARRAY[rs.workers, rs.hashes, CAST(rs.counted && CAST(:radio AS bigint[]) AS integer)]
+               FROM radio_site rs WHERE rs.task_id = c.task_id) END AS radio_site,
        cardinality(t.radio_pins) AS radio_pins, t.radio_pins && CAST(:radio AS bigint[]) AS radio_pin_shared
-  FROM claim c JOIN task t ON t.id = c.task_id LEFT JOIN radio_site rs ON rs.task_id = c.task_id,
+  FROM claim c JOIN task t ON t.id = c.task_id,
        (SELECT CAST(ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geography) AS g) here
  WHERE c.id = :claim_id AND c.worker_id = :worker_id
    FOR UPDATE OF c
@@ -150,8 +150,7 @@ def _measure_stmt(worker_id: int, claim_id: int, fix: sig.Fix, coord_key: str, s
         "recent_n": s.constant_fields_min_fixes, "coord_key": coord_key, "fix_day": fix.client_time.date(),
         "device_id": fix.device_id, "device_cap": s.shared_device_min_accounts + 1, "ip": fix.ip,
         "ip_since": fix.server_time - timedelta(seconds=s.shared_ip_window_s),
-        "ip_rows": s.shared_ip_scan_rows, "ip_enough": s.shared_ip_min_accounts, "radio": scan,
-        "hash_min": s.radio_hash_min_workers,
+        "ip_rows": s.shared_ip_scan_rows, "ip_enough": s.shared_ip_min_accounts, "radio": int_array(scan),
         "history_since": fix.server_time - timedelta(days=s.history_window_days),
         "history_until": fix.server_time + HISTORY_CLOCK_SLACK}, one_row=True)
 
@@ -168,8 +167,13 @@ def _measured(rows: list) -> _Measured:
     return _Measured(row.state, row.checked_in_at, row.checked_out_at, row.risk_score, list(row.flags), row.task_id,
                      row.new_id, row.starts_at, row.ends_at, row.hard_fence, row.min_dwell_s,
                      0.0 if row.distance_m < ON_BOUNDARY_M else float(row.distance_m), context,
-                     radio.RadioContext(row.radio_workers, row.radio_hashes, row.radio_shared, row.radio_pins,
-                                        bool(row.radio_pin_shared)))
+                     _radio_context(row))
+
+
+def _radio_context(row) -> radio.RadioContext:
+    """The scan against the site (no radio_site figures without a scan, or for a site never learned)."""
+    workers, hashes, shared = row.radio_site or (0, 0, 0)
+    return radio.RadioContext(workers, hashes, bool(shared), row.radio_pins, bool(row.radio_pin_shared))
 
 
 def _measure(db_session: Session, worker: User, claim_id: int, fix: sig.Fix, coord_key: str,
@@ -239,7 +243,8 @@ def _record(worker_id: int, claim_id: int, m: _Measured, body: CheckinCreate, fi
                   reasons=[x.code for x in found_signals], signals=[asdict(x) for x in found_signals],
                   remark=remark, h3_r9=h3cells.cell(fix.lat, fix.lon), radio=scan or None,
                   radio_learned=_learnable(scan, verdict.verdict, found_signals))
-    stmt = Stmt(sql(_INSERT), {**values, "signals": json.dumps(values["signals"])}, writes=True)
+    stmt = Stmt(sql(_INSERT), {**values, "signals": json.dumps(values["signals"]), "radio": int_array(values["radio"])},
+                writes=True)
     return Recorded(**values), stmt
 
 

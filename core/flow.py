@@ -119,6 +119,13 @@ def _split(names: tuple[str, ...], rows: list[tuple]) -> list[Rows]:
     return out
 
 
+def int_array(values: Sequence[int] | None) -> str | None:
+    """Integers as PostgreSQL's array literal (``{1,2,3}``) for a ``CAST(:x AS bigint[])``; None stays NULL.
+    psycopg's list dumper looks at every element on every call (its type, the widest, a regex on its text): ~20 µs
+    for a 14-hash radio scan, against ~2 µs for this text, which PostgreSQL parses as it would the dumper's."""
+    return None if values is None else "{" + ",".join(map(str, map(int, values))) + "}"
+
+
 @lru_cache(maxsize=256)
 def sql(clause: TextClause) -> str:
     """A SQLAlchemy ``text()`` statement in psycopg's parameter style (``:name`` -> ``%(name)s``, ``%`` escaped):

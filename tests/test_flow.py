@@ -147,6 +147,21 @@ def test_sql_turns_sqlalchemy_text_into_psycopg_style():
     assert flow.sql(text("SELECT :a, '100%' WHERE x = :b")) == "SELECT %(a)s, '100%%' WHERE x = %(b)s"
 
 
+def test_int_array_reaches_postgresql_as_the_same_bigint_array(conninfo):
+    values = [-(2**63), -1, 0, 7, 2**63 - 1]
+
+    def read(arr):
+        got = yield Batch([Stmt("SELECT CAST(%(a)s AS bigint[]) AS a, cardinality(CAST(%(a)s AS bigint[])) AS n",
+                                {"a": arr}, one_row=True)])
+        return got[0][0]
+
+    with psycopg.connect(conninfo) as conn:
+        assert tuple(flow.run(conn, read(flow.int_array(values)))) == (values, 5)
+        assert tuple(flow.run(conn, read(flow.int_array([])))) == ([], 0)
+        assert tuple(flow.run(conn, read(flow.int_array(None)))) == (None, None)
+    assert flow.int_array([True, 3]) == "{1,3}"  # ints by value: a bool is never spelled 'True'
+
+
 def test_together_runs_one_row_reads_as_one_statement_with_each_ones_rows(conninfo):
     """Parameters of the same name stay apart, a statement with no row gives [], a locking read keeps its lock,
     and the rows read as if each statement had run alone."""

@@ -55,6 +55,9 @@ def test_a_site_learns_its_fingerprint_from_accepted_check_ins(client, db):
     assert (site.checkins, site.workers, site.hashes) == (3, 3, 9 + 1)  # APs 1-9 and the cell, seen twice or more
     rows = {r.hash: r.workers for r in db.query(RadioFingerprint).filter_by(task_id=task["id"])}
     assert rows[wifi_hash(SITE_APS[2])] == 3 and rows[wifi_hash(SITE_APS[0])] == 1
+    # The site row keeps the counted hashes sorted: what a check-in's measure matches a scan against.
+    min_workers = get_checkin_settings().radio_hash_min_workers
+    assert site.counted == sorted(h for h, n in rows.items() if n >= min_workers) and len(site.counted) == 10
     # A scan sharing one counted access point passes; one sharing nothing while GPS says inside is flagged.
     _, ok = _check_in(client, db, task, **_scan([SITE_APS[3], "02:00:00:00:00:01"]))
     assert "radio_mismatch" not in ok["reasons"]

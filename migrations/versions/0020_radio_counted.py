@@ -1,0 +1,39 @@
+"""radio_counted: a site's counted radio hashes kept on its radio_site row, read with it by one key lookup
+
+The check-in's measure found whether a scan shares a counted hash with the site's fingerprint by a subquery on
+radio_fingerprint (``hash = ANY(scan)``, one index probe per scanned hash) joined to radio_site. Planned per call
+(custom plans), the join and the subquery cost ~0.14 ms of PostgreSQL time per check-in with a scan
+(bench_presence). The sweep that rebuilds a site (checkin.learning) now also stores the counted hashes (seen by
+``radio_hash_min_workers`` distinct workers or more, the ones ``hashes`` counts) sorted in ``counted``; the measure
+reads the row by its key in one scalar subquery and answers with ``counted && scan``. radio_fingerprint stays the
+full record the sweep re-judges from.
+
+Existing sites are filled from radio_fingerprint with the deployment's ``radio_hash_min_workers``, as their next
+rebuild would.
+
+Revision ID: 0020_radio_counted
+Revises: 0019_history_reads
+"""
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+from checkin.settings import get_checkin_settings
+
+revision = '0020_radio_counted'
+down_revision = '0019_history_reads'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column('radio_site', sa.Column('counted', postgresql.ARRAY(sa.BigInteger()), nullable=False,
+                                          server_default='{}'))
+    op.execute(sa.text("""
+UPDATE radio_site rs SET counted = ARRAY(SELECT f.hash FROM radio_fingerprint f
+                                          WHERE f.task_id = rs.task_id AND f.workers >= :hash_min ORDER BY f.hash)
+""").bindparams(hash_min=get_checkin_settings().radio_hash_min_workers))
+
+
+def downgrade() -> None:
+    op.drop_column('radio_site', 'counted')
