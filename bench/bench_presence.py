@@ -15,7 +15,8 @@ in a unit of work, response built and serialised, commit): wall and CPU per call
 its PostgreSQL backend's (bench.common.Meter: /proc, the local cluster only), p50 and p95; a pass with the measure
 statement on custom plans and one on a generic plan (see PLAN_MODES).
 checkin_presence_http_ms / checkin_presence_http_cpu_ms: POST /v1/claims/{id}/checkins over HTTP, sequential, to
-today's API and to the one before issue 17 (one uvicorn process each, custom plans), interleaved: wall p50 per
+today's API and to the one before issue 17 (one uvicorn process each, generic plans: the write path's pool
+plans generically, core.db), interleaved: wall p50 per
 request, and CPU per request of each server's process tree and its database backends. Goal: added <= 10 %.
 capture_nonce_us: tasks.capture issue + verify of one nonce (CPU, a tight loop).
 radio_learn_per_checkin_ms: the beat sweep (checkin.learning.learn, batch 500) over each pass's scanned check-ins,
@@ -279,8 +280,9 @@ def _http_cpu_s(before: dict[int, float], after: dict[int, float]) -> tuple[floa
 
 def run_http(tasks: dict[int, tuple[float, float]], n: int, rng: random.Random) -> tuple[dict, int]:
     """Sequential POST /v1/claims/{id}/checkins to today's API (scan + nonce) and to the one before issue 17
-    (bench/presence_app.py), one uvicorn process each, plan cache mode pinned to the first of PLAN_MODES,
-    interleaved at random; wall per request and CPU per request of each server's process and its database
+    (bench/presence_app.py), one uvicorn process each (their check-ins go through the write path's pool, which plans
+    generically, core.db; the pin to the first of PLAN_MODES holds for their other connections), interleaved at
+    random; wall per request and CPU per request of each server's process and its database
     backends (told apart by PGAPPNAME). Returns ({name: ms dict}, failed)."""
     claims = {"scan": _claims(tasks, WARMUP + n), "baseline": _claims(tasks, WARMUP + n)}
     apps = {"scan": "bench.presence_app:app", "baseline": "bench.presence_app:pre17"}
