@@ -356,7 +356,7 @@ def _calls(n: int, claims: list[tuple[int, int]], now: datetime, rounds: int = Q
             "measure": {"claim_id": claim_id, "worker_id": w, "lon": x, "lat": y, "recent_n": 4,
                         "coord_key": f"{y:.6f},{x:.6f}", "fix_day": now.date(), "device_id": f"pbd{w}",
                         "device_cap": 2, "ip": ip_of(w, 0 if workers is None else workers.index(w)),
-                        "ip_since": now - timedelta(hours=1), "ip_rows": 500, "radio": [], "hash_min": 2,
+                        "ip_since": now - timedelta(hours=1), "ip_rows": 500, "radio": "{}",
                         "history_since": now - timedelta(days=92), "history_until": now + timedelta(minutes=5)},
             "heat": (day.replace(hour=2), day.replace(hour=1) + timedelta(days=1)),
             "nearby": {"x": x, "y": y, "since": now - timedelta(days=1)},

@@ -38,7 +38,9 @@ HISTORY_CLOCK_SLACK = FIX_CLOCK_SLACK
 # fix to the fence on the spheroid (0 inside), the fence centre, and every history figure the signals need:
 # the worker's latest fixes, repeats of these exact raw coordinates, and other accounts on this device and IP,
 # and, for a scan, the site's radio fingerprint against it (checkin.radio: its radio_site row by key, the counted
-# hashes it keeps overlapping the scan's; migration 0020), no extra round trip.
+# hashes it keeps overlapping the scan's; migration 0020), no extra round trip. How established the site is and
+# whether the scan shares a hash both come from that one array, so they cannot disagree (a row written by a sweep
+# older than 0020, its array empty, is simply not established).
 # All of it reads indexed rows (ix_checkin_worker_client_time, _raw_coord_key, _device_id, _ip_server_time), each
 # read bounded by its answer, not by the worker's history: the latest fixes walk their index newest first and stop
 # at recent_n, other accounts on the device are found by index probes that step over the worker's own fixes
@@ -60,7 +62,7 @@ SELECT c.state, c.checked_in_at, c.checked_out_at, c.risk_score, c.flags, c.task
        fieldproof_ip_accounts(CAST(:ip AS inet), :ip_since, :history_until, :worker_id, :ip_rows,
                               :ip_enough) AS ips,
        CASE WHEN cardinality(CAST(:radio AS bigint[])) > 0 THEN
-            (SELECT ARRAY[rs.workers, rs.hashes, CAST(rs.counted && CAST(:radio AS bigint[]) AS integer)]
+            (SELECT ARRAY[rs.workers, cardinality(rs.counted), CAST(rs.counted && CAST(:radio AS bigint[]) AS integer)]
                FROM radio_site rs WHERE rs.task_id = c.task_id) END AS radio_site,
        cardinality(t.radio_pins) AS radio_pins, t.radio_pins && CAST(:radio AS bigint[]) AS radio_pin_shared
   FROM claim c JOIN task t ON t.id = c.task_id,

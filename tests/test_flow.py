@@ -160,6 +160,9 @@ def test_int_array_reaches_postgresql_as_the_same_bigint_array(conninfo):
         assert tuple(flow.run(conn, read(flow.int_array([])))) == ([], 0)
         assert tuple(flow.run(conn, read(flow.int_array(None)))) == (None, None)
     assert flow.int_array([True, 3]) == "{1,3}"  # ints by value: a bool is never spelled 'True'
+    for wrong in ([1.9], "12", [2, "3"]):  # never truncated, never split into digits
+        with pytest.raises(TypeError):
+            flow.int_array(wrong)
 
 
 def test_together_runs_one_row_reads_as_one_statement_with_each_ones_rows(conninfo):

@@ -190,7 +190,7 @@ def test_beat_runs_maintenance_on_the_real_database():
 def _measure_plan(db, server_time: datetime) -> str:
     params = {"claim_id": 1, "worker_id": 1, "lon": 116.4, "lat": 39.9, "recent_n": 4, "coord_key": "k",
               "fix_day": server_time.date(), "device_id": "d", "device_cap": 2, "ip": "192.0.2.1",
-              "ip_since": server_time - timedelta(hours=1), "ip_rows": 500, "ip_enough": 8, "radio": [], "hash_min": 2,
+              "ip_since": server_time - timedelta(hours=1), "ip_rows": 500, "ip_enough": 8, "radio": "{}",
               "history_since": server_time - timedelta(days=92), "history_until": server_time + timedelta(minutes=5)}
     return "\n".join(db.execute(text("EXPLAIN " + _MEASURE.text), params).scalars())
 

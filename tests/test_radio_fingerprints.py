@@ -1,6 +1,10 @@
 """Radio fingerprints: hashed Wi-Fi/cell scans, learned per site, judged against GPS (issue 17 part 2)."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
 from sqlalchemy import text
 
 from checkin import learning
@@ -66,6 +70,33 @@ def test_a_site_learns_its_fingerprint_from_accepted_check_ins(client, db):
     c = db.get(Claim, claim_id)
     db.refresh(c)
     assert "radio_mismatch" in c.flags
+
+
+def test_a_site_row_without_counted_hashes_is_not_established(client, db):
+    # What a sweep older than migration 0020 writes while a deployment rolls: its count, no array. Judged by the
+    # count, every scan there (honest ones too) would be a mismatch; the measure takes both from the array.
+    task = _learned_site(client, db)
+    db.execute(text("UPDATE radio_site SET counted = '{}' WHERE task_id = :t"), {"t": task["id"]})
+    db.flush()
+    assert db.execute(text("SELECT hashes FROM radio_site WHERE task_id = :t"), {"t": task["id"]}).scalar_one() == 10
+    _, honest = _check_in(client, db, task, **_scan(SITE_APS[2:8], SITE_CELL))
+    _, stranger = _check_in(client, db, task, **_scan(HOME_APS, HOME_CELL))
+    assert "radio_mismatch" not in honest["reasons"] and "radio_mismatch" not in stranger["reasons"]
+
+
+def test_migration_0020_fills_counted_as_the_rebuild_does(client, db):
+    task = _learned_site(client, db)
+    rebuilt = db.execute(text("SELECT counted FROM radio_site WHERE task_id = :t"), {"t": task["id"]}).scalar_one()
+    db.execute(text("UPDATE radio_site SET counted = '{}' WHERE task_id = :t"), {"t": task["id"]})
+    path = Path(__file__).parents[1] / "migrations" / "versions" / "0020_radio_counted.py"
+    spec = importlib.util.spec_from_file_location("migration_0020", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    # Its upgrade with the column already there: only the backfill runs, in this test's transaction.
+    migration.op = SimpleNamespace(add_column=lambda *a, **k: None, execute=db.execute)
+    migration.upgrade()
+    assert len(rebuilt) == 10
+    assert db.execute(text("SELECT counted FROM radio_site WHERE task_id = :t"), {"t": task["id"]}).scalar_one() == rebuilt
 
 
 def test_a_young_fingerprint_judges_nothing_and_no_scan_is_never_judged(client, db):

@@ -8,17 +8,20 @@ radio_fingerprint (``hash = ANY(scan)``, one index probe per scanned hash) joine
 reads the row by its key in one scalar subquery and answers with ``counted && scan``. radio_fingerprint stays the
 full record the sweep re-judges from.
 
-Existing sites are filled from radio_fingerprint with the deployment's ``radio_hash_min_workers``, as their next
-rebuild would.
+Existing sites are filled from radio_fingerprint with the deployment's ``radio_hash_min_workers``
+(FIELDPROOF_CHECKIN_RADIO_HASH_MIN_WORKERS, 2 unless set: read here from the environment, not from checkin.settings,
+so this revision replays whatever later becomes of that module), as their next rebuild would. The measure takes how
+established a site is from the same array (its cardinality), so a row a sweep older than this revision writes while
+a deployment rolls (``counted`` left empty) is not established rather than a mismatch for every scan.
 
 Revision ID: 0020_radio_counted
 Revises: 0019_history_reads
 """
+import os
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
-
-from checkin.settings import get_checkin_settings
 
 revision = '0020_radio_counted'
 down_revision = '0019_history_reads'
@@ -32,7 +35,7 @@ def upgrade() -> None:
     op.execute(sa.text("""
 UPDATE radio_site rs SET counted = ARRAY(SELECT f.hash FROM radio_fingerprint f
                                           WHERE f.task_id = rs.task_id AND f.workers >= :hash_min ORDER BY f.hash)
-""").bindparams(hash_min=get_checkin_settings().radio_hash_min_workers))
+""").bindparams(hash_min=int(os.environ.get("FIELDPROOF_CHECKIN_RADIO_HASH_MIN_WORKERS", "2"))))
 
 
 def downgrade() -> None:
