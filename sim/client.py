@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import httpx
 
 _ID = re.compile(r"/\d+(?=/|$)")
+KEEPALIVE_S = 4.0  # below the API's keep-alive timeout (uvicorn's default, 5 s): see Api
 
 
 def route_of(method: str, path: str) -> str:
@@ -26,6 +27,7 @@ class Stats:
     by_status: Counter = field(default_factory=Counter)
     errors_5xx: list = field(default_factory=list)
     transport_errors: int = 0
+    transport_error_samples: list = field(default_factory=list)  # the first few, for the report
     started: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -35,6 +37,12 @@ class Stats:
             self.by_status[status] += 1
             if status >= 500:
                 self.errors_5xx.append({"route": route, "status": status, "body": body[:300]})
+
+    def transport_error(self, route: str, exc: Exception) -> None:
+        with self._lock:
+            self.transport_errors += 1
+            if len(self.transport_error_samples) < 5:
+                self.transport_error_samples.append({"route": route, "error": f"{type(exc).__name__}: {exc}"[:300]})
 
     @property
     def total(self) -> int:
@@ -58,9 +66,14 @@ class Api:
     """Shared connection pool plus counters."""
 
     def __init__(self, base_url: str, max_connections: int = 48) -> None:
+        # An idle pooled connection is dropped after KEEPALIVE_S, before the server's keep-alive timeout closes it
+        # (uvicorn: 5 s, httpx's own default too): at equal timeouts a request sent on a connection the server is
+        # closing at that instant fails in transport (retried, same key) — a race of the two pools, which a phone's
+        # HTTP stack retries unseen on a stale connection; it counted as an error in `make bench`'s simulated day.
         self.http = httpx.Client(base_url=base_url, timeout=httpx.Timeout(120.0, connect=10.0),
                                  limits=httpx.Limits(max_connections=max_connections,
-                                                     max_keepalive_connections=max_connections))
+                                                     max_keepalive_connections=max_connections,
+                                                     keepalive_expiry=KEEPALIVE_S))
         self.stats = Stats()
 
     def close(self) -> None:
@@ -86,8 +99,8 @@ class Session:
                 headers["Authorization"] = f"Bearer {self.access}"
             try:
                 r = self.api.http.request(method, path, headers=headers, **kw)
-            except httpx.TransportError:
-                self.api.stats.transport_errors += 1
+            except httpx.TransportError as exc:
+                self.api.stats.transport_error(route_of(method, path), exc)
                 time.sleep(0.5 * (attempt + 1))
                 continue
             self.api.stats.record(route_of(method, path), r.status_code, r.text if r.status_code >= 500 else "")

@@ -80,7 +80,8 @@ def build(data: dict) -> dict:
         "by_endpoint": dict(sorted(stats.by_route.items())), "by_status": {str(k): v for k, v in
                                                                            sorted(stats.by_status.items())},
         "errors_5xx": len(stats.errors_5xx), "errors_5xx_samples": stats.errors_5xx[:5],
-        "transport_errors": stats.transport_errors, "agent_failures": data["failures"][:20],
+        "transport_errors": stats.transport_errors, "transport_error_samples": stats.transport_error_samples,
+        "agent_failures": data["failures"][:20],
         "evidence_unprocessed": data["evidence_unprocessed"],
         "claims_total": len(claims), "claims_by_state": dict(Counter(c["state"] for c in claims.values())),
         "ledger_check": data["ledger"],
