@@ -24,13 +24,14 @@ def before_issue_17() -> tuple[TextClause, TextClause]:
     """Today's measure and insert statements without what issue 17 added (the site's radio row and its overlap
     with the scan, pins, the radio columns); fails loudly if they no longer read as expected."""
     radio = re.compile(r"CASE WHEN cardinality\(CAST\(:radio AS bigint\[\]\)\) > 0 THEN.*?AS radio_pin_shared", re.S)
-    cut = radio.findall(service._MEASURE.text)
     m, k1 = radio.subn("NULL AS radio_site, 0 AS radio_pins, false AS radio_pin_shared", service._MEASURE.text)
-    if cut and re.findall(r"\bAS (\w+)\s*(?:,|$)", cut[0]) != ["radio_site", "radio_pins", "radio_pin_shared"]:
-        k1 = 0  # the stripped span holds another column: the baseline would lose more than the radio reads
+    # The stripped span must hold the radio columns only: the baseline would otherwise lose more than the radio reads.
+    cut = radio.search(service._MEASURE.text)
+    aliases = re.findall(r"\bAS (\w+)\s*(?:,|$)", cut[0]) if cut else []
     i, k3 = re.subn(r",\s*radio, radio_learned\)", ")", service._INSERT.text)
     i, k4 = re.subn(r",\s*CAST\(:radio AS bigint\[\]\), :radio_learned\)", ")", i)
-    if (k1, k3, k4) != (1, 1, 1) or "radio" in m.replace("AS radio_", "") or "radio" in i:
+    if ((k1, k3, k4) != (1, 1, 1) or aliases != ["radio_site", "radio_pins", "radio_pin_shared"]
+            or "radio" in m.replace("AS radio_", "") or "radio" in i):
         raise RuntimeError("checkin.service's statements changed: update bench/presence_app.py")
     return text(m), text(i)
 

@@ -43,12 +43,11 @@ _LEARN = text(_WINDOW + """
 INSERT INTO radio_fingerprint (task_id, hash, workers, last_seen_at)
 SELECT :t, h, count(DISTINCT w.worker_id), max(w.server_time) FROM w, unnest(w.radio) h GROUP BY h
 """)
-# Learned check-ins of the window whose scan shares nothing with the counted fingerprint or the pins.
+# Learned check-ins of the window whose scan shares nothing with the counted fingerprint or the pins: the site
+# row's counted hashes, as _SITE just wrote them in this transaction (the set a check-in's measure matches).
 _STRANGERS = text(_WINDOW + """
-SELECT w.id FROM w JOIN task t ON t.id = :t
- WHERE NOT (w.radio && t.radio_pins)
-   AND NOT EXISTS (SELECT 1 FROM radio_fingerprint f WHERE f.task_id = :t AND f.workers >= :hash_min
-                      AND f.hash = ANY(w.radio))
+SELECT w.id FROM w JOIN task t ON t.id = :t JOIN radio_site rs ON rs.task_id = :t
+ WHERE NOT (w.radio && t.radio_pins) AND NOT (w.radio && rs.counted)
 """)
 _FLAG_FIXES = text("""
 UPDATE checkin SET radio_learned = NULL, reasons = array_append(reasons, 'radio_mismatch'),
@@ -86,8 +85,7 @@ def relearn(db_session: Session, task_id: int) -> int:
     pinned = db_session.execute(text("SELECT cardinality(radio_pins) FROM task WHERE id = :t"), {"t": task_id})
     if not established(RadioContext(site_workers=workers, site_hashes=hashes, pins=pinned.scalar_one()), s):
         return 0
-    strangers = db_session.scalars(_STRANGERS, {"t": task_id, "n": s.radio_window,
-                                                "hash_min": s.radio_hash_min_workers}).all()
+    strangers = db_session.scalars(_STRANGERS, {"t": task_id, "n": s.radio_window}).all()
     flagged = _flag(db_session, list(strangers), workers) if strangers else 0
     if flagged:
         _rebuild(db_session, task_id)
