@@ -6,7 +6,7 @@ radio_fingerprint (``hash = ANY(scan)``, one index probe per scanned hash) joine
 (bench_presence). The sweep that rebuilds a site (checkin.learning) now also stores the counted hashes (seen by
 ``radio_hash_min_workers`` distinct workers or more, the ones ``hashes`` counts) sorted in ``counted``; the measure
 reads the row by its key in one scalar subquery and answers with ``counted && scan``. radio_fingerprint stays the
-full record the sweep re-judges from.
+full record (every hash seen, by how many workers, when last); the sweep's re-judge reads ``counted`` too.
 
 Existing sites are filled from radio_fingerprint with the deployment's ``radio_hash_min_workers``
 (FIELDPROOF_CHECKIN_RADIO_HASH_MIN_WORKERS, 2 unless set: read here from the environment, not from checkin.settings,
