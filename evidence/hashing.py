@@ -19,6 +19,7 @@ import scipy.fftpack
 import numpy as np
 from PIL import Image, ImageOps
 
+from evidence import resample
 from evidence.chrome import photo_box
 from evidence.decode import decode_slot
 
@@ -149,15 +150,21 @@ def _centre(box: tuple[int, int, int, int], share: float) -> tuple[int, int, int
     return int(left + dx), int(top + dy), int(right - dx), int(bottom - dy)
 
 
-def regions(grey: Image.Image) -> dict[str, Image.Image]:
-    """The hashed regions of a greyscale image (REGIONS)."""
-    arr = np.asarray(grey, dtype=np.float32)
+def region_boxes(arr: np.ndarray) -> dict[str, tuple[int, int, int, int]]:
+    """The (left, top, right, bottom) of each hashed region (REGIONS) of a greyscale image's pixels."""
+    rows, cols = arr.shape
     core, ui = _trim_box(arr), photo_box(arr)
     left, top, right, bottom = core
     cut = int((bottom - top) * 0.15)
-    return {"full": grey, "core": grey.crop(core), "c80": grey.crop(_centre(core, 0.8)),
-            "c64": grey.crop(_centre(core, 0.64)), "t85": grey.crop((left, top, right, bottom - cut)),
-            "b85": grey.crop((left, top + cut, right, bottom)), "ui": grey.crop(ui), "u90": grey.crop(_centre(ui, 0.9))}
+    return {"full": (0, 0, cols, rows), "core": core, "c80": _centre(core, 0.8), "c64": _centre(core, 0.64),
+            "t85": (left, top, right, bottom - cut), "b85": (left, top + cut, right, bottom), "ui": ui,
+            "u90": _centre(ui, 0.9)}
+
+
+def regions(grey: Image.Image) -> dict[str, Image.Image]:
+    """The hashed regions of a greyscale image (REGIONS), as images."""
+    boxes = region_boxes(np.asarray(grey, dtype=np.float32))
+    return {k: grey if k == "full" else grey.crop(box) for k, box in boxes.items()}
 
 
 def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool = False) -> ImageHashes:
@@ -172,25 +179,58 @@ def hash_image(source: bytes | str | Path | Image.Image, *, with_variants: bool 
 
 def hash_grey(grey: Image.Image, *, with_variants: bool = False) -> ImageHashes:
     """``hash_image`` of a working image already loaded (``load_grey``'s result), without loading it again."""
-    parts = regions(grey)
+    if not resample.agrees_with_pillow():
+        return _hash_parts(regions(grey), with_variants, _pillow_small)
+    pixels = np.asarray(grey)
+    boxes = region_boxes(pixels.astype(np.float32))
+    wide = pixels.astype(np.float64)  # the resizes' matrix products read it; crops are views
+    parts = {k: wide[top:bottom, left:right] for k, (left, top, right, bottom) in boxes.items()}
+    with resample.one_thread():
+        return _hash_parts(parts, with_variants, _small, same=boxes)
+
+
+def _pillow_small(part: Image.Image, size: tuple[int, int], transposed: bool = False,
+                  name: str = "lanczos") -> np.ndarray:
+    """imagehash's resize of a region (Pillow): the fallback where evidence.resample does not match Pillow."""
+    im = part.transpose(Image.Transpose.TRANSPOSE) if transposed else part
+    small = np.asarray(im.resize(size, _PILLOW[name]))
+    return small.T if transposed else small
+
+
+def _small(part: np.ndarray, size: tuple[int, int], transposed: bool = False, name: str = "lanczos") -> np.ndarray:
+    return (resample.resize_transposed if transposed else resample.resize)(part, size, name)
+
+
+def _hash_parts(parts: dict, with_variants: bool, small_of, same: dict | None = None) -> ImageHashes:
+    """Every hash of the regions, each region resized by ``small_of`` (Pillow's resize or its exact equal); regions
+    with the same box (``same``: a photo without bars has its core = its full frame) are resized once."""
     names = list(parts)
+    cache: dict = {}
+
+    def small(k: str, size: tuple[int, int], transposed: bool = False, name: str = "lanczos") -> np.ndarray:
+        key = ((same or {}).get(k, k), size, transposed, name)
+        if key not in cache:
+            cache[key] = small_of(parts[k], size, transposed, name)
+        return cache[key]
+
+    side = (PHASH_SIDE, PHASH_SIDE)
     # imagehash.phash(im) is exactly this resize, then the DCT: the resized region also serves the variants.
-    small = [np.asarray(parts[k].resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)) for k in names]
     turns = len(DIHEDRAL) if with_variants else 1  # DIHEDRAL[0] is the identity
-    hashes = _phashes(np.stack([a for k, s in zip(names, small) for a in _dihedral(s, _transposed_small(parts[k]))]
-                               if with_variants else small))
+    hashes = _phashes(np.stack([a for k in names for a in _dihedral(small(k, side), small(k, side, True))]
+                               if with_variants else [small(k, side) for k in names]))
     ph = {k: hashes[r * turns] for r, k in enumerate(names)}
     # imagehash.dhash: a 9×8 resize, then each pixel against its left neighbour.
-    dsmall = np.stack([np.asarray(parts[k].resize((DHASH_SIDE + 1, DHASH_SIDE), Image.Resampling.LANCZOS))
-                       for k in names])
+    dsmall = np.stack([small(k, (DHASH_SIDE + 1, DHASH_SIDE)) for k in names])
     dh = dict(zip(names, _bits(dsmall[:, :, 1:] > dsmall[:, :, :-1])))
-    texture = float(np.asarray(parts["c64"].resize((64, 64)), dtype=np.float32).std())
+    # Pillow's default filter for resize (bicubic).
+    texture = float(small("c64", (64, 64), name="bicubic").astype(np.float32).std())
     out = ImageHashes(ph, dh, texture)
     if with_variants:
         out.variants = [{k: hashes[r * turns + i] for r, k in enumerate(names)} for i in range(turns)]
     return out
 
 
+_PILLOW = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
 PHASH_SIDE = 32  # imagehash.phash: hash_size 8 × highfreq_factor 4
 DHASH_SIDE = 8  # imagehash.dhash: hash_size 8
 TRANSPOSING = {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
@@ -214,12 +254,6 @@ def _phashes(pixels: np.ndarray) -> list[int]:
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)
     low = dct[:, :8, :8].reshape(len(pixels), 64)
     return _bits(low > np.median(low, axis=1)[:, None])
-
-
-def _transposed_small(im: Image.Image) -> np.ndarray:
-    """``im`` transposed, resized to PHASH_SIDE as imagehash.phash resizes, transposed back."""
-    return np.asarray(im.transpose(Image.Transpose.TRANSPOSE).resize((PHASH_SIDE, PHASH_SIDE),
-                                                                      Image.Resampling.LANCZOS)).T
 
 
 def _dihedral(small: np.ndarray, small_t: np.ndarray) -> list[np.ndarray]:

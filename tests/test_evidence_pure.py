@@ -213,3 +213,47 @@ def test_cli_hash_and_dedup(tmp_path, capsys):
     assert verdicts[frozenset({"orig.jpg", "clip.mp4"})] == "same_capture"
     assert verdicts[frozenset({"shop_a.jpg", "shop_b.jpg"})] == "same_scene"
     assert not any("other.jpg" in n for pair in verdicts for n in pair)
+
+
+def test_resample_gives_pillows_bytes_for_random_sizes_crops_and_filters():
+    """evidence.resample is Pillow's 8-bit resize as matrix products: byte for byte on random sizes (both pass
+    orders, single passes, enlarging, single rows), contents (noise, gradients, black and white) and crops, both
+    filters hashing uses, and through the transpose."""
+    from evidence import resample
+
+    rng = np.random.default_rng(2026)
+    for i in range(400):
+        rows, cols = int(rng.integers(1, 520)), int(rng.integers(1, 520))
+        pixels = [rng.integers(0, 256, (rows, cols), dtype=np.uint8),
+                  (np.add.outer(np.arange(rows), 3 * np.arange(cols)) % 256).astype(np.uint8),
+                  np.where(rng.random((rows, cols)) < 0.5, 0, 255).astype(np.uint8)][i % 3]
+        if i % 4 == 0 and rows > 4 and cols > 4:  # a crop: a view with its parent's row stride
+            top, left = int(rng.integers(0, rows // 2)), int(rng.integers(0, cols // 2))
+            pixels = pixels[top:, left:]
+        image = Image.fromarray(np.ascontiguousarray(pixels))
+        for size, name, pil in (((32, 32), "lanczos", Image.Resampling.LANCZOS),
+                                ((9, 8), "lanczos", Image.Resampling.LANCZOS),
+                                ((64, 64), "bicubic", Image.Resampling.BICUBIC)):
+            assert np.array_equal(resample.resize(pixels, size, name), np.asarray(image.resize(size, pil)))
+            assert np.array_equal(resample.resize(pixels.astype(np.float64), size, name),
+                                  np.asarray(image.resize(size, pil)))
+            flipped = np.asarray(image.transpose(Image.Transpose.TRANSPOSE).resize(size, pil)).T
+            assert np.array_equal(resample.resize_transposed(pixels, size, name), flipped)
+    assert resample.agrees_with_pillow()  # so hashing takes the matrix products here
+
+
+def test_hashing_falls_back_to_pillow_with_the_same_hashes(monkeypatch):
+    """Where evidence.resample would not match the installed Pillow, hashing resizes with Pillow itself: the same
+    hashes, variants and texture (and the fast path is the one taken when it matches)."""
+    from evidence import hashing, resample
+
+    greys = [hashing.load_grey(p.read_bytes()) for p in PHOTOS]
+    fast = [hash_image(g, with_variants=True) for g in greys]
+    called, pillow_small = [], hashing._pillow_small
+    monkeypatch.setattr(resample, "agrees_with_pillow", lambda: False)
+    monkeypatch.setattr(hashing, "_pillow_small", lambda *a, **k: called.append(1) or pillow_small(*a, **k))
+    slow = [hash_image(g, with_variants=True) for g in greys]
+    assert called
+    assert [(h.phash, h.dhash, h.variants, h.texture) for h in fast] == \
+        [(h.phash, h.dhash, h.variants, h.texture) for h in slow]
+

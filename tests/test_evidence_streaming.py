@@ -285,6 +285,7 @@ def test_dihedral_variants_equal_hashing_each_transposed_image():
         hashed = hash_image(grey, with_variants=True)
         assert hashed.variants == expected and hashed.phash == expected[0]  # the identity is imagehash.phash too
         assert hashed.dhash == {k: to_int(imagehash.dhash(im)) for k, im in parts.items()}
+        assert hashed.texture == float(np.asarray(parts["c64"].resize((64, 64)), dtype=np.float32).std())
 
 
 def test_uploads_abandoned_by_a_crash_are_swept_and_live_ones_kept(store_dir):
