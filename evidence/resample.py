@@ -15,7 +15,9 @@ the same double-precision steps in the same order, ``sin`` from the same C libra
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -174,13 +176,30 @@ def agrees_with_pillow() -> bool:
 
 
 _controller: ThreadpoolController | None = None
+_limit_lock = threading.Lock()
+_limit_depth = 0  # hashes inside one_thread() right now, on any thread
+_limiter = None  # the limit set by the first of them, restored by the last
 
 
-def one_thread() -> AbstractContextManager:
+@contextmanager
+def one_thread() -> Iterator[None]:
     """BLAS on the calling thread only, for a block of resizes. Their products are small (~0.2 ms): BLAS's own
     threads would spin on the other core for them (twice the CPU a resize, measured), and each worker process is
-    already one of a pool sized to the cores. ~11 µs a block; the limit is process-wide while the block runs."""
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+    already one of a pool sized to the cores. ~11 µs a block; the limit is process-wide while any block runs: the
+    first block to enter sets it and the last to leave restores the original (blocks overlapping on several threads
+    would otherwise restore each other's limit of 1 and leave BLAS on one thread for good)."""
+    global _controller, _limit_depth, _limiter
+    with _limit_lock:
+        if _controller is None:
+            _controller = ThreadpoolController()
+        if _limit_depth == 0:
+            _limiter = _controller.limit(limits=1, user_api="blas")
+        _limit_depth += 1
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _limit_depth -= 1
+            if _limit_depth == 0:
+                _limiter.restore_original_limits()
+                _limiter = None
