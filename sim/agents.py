@@ -36,6 +36,7 @@ class Visit:
     kind: str
     fraud: bool  # this claim itself was done dishonestly
     reused_photos: list = field(default_factory=list)  # transform names
+    reused_from: set = field(default_factory=set)  # the old photos re-used here (a re-user sends each once a visit)
     checkin_reasons: list = field(default_factory=list)
     checkin_risk: int = 0
     submitted: bool = False
@@ -299,13 +300,18 @@ class WorkerAgent:
         return nonce
 
     def _photo(self, visit: Visit, storefront: bool = False) -> tuple[bytes, str | None]:
-        own_old = [data for claim_id, data in self.camera_roll if claim_id != visit.claim_id]
+        # Two uploads of the very same old photo (the same transform can give the same bytes) would be one piece of
+        # evidence to the service, and the visit one photo short: a re-user picks another old photo instead.
+        own_old = [data for claim_id, data in self.camera_roll
+                   if claim_id != visit.claim_id and data not in visit.reused_from]
         if self.kind == "photo_reuser" and own_old and self.rng.random() < 0.85:
             pool = own_old
             with self.day.lock:
-                if self.day.shared_photos and self.rng.random() < 0.5:
-                    pool = self.day.shared_photos
+                shared = [data for data in self.day.shared_photos if data not in visit.reused_from]
+                if shared and self.rng.random() < 0.5:
+                    pool = shared
                 old = self.rng.choice(pool)
+            visit.reused_from.add(old)
             transform = self.rng.choice(photos.REUSE_TRANSFORMS)
             return photos.reuse(old, transform), ("own:" if pool is own_old else "other:") + transform
         self.photo_seed += 1

@@ -203,3 +203,40 @@ def test_payout_redelivered_to_a_real_worker_pays_once(worker_process):
 
         _cleanup(new_session(), ids)
         _remove_sentinels()
+
+
+def test_the_sweeper_re_sends_only_jobs_the_queue_has_passed_by():
+    """A kind's queue is first in, first out: a pending job past its lease whose turn has not come (workers are
+    taking the jobs before it) is left alone; one a later job of its kind was taken past (its message lost), one
+    taken before and pending again (its worker lost), and every one of a kind nothing of which has been taken for a
+    lease (the queue stalled) or ever, are re-sent."""
+    from datetime import timedelta
+
+    kind = f"test.fifo.{time.time_ns()}"
+    stalled_kind, never_kind = kind + ".stalled", kind + ".never"
+    with session_scope() as db:
+        made = [jobs.add(db, k) for k in (kind,) * 5 + (stalled_kind,) * 2 + (never_kind,)]
+        db.commit()
+        ids = [j.id for j in made]
+    lost, worker_lost, front, waiting, waiting_too, stalled_front, stalled, never = ids
+    try:
+        with session_scope() as db:
+            now = jobs.utcnow()
+            for job_id in ids:
+                db.get(jobs.Job, job_id).leased_until = now - timedelta(seconds=1)
+            taken = {worker_lost: now - jobs.clock.machine_seconds(60), front: now,  # front: taken just now
+                     stalled_front: now - jobs.clock.machine_seconds(jobs.lease_s() + 5)}
+            for job_id, at in taken.items():
+                job = db.get(jobs.Job, job_id)
+                job.started_at, job.attempts = at, 1
+            db.get(jobs.Job, front).leased_until = now + timedelta(minutes=1)  # running, within its lease
+            db.commit()
+        with session_scope() as db:
+            due = {j for j, _ in jobs.due_for_retry(db_session=db)}
+        assert lost in due and worker_lost in due
+        assert front not in due and waiting not in due and waiting_too not in due
+        assert stalled_front in due and stalled in due and never in due
+    finally:
+        with session_scope() as db:
+            db.execute(delete(jobs.Job).where(jobs.Job.id.in_(ids)))
+            db.commit()
