@@ -193,7 +193,7 @@ def _pillow_small(part: Image.Image, size: tuple[int, int], transposed: bool = F
                   name: str = "lanczos") -> np.ndarray:
     """imagehash's resize of a region (Pillow): the fallback where evidence.resample does not match Pillow."""
     im = part.transpose(Image.Transpose.TRANSPOSE) if transposed else part
-    small = np.asarray(im.resize(size, _PILLOW[name]))
+    small = np.asarray(im.resize(size, resample.PILLOW_FILTERS[name]))
     return small.T if transposed else small
 
 
@@ -229,8 +229,6 @@ def _hash_parts(parts: dict, with_variants: bool, small_of, same: dict | None = 
         out.variants = [{k: hashes[r * turns + i] for r, k in enumerate(names)} for i in range(turns)]
     return out
 
-
-_PILLOW = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
 PHASH_SIDE = 32  # imagehash.phash: hash_size 8 × highfreq_factor 4
 DHASH_SIDE = 8  # imagehash.dhash: hash_size 8
 TRANSPOSING = {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,

@@ -165,7 +165,7 @@ def resize_transposed(pixels: np.ndarray, size: tuple[int, int], name: str = "la
 _PROBES = ((384, 512, (32, 32)), (512, 384, (32, 32)), (300, 90, (32, 32)), (300, 120, (32, 32)),
            (400, 140, (9, 8)), (512, 384, (9, 8)), (120, 37, (9, 8)), (300, 200, (64, 64)), (32, 200, (32, 32)),
            (200, 32, (32, 32)), (20, 27, (32, 32)), (1, 300, (9, 8)), (300, 1, (32, 32)), (32, 32, (32, 32)))
-_PIL_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
+PILLOW_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}
 
 
 @lru_cache(maxsize=1)
@@ -176,7 +176,7 @@ def agrees_with_pillow() -> bool:
     for rows, cols, size in _PROBES:
         pixels = rng.integers(0, 256, (rows, cols), dtype=np.uint8)
         image = Image.fromarray(pixels)
-        for name, pil in _PIL_FILTERS.items():
+        for name, pil in PILLOW_FILTERS.items():
             if not (np.array_equal(resize(pixels, size, name), np.asarray(image.resize(size, pil)))
                     and np.array_equal(resize_transposed(pixels, size, name),
                                        np.asarray(image.transpose(Image.Transpose.TRANSPOSE).resize(size, pil)).T)):
