@@ -240,3 +240,91 @@ def test_the_sweeper_re_sends_only_jobs_the_queue_has_passed_by():
         with session_scope() as db:
             db.execute(delete(jobs.Job).where(jobs.Job.id.in_(ids)))
             db.commit()
+
+
+SLOW_KIND = "test.slow_marker"
+
+
+@jobs.handler(SLOW_KIND)
+def _slow(*, db_session, marker: str, seconds: float) -> None:
+    """A job that holds its worker for a while."""
+    time.sleep(seconds)
+    get_redis().incr(marker)
+
+
+def _queued_job_ids(queue: str = "default") -> dict[int, bytes]:
+    """The run_job messages waiting on a Celery queue in Redis, by job id (kombu's JSON envelope, body base64)."""
+    import base64
+    import json
+
+    out = {}
+    for raw in get_redis().lrange(queue, 0, -1):
+        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        args = body[0] if isinstance(body, list) else body.get("args", [])
+        if args:
+            out[int(args[0])] = raw
+    return out
+
+
+def test_a_real_worker_gets_a_lost_message_re_sent_once_the_queue_passes_it_or_stalls(worker_process, monkeypatch):
+    """A real worker and Redis, with a 4 s lease. Two slow jobs (3 s each) hold the one worker while eight jobs
+    queue behind them, and Redis loses the third one's message. The eight wait past their lease, but the queue
+    moves (the second slow job is taken), so none is re-sent then (the sweeper used to re-send all eight); once
+    the worker has taken the jobs after the lost one, that one is re-sent, and every job runs exactly once. Then
+    Redis loses a whole queue of five behind another slow job: nothing of their kind is taken for a lease, so all
+    five are re-sent and each runs once."""
+    from workers.tasks import run_job
+
+    monkeypatch.setattr(jobs, "lease_s", lambda: 4.0)
+    marker = f"marker:{time.time_ns()}"
+    made: list[int] = []
+    resent: list[int] = []
+
+    def sweep_until(done, timeout: float) -> bool:
+        """The beat sweep every half second until ``done``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if done():
+                return True
+            with session_scope() as db:
+                due = jobs.due_for_retry(db_session=db)
+            resent.extend(job_id for job_id, _ in due)
+            for job_id, _ in due:
+                run_job.delay(job_id)
+            time.sleep(0.5)
+        return done()
+
+    def runs(job_id: int) -> int:
+        return int(get_redis().get(f"{marker}:{job_id}") or 0)
+
+    def add(kind: str = SLOW_KIND, seconds: float = 0.0) -> int:
+        """A committed job (sent by the after-commit dispatch) counting its runs under its own marker. One kind for
+        all: the sweeper reads a queue's progress per kind."""
+        with session_scope() as db:
+            job = jobs.add(db, kind, seconds=seconds)
+            job.payload = {"seconds": seconds, "marker": f"{marker}:{job.id}"}
+            db.commit()
+        made.append(job.id)
+        return job.id
+
+    try:
+        first = add(SLOW_KIND, seconds=3.0)
+        assert wait_until(lambda: first not in _queued_job_ids(), timeout=20.0)  # the worker took it
+        add(SLOW_KIND, seconds=3.0)
+        queued = [add() for _ in range(8)]
+        lost = queued[2]
+        assert get_redis().lrem("default", 1, _queued_job_ids()[lost]) == 1  # Redis lost this one message
+        assert sweep_until(lambda: all(runs(j) for j in queued), timeout=40.0)
+        assert [runs(j) for j in queued] == [1] * 8 and resent == [lost]
+
+        resent.clear()
+        slow = add(SLOW_KIND, seconds=2.0)
+        assert wait_until(lambda: slow not in _queued_job_ids(), timeout=20.0)
+        behind = [add() for _ in range(5)]
+        get_redis().delete("default")  # the whole queue lost
+        assert sweep_until(lambda: all(runs(j) for j in behind), timeout=40.0)
+        assert [runs(j) for j in behind] == [1] * 5 and sorted(resent) == behind
+    finally:
+        with session_scope() as db:
+            db.execute(delete(jobs.Job).where(jobs.Job.id.in_(made)))
+            db.commit()
