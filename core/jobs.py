@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, event, select, text, update
+from sqlalchemy import DateTime, Integer, Interval, String, event, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -34,7 +34,6 @@ class Job(Base):
     """One unit of background work and its state."""
 
     __tablename__ = "job"
-    __table_args__ = (Index("ix_job_kind_started", "kind", "id", postgresql_where=text("started_at IS NOT NULL")),)
 
     id: Mapped[int] = pk()
     kind: Mapped[str] = mapped_column(String(64), nullable=False)
@@ -43,8 +42,6 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     last_error: Mapped[str | None] = mapped_column(String(2000))
     leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When a worker last took it (counted an attempt): the sweeper's view of how far its kind's queue has got.
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = created_at()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -109,7 +106,7 @@ def run(*, db_session: Session, job_id: int) -> str:
     counted = db_session.execute(
         update(Job).where(Job.id == select(Job.id).where(Job.id == job_id, Job.state == "pending")
                           .with_for_update(skip_locked=True).scalar_subquery())
-        .values(attempts=Job.attempts + 1, started_at=utcnow()).returning(Job.attempts)).scalar()
+        .values(attempts=Job.attempts + 1).returning(Job.attempts)).scalar()
     if counted is None:
         db_session.rollback()
         state = db_session.scalar(select(Job.state).where(Job.id == job_id))
@@ -145,44 +142,22 @@ def _record_failure(db_session: Session, job_id: int, exc: Exception) -> None:
 
 
 def due_for_retry(*, db_session: Session, limit: int = 500) -> list[tuple[int, str]]:
-    """Pending jobs whose lease expired and whose message is lost: lease them again and return their ids and kinds.
+    """Pending jobs whose lease expired: lease them again and return their ids and kinds.
 
-    A kind's queue is first in, first out, so a pending job never taken is still on it, waiting its turn, while
-    workers keep taking the jobs before it. It is lost only if a later job of its kind was taken (its message was
-    passed by: Redis lost it) or nothing of its kind has been taken for a lease (workers down, Redis flushed, or one
-    job running longer than a lease); a job taken before (attempts) and pending again lost its worker. Only those
-    are re-sent: under a backlog longer than the lease the sweeper re-sent most of the queue, once or twice a job
-    (6,720 redundant deliveries in a simulated day of 3,380 uploads, migration 0021). A job sent out of id order
-    (two commits crossing) can still be re-sent once, harmlessly.
-
-    The new lease is the job's age, at least the lease and at most MAX_RESEND_LEASE_S: a job re-sent and still
-    pending is re-sent about log2(wait / lease) times, then every 10 minutes. The cap bounds how long a re-send lost
-    in turn (Redis flushed again) waits. Times are on the service clock (``created_at`` and ``started_at`` are set
-    from ``utcnow``)."""
+    The new lease is the job's age, at least the lease and at most MAX_RESEND_LEASE_S: a job still pending after
+    2 minutes is sent again at most once in the next 2 minutes, so a queue is re-sent about log2(wait / lease)
+    times, then every 10 minutes, however long it is. With a plain 30 s lease a backlog longer than 30 s was re-sent
+    whole every sweep: the queue filled with duplicates that each cost a delivery (found by `fieldproof simulate`,
+    whose evidence queue waited minutes). The cap bounds how long a re-send lost in turn (Redis flushed again)
+    waits. The age is on the service clock (``created_at`` is set by the ORM from ``utcnow``, as ``add`` does)."""
     now = utcnow()
-    lease = clock.machine_seconds(lease_s())
-    rows = db_session.execute(_DUE, {
-        "now": now, "stalled": now - lease, "lease": lease, "cap": clock.machine_seconds(MAX_RESEND_LEASE_S),
-        "limit": limit}).all()
+    at = literal(now, DateTime(timezone=True))
+    lease = func.least(func.greatest(literal(clock.machine_seconds(lease_s()), Interval()), at - Job.created_at),
+                       literal(clock.machine_seconds(MAX_RESEND_LEASE_S), Interval()))
+    rows = db_session.execute(
+        update(Job).where(Job.id.in_(
+            select(Job.id).where(Job.state == "pending", Job.leased_until < now)
+            .order_by(Job.id).limit(limit).with_for_update(skip_locked=True)))
+        .values(leased_until=at + lease).returning(Job.id, Job.kind)).all()
     db_session.commit()
     return [(job_id, kind) for job_id, kind in rows]
-
-
-# The newest job taken of each kind with jobs pending (one probe of ix_job_kind_started per kind), then the
-# pending jobs past their lease that it shows lost.
-_DUE = text("""
-WITH front AS MATERIALIZED (
-    SELECT k.kind, f.id, f.started_at
-    FROM (SELECT DISTINCT kind FROM job WHERE state = 'pending') k
-    LEFT JOIN LATERAL (SELECT id, started_at FROM job WHERE kind = k.kind AND started_at IS NOT NULL
-                       ORDER BY id DESC LIMIT 1) f ON true),
-due AS (
-    SELECT j.id FROM job j JOIN front USING (kind)
-    WHERE j.state = 'pending' AND j.leased_until < :now
-      AND (j.attempts > 0 OR front.id IS NULL OR j.id < front.id OR front.started_at < :stalled)
-    ORDER BY j.id LIMIT :limit FOR UPDATE OF j SKIP LOCKED)
-UPDATE job SET leased_until = CAST(:now AS timestamptz) + least(greatest(CAST(:lease AS interval),
-                                                                          CAST(:now AS timestamptz) - created_at),
-                                                                 CAST(:cap AS interval))
-WHERE id IN (SELECT id FROM due)
-RETURNING id, kind""")

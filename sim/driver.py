@@ -10,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import redis
 from tqdm import tqdm
 
+from core.redis import task_cpu
 from sim import gps, world
 from sim.agents import FRAUD_KINDS, HONEST, Day, WorkerAgent
 from sim.backoffice import MerchantAgent, OpsAgent
@@ -175,6 +177,8 @@ class Simulation:
             # merchant/ops clean-up and the read-back that follow are the simulator's bookkeeping.
             unprocessed = drain_evidence(self, day)
             self.cpu["run"] = meter.stop()
+            # The worker's CPU by task, from the workers' own tally (this run's Redis database starts empty).
+            self.cpu["worker_tasks"] = task_cpu(redis.Redis.from_url(self.stack.redis_url()))
             self.timings["evidence_drain_s"] = time.monotonic() - t_drain
             data = collect(self, day, workers, merchants, ops, unprocessed)
             self.timings["drain_s"] = time.monotonic() - t_drain

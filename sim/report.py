@@ -137,7 +137,7 @@ def cpu_summary(cpu: dict[str, dict[str, float]], t: dict, unprocessed: int) -> 
     return {"run_s": round(run_s, 1), "run_by_process_s": run, "day_s": round(day_s, 1), "day_by_process_s": day,
             "simulated_requests": simulated,
             "per_request_ms": round(1000 * run_s / simulated, 2) if simulated and run else None,
-            "complete": unprocessed == 0,
+            "complete": unprocessed == 0, "worker_tasks": cpu.get("worker_tasks", {}),
             "day_per_request_ms": round(1000 * day_s / t["day_requests"], 2) if t.get("day_requests") and day
             else None}
 
@@ -197,9 +197,12 @@ def _cpu_line(cpu: dict) -> str:
     if not cpu.get("per_request_ms"):
         return "CPU: not measured"
     procs = ", ".join(f"{k} {v:.1f}" for k, v in cpu["run_by_process_s"].items())
+    tasks = ", ".join(f"{name} {t['cpu_s']:.1f} s / {t['runs']} runs"
+                      for name, t in list(cpu.get("worker_tasks", {}).items())[:4])
     return (f"CPU: {cpu['per_request_ms']} ms per simulated request ({cpu['run_s']} s over "
             f"{cpu['simulated_requests']} requests, until the uploads were processed: {procs}); day alone "
-            f"{cpu['day_per_request_ms']} ms/request" + ("" if cpu["complete"] else " (INCOMPLETE: backlog left)"))
+            f"{cpu['day_per_request_ms']} ms/request" + ("" if cpu["complete"] else " (INCOMPLETE: backlog left)")
+            + (f"; worker by task: {tasks}" if tasks else ""))
 
 
 def _fmt(x: float | None) -> str:

@@ -1,12 +1,16 @@
 """The Celery app: Redis broker, JSON only, late acks for idempotent tasks."""
 from __future__ import annotations
 
+import time
+
+import redis
 from celery import Celery, signals
 
 from checkin import hooks as checkin_hooks
 from core import clock, heap
 from core.config import get_settings
-from core.redis import redis_url
+from core.logging import get_logger
+from core.redis import get_redis, record_task_cpu, redis_url
 from evidence import hooks as evidence_hooks
 from tasks import hooks as task_hooks
 from workers.schedule import beat_schedule, scaled
@@ -48,3 +52,25 @@ def _freeze_startup(**_: object) -> None:
     """Each pool process, once forked and initialised: what starting built stays out of the collector's way
     (core.heap)."""
     heap.freeze_startup()
+
+
+log = get_logger("workers.celery_app")
+_cpu_at_start: dict[str, float] = {}
+
+
+@signals.task_prerun.connect
+def _task_cpu_start(task_id: str | None = None, **_: object) -> None:
+    _cpu_at_start[task_id] = time.process_time()
+
+
+@signals.task_postrun.connect
+def _task_cpu_end(task_id: str | None = None, task=None, **_: object) -> None:
+    """The CPU this process used for the task (its own threads included), added to the tally by task name in Redis
+    (core.redis.task_cpu): what each kind of background work costs, across every worker process and host."""
+    started = _cpu_at_start.pop(task_id, None)
+    if started is None or task is None:
+        return
+    try:
+        record_task_cpu(get_redis(), task.name, time.process_time() - started)
+    except redis.RedisError:  # a count: Redis down loses a sample, never the task
+        log.warning("task_cpu_not_recorded", task=task.name)
