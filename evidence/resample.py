@@ -90,20 +90,18 @@ def _blocks(in_size: int, out_size: int, name: str) -> tuple[tuple[int, int, int
     """Pillow's coefficients for one pass as (first output, end, first input, end, matrix) blocks, float32 (exact
     for these integers; ~24 KB a pass over 512 px). Kept for every (in, out, filter) hashing can ask: working
     images are at most 512 px a side, so 512 × 4 passes, ~20 MB a process at the very most."""
-    if in_size < 1 or out_size < 1:
-        raise ValueError("height and width must be > 0")
     xmin, k = _coefficients(in_size, out_size, name)
     out = []
     for o0 in range(0, out_size, BLOCK):
         o1 = min(o0 + BLOCK, out_size)
         rows = np.arange(o0, o1)
-        i0 = int(xmin[o0:o1].min())
+        i0 = min(int(xmin[o0:o1].min()), in_size)  # an empty input (a 0 px crop): no inputs, zeros as Pillow gives
         i1 = max(int(xmin[o0:o1].max()) + k.shape[1], i0 + 1)
         block = np.zeros((o1 - o0, i1 - i0), dtype=np.float32)
         at = (xmin[o0:o1, None] - i0) + np.arange(k.shape[1])[None, :]
         inside = at < i1 - i0  # taps past the input's end carry 0 (Pillow stops at xmax)
         block[np.broadcast_to((rows - o0)[:, None], at.shape)[inside], at[inside]] = k[o0:o1][inside]
-        block = block[:, :min(i1, in_size) - i0]
+        block = block[:, :max(min(i1, in_size) - i0, 0)]
         block.setflags(write=False)
         out.append((o0, o1, i0, i0 + block.shape[1], block))
     return tuple(out)

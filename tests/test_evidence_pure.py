@@ -239,6 +239,12 @@ def test_resample_gives_pillows_bytes_for_random_sizes_crops_and_filters():
                                   np.asarray(image.resize(size, pil)))
             flipped = np.asarray(image.transpose(Image.Transpose.TRANSPOSE).resize(size, pil)).T
             assert np.array_equal(resample.resize_transposed(pixels, size, name), flipped)
+    for shape in ((0, 5), (5, 0), (0, 0)):  # an empty crop (a 1 px core's centre): Pillow gives zeros
+        empty = np.zeros(shape, np.uint8)
+        for size in ((32, 32), (9, 8)):
+            pillow = np.asarray(Image.fromarray(empty).resize(size, Image.Resampling.LANCZOS))
+            assert np.array_equal(resample.resize(empty, size), pillow)
+            assert np.array_equal(resample.resize_transposed(empty, size), np.zeros(size, np.uint8))
     assert resample.agrees_with_pillow()  # so hashing takes the matrix products here
 
 
