@@ -7,12 +7,13 @@ and enqueues them again. Handlers must be idempotent.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, Interval, String, event, func, literal, select, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (BigInteger, DateTime, Integer, Interval, String, any_, bindparam, event, func, literal, select,
+                        update)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import clock
@@ -97,28 +98,41 @@ def _forget_rolled_back(db_session: Session) -> None:
     db_session.info.pop("pending_jobs", None)
 
 
+# run()'s statements, built once (building them per delivery was most of its own cost). Plain columns, no ORM
+# entity: a delivery's bookkeeping never loads a Job into the session the handler works in.
+_JOB_ID = bindparam("job_id", type_=BigInteger)
+_COUNT_ATTEMPT = (update(Job).where(Job.id == select(Job.id).where(Job.id == _JOB_ID, Job.state == "pending")
+                                    .with_for_update(skip_locked=True).scalar_subquery())
+                  .values(attempts=Job.attempts + 1).returning(Job.attempts)
+                  .execution_options(synchronize_session=False))
+_STATE = select(Job.state).where(Job.id == _JOB_ID)
+_GIVE_UP = update(Job).where(Job.id == _JOB_ID).values(
+    state="failed", last_error=f"gave up: {MAX_ATTEMPTS} attempts ended without a result (worker lost)",
+).execution_options(synchronize_session=False)
+_TAKE = select(Job.kind, Job.payload).where(Job.id == _JOB_ID, Job.state == "pending").with_for_update(skip_locked=True)
+_DONE = (update(Job).where(Job.id == _JOB_ID)
+         .values(state="done", finished_at=bindparam("at", type_=DateTime(timezone=True)))
+         .execution_options(synchronize_session=False))
+
+
 def run(*, db_session: Session, job_id: int) -> str:
     """Perform one job if still pending; safe to call twice or concurrently.
 
     The attempt is counted and committed before the work starts, so a worker lost mid-job (hard time limit,
     out of memory, host gone: its transaction never commits) still uses one up, and a job that kills every
     worker that takes it gives up after MAX_ATTEMPTS instead of being retried forever."""
-    counted = db_session.execute(
-        update(Job).where(Job.id == select(Job.id).where(Job.id == job_id, Job.state == "pending")
-                          .with_for_update(skip_locked=True).scalar_subquery())
-        .values(attempts=Job.attempts + 1).returning(Job.attempts)).scalar()
+    key = {"job_id": job_id}
+    counted = db_session.execute(_COUNT_ATTEMPT, key).scalar()
     if counted is None:
         db_session.rollback()
-        state = db_session.scalar(select(Job.state).where(Job.id == job_id))
+        state = db_session.execute(_STATE, key).scalar()
         return "busy_or_missing" if state in (None, "pending") else state
     if counted > MAX_ATTEMPTS:
-        db_session.execute(update(Job).where(Job.id == job_id).values(
-            state="failed", last_error=f"gave up: {MAX_ATTEMPTS} attempts ended without a result (worker lost)"))
+        db_session.execute(_GIVE_UP, key)
         db_session.commit()
         return "failed"
     db_session.commit()
-    job = db_session.scalar(select(Job).where(Job.id == job_id, Job.state == "pending")
-                            .with_for_update(skip_locked=True))
+    job = db_session.execute(_TAKE, key).one_or_none()
     if job is None:  # another delivery took it between the two statements; it runs it
         db_session.rollback()
         return "busy_or_missing"
@@ -128,7 +142,7 @@ def run(*, db_session: Session, job_id: int) -> str:
         db_session.rollback()
         _record_failure(db_session, job_id, exc)
         raise
-    job.state, job.finished_at = "done", utcnow()
+    db_session.execute(_DONE, {**key, "at": utcnow()})
     db_session.commit()
     return "done"
 
@@ -141,8 +155,9 @@ def _record_failure(db_session: Session, job_id: int, exc: Exception) -> None:
     db_session.commit()
 
 
-def due_for_retry(*, db_session: Session, limit: int = 500) -> list[tuple[int, str]]:
-    """Pending jobs whose lease expired: lease them again and return their ids and kinds.
+def due_for_retry(*, db_session: Session, limit: int = 500, queued: Collection[int] = ()) -> list[tuple[int, str]]:
+    """Pending jobs whose lease expired: lease them again and return their ids and kinds. ``queued``: jobs whose
+    message the caller saw still waiting in the broker (workers.broker): only delayed, not lost, so not re-sent.
 
     The new lease is the job's age, at least the lease and at most MAX_RESEND_LEASE_S: a job still pending after
     2 minutes is sent again at most once in the next 2 minutes, so a queue is re-sent about log2(wait / lease)
@@ -154,10 +169,11 @@ def due_for_retry(*, db_session: Session, limit: int = 500) -> list[tuple[int, s
     at = literal(now, DateTime(timezone=True))
     lease = func.least(func.greatest(literal(clock.machine_seconds(lease_s()), Interval()), at - Job.created_at),
                        literal(clock.machine_seconds(MAX_RESEND_LEASE_S), Interval()))
+    due = select(Job.id).where(Job.state == "pending", Job.leased_until < now)
+    if queued:
+        due = due.where(~(Job.id == any_(bindparam("queued", list(queued), type_=ARRAY(BigInteger)))))
     rows = db_session.execute(
-        update(Job).where(Job.id.in_(
-            select(Job.id).where(Job.state == "pending", Job.leased_until < now)
-            .order_by(Job.id).limit(limit).with_for_update(skip_locked=True)))
+        update(Job).where(Job.id.in_(due.order_by(Job.id).limit(limit).with_for_update(skip_locked=True)))
         .values(leased_until=at + lease).returning(Job.id, Job.kind)).all()
     db_session.commit()
     return [(job_id, kind) for job_id, kind in rows]

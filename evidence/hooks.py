@@ -27,6 +27,12 @@ def check_requirements(db_session: Session, claim, task) -> None:
                                  + f"; you have {photos} photo(s) and {videos} video(s).")
 
 
+def unchecked_evidence(db_session: Session, claim_id: int) -> int:
+    """Files of the claim (not withdrawn) whose processing has not finished: no duplicate verdict yet."""
+    return db_session.scalar(select(func.count()).select_from(Evidence).where(
+        Evidence.claim_id == claim_id, Evidence.withdrawn_at.is_(None), Evidence.state != "processed")) or 0
+
+
 def review_evidence(db_session: Session, claim_id: int) -> list[dict[str, Any]]:
     """The claim's files with their reasons and near-duplicate matches, for the ops spot-check view."""
     files = db_session.scalars(select(Evidence).where(Evidence.claim_id == claim_id).order_by(Evidence.id)).all()
@@ -43,3 +49,4 @@ def register() -> None:
     """Fill evidence's slots in ``tasks.hooks``."""
     hooks.register_submit_check("evidence_requirements", check_requirements)
     hooks.register_review_detail("evidence", review_evidence)
+    hooks.register_unchecked_evidence(unchecked_evidence)

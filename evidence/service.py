@@ -275,6 +275,8 @@ def served_match_copy(*, db_session: Session, user: User, evidence_id: int, matc
     if other is not None and match.method.startswith(SAME_SCENE_PREFIX) and user.role == "merchant" \
             and db_session.scalar(select(Task.merchant_id).where(Task.id == other.task_id)) != user.id:
         other = None  # another merchant's photo of the same place is no evidence against this claim: not shown
+    if other is not None and other.withdrawn_at is not None and user.role == "merchant":
+        other = None  # a withdrawn file: only its worker and ops see it (get_for)
     if other is None or other.kind != "image":
         raise NotFound("This duplicate has no image preview.", code="no_preview")
     return _preview(other.sha256, max_side)

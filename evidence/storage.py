@@ -144,13 +144,13 @@ class LocalBlobStore:
         path = self._path(key)
         if path.exists() and not replace:
             return
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        created = self._make_dirs(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        self._rename_durably(tmp, path, created)
 
     def get(self, key: str) -> bytes:
         """The blob's bytes."""
@@ -173,8 +173,30 @@ class LocalBlobStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.replace(staged.path, path)
+        self._rename_durably(staged.path, path, self._make_dirs(path.parent))
+
+    def _make_dirs(self, folder: Path) -> list[Path]:
+        """The fan-out directories down to ``folder``, made where missing; those this call made, deepest last."""
+        made = []
+        for depth in (2, 1, 0):
+            d = folder.parents[depth - 1] if depth else folder
+            if not d.is_dir():
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+                made.append(d)
+        return made
+
+    @staticmethod
+    def _rename_durably(src: str | Path, path: Path, made: list[Path]) -> None:
+        """Move a written (fsynced) file to its key and make the move itself durable: a rename, or a directory
+        just made, lives in its parent directory's entries, which only an fsync of that directory puts on disk.
+        Without it a crash after the upload was acknowledged could lose the file its committed row names."""
+        os.replace(src, path)
+        for d in [path.parent, *(m.parent for m in reversed(made))]:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def sweep_incoming(self, older_than_s: float) -> int:
         """Remove uploads abandoned by a process that died while receiving them; returns how many."""

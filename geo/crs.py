@@ -145,6 +145,10 @@ def check_coordinates(lon: np.ndarray, lat: np.ndarray) -> None:
         raise InvalidCoordinates(_OUT_OF_RANGE)
 
 
+# Beyond the outline's bounds by this much no point is shifted: GCJ-02 and BD-09 move a point by ~0.01°.
+_PAD_DEG = 0.5
+
+
 def _shifted(lon: np.ndarray, lat: np.ndarray, src: str) -> np.ndarray:
     """Which points providers shift, judged by where they really are (their WGS-84 position).
 
@@ -153,10 +157,21 @@ def _shifted(lon: np.ndarray, lat: np.ndarray, src: str) -> np.ndarray:
     """
     if src == "wgs84":
         return in_china(lon, lat)
-    x, y = lon, lat
-    for step in _STEPS[(src, "wgs84")]:
-        x, y = step(x, y)
-    return in_china(x, y)
+    near = _near_china(lon, lat)
+    out = np.zeros(np.shape(lon), dtype=bool)
+    if near.any():
+        x, y = lon[near], lat[near]
+        for step in _STEPS[(src, "wgs84")]:
+            x, y = step(x, y)
+        out[near] = in_china(x, y)
+    return out
+
+
+def _near_china(lon, lat):
+    """Within the outline's bounds padded by _PAD_DEG: farther out no point is shifted (and near the poles the
+    formulas' cos(lat) overflows)."""
+    west, south, east, north = _outline().bounds
+    return (west - _PAD_DEG <= lon) & (lon <= east + _PAD_DEG) & (south - _PAD_DEG <= lat) & (lat <= north + _PAD_DEG)
 
 
 def convert_arrays(lon, lat, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +200,8 @@ def convert(lat: float, lon: float, src: str, dst: str) -> tuple[float, float]:
     if abs(lat) > 90 or abs(lon) > 180:
         raise InvalidCoordinates(_OUT_OF_RANGE)
     if src == dst:
+        return lat, lon
+    if not _near_china(lon, lat):
         return lat, lon
     x, y = lon, lat
     if src != "wgs84":

@@ -99,7 +99,10 @@ def _circle(lon: float, lat: float, radius_m: float) -> Polygon:
 def _number(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise geocrs.InvalidCoordinates("Coordinates must be numbers.")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an integer of hundreds of digits (JSON allows it)
+        raise geocrs.InvalidCoordinates("Coordinates must be numbers in range.") from None
 
 
 def _parse_circle(data: dict, crs: str) -> Fence:

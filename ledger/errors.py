@@ -17,6 +17,11 @@ class AlreadyPosted(Conflict):
     detail = "This money movement was already recorded."
 
 
+class ProviderKeyReused(Conflict):
+    code = "payment_key_reused"
+    detail = "This payment request key was already used for a different payment."
+
+
 class WithdrawalTooSmall(InvalidInput):
     code = "withdrawal_below_minimum"
 

@@ -2,6 +2,7 @@
 so money moves atomically with the state change that causes it."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -38,9 +39,12 @@ def account(db_session: Session, owner_id: int | None, kind: str) -> int:
 
 def lock_accounts(db_session: Session, account_ids) -> dict[int, LedgerAccount]:
     """Hold accounts' row locks until the transaction ends, taken in id order so concurrent transfers over the same
-    accounts cannot deadlock (guards that read then write money queue on them); the locked accounts by id."""
+    accounts cannot deadlock (guards that read then write money queue on them); the locked accounts by id, their
+    balances as the lock found them (populate_existing: an account object the session already holds, from before
+    another transaction's transfer committed, is refreshed, never trusted)."""
     return {r.id: r for r in db_session.scalars(select(LedgerAccount).where(LedgerAccount.id.in_(sorted(account_ids)))
-                                                .order_by(LedgerAccount.id).with_for_update())}
+                                                .order_by(LedgerAccount.id).with_for_update()
+                                                .execution_options(populate_existing=True))}
 
 
 def _require_balanced(legs: list[Leg]) -> None:
@@ -129,6 +133,8 @@ def escrow_for_task(reward_fen: int, slots: int, rate_bp: int | None = None) -> 
 def deposit_provider_key(merchant_id: int, request_key: str | None, cause_id: int) -> str:
     """The key the provider dedupes a deposit's charge by: from the caller's Idempotency-Key, so a retried request
     is one charge; without one, from the deposit's own cause id (a request without a key is a new deposit)."""
+    if request_key and len(request_key) > 64:  # the provider's key holds 100 characters; a request's up to 200
+        request_key = "sha256-" + hashlib.sha256(request_key.encode()).hexdigest()
     return f"deposit-{merchant_id}-{request_key}" if request_key else f"deposit-{merchant_id}-cause-{cause_id}"
 
 
@@ -136,15 +142,31 @@ def deposit(*, db_session: Session, merchant_id: int, amount_fen: int, provider:
             idempotency_key: str | None, security: bool = False) -> LedgerTransaction:
     """Charge the merchant through the provider and credit available (or the security deposit). Commits.
 
-    ``idempotency_key``: the request's key (see ``deposit_provider_key``), or None when it came without one."""
+    ``idempotency_key``: the request's key (see ``deposit_provider_key``), or None when it came without one.
+
+    The credit is recorded once per provider charge (its cause is the charge's reference), not once per request:
+    a request retried after its idempotency record expired reaches the provider with the same key, gets the same
+    charge back, and returns the deposit already recorded for it instead of crediting the money a second time (a
+    key reused with another amount is refused by the provider: ProviderKeyReused, 409)."""
     cause_id = int(db_session.scalar(text("SELECT nextval('ledger_cause_seq')")))
     result = provider.charge(idempotency_key=deposit_provider_key(merchant_id, idempotency_key, cause_id),
                              payer_id=merchant_id, amount_fen=amount_fen)
+    cause = ("provider_charge", charge_cause_id(result.reference))
+    done = db_session.scalar(select(LedgerTransaction).where(
+        LedgerTransaction.kind == "deposit", LedgerTransaction.cause_type == cause[0],
+        LedgerTransaction.cause_id == cause[1]))
+    if done is not None:
+        return done
     dst = account(db_session, merchant_id, "merchant_deposit" if security else "merchant_available")
-    txn = _move(db_session, kind="deposit", cause=("deposit", cause_id), src=account(db_session, None, "external"),
+    txn = _move(db_session, kind="deposit", cause=cause, src=account(db_session, None, "external"),
                 dst=dst, amount=amount_fen, memo=f"provider {result.reference}")
     db_session.commit()
     return txn
+
+
+def charge_cause_id(reference: str) -> int:
+    """A provider charge's reference as a ledger cause id (63 bits of its SHA-256: references are unique)."""
+    return int.from_bytes(hashlib.sha256(reference.encode()).digest()[:8], "big") >> 1
 
 
 def require_security_deposit(db_session: Session, merchant_id: int) -> None:

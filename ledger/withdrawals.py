@@ -84,7 +84,7 @@ def execute_payout(*, db_session: Session, withdrawal_id: int, provider: Payment
     # The call that moved it to 'paying' waits for the lock instead: a loser of the transition race may hold
     # the row for an instant, and skipping then would leave the payout to the sweep.
     row = db_session.scalar(select(Withdrawal).where(Withdrawal.id == withdrawal_id)
-                            .with_for_update(skip_locked=not started_here))
+                            .with_for_update(skip_locked=not started_here).execution_options(populate_existing=True))
     if row is None:
         db_session.rollback()
         return db_session.get(Withdrawal, withdrawal_id)

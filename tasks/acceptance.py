@@ -119,20 +119,26 @@ def _draw(claim_id: int) -> float:
 
 
 def _after_confirmation(db_session: Session, claim: Claim, task: Task, *, actor_id: int | None) -> Claim:
-    p = sampling_probability(claim.risk_score, claim.flags)
+    # A file whose duplicate search has not finished (a backlog, or a job that failed for good) could still prove a
+    # re-used photo (a hard flag): the claim is never paid unseen. It goes to ops, who see the verdicts by then.
+    unchecked = hooks.unchecked_evidence(db_session, claim.id)
+    p = 1.0 if unchecked else sampling_probability(claim.risk_score, claim.flags)
     draw = _draw(claim.id)
-    stratum = _stratum(claim)
+    stratum = _stratum(claim, unchecked)
     if draw < p:
         db_session.add(SpotCheck(claim_id=claim.id, probability=p, stratum=stratum, state="open"))
-        return claims.transition(db_session, claim.id, ("confirmed",), "spot_check", actor_id=actor_id,
-                                 data={"probability": p, "draw": draw, "stratum": stratum})
+        data = {"probability": p, "draw": draw, "stratum": stratum} | ({"unchecked_evidence": unchecked}
+                                                                       if unchecked else {})
+        return claims.transition(db_session, claim.id, ("confirmed",), "spot_check", actor_id=actor_id, data=data)
     db_session.add(SpotCheck(claim_id=claim.id, probability=p, stratum=stratum, state="not_sampled"))
     return accept(db_session, claim, task, actor_id=actor_id, reason=f"not sampled (p={p:.3f})")
 
 
-def _stratum(claim: Claim) -> str:
+def _stratum(claim: Claim, unchecked: int = 0) -> str:
     if ALWAYS_SAMPLE & set(claim.flags):
         return "flagged"
+    if unchecked:
+        return "unchecked"
     return "high_risk" if claim.risk_score >= 50 else "low_risk" if claim.risk_score > 0 else "clean"
 
 

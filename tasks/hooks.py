@@ -18,6 +18,9 @@ SUBMIT_CHECKS = ("evidence_requirements",)
 # Sections of the ops spot-check view, in the order they are shown: each gives rows for one claim.
 REVIEW_DETAILS = ("checkins", "evidence")
 
+# What a claim's confirmation must know: how many of its files are not yet checked (duplicate search, EXIF).
+UNCHECKED_EVIDENCE = "unchecked_evidence"
+
 SubmitCheck = Callable[..., None]  # (db_session, claim, task) -> None, raises when the claim may not be submitted
 ReviewDetail = Callable[[Session, int], list[dict[str, Any]]]  # (db_session, claim_id) -> rows
 
@@ -32,6 +35,7 @@ class ClaimFix:
 
 
 ClaimFixProvider = Callable[[Session, int], ClaimFix | None]  # (db_session, claim_id) -> the check-in fix
+UncheckedEvidence = Callable[[Session, int], int]  # (db_session, claim_id) -> files not yet checked
 
 
 class HookMissing(RuntimeError):
@@ -41,6 +45,7 @@ class HookMissing(RuntimeError):
 _submit_checks: dict[str, SubmitCheck] = {}
 _review_details: dict[str, ReviewDetail] = {}
 _claim_fix: dict[str, ClaimFixProvider] = {}
+_unchecked: dict[str, UncheckedEvidence] = {}
 
 
 def _put(slots: dict, known: tuple[str, ...], name: str, fn: Callable) -> None:
@@ -64,6 +69,11 @@ def register_claim_fix(fn: ClaimFixProvider) -> None:
     _claim_fix["claim_fix"] = fn
 
 
+def register_unchecked_evidence(fn: UncheckedEvidence) -> None:
+    """Say how to count a claim's files whose checks have not finished."""
+    _unchecked[UNCHECKED_EVIDENCE] = fn
+
+
 def _filled(slots: dict, known: tuple[str, ...]) -> list:
     missing = [name for name in known if name not in slots]
     if missing:
@@ -77,6 +87,7 @@ def assert_complete() -> None:
     _filled(_submit_checks, SUBMIT_CHECKS)
     _filled(_review_details, REVIEW_DETAILS)
     _filled(_claim_fix, ("claim_fix",))
+    _filled(_unchecked, (UNCHECKED_EVIDENCE,))
 
 
 def run_submit_checks(db_session: Session, claim, task) -> None:
@@ -95,3 +106,9 @@ def claim_fix(db_session: Session, claim_id: int) -> ClaimFix | None:
     """The claim's check-in fix, or None before the worker checked in."""
     (provider,) = _filled(_claim_fix, ("claim_fix",))
     return provider(db_session, claim_id)
+
+
+def unchecked_evidence(db_session: Session, claim_id: int) -> int:
+    """How many of the claim's files (not withdrawn) have not been checked yet."""
+    (count,) = _filled(_unchecked, (UNCHECKED_EVIDENCE,))
+    return count(db_session, claim_id)

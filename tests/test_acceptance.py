@@ -203,3 +203,19 @@ def test_rating_and_merchant_view_of_worker(client, db, no_sampling):
     assert client.get(f"/v1/workers/{worker_id}", headers=other_worker).status_code == 404
     _, stranger_m = auth_for(client, db, "merchant")
     assert client.post(f"/v1/submissions/{claim['id']}/rating", json={"stars": 3}, headers=stranger_m).status_code == 404
+
+
+def test_reasons_as_long_as_the_api_allows_are_recorded_whole(client, db):
+    """A rejection of 500 characters (its code prefixed in the audit row) and an appeal of 1,000 are recorded
+    whole, not refused by the audit column (varchar(500) before migration 0021)."""
+    from tasks.models import ClaimEvent
+
+    _, claim, w, m = submitted(client, db)
+    long_reject, long_appeal = "照" * 500, "申" * 1000
+    r = client.post(f"/v1/submissions/{claim['id']}/reject",
+                    json={"reason_code": "work_not_done", "reason": long_reject}, headers=m)
+    assert r.status_code == 200 and r.json()["state"] == "rejected", r.text
+    a = client.post(f"/v1/claims/{claim['id']}/appeals", json={"reason": long_appeal}, headers=w)
+    assert a.status_code == 201, a.text
+    reasons = db.scalars(select(ClaimEvent.reason).where(ClaimEvent.claim_id == claim["id"])).all()
+    assert f"work_not_done: {long_reject}" in reasons and any(long_appeal in (x or "") for x in reasons)

@@ -138,3 +138,46 @@ def test_submit_with_photo_then_merchant_sees_it(client, db):
     assert [s["id"] for s in subs] == [claim["id"]]
     late = upload(client, claim, w, (PHOTOS / "rocket.jpg").read_bytes())
     assert late.status_code == 409 and late.json()["code"] == "evidence_not_accepted"
+
+
+def test_a_claim_whose_photo_is_not_checked_yet_is_never_paid_unseen(client, db, monkeypatch):
+    """The merchant confirms before the duplicate search has run (a backlog): the claim goes to a spot check
+    (stratum 'unchecked', p = 1) instead of being paid, whatever the dice say; once checked, claims are sampled
+    as before."""
+    from core.config import get_settings
+    from tasks.models import SpotCheck
+
+    monkeypatch.setattr(get_settings(), "spot_check_base_rate", 0.0)
+    _, claim, w, m = checked_in(client, db)
+    assert upload(client, claim, w, (PHOTOS / "coffee.jpg").read_bytes()).status_code == 201
+    assert client.post(f"/v1/claims/{claim['id']}/submit", headers=w).status_code == 200
+    r = client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m)
+    assert r.status_code == 200 and r.json()["state"] == "spot_check", r.text
+    _, ops = auth_for(client, db, "ops")
+    check = next(c for c in client.get("/v1/spot-checks", headers=ops).json() if c["claim_id"] == claim["id"])
+    assert check["stratum"] == "unchecked" and check["probability"] == 1.0
+
+    _, other, w2, m2 = checked_in(client, db)
+    assert upload(client, other, w2, (PHOTOS / "rocket.jpg").read_bytes()).status_code == 201
+    process_all(db)
+    assert client.post(f"/v1/claims/{other['id']}/submit", headers=w2).status_code == 200
+    assert client.post(f"/v1/submissions/{other['id']}/confirm", headers=m2).status_code == 200
+    sampled = db.scalar(select(SpotCheck).where(SpotCheck.claim_id == other["id"]))
+    assert sampled.stratum != "unchecked"  # drawn on its flags and risk score alone
+
+
+def test_a_withdrawn_file_is_not_served_to_a_merchant_through_a_duplicate_match(client, db):
+    """A file its worker withdrew is shown to its worker and ops only, also as the other side of a match."""
+    _, c1, w1, _ = checked_in(client, db)
+    _, c2, w2, m2 = checked_in(client, db)
+    original = (PHOTOS / "chelsea.jpg").read_bytes()
+    first = upload(client, c1, w1, original).json()
+    process_all(db)
+    assert client.post(f"/v1/evidence/{first['id']}/withdraw", headers=w1).status_code == 200
+    copy = upload(client, c2, w2, jpeg(watermark_band(Image.open(io.BytesIO(original))))).json()
+    process_all(db)
+    assert "duplicate_evidence" in client.get(f"/v1/evidence/{copy['id']}", headers=w2).json()["reasons"]
+    path = f"/v1/evidence/{copy['id']}/matches/{first['id']}/image"
+    assert client.get(path, headers=m2).status_code == 404
+    _, ops = auth_for(client, db, "ops")
+    assert client.get(path, headers=ops).status_code == 200

@@ -115,3 +115,33 @@ def test_s3_store_needs_a_bucket():
 
     with pytest.raises(ValidationError, match="FIELDPROOF_S3_BUCKET"):
         Settings(evidence_store="s3", s3_bucket="")
+
+
+def test_a_stored_file_and_its_new_directories_are_durable_before_put_returns(tmp_path, monkeypatch):
+    """The file is fsynced, and so is every directory entry that names it: the key's directory (the rename) and
+    the parent of each fan-out directory the put made. A crash after the upload was acknowledged loses nothing."""
+    from evidence.storage import LocalBlobStore
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def record(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    store = LocalBlobStore(tmp_path / "store")
+    key = hashlib.sha256(b"one").hexdigest()
+    store.put(key, b"one")
+    root = tmp_path / "store"
+    where = root / key[:2] / key[2:4]
+    assert {str(where), str(root / key[:2]), str(root), str(tmp_path)} <= set(synced)
+    synced.clear()
+    other = key[:4] + hashlib.sha256(b"two").hexdigest()[4:]  # same fan-out directories: only the rename's
+    store.put(other, b"two")
+    assert str(where) in synced and str(root) not in synced
+    staged = store.stage(1 << 20)
+    staged.write(b"three")
+    synced.clear()
+    staged.keep()
+    assert str(root / staged.sha256[:2] / staged.sha256[2:4]) in synced

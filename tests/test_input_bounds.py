@@ -105,3 +105,26 @@ def test_database_refusals_map_to_4xx(app):
     with TestClient(app, raise_server_exceptions=False) as c:
         assert _is_4xx(c.get("/_test/data-error"))["code"] == "invalid_value"
         assert _is_4xx(c.get("/_test/fk-error"), 404)["code"] == "referenced_not_found"
+
+
+def test_inputs_that_once_reached_a_500(client, db):
+    """Points at the poles in GCJ-02/BD-09 (the conversion's cos(lat) overflowed), a circle fence with an integer
+    of 400 digits (float() overflowed), a static file name too long for the file system, a deposit key longer than
+    the provider's key column: each is answered without a 5xx."""
+    _, w = auth_for(client, db, "worker")
+    for crs in ("gcj02", "bd09"):
+        r = client.get("/v1/coords/convert", params={"lat": 90, "lon": 0, "src": crs, "dst": "wgs84"}, headers=w)
+        assert r.status_code == 200 and r.json()["lat"] == 90, r.text
+        r = client.get("/v1/tasks/nearby", params={"lat": -90, "lon": 0, "crs": crs}, headers=w)
+        assert r.status_code == 200, r.text
+    _, m = funded_merchant(client, db)
+    huge = "1" + "0" * 400
+    body = task_body().copy()
+    body["geofence"] = {"center": [0, 0], "radius_m": 100}
+    raw = __import__("json").dumps(body).replace('"center": [0, 0]', f'"center": [{huge}, 0]')
+    r = client.post("/v1/tasks", content=raw, headers={**m, "Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_coordinates", r.text
+    assert client.get("/app/static/" + "A" * 300 + ".js").status_code == 404
+    r = client.post("/v1/me/deposits", json={"amount_fen": 500, "purpose": "available"},
+                    headers={**m, "Idempotency-Key": "k" * 200})
+    assert r.status_code == 201, r.text

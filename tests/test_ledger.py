@@ -325,3 +325,29 @@ def test_parallel_transfer_many_and_transfer_drawing_on_one_account():
         assert ledger.check(s) == []
     finally:
         _cleanup(s, [u.id for u in users])
+
+
+def test_a_transfer_never_trusts_an_account_the_session_held_from_before_another_commit():
+    """Session A holds an account object across a commit (sessions keep objects after commit); session B moves
+    money on that account meanwhile; A's next transfer locks the row and must add to the balance B left, not to
+    the one A remembered (the lock read refreshes: populate_existing)."""
+    a, b = new_session(), new_session()
+    try:
+        m = User(username=unique("stale_m"), password_hash="x", role="merchant", display_name="m")
+        a.add(m)
+        a.commit()
+        _fund(a, m.id, 1000)
+        avail, escrow = ledger.account(a, m.id, "merchant_available"), ledger.account(a, m.id, "merchant_escrow")
+        a.commit()
+        held = a.get(LedgerAccount, avail)
+        assert held.balance_fen == 1000
+        ledger.transfer(b, kind="t_b", cause_type="t", cause_id=m.id, legs=[(avail, -300), (escrow, 300)])
+        b.commit()
+        ledger.transfer(a, kind="t_a", cause_type="t", cause_id=m.id, legs=[(avail, -200), (escrow, 200)])
+        a.commit()
+        assert held.balance_fen == 500
+        b.expire_all()
+        assert ledger.balances(b, m.id) == {"merchant_available": 500, "merchant_escrow": 500}
+        assert ledger.check(b) == []
+    finally:
+        a.close(), b.close()

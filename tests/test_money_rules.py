@@ -94,3 +94,35 @@ def test_withdrawal_through_the_api_after_real_name_check(client, db, monkeypatc
     wallet = client.get("/v1/me/wallet", headers=w).json()["balances_fen"]
     assert wallet == {"worker_available": 500, "worker_withdrawing": 1000}
     assert [x["id"] for x in client.get("/v1/me/withdrawals", headers=w).json()] == [r.json()["id"]]
+
+
+def test_a_deposit_retried_after_its_idempotency_record_expired_is_credited_once(client, db):
+    """The provider keeps the charge under the request's key for good; the request's own record expires. A retry
+    after that is one charge and one credit (the deposit recorded for that charge comes back), and the same key
+    with another amount is refused: never a credit of money that was not charged."""
+    from core.idempotency import IdempotencyRecord
+
+    _, m = auth_for(client, db, "merchant")
+
+    def deposit(amount: int):
+        return client.post("/v1/me/deposits", json={"amount_fen": amount, "purpose": "available"},
+                           headers={**m, "Idempotency-Key": "dep-1"})
+
+    first = deposit(100)
+    assert first.status_code == 201 and first.json()["balances_fen"]["merchant_available"] == 100
+
+    def expire() -> None:
+        db.execute(update(IdempotencyRecord).where(IdempotencyRecord.key == "dep-1")
+                   .values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.commit()
+
+    expire()
+    again = deposit(100)
+    assert again.status_code == 201, again.json()
+    assert again.json()["transaction_id"] == first.json()["transaction_id"]
+    assert again.json()["balances_fen"]["merchant_available"] == 100
+    expire()
+    other = deposit(100_000_000)
+    assert other.status_code == 409 and other.json()["code"] == "payment_key_reused"
+    assert client.get("/v1/me/wallet", headers=m).json()["balances_fen"]["merchant_available"] == 100
+    assert ledger.check(db) == []

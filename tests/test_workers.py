@@ -233,8 +233,8 @@ def test_a_real_worker_runs_every_job_once_when_redis_loses_one_message_or_a_who
                                                                                       monkeypatch):
     """A real worker and Redis, with a 4 s lease and the sweep run as beat runs it. A slow job holds the one worker
     while eight jobs queue behind it and Redis loses the third one's message; later Redis loses a whole queue of
-    five. Every job runs, and exactly once (re-sent copies of jobs still queued find them done)."""
-    from workers.tasks import run_job
+    five. Every job runs, and exactly once (a copy re-sent while a job ran finds it done)."""
+    from workers.tasks import resend_lost_jobs
 
     monkeypatch.setattr(jobs, "lease_s", lambda: 4.0)
     marker = f"marker:{time.time_ns()}"
@@ -246,10 +246,7 @@ def test_a_real_worker_runs_every_job_once_when_redis_loses_one_message_or_a_who
         while time.monotonic() < deadline:
             if done():
                 return True
-            with session_scope() as db:
-                due = jobs.due_for_retry(db_session=db)
-            for job_id, _ in due:
-                run_job.delay(job_id)
+            resend_lost_jobs()
             time.sleep(0.5)
         return done()
 
@@ -321,3 +318,61 @@ def _burn(*, db_session, marker: str, seconds: float) -> None:
     while time.process_time() < end:
         pass
     get_redis().incr(marker)
+
+
+def test_the_sweep_re_sends_only_jobs_whose_message_no_longer_waits_in_redis(monkeypatch):
+    """No worker consumes: four jobs past their lease, their messages queued. The sweep re-sends none of them while
+    their messages wait (a backlog, not a loss); then exactly the one whose message Redis lost; after the whole
+    queue is lost, the other three. A queue too long to read counts as lost: every due job on it is re-sent."""
+    from datetime import timedelta
+
+    from workers import broker
+    from workers.tasks import resend_lost_jobs
+
+    marker = f"marker:{time.time_ns()}"
+    ids = [_committed_job(marker) for _ in range(4)]  # each sent to 'default' by the after-commit dispatch
+
+    def expire() -> None:
+        with session_scope() as db:
+            for job_id in ids:
+                db.get(jobs.Job, job_id).leased_until = jobs.utcnow() - timedelta(seconds=1)
+            db.commit()
+
+    def ours(sent: list[int]) -> list[int]:
+        return sorted(set(sent) & set(ids))
+
+    try:
+        queued = _queued_job_ids()
+        assert set(ids) <= set(queued) and set(ids) <= broker.waiting_jobs()
+        expire()
+        assert ours(resend_lost_jobs()) == []
+        assert get_redis().lrem("default", 0, queued[ids[1]]) == 1  # Redis lost this one message
+        assert ours(resend_lost_jobs()) == [ids[1]]
+        assert ours(resend_lost_jobs()) == []  # re-sent once: its new message waits, and its lease was renewed
+        get_redis().delete("default")  # the whole queue lost
+        assert ours(resend_lost_jobs()) == [ids[0], ids[2], ids[3]]
+        expire()
+        monkeypatch.setattr(broker, "PEEK_MAX", 2)  # four messages wait: too many to read
+        assert ours(resend_lost_jobs()) == sorted(ids)
+    finally:
+        with session_scope() as db:
+            db.execute(delete(jobs.Job).where(jobs.Job.id.in_(ids)))
+            db.commit()
+        for job_id, raw in _queued_job_ids().items():
+            if job_id in ids:
+                get_redis().lrem("default", 0, raw)
+
+
+def test_the_broker_peek_reads_only_run_job_messages():
+    """Messages of other tasks, other envelopes and garbage name no job."""
+    import base64
+    import json
+
+    from workers.broker import job_id_of
+
+    body = base64.b64encode(json.dumps([[42], {}, {}]).encode()).decode()
+    envelope = {"body": body, "headers": {"task": "fieldproof.run_job"}, "properties": {"body_encoding": "base64"}}
+    assert job_id_of(json.dumps(envelope)) == 42
+    assert job_id_of(json.dumps({**envelope, "headers": {"task": "fieldproof.auto_confirm"}})) is None
+    for junk in (b"", b"{", b"[]", json.dumps({**envelope, "body": "%%%"}), json.dumps({"headers": None})):
+        assert job_id_of(junk) is None

@@ -11,6 +11,7 @@ from tasks import acceptance, claims
 from tasks import service as tasks_service
 from core.db import session_scope
 from core.logging import get_logger
+from workers import broker
 from workers.celery_app import app
 from workers.queues import queue_for_job
 
@@ -33,13 +34,21 @@ def run_job(job_id: int) -> str:
 @app.task(name="fieldproof.sweep_unfinished_jobs", queue="maintenance", acks_late=True)
 def sweep_unfinished_jobs() -> int:
     """Re-enqueue jobs whose message was lost (Redis flushed, worker died)."""
+    return len(resend_lost_jobs())
+
+
+def resend_lost_jobs() -> list[int]:
+    """Re-send the pending jobs past their lease whose message no longer waits in the broker; returns their ids.
+    The broker is read first: a message taken after that read belongs to a job that runs (a copy sent anyway
+    finds it done), and a job added after it is not yet past its lease."""
+    waiting = broker.waiting_jobs()
     with session_scope() as db:
-        due = jobs.due_for_retry(db_session=db)
+        due = jobs.due_for_retry(db_session=db, queued=waiting)
     for job_id, kind in due:
         send_job(job_id, kind)
     if due:
-        log.info("requeued_jobs", count=len(due))
-    return len(due)
+        log.info("requeued_jobs", count=len(due), still_queued=len(waiting))
+    return [job_id for job_id, _ in due]
 
 
 @app.task(name="fieldproof.purge_idempotency_records", queue="maintenance", acks_late=True)

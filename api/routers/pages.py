@@ -41,9 +41,13 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
 
 def _file(root: Path, path: str) -> FileResponse:
     """A file under ``root`` (never outside it), with a short cache."""
-    target = (root / path).resolve()
-    if not target.is_relative_to(root.resolve()) or not target.is_file() or target.suffix not in TYPES:
-        raise NotFound(f"No such file: {path}.", code="file_not_found")
+    try:
+        target = (root / path).resolve()
+        found = target.is_relative_to(root.resolve()) and target.is_file() and target.suffix in TYPES
+    except (OSError, RuntimeError, ValueError):  # a name too long for the file system, a link loop, a NUL
+        found = False
+    if not found:
+        raise NotFound(f"No such file: {path[:200]}.", code="file_not_found")
     return FileResponse(target, media_type=TYPES[target.suffix], headers={"Cache-Control": "no-cache"})
 
 
