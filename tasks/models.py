@@ -1,7 +1,7 @@
 """Tasks, claims, their audit trails and worker credit."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from geoalchemy2 import Geography
@@ -18,6 +18,8 @@ CLAIM_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "conf
                 "paid", "rejected", "appealed", "closed", "expired", "cancelled")
 # A worker holds at most one claim per task in these states.
 ACTIVE_CLAIM_STATES = ("claimed", "checked_in", "submitted", "changes_requested", "confirmed", "spot_check")
+# A rejected claim, or one closed by a failed spot check, may be appealed this long after it was resolved, once.
+APPEAL_WINDOW = timedelta(days=7)
 # A worker who reached one of these on a task has done it (paid, or judged and possibly appealed): no second claim.
 DONE_CLAIM_STATES = ("accepted", "paid", "rejected", "appealed", "closed")
 

@@ -1,7 +1,6 @@
 """Ops' side of acceptance: the spot-check queue and verdicts, appeals and their decisions."""
 from __future__ import annotations
 
-from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -12,9 +11,8 @@ from core.errors import Conflict, NotFound
 from core.models import utcnow
 from tasks import claims, credit, hooks
 from tasks.acceptance import accept
-from tasks.models import Appeal, Claim, SpotCheck, Task
+from tasks.models import APPEAL_WINDOW, Appeal, Claim, SpotCheck, Task
 
-APPEAL_WINDOW = timedelta(days=7)
 
 
 def _lock_open(db_session: Session, stmt, noun: str, code: str):
@@ -78,6 +76,9 @@ def appeal(*, db_session: Session, worker: User, claim_id: int, reason: str) -> 
     found = claims.get_own(db_session=db_session, worker=worker, claim_id=claim_id, for_update=True)
     if found.resolved_at and utcnow() - found.resolved_at > APPEAL_WINDOW:
         raise Conflict("The appeal window of 7 days has passed.", code="appeal_window_closed")
+    # Once per claim (decided under the claim's row lock): a denied appeal leaves the claim closed, not appealable.
+    if db_session.scalar(select(Appeal.id).where(Appeal.claim_id == claim_id, Appeal.kind == "appeal")) is not None:
+        raise Conflict("This claim was appealed already; an appeal is decided once.", code="already_appealed")
     prior = found.state
     claims.transition(db_session, claim_id, ("rejected", "closed"), "appealed", actor_id=worker.id, reason=reason)
     row = Appeal(kind="appeal", claim_id=claim_id, worker_id=worker.id, filed_by=worker.id, from_state=prior,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from dataclasses import dataclass
 
 from geoalchemy2.shape import from_shape
@@ -12,7 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from accounts.models import User
 from accounts.service import require_role
-from core.batch import sweep
+from core.batch import each_in_own_transaction, sweep
 from core.errors import InvalidInput
 from core.config import get_settings
 from core.models import utcnow
@@ -29,7 +30,7 @@ from tasks.errors import (
     ProhibitedTask,
     TaskNotFound,
 )
-from tasks.models import ACTIVE_CLAIM_STATES, Claim, MerchantTerms, Task, TaskEvent
+from tasks.models import ACTIVE_CLAIM_STATES, APPEAL_WINDOW, Appeal, Claim, MerchantTerms, Task, TaskEvent
 from tasks.schemas import TaskCreate
 
 # Tasks that buy fake orders, reviews or engagement are not field work; refuse them at the door.
@@ -193,12 +194,57 @@ def _settle_one(db_session: Session, task_id: int) -> bool:
     return True
 
 
+# A claim resolved this long ago or more can no longer be appealed, whatever the clock of the host that filed it.
+_APPEALABLE = APPEAL_WINDOW + timedelta(hours=1)
+
+
+def _reserve(db_session: Session, task: Task) -> int:
+    """The escrow a task's claims may still need: one slot's reward and commission for each claim that is open,
+    under appeal, or rejected or failed (closed) within the appeal window with no appeal filed yet (an appeal
+    overturned pays from this escrow)."""
+    appealed = select(Appeal.id).where(Appeal.claim_id == Claim.id, Appeal.kind == "appeal").exists()
+    may_appeal = (Claim.state.in_(("rejected", "closed")) & (Claim.resolved_at > utcnow() - _APPEALABLE) & ~appealed)
+    n = db_session.scalar(select(func.count()).select_from(Claim).where(
+        Claim.task_id == task.id, Claim.state.in_(ACTIVE_CLAIM_STATES + ("appealed",)) | may_appeal))
+    return n * (task.reward_fen + ledger.commission_for(task.reward_fen, task.commission_bp))
+
+
 def _release_unused(db_session: Session, task: Task) -> None:
-    """Release escrow beyond what open claims may still need."""
-    open_claims = db_session.scalar(select(func.count()).select_from(Claim).where(
-        Claim.task_id == task.id, Claim.state.in_(ACTIVE_CLAIM_STATES + ("rejected", "appealed"))))
-    reserve = open_claims * (task.reward_fen + ledger.commission_for(task.reward_fen, task.commission_bp))
-    _release(db_session, task, max(0, task.escrow_fen - reserve))
+    """Release escrow beyond what the task's claims may still need (at closing)."""
+    _release(db_session, task, max(0, task.escrow_fen - _reserve(db_session, task)))
+
+
+def release_reserves(*, db_session: Session, limit: int = 200) -> int:
+    """Closed tasks keep escrow for claims that may still be paid; once those claims are paid or beyond payment
+    (expired, cancelled, past the appeal window, appeal denied), give the rest back to the merchant. Safe to run
+    twice and on several hosts (the task's row lock; the figure moves atomically with the release). Every such
+    task is looked at, page after page: those still holding what their claims need would otherwise fill the
+    first page of every run."""
+    after, acted = 0, 0
+    while True:
+        due = db_session.scalars(select(Task.id).where(Task.state == "closed", Task.escrow_fen > 0, Task.id > after)
+                                 .order_by(Task.id).limit(limit)).all()
+        db_session.commit()
+        if not due:
+            return acted
+        acted += sum(each_in_own_transaction(db_session, due, _release_reserve_one, what="release_task_reserve"))
+        after = due[-1]
+
+
+def _release_reserve_one(db_session: Session, task_id: int) -> bool:
+    task = db_session.scalar(select(Task).where(Task.id == task_id, Task.state == "closed")
+                             .with_for_update(skip_locked=True).execution_options(populate_existing=True))
+    if task is None:
+        return False
+    excess = task.escrow_fen - _reserve(db_session, task)
+    if excess <= 0:
+        return False
+    # Its own audit row (closed → closed), which is also the release's cause: the money is traced to the task.
+    event = _audit(db_session, task.id, "closed", "closed", None,
+                   f"escrow no claim can use any more returned: {excess} fen")
+    ledger.release_escrow(db_session, merchant_id=task.merchant_id, cause=("task_event", event.id), amount_fen=excess)
+    adjust_escrow(db_session, task, -excess)
+    return True
 
 
 def _release(db_session: Session, task: Task, amount: int) -> None:

@@ -126,3 +126,75 @@ def test_a_deposit_retried_after_its_idempotency_record_expired_is_credited_once
     assert other.status_code == 409 and other.json()["code"] == "payment_key_reused"
     assert client.get("/v1/me/wallet", headers=m).json()["balances_fen"]["merchant_available"] == 100
     assert ledger.check(db) == []
+
+
+def _submitted(client, db, slots: int = 2):
+    from tests.fieldwork import STORE as _STORE
+
+    task, claim, w, m = claimed(client, db, evidence={"photos_min": 0, "video": False}, slots=slots)
+    assert client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(_STORE[0] + 0.0003, _STORE[1]),
+                       headers=w).status_code == 201
+    assert client.post(f"/v1/claims/{claim['id']}/submit", headers=w).status_code == 200
+    return task, claim, w, m
+
+
+def _end(db, task_id: int) -> None:
+    db.execute(update(Task).where(Task.id == task_id).values(ends_at=utcnow() - timedelta(minutes=1),
+                                                             starts_at=utcnow() - timedelta(days=1)))
+    assert tasks.settle_ended(db_session=db) >= 1
+
+
+def test_a_failed_spot_check_keeps_its_escrow_for_the_appeal_and_is_appealed_once(client, db, monkeypatch):
+    """A claim closed by a failed spot check may be appealed for 7 days: the task's settlement keeps its slot's
+    money, so an overturn after the task ended pays from escrow; a second appeal is refused. Once no claim can be
+    paid any more, the reserve goes back to the merchant."""
+    from core.config import get_settings
+    from tasks.models import Claim
+
+    monkeypatch.setattr(get_settings(), "spot_check_base_rate", 1.0)  # every confirmed claim is sampled
+    task, claim, w, m = _submitted(client, db)
+    _, ops = auth_for(client, db, "ops")
+    assert client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m).json()["state"] == "spot_check"
+    check = next(c for c in client.get("/v1/spot-checks", headers=ops).json() if c["claim_id"] == claim["id"])
+    assert client.post(f"/v1/spot-checks/{check['id']}/verdict", json={"verdict": "fail", "reason": "no flyers"},
+                       headers=ops).status_code == 200
+    _end(db, task["id"])
+    per_slot = 1575
+    assert client.get("/v1/me/wallet", headers=m).json()["balances_fen"]["merchant_escrow"] == per_slot
+    appeal = client.post(f"/v1/claims/{claim['id']}/appeals", json={"reason": "照片能证明"}, headers=w)
+    assert appeal.status_code == 201, appeal.text
+    d = client.post(f"/v1/appeals/{appeal.json()['id']}/decision", json={"decision": "deny", "reason": "不符"},
+                    headers=ops)
+    assert d.status_code == 200 and client.get(f"/v1/claims/{claim['id']}", headers=w).json()["state"] == "closed"
+    again = client.post(f"/v1/claims/{claim['id']}/appeals", json={"reason": "再申诉"}, headers=w)
+    assert again.status_code == 409 and again.json()["code"] == "already_appealed"
+    # Denied: nothing can be paid on this task any more; the sweep gives the slot's money back.
+    assert tasks.release_reserves(db_session=db) >= 1
+    assert tasks.release_reserves(db_session=db) == 0
+    assert client.get("/v1/me/wallet", headers=m).json()["balances_fen"]["merchant_escrow"] == 0
+
+    # The same path, overturned: paid from the escrow the settlement kept.
+    task2, claim2, w2, m2 = _submitted(client, db)
+    assert client.post(f"/v1/submissions/{claim2['id']}/confirm", headers=m2).json()["state"] == "spot_check"
+    check2 = next(c for c in client.get("/v1/spot-checks", headers=ops).json() if c["claim_id"] == claim2["id"])
+    client.post(f"/v1/spot-checks/{check2['id']}/verdict", json={"verdict": "fail", "reason": "x"}, headers=ops)
+    _end(db, task2["id"])
+    tasks.release_reserves(db_session=db)  # within the window: the slot stays reserved
+    assert client.get("/v1/me/wallet", headers=m2).json()["balances_fen"]["merchant_escrow"] == per_slot
+    a2 = client.post(f"/v1/claims/{claim2['id']}/appeals", json={"reason": "请复核"}, headers=w2).json()
+    d2 = client.post(f"/v1/appeals/{a2['id']}/decision", json={"decision": "overturn", "reason": "ok"}, headers=ops)
+    assert d2.status_code == 200, d2.text
+    assert client.get(f"/v1/claims/{claim2['id']}", headers=w2).json()["state"] == "paid"
+    assert client.get("/v1/me/wallet", headers=m2).json()["balances_fen"]["merchant_escrow"] == 0
+
+    # Rejected and never appealed: the reserve is kept for 7 days, then given back.
+    task3, claim3, w3, m3 = _submitted(client, db)
+    client.post(f"/v1/submissions/{claim3['id']}/reject", json={"reason_code": "work_not_done", "reason": "没发传单"},
+                headers=m3)
+    _end(db, task3["id"])
+    tasks.release_reserves(db_session=db)
+    assert client.get("/v1/me/wallet", headers=m3).json()["balances_fen"]["merchant_escrow"] == per_slot
+    db.execute(update(Claim).where(Claim.id == claim3["id"]).values(resolved_at=utcnow() - timedelta(days=8)))
+    assert tasks.release_reserves(db_session=db) >= 1
+    assert client.get("/v1/me/wallet", headers=m3).json()["balances_fen"]["merchant_escrow"] == 0
+    assert ledger.check(db) == []

@@ -109,9 +109,12 @@ def sweep_payouts() -> int:
 
 @app.task(name="fieldproof.settle_ended_tasks", queue="maintenance", acks_late=True)
 def settle_ended_tasks() -> int:
-    """Close tasks whose window is over and return their unused escrow."""
+    """Close tasks whose window is over and return their unused escrow; give back what closed tasks held for
+    claims that can no longer be paid."""
     with session_scope() as db:
-        return tasks_service.settle_ended(db_session=db)
+        closed = tasks_service.settle_ended(db_session=db)
+        tasks_service.release_reserves(db_session=db)
+        return closed
 
 
 @app.task(name="fieldproof.sweep_abandoned_uploads", queue="maintenance", acks_late=True)
