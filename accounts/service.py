@@ -81,24 +81,37 @@ def _issue(db_session: Session, user: User, *, family: str) -> TokenPair:
 
 
 def refresh(*, db_session: Session, refresh_token: str) -> TokenPair:
-    """Rotate a refresh token; presenting a used one revokes its whole family (theft signal)."""
+    """Rotate a refresh token; presenting a used one revokes its whole family (theft signal), unless it is a retry:
+    within ``refresh_reuse_grace_s`` of its use and before any token issued since was used (the phone never got
+    the first answer), it is answered with another new pair of the same login. Decided under the token's row lock,
+    so parallel retries are answered one after the other."""
     row = db_session.scalar(select(RefreshToken).where(RefreshToken.token_sha256 == sha256_hex(refresh_token))
                             .with_for_update())
     now = utcnow()
     if row is None or row.revoked_at is not None or row.expires_at < now:
         raise InvalidToken("The refresh token is invalid or expired.")
-    if row.used_at is not None:
+    if row.used_at is not None and not _retried(db_session, row, now):
         db_session.execute(update(RefreshToken).where(RefreshToken.family == row.family)
                            .values(revoked_at=now))
         db_session.commit()
         raise InvalidToken("This refresh token was already used; all sessions of this login were ended.",
                            code="refresh_token_reused")
-    row.used_at = now
+    row.used_at = row.used_at or now
     user = get(db_session=db_session, user_id=row.user_id)
     ensure_active(user)
     pair = _issue(db_session, user, family=row.family)
     db_session.commit()
     return pair
+
+
+def _retried(db_session: Session, row: RefreshToken, now) -> bool:
+    """A used token presented again soon, while no token issued after its use has been used: a lost answer."""
+    if (now - row.used_at).total_seconds() > get_settings().refresh_reuse_grace_s:
+        return False
+    later_used = db_session.scalar(select(RefreshToken.id).where(
+        RefreshToken.family == row.family, RefreshToken.created_at >= row.used_at,
+        RefreshToken.used_at.is_not(None)).limit(1))
+    return later_used is None
 
 
 def authenticate(*, db_session: Session, access_token: str) -> User:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Short-lived access tokens limit the damage of a leaked token; refresh tokens rotate.
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    # A rotated refresh token presented again this soon, before any token issued after it was used, is a phone
+    # retrying a refresh whose answer it lost (poor signal), not theft: it gets a new pair instead of a logout.
+    refresh_reuse_grace_s: int = 120
     # Lock-out: 5 wrong passwords in 15 minutes locks the account for 15 minutes
     # (OWASP's guidance range); an IP gets more room because many workers share NAT.
     login_max_failures_per_account: int = 5

@@ -30,11 +30,42 @@ def test_refresh_token_reuse_revokes_family(client, db):
     user = make_user(db)
     tok = client.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD}).json()
     second = client.post("/v1/auth/refresh", json={"refresh_token": tok["refresh_token"]}).json()
+    third = client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]}).json()
+    # the old token again after a newer one was used: not a lost answer but a second holder
     reuse = client.post("/v1/auth/refresh", json={"refresh_token": tok["refresh_token"]})
     assert reuse.status_code == 401 and reuse.json()["code"] == "refresh_token_reused"
     # the thief's rotation killed the legitimate chain too
-    later = client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    later = client.post("/v1/auth/refresh", json={"refresh_token": third["refresh_token"]})
     assert later.status_code == 401
+
+
+def test_a_refresh_retried_after_a_lost_answer_keeps_the_login(client, db):
+    """Poor signal: the phone's refresh went through but the answer was lost; it sends the same token again. Within
+    the grace, with nothing newer used, it gets a new pair (the login goes on); past the grace the same retry is
+    treated as theft."""
+    from sqlalchemy import update
+
+    from accounts.models import RefreshToken
+    from accounts.security import sha256_hex
+
+    user = make_user(db)
+    tok = client.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD}).json()
+    lost = client.post("/v1/auth/refresh", json={"refresh_token": tok["refresh_token"]})
+    retry = client.post("/v1/auth/refresh", json={"refresh_token": tok["refresh_token"]})
+    assert lost.status_code == retry.status_code == 200, retry.text
+    assert retry.json()["refresh_token"] != lost.json()["refresh_token"]
+    nxt = client.post("/v1/auth/refresh", json={"refresh_token": retry.json()["refresh_token"]})
+    assert nxt.status_code == 200
+    assert client.get("/v1/me", headers={"Authorization": f"Bearer {nxt.json()['access_token']}"}).status_code == 200
+
+    tok2 = client.post("/v1/auth/token", data={"username": user.username, "password": PASSWORD}).json()
+    assert client.post("/v1/auth/refresh", json={"refresh_token": tok2["refresh_token"]}).status_code == 200
+    grace = get_settings().refresh_reuse_grace_s
+    db.execute(update(RefreshToken).where(RefreshToken.token_sha256 == sha256_hex(tok2["refresh_token"]))
+               .values(used_at=utcnow() - timedelta(seconds=grace + 5)))
+    db.commit()
+    late = client.post("/v1/auth/refresh", json={"refresh_token": tok2["refresh_token"]})
+    assert late.status_code == 401 and late.json()["code"] == "refresh_token_reused"
 
 
 def test_register_refuses_ops_and_duplicates_and_weak_passwords(client):
