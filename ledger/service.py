@@ -170,9 +170,14 @@ def charge_cause_id(reference: str) -> int:
 
 
 def require_security_deposit(db_session: Session, merchant_id: int) -> None:
-    """Publishing needs the security deposit in place."""
+    """Publishing needs the security deposit in place: read under its row lock, held to the end of the publishing
+    transaction, so a forfeit committing meanwhile cannot leave a task published on a deposit no longer there.
+    The merchant's available and escrow accounts are locked with it, in the one id order every transfer uses
+    (publishing then holds escrow from them)."""
     need = get_ledger_settings().security_deposit_fen
-    have = balances(db_session, merchant_id).get("merchant_deposit", 0)
+    kinds = ("merchant_deposit", "merchant_available", "merchant_escrow")
+    ids = {kind: account(db_session, merchant_id, kind) for kind in kinds}
+    have = lock_accounts(db_session, set(ids.values()))[ids["merchant_deposit"]].balance_fen
     if have < need:
         raise SecurityDepositRequired(f"Publishing needs a security deposit of {need} fen; you have {have} fen.",
                                       needed_fen=need, balance_fen=have)

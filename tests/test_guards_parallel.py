@@ -357,3 +357,33 @@ def test_parallel_replays_of_one_check_in_run_it_once(server):
     assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == firsts[0].json()
     kinds, moves = _fixes_and_audit(server, claim_id)
     assert kinds == ["in"] and moves.count(("claimed", "checked_in")) == 1
+
+
+def test_publishing_waits_for_a_forfeit_of_the_security_deposit_and_then_sees_it(server):
+    """The deposit check is decided under the deposit's row lock: a forfeit holding it makes the publish wait, and
+    once the forfeit commits the publish sees the deposit short (409) instead of publishing on a read from before."""
+    import threading
+
+    merchant, m_headers = _funded_merchant(server)  # exactly the deposit publishing needs
+    with server.http() as c:
+        draft = c.post("/v1/tasks", json=task_body(), headers=m_headers)
+        assert draft.status_code == 201, draft.text
+    out: dict = {}
+    forfeit = server.session()
+    try:
+        ledger.forfeit_security_deposit(forfeit, merchant_id=merchant.id, amount_fen=1, memo="test: held")
+        worker = threading.Thread(target=lambda: out.update(
+            r=_publish(server, draft.json()["id"], m_headers)), daemon=True)
+        worker.start()
+        worker.join(1.5)
+        assert worker.is_alive(), out  # waiting on the deposit's lock, not deciding on the committed balance
+        forfeit.commit()
+    finally:
+        forfeit.close()
+    worker.join(30)
+    assert out["r"].status_code == 409 and out["r"].json()["code"] == "security_deposit_required", out["r"].text
+
+
+def _publish(server, task_id: int, headers: dict):
+    with server.http() as c:
+        return c.post(f"/v1/tasks/{task_id}/publish", headers=headers)
