@@ -112,8 +112,9 @@ def _audit(db_session: Session, task_id: int, from_state: str | None, to_state: 
 
 def transition(db_session: Session, task_id: int, from_states: tuple[str, ...], to_state: str, *,
                actor_id: int | None, reason: str | None = None, **values) -> Task:
-    """Guarded task state change plus its audit row (flushes, does not commit)."""
-    current = db_session.scalar(select(Task.state).where(Task.id == task_id))
+    """Guarded task state change plus its audit row (flushes, does not commit). The state is read under the task's
+    row lock (the UPDATE below would take it anyway), so the audit row names the state the change really left."""
+    current = db_session.scalar(select(Task.state).where(Task.id == task_id).with_for_update())
     row = db_session.execute(
         update(Task).where(Task.id == task_id, Task.state.in_(from_states))
         .values(state=to_state, **values).returning(Task.id)).first()

@@ -387,3 +387,21 @@ def test_publishing_waits_for_a_forfeit_of_the_security_deposit_and_then_sees_it
 def _publish(server, task_id: int, headers: dict):
     with server.http() as c:
         return c.post(f"/v1/tasks/{task_id}/publish", headers=headers)
+
+
+def test_parallel_task_state_changes_leave_a_consistent_audit_trail(server):
+    """Pause, resume and close released together: every change's audit row names the state it really left, so the
+    trail reads as one chain (each row's from_state is the previous row's to_state)."""
+    from tasks.models import TaskEvent
+
+    task, _, m_headers = _published(server, slots=2)
+    verbs = ["pause", "resume", "close", "pause", "resume", "pause", "resume", "close"]
+    results = release_together(server, len(verbs), lambda c, i: c.post(f"/v1/tasks/{task['id']}/{verbs[i]}",
+                                                                        headers=m_headers))
+    assert set(_codes(results)) <= {200, 409}
+    with server.session() as s:
+        trail = s.execute(select(TaskEvent.from_state, TaskEvent.to_state).where(TaskEvent.task_id == task["id"])
+                          .order_by(TaskEvent.id)).all()
+    assert trail[-1].to_state == "closed" or any(e.to_state == "closed" for e in trail)
+    for before, after in zip(trail, trail[1:]):
+        assert after.from_state == before.to_state, trail
