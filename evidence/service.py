@@ -107,8 +107,10 @@ def _frames(ev: Evidence) -> tuple[list[ImageHashes], Image.Image | None]:
 
 def _exif_reasons(db_session: Session, ev: Evidence) -> list[str]:
     """Disagreements between the photo's EXIF and the claim's check-in."""
-    fix = hooks.claim_fix(db_session, ev.claim_id)  # checkin registers how to find it (tasks.hooks)
     exif, out = ev.exif or {}, []
+    if not exif.get("capture_time") and not exif.get("gps"):  # nothing to compare (stripped EXIF): no read
+        return out
+    fix = hooks.claim_fix(db_session, ev.claim_id)  # checkin registers how to find it (tasks.hooks)
     if fix is None:
         return out
     if exif.get("capture_time"):
@@ -142,8 +144,11 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": index_store.LOCK_KEY})
     # Stored files read before the lock are read again: a processor that held it meanwhile may have added reasons
     # to them, which _record_matches must add to, not overwrite (flushed first, so nothing pending is dropped).
+    # The file itself is not: its row lock, held since the start, kept every other processor off it.
     db_session.flush()
-    db_session.expire_all()
+    for obj in list(db_session.identity_map.values()):
+        if obj is not ev:
+            db_session.expire(obj)
     found = finder.consistent(db_session, found + finder.find(db_session))
     _record_matches(db_session, ev, found)
     reasons += ev.reasons
