@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # Short-lived access tokens limit the damage of a leaked token; refresh tokens rotate.
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    # A submission whose files are still being checked for duplicates is not confirmed for this long after the
+    # newest of them arrived (409 evidence_processing: the merchant should see the verdicts first; auto-confirm
+    # waits too); past it the checks are taken to be stuck and confirming sends the claim to a spot check instead.
+    evidence_check_wait_s: int = 1800
     # A rotated refresh token presented again this soon, before any token issued after it was used, is a phone
     # retrying a refresh whose answer it lost (poor signal), not theft: it gets a new pair instead of a logout.
     refresh_reuse_grace_s: int = 120

@@ -1,6 +1,7 @@
 """What ``evidence`` tells ``tasks`` at start-up: the submit precondition and the spot-check section."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -27,10 +28,12 @@ def check_requirements(db_session: Session, claim, task) -> None:
                                  + f"; you have {photos} photo(s) and {videos} video(s).")
 
 
-def unchecked_evidence(db_session: Session, claim_id: int) -> int:
-    """Files of the claim (not withdrawn) whose processing has not finished: no duplicate verdict yet."""
-    return db_session.scalar(select(func.count()).select_from(Evidence).where(
-        Evidence.claim_id == claim_id, Evidence.withdrawn_at.is_(None), Evidence.state != "processed")) or 0
+def unchecked_evidence(db_session: Session, claim_id: int) -> tuple[int, datetime | None]:
+    """Files of the claim (not withdrawn) whose processing has not finished (no duplicate verdict yet): how many,
+    and when the newest of them arrived."""
+    n, newest = db_session.execute(select(func.count(), func.max(Evidence.created_at)).where(
+        Evidence.claim_id == claim_id, Evidence.withdrawn_at.is_(None), Evidence.state != "processed")).one()
+    return n, newest
 
 
 def review_evidence(db_session: Session, claim_id: int) -> list[dict[str, Any]]:

@@ -43,8 +43,9 @@ class MerchantAgent:
                         self.s.call("POST", f"/v1/submissions/{sub['id']}/confirm")
                         self.confirmed += 1
                 except ApiError as exc:
-                    if exc.code != "invalid_transition" and exc.response.status_code < 500:
-                        raise  # invalid_transition: beat auto-confirmed it meanwhile; 5xx: counted, next round
+                    if exc.code not in ("invalid_transition", "evidence_processing") and exc.response.status_code < 500:
+                        raise  # invalid_transition: beat auto-confirmed it meanwhile; evidence_processing: its photos
+                        # are still being checked, next round; 5xx: counted, next round
 
 
 class OpsAgent:

@@ -20,7 +20,7 @@ from core.models import utcnow
 from ledger import service as ledger
 from tasks import claims, credit, hooks
 from tasks import service as task_service
-from tasks.errors import ClaimNotFound
+from tasks.errors import ClaimNotFound, EvidencePending
 from tasks.models import Claim, Rating, SpotCheck, Task
 
 # Flags that always send a claim to a spot check, whatever the dice say: the registry's hard codes.
@@ -45,8 +45,11 @@ def _merchant_claim(db_session: Session, merchant: User, claim_id: int) -> tuple
 
 
 def confirm(*, db_session: Session, merchant: User, claim_id: int) -> Claim:
-    """The merchant confirms the work; then it is sampled for a spot check or accepted and paid."""
+    """The merchant confirms the work; then it is sampled for a spot check or accepted and paid. Not while its
+    files are still being checked (409 evidence_processing): the verdicts are what the merchant confirms on."""
     found, task = _merchant_claim(db_session, merchant, claim_id)
+    if _checks_running(db_session, claim_id):
+        raise EvidencePending(retry_after_s=10)
     claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=merchant.id,
                               confirmed_at=utcnow())
     claim = _after_confirmation(db_session, claim, task, actor_id=merchant.id)
@@ -98,10 +101,18 @@ def _auto_confirm_one(db_session: Session, claim_id: int) -> bool:
                                .with_for_update(skip_locked=True))
     if locked is None:  # the merchant or another beat host got there first
         return False
+    if _checks_running(db_session, claim_id):  # confirmed by a later run, once its files are checked
+        return False
     claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=None,
                               reason="auto-confirmed: no merchant action in time", confirmed_at=utcnow())
     _after_confirmation(db_session, claim, db_session.get(Task, claim.task_id), actor_id=None)
     return True
+
+
+def _checks_running(db_session: Session, claim_id: int) -> bool:
+    """Some of the claim's files are still being checked, and not for long enough to call the checks stuck."""
+    n, newest = hooks.unchecked_evidence(db_session, claim_id)
+    return bool(n) and (utcnow() - newest).total_seconds() < get_settings().evidence_check_wait_s
 
 
 def sampling_probability(risk_score: int, flags: list[str]) -> float:
@@ -119,9 +130,9 @@ def _draw(claim_id: int) -> float:
 
 
 def _after_confirmation(db_session: Session, claim: Claim, task: Task, *, actor_id: int | None) -> Claim:
-    # A file whose duplicate search has not finished (a backlog, or a job that failed for good) could still prove a
-    # re-used photo (a hard flag): the claim is never paid unseen. It goes to ops, who see the verdicts by then.
-    unchecked = hooks.unchecked_evidence(db_session, claim.id)
+    # A file whose duplicate search has not finished (only past evidence_check_wait_s: stuck, or a job that failed
+    # for good) could still prove a re-used photo (a hard flag): the claim is never paid unseen. Ops decide.
+    unchecked, _ = hooks.unchecked_evidence(db_session, claim.id)
     p = 1.0 if unchecked else sampling_probability(claim.risk_score, claim.flags)
     draw = _draw(claim.id)
     stratum = _stratum(claim, unchecked)

@@ -58,6 +58,11 @@ class EscrowExhausted(Conflict):
     detail = "This task's escrow does not cover the payment."
 
 
+class EvidencePending(Conflict):
+    code = "evidence_processing"
+    detail = "The photos are still being checked; confirm again in a moment."
+
+
 class EvidenceIncomplete(Conflict):
     code = "evidence_incomplete"
     detail = "The task's evidence requirements are not met yet."

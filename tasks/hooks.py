@@ -18,7 +18,7 @@ SUBMIT_CHECKS = ("evidence_requirements",)
 # Sections of the ops spot-check view, in the order they are shown: each gives rows for one claim.
 REVIEW_DETAILS = ("checkins", "evidence")
 
-# What a claim's confirmation must know: how many of its files are not yet checked (duplicate search, EXIF).
+# What a claim's confirmation must know: which of its files are not yet checked (duplicate search, EXIF).
 UNCHECKED_EVIDENCE = "unchecked_evidence"
 
 SubmitCheck = Callable[..., None]  # (db_session, claim, task) -> None, raises when the claim may not be submitted
@@ -35,7 +35,8 @@ class ClaimFix:
 
 
 ClaimFixProvider = Callable[[Session, int], ClaimFix | None]  # (db_session, claim_id) -> the check-in fix
-UncheckedEvidence = Callable[[Session, int], int]  # (db_session, claim_id) -> files not yet checked
+# (db_session, claim_id) -> (files not yet checked, when the newest of them arrived)
+UncheckedEvidence = Callable[[Session, int], tuple[int, datetime | None]]
 
 
 class HookMissing(RuntimeError):
@@ -108,7 +109,7 @@ def claim_fix(db_session: Session, claim_id: int) -> ClaimFix | None:
     return provider(db_session, claim_id)
 
 
-def unchecked_evidence(db_session: Session, claim_id: int) -> int:
-    """How many of the claim's files (not withdrawn) have not been checked yet."""
+def unchecked_evidence(db_session: Session, claim_id: int) -> tuple[int, datetime | None]:
+    """How many of the claim's files (not withdrawn) have not been checked yet, and when the newest arrived."""
     (count,) = _filled(_unchecked, (UNCHECKED_EVIDENCE,))
     return count(db_session, claim_id)

@@ -141,16 +141,32 @@ def test_submit_with_photo_then_merchant_sees_it(client, db):
 
 
 def test_a_claim_whose_photo_is_not_checked_yet_is_never_paid_unseen(client, db, monkeypatch):
-    """The merchant confirms before the duplicate search has run (a backlog): the claim goes to a spot check
-    (stratum 'unchecked', p = 1) instead of being paid, whatever the dice say; once checked, claims are sampled
-    as before."""
+    """The merchant confirms before the duplicate search has run (a backlog): refused with 409 evidence_processing
+    (Retry-After), and beat's auto-confirmation waits too. Checks stuck past evidence_check_wait_s: confirming
+    sends the claim to a spot check (stratum 'unchecked', p = 1) instead of paying it, whatever the dice say.
+    Once checked, claims are sampled as before."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
     from core.config import get_settings
+    from core.models import utcnow
+    from tasks import acceptance
     from tasks.models import SpotCheck
 
     monkeypatch.setattr(get_settings(), "spot_check_base_rate", 0.0)
     _, claim, w, m = checked_in(client, db)
-    assert upload(client, claim, w, (PHOTOS / "coffee.jpg").read_bytes()).status_code == 201
+    photo = upload(client, claim, w, (PHOTOS / "coffee.jpg").read_bytes()).json()
     assert client.post(f"/v1/claims/{claim['id']}/submit", headers=w).status_code == 200
+    r = client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m)
+    assert r.status_code == 409 and r.json()["code"] == "evidence_processing" and r.headers["Retry-After"]
+    db.execute(update(Claim).where(Claim.id == claim["id"]).values(submitted_at=utcnow() - timedelta(days=2)))
+    assert acceptance._auto_confirm_one(db, claim["id"]) is False  # due, but its photo is not checked yet
+    assert db.get(Claim, claim["id"]).state == "submitted"
+
+    wait = get_settings().evidence_check_wait_s
+    db.execute(update(Evidence).where(Evidence.id == photo["id"]).values(
+        created_at=utcnow() - timedelta(seconds=wait + 60)))
     r = client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m)
     assert r.status_code == 200 and r.json()["state"] == "spot_check", r.text
     _, ops = auth_for(client, db, "ops")

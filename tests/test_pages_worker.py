@@ -15,7 +15,7 @@ from tasks.models import Claim, Task
 from tests.fieldwork import fix as api_fix
 from tests.live import live_server
 from tests.browser import axe_violations, chromium
-from tests.test_pages_browser import (PHONE, north, ops_user,
+from tests.test_pages_browser import (PHONE, north, ops_user, process_evidence,
                                       published_task, register, sign_in, wait_loaded, watch_errors)
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -169,7 +169,8 @@ def test_claim_check_in_out_photos_submit_paid_reclaim_and_withdraw(server, brow
     assert "已提交的照片（1 张）" in sent.inner_text() and sent.locator("figure.photo img").count() == 1
     assert "等待商家确认" in sent.inner_text()
 
-    # The merchant confirms through the API: the card and the earnings show the money.
+    # The merchant confirms through the API (once the photo is checked): the card and the earnings show the money.
+    process_evidence(server)
     with server.http() as c:
         r = c.post(f"/v1/submissions/{claim_id}/confirm", headers=merchant)
         assert r.status_code == 200 and r.json()["state"] == "paid", r.text
@@ -255,6 +256,7 @@ def test_failed_spot_check_says_so_and_why_and_credit_drop_is_explained(server, 
     username, worker = register(server, "worker")
     claim_id = worked_claim(server, task, worker, place, mock_location=True)  # a hard flag: always spot-checked
     _, ops = ops_user(server)
+    process_evidence(server)
     with server.http() as c:
         assert c.post(f"/v1/submissions/{claim_id}/confirm", headers=merchant).json()["state"] == "spot_check"
         check = next(x for x in c.get("/v1/spot-checks", headers=ops).json() if x["claim"]["id"] == claim_id)
