@@ -28,12 +28,13 @@ def check_requirements(db_session: Session, claim, task) -> None:
                                  + f"; you have {photos} photo(s) and {videos} video(s).")
 
 
-def unchecked_evidence(db_session: Session, claim_id: int) -> tuple[int, datetime | None]:
-    """Files of the claim (not withdrawn) whose processing has not finished (no duplicate verdict yet): how many,
-    and when the newest of them arrived."""
-    n, newest = db_session.execute(select(func.count(), func.max(Evidence.created_at)).where(
-        Evidence.claim_id == claim_id, Evidence.withdrawn_at.is_(None), Evidence.state != "processed")).one()
-    return n, newest
+def unchecked_evidence(claim_id: Any, arrived_after: datetime | None = None) -> Any:
+    """SQL: the claim (an id or a claim id column) has files (not withdrawn) whose processing has not finished (no
+    duplicate verdict yet), arrived after ``arrived_after`` when given (ix_evidence_claim_id finds them)."""
+    terms = [Evidence.claim_id == claim_id, Evidence.withdrawn_at.is_(None), Evidence.state != "processed"]
+    if arrived_after is not None:
+        terms.append(Evidence.created_at > arrived_after)
+    return select(Evidence.id).where(*terms).exists()
 
 
 def review_evidence(db_session: Session, claim_id: int) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ Every step is a guarded claim transition with its audit row; money moves in the 
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -91,7 +91,10 @@ def auto_confirm_due(*, db_session: Session, limit: int = 500) -> int:
     and skipped, never blocking the others.
     """
     cutoff = utcnow() - timedelta(seconds=get_settings().auto_confirm_after_s)
-    due = (select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff)
+    # Claims whose files are still being checked are left for a later run in the query itself: read and skipped
+    # one by one, a backlog of them cost every run ~1.5 ms each (a simulated day's evidence backlog: 0.8 s a run).
+    due = (select(Claim.id).where(Claim.state == "submitted", Claim.submitted_at < cutoff,
+                                  ~hooks.unchecked_evidence(Claim.id, _checks_since()))
            .order_by(Claim.id).limit(limit))
     return sweep(db_session, due, _auto_confirm_one, what="auto_confirm_claim")
 
@@ -109,11 +112,15 @@ def _auto_confirm_one(db_session: Session, claim_id: int) -> bool:
     return True
 
 
+def _checks_since() -> datetime:
+    """Files that arrived after this and are not checked yet are still being checked; older ones count as stuck.
+    Machine time, like a job's lease: how long checks take depends on the workers, not on a simulated clock."""
+    return utcnow() - clock.machine_seconds(get_settings().evidence_check_wait_s)
+
+
 def _checks_running(db_session: Session, claim_id: int) -> bool:
     """Some of the claim's files are still being checked, and not for long enough to call the checks stuck."""
-    n, newest = hooks.unchecked_evidence(db_session, claim_id)
-    # Machine time, like a job's lease: how long checks take depends on the workers, not on a simulated clock.
-    return bool(n) and utcnow() - newest < clock.machine_seconds(get_settings().evidence_check_wait_s)
+    return bool(db_session.scalar(select(hooks.unchecked_evidence(claim_id, _checks_since()))))
 
 
 def sampling_probability(risk_score: int, flags: list[str]) -> float:
@@ -133,7 +140,7 @@ def _draw(claim_id: int) -> float:
 def _after_confirmation(db_session: Session, claim: Claim, task: Task, *, actor_id: int | None) -> Claim:
     # A file whose duplicate search has not finished (only past evidence_check_wait_s: stuck, or a job that failed
     # for good) could still prove a re-used photo (a hard flag): the claim is never paid unseen. Ops decide.
-    unchecked, _ = hooks.unchecked_evidence(db_session, claim.id)
+    unchecked = bool(db_session.scalar(select(hooks.unchecked_evidence(claim.id))))
     p = 1.0 if unchecked else sampling_probability(claim.risk_score, claim.flags)
     draw = _draw(claim.id)
     stratum = _stratum(claim, unchecked)
@@ -146,7 +153,7 @@ def _after_confirmation(db_session: Session, claim: Claim, task: Task, *, actor_
     return accept(db_session, claim, task, actor_id=actor_id, reason=f"not sampled (p={p:.3f})")
 
 
-def _stratum(claim: Claim, unchecked: int = 0) -> str:
+def _stratum(claim: Claim, unchecked: bool = False) -> str:
     if ALWAYS_SAMPLE & set(claim.flags):
         return "flagged"
     if unchecked:

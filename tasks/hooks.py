@@ -35,8 +35,9 @@ class ClaimFix:
 
 
 ClaimFixProvider = Callable[[Session, int], ClaimFix | None]  # (db_session, claim_id) -> the check-in fix
-# (db_session, claim_id) -> (files not yet checked, when the newest of them arrived)
-UncheckedEvidence = Callable[[Session, int], tuple[int, datetime | None]]
+# (claim id, a column or a value; arrived after, or None for any) -> a SQL condition: the claim has files (not
+# withdrawn) whose checks have not finished and that arrived after that time
+UncheckedEvidence = Callable[[Any, datetime | None], Any]
 
 
 class HookMissing(RuntimeError):
@@ -71,7 +72,7 @@ def register_claim_fix(fn: ClaimFixProvider) -> None:
 
 
 def register_unchecked_evidence(fn: UncheckedEvidence) -> None:
-    """Say how to count a claim's files whose checks have not finished."""
+    """Say how to find a claim's files whose checks have not finished."""
     _unchecked[UNCHECKED_EVIDENCE] = fn
 
 
@@ -109,7 +110,8 @@ def claim_fix(db_session: Session, claim_id: int) -> ClaimFix | None:
     return provider(db_session, claim_id)
 
 
-def unchecked_evidence(db_session: Session, claim_id: int) -> tuple[int, datetime | None]:
-    """How many of the claim's files (not withdrawn) have not been checked yet, and when the newest arrived."""
-    (count,) = _filled(_unchecked, (UNCHECKED_EVIDENCE,))
-    return count(db_session, claim_id)
+def unchecked_evidence(claim_id: Any, arrived_after: datetime | None = None) -> Any:
+    """A SQL condition: the claim (an id, or a claim id column) has files not yet checked that arrived after
+    ``arrived_after`` (any, if None)."""
+    (clause,) = _filled(_unchecked, (UNCHECKED_EVIDENCE,))
+    return clause(claim_id, arrived_after)
