@@ -6,7 +6,7 @@ from sqlalchemy import delete, update
 
 from core.errors import FieldproofError
 from tasks import acceptance, claims, reviews
-from tasks.models import CLAIM_STATES, Claim, SpotCheck
+from tasks.models import Appeal, CLAIM_STATES, Claim, SpotCheck
 from tests.fieldwork import claimed
 
 # action -> states it may start from (the arrows of the lifecycle in DESIGN.md)
@@ -53,6 +53,7 @@ def test_action_allowed_exactly_from_its_states(client, db, action):
     for state in CLAIM_STATES:
         # Services commit (inside the test's transaction), so each round resets the claim by hand.
         db.execute(delete(SpotCheck).where(SpotCheck.claim_id == claim["id"]))
+        db.execute(delete(Appeal).where(Appeal.claim_id == claim["id"]))  # a claim is appealed once
         db.execute(update(Claim).where(Claim.id == claim["id"]).values(state=state, changes_requested=False,
                                                                       resolved_at=None))
         try:
