@@ -34,22 +34,26 @@ def each_in_own_transaction(db_session: Session, ids: Iterable[int], fn: Callabl
 
 
 def sweep(db_session: Session, ids: Select, fn: Callable[[Session, int], bool], *, what: str,
-          max_pages: int = 10) -> int:
+          max_pages: int | None = 10, every_page: bool = False) -> int:
     """Read the ids a sweep is due for (``ids`` selects the id column, ordered by it, with a limit), end that
     read, then ``fn`` each in its own transaction; returns how many ``fn`` acted on (it re-checks its item under
     a lock and returns False when another host got there).
 
     A page with failures is followed by the next page (ids after it) in the same run, up to ``max_pages``:
-    items that fail every time would otherwise fill the first page of every run and starve the rest."""
-    id_column, after, acted = ids.selected_columns[0], None, 0
-    for _ in range(max_pages):
+    items that fail every time would otherwise fill the first page of every run and starve the rest. With
+    ``every_page`` every page follows, failures or not: for sweeps whose items can stay due without failing (a
+    closed task still holding what its claims need), which would fill the first page just the same.
+    ``max_pages`` None: no bound."""
+    id_column, after, acted, pages = ids.selected_columns[0], None, 0, 0
+    while max_pages is None or pages < max_pages:
+        pages += 1
         due = db_session.scalars(ids if after is None else ids.where(id_column > after)).all()
         db_session.commit()
         if not due:
             break
         done = each_in_own_transaction(db_session, due, fn, what=what)
         acted += sum(done)
-        if len(done) == len(due):  # no failure: what is left waits for the next run, as it always did
+        if len(done) == len(due) and not every_page:  # no failure: the rest waits for the next run, as always
             break
         after = due[-1]
     return acted

@@ -211,13 +211,18 @@ def _wants_fresh_angle(db_session: Session, ev: Evidence) -> bool:
     return bool(db_session.scalar(select(Task.fresh_angle).where(Task.id == ev.task_id)))
 
 
+def _withdrawn_from(ev: Evidence, user: User) -> bool:
+    """A file its worker withdrew is seen only by that worker and ops: hidden from merchants, also as a match."""
+    return ev.withdrawn_at is not None and user.role == "merchant"
+
+
 def get_for(*, db_session: Session, user: User, evidence_id: int) -> Evidence:
     """Evidence the user may see (through the claim's rules; a withdrawn file only its worker and ops)."""
     ev = db_session.get(Evidence, evidence_id)
     try:
         if ev is not None:
             claims.get_for(db_session=db_session, user=user, claim_id=ev.claim_id)
-            if ev.withdrawn_at is not None and user.role == "merchant":
+            if _withdrawn_from(ev, user):
                 ev = None
     except NotFound:
         ev = None
@@ -280,8 +285,8 @@ def served_match_copy(*, db_session: Session, user: User, evidence_id: int, matc
     if other is not None and match.method.startswith(SAME_SCENE_PREFIX) and user.role == "merchant" \
             and db_session.scalar(select(Task.merchant_id).where(Task.id == other.task_id)) != user.id:
         other = None  # another merchant's photo of the same place is no evidence against this claim: not shown
-    if other is not None and other.withdrawn_at is not None and user.role == "merchant":
-        other = None  # a withdrawn file: only its worker and ops see it (get_for)
+    if other is not None and _withdrawn_from(other, user):
+        other = None
     if other is None or other.kind != "image":
         raise NotFound("This duplicate has no image preview.", code="no_preview")
     return _preview(other.sha256, max_side)

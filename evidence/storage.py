@@ -178,8 +178,7 @@ class LocalBlobStore:
     def _make_dirs(self, folder: Path) -> list[Path]:
         """The fan-out directories down to ``folder``, made where missing; those this call made, deepest last."""
         made = []
-        for depth in (2, 1, 0):
-            d = folder.parents[depth - 1] if depth else folder
+        for d in (folder.parent.parent, folder.parent, folder):  # the root, then its two levels of fan-out
             if not d.is_dir():
                 d.mkdir(parents=True, exist_ok=True, mode=0o700)
                 made.append(d)

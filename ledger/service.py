@@ -59,13 +59,17 @@ def _require_covered(acc: LedgerAccount, amount: int) -> None:
                                 balance_fen=acc.balance_fen, needed_fen=-amount)
 
 
+def posted(db_session: Session, kind: str, cause: tuple[str, int]) -> LedgerTransaction | None:
+    """The transaction of ``kind`` already recorded for ``cause`` (each is recorded once), if any."""
+    return db_session.scalar(select(LedgerTransaction).where(
+        LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause[0], LedgerTransaction.cause_id == cause[1]))
+
+
 def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, legs: list[Leg],
              memo: str = "") -> LedgerTransaction:
     """The one place postings are written: balanced, never negative, once per (kind, cause)."""
     _require_balanced(legs)
-    if db_session.scalar(select(LedgerTransaction.id).where(
-            LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause_type,
-            LedgerTransaction.cause_id == cause_id)) is not None:
+    if posted(db_session, kind, (cause_type, cause_id)) is not None:
         raise AlreadyPosted(f"{kind} for {cause_type} {cause_id} is already recorded.")
     rows = lock_accounts(db_session, {a for a, _ in legs})
     for acc_id, amount in legs:
@@ -152,9 +156,7 @@ def deposit(*, db_session: Session, merchant_id: int, amount_fen: int, provider:
     result = provider.charge(idempotency_key=deposit_provider_key(merchant_id, idempotency_key, cause_id),
                              payer_id=merchant_id, amount_fen=amount_fen)
     cause = ("provider_charge", charge_cause_id(result.reference))
-    done = db_session.scalar(select(LedgerTransaction).where(
-        LedgerTransaction.kind == "deposit", LedgerTransaction.cause_type == cause[0],
-        LedgerTransaction.cause_id == cause[1]))
+    done = posted(db_session, "deposit", cause)
     if done is not None:
         return done
     dst = account(db_session, merchant_id, "merchant_deposit" if security else "merchant_available")

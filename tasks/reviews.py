@@ -1,7 +1,6 @@
 """Ops' side of acceptance: the spot-check queue and verdicts, appeals and their decisions."""
 from __future__ import annotations
 
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -12,7 +11,6 @@ from core.models import utcnow
 from tasks import claims, credit, hooks
 from tasks.acceptance import accept
 from tasks.models import APPEAL_WINDOW, Appeal, Claim, SpotCheck, Task
-
 
 
 def _lock_open(db_session: Session, stmt, noun: str, code: str):

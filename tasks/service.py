@@ -13,7 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from accounts.models import User
 from accounts.service import require_role
-from core.batch import each_in_own_transaction, sweep
+from core.batch import sweep
 from core.errors import InvalidInput
 from core.config import get_settings
 from core.models import utcnow
@@ -221,15 +221,8 @@ def release_reserves(*, db_session: Session, limit: int = 200) -> int:
     twice and on several hosts (the task's row lock; the figure moves atomically with the release). Every such
     task is looked at, page after page: those still holding what their claims need would otherwise fill the
     first page of every run."""
-    after, acted = 0, 0
-    while True:
-        due = db_session.scalars(select(Task.id).where(Task.state == "closed", Task.escrow_fen > 0, Task.id > after)
-                                 .order_by(Task.id).limit(limit)).all()
-        db_session.commit()
-        if not due:
-            return acted
-        acted += sum(each_in_own_transaction(db_session, due, _release_reserve_one, what="release_task_reserve"))
-        after = due[-1]
+    due = select(Task.id).where(Task.state == "closed", Task.escrow_fen > 0).order_by(Task.id).limit(limit)
+    return sweep(db_session, due, _release_reserve_one, what="release_task_reserve", max_pages=None, every_page=True)
 
 
 def _release_reserve_one(db_session: Session, task_id: int) -> bool:

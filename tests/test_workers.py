@@ -216,16 +216,14 @@ def _slow(*, db_session, marker: str, seconds: float) -> None:
 
 
 def _queued_job_ids(queue: str = "default") -> dict[int, bytes]:
-    """The run_job messages waiting on a Celery queue in Redis, by job id (kombu's JSON envelope, body base64)."""
-    import base64
-    import json
+    """The run_job messages waiting on a Celery queue in Redis, by job id, with their raw bytes (to remove one)."""
+    from workers.broker import job_id_of
 
     out = {}
     for raw in get_redis().lrange(queue, 0, -1):
-        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        args = body[0] if isinstance(body, list) else body.get("args", [])
-        if args:
-            out[int(args[0])] = raw
+        job_id = job_id_of(raw)
+        if job_id is not None:
+            out[job_id] = raw
     return out
 
 
