@@ -405,3 +405,22 @@ def test_parallel_task_state_changes_leave_a_consistent_audit_trail(server):
     assert trail[-1].to_state == "closed" or any(e.to_state == "closed" for e in trail)
     for before, after in zip(trail, trail[1:]):
         assert after.from_state == before.to_state, trail
+
+
+def test_parallel_appeals_of_one_claim_file_exactly_one(server):
+    """A claim is appealed once: N appeals of one rejected claim released together (different keys) give one 201,
+    the rest 409, and one appeal row."""
+    from tasks.models import Appeal
+
+    claim_id, headers, _ = _claimed(server)
+    with server.session() as s:
+        s.execute(update(Claim).where(Claim.id == claim_id).values(state="rejected", resolved_at=utcnow()))
+        s.commit()
+    n = 8
+    results = release_together(server, n, lambda c, i: c.post(
+        f"/v1/claims/{claim_id}/appeals", json={"reason": f"照片能证明 {i}"},
+        headers={**headers, "Idempotency-Key": f"par-appeal-{i}"}))
+    codes = _codes(results)
+    assert sorted(codes) == [201] + [409] * (n - 1), [r.text for r in results]
+    with server.session() as s:
+        assert s.scalar(select(func.count()).select_from(Appeal).where(Appeal.claim_id == claim_id)) == 1
