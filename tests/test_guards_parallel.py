@@ -424,3 +424,53 @@ def test_parallel_appeals_of_one_claim_file_exactly_one(server):
     assert sorted(codes) == [201] + [409] * (n - 1), [r.text for r in results]
     with server.session() as s:
         assert s.scalar(select(func.count()).select_from(Appeal).where(Appeal.claim_id == claim_id)) == 1
+
+
+def test_a_file_being_checked_is_not_withdrawn_or_sent_again_in_a_lock_cycle(server):
+    """Processing holds its file's row lock from the start and takes claims' locks at the end; withdrawing a file,
+    or sending a withdrawn one again, holds the claim's lock and needs the file's. While a processor holds the file
+    both answer 409 evidence_processing at once (they used to wait, claim held, until PostgreSQL broke the cycle by
+    failing one side); the processor then takes the claim without waiting, and the retry goes through."""
+    import threading
+
+    from sqlalchemy import text
+
+    from evidence.models import Evidence
+
+    worker = _users(server, "worker", 1)[0]
+    headers = _token(server, worker)
+    claim_id = _checked_in_claims(server, headers, 1)[0]
+    photo = PHOTO.read_bytes()
+    with server.http() as c:
+        up = _upload(c, claim_id, headers, photo)
+    assert up.status_code == 201, up.text
+    ev_id = up.json()["id"]
+
+    def withdraw():
+        with server.http() as c:
+            return c.post(f"/v1/evidence/{ev_id}/withdraw", headers=headers)
+
+    def send_again():
+        with server.http() as c:
+            return _upload(c, claim_id, headers, photo)
+
+    for verb, ok in ((withdraw, 200), (send_again, 201)):
+        out: dict = {}
+        processor = server.session()
+        try:
+            processor.execute(select(Evidence.id).where(Evidence.id == ev_id).with_for_update())  # process() begins
+            caller = threading.Thread(target=lambda: out.update(r=verb()), daemon=True)
+            caller.start()
+            caller.join(10)
+            assert not caller.is_alive(), f"{verb.__name__} waited for the file's lock, holding the claim's"
+            r = out["r"]
+            assert r.status_code == 409 and r.json()["code"] == "evidence_processing", r.text
+            assert int(r.headers["Retry-After"]) > 0
+            processor.execute(text("SET LOCAL lock_timeout = '3s'"))
+            processor.execute(select(Claim.id).where(Claim.id == claim_id).with_for_update())  # records matches
+            processor.commit()
+        finally:
+            processor.close()
+        again = verb()
+        assert again.status_code == ok, again.text
+        assert (again.json()["withdrawn_at"] is None) == (verb is send_again)
