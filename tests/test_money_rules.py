@@ -128,6 +128,42 @@ def test_a_deposit_retried_after_its_idempotency_record_expired_is_credited_once
     assert ledger.check(db) == []
 
 
+def test_a_deposit_recorded_before_charge_causes_is_found_by_its_charge_after_migration_0022(client, db):
+    """A deposit recorded before credits were keyed by their provider charge had a sequence number as its cause
+    and the charge only in its memo. Migration 0022 gives it the charge's cause, so a retry of its request after
+    the idempotency record expired returns it instead of crediting the charge a second time."""
+    import importlib
+
+    from sqlalchemy import select, text
+
+    from core.idempotency import IdempotencyRecord
+    from ledger.models import LedgerTransaction
+
+    rekey = importlib.import_module("migrations.versions.0022_deposit_causes_by_charge").REKEY
+    _, m = auth_for(client, db, "merchant")
+
+    def deposit():
+        return client.post("/v1/me/deposits", json={"amount_fen": 250, "purpose": "available"},
+                           headers={**m, "Idempotency-Key": "dep-old"})
+
+    first = deposit()
+    assert first.status_code == 201, first.text
+    txn_id = first.json()["transaction_id"]
+    # As the release before recorded it: cause ("deposit", a sequence number), the charge in the memo.
+    db.execute(update(LedgerTransaction).where(LedgerTransaction.id == txn_id).values(
+        cause_type="deposit", cause_id=text("nextval('ledger_cause_seq')")))
+    db.execute(text(rekey))
+    memo, cause = db.execute(select(LedgerTransaction.memo, LedgerTransaction.cause_id)
+                             .where(LedgerTransaction.id == txn_id)).one()
+    assert cause == ledger.charge_cause_id(memo.removeprefix("provider "))
+    db.execute(update(IdempotencyRecord).where(IdempotencyRecord.key == "dep-old")
+               .values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.commit()
+    again = deposit()
+    assert again.status_code == 201 and again.json()["transaction_id"] == txn_id, again.text
+    assert client.get("/v1/me/wallet", headers=m).json()["balances_fen"]["merchant_available"] == 250
+
+
 def _submitted(client, db, slots: int = 2):
     from tests.fieldwork import STORE as _STORE
 
