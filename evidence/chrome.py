@@ -31,15 +31,23 @@ MIN_PHOTO_SHARE = 0.15  # a shorter run is not trusted to be the photo (a landsc
 # a side removes nearly all of it. Always inset, chrome or not, so an original and its screenshot give the
 # same region.
 INSET_SHARE = 0.02
+# A frame drawn around the photo (a chat bubble's background, a gallery's letterbox): its background lines are
+# uniform to within JPEG's rounding, where even a clear sky or a white wall carries a camera's noise. A run of at
+# least BAND_BACKGROUND such lines of one colour, on two opposite sides and each at least MIN_FRAME_SHARE of the
+# image, is a frame.
+UNIFORM_TOLERANCE = 2
+UNIFORM_SHARE = 0.97
+MIN_FRAME_SHARE = 0.03
 
 
-def _flat(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per line (row of ``lines``): whether most pixels lie within FLAT_TOLERANCE of the line's median, and that
-    median. Judged from ~SAMPLES evenly spaced pixels of each line (a share is as well measured from 128 pixels
-    as from 512, and the medians cost a quarter)."""
+def _flat(lines: np.ndarray, tolerance: int = FLAT_TOLERANCE,
+          share: float = FLAT_SHARE) -> tuple[np.ndarray, np.ndarray]:
+    """Per line (row of ``lines``): whether at least ``share`` of its pixels lie within ``tolerance`` of the line's
+    median, and that median. Judged from ~SAMPLES evenly spaced pixels of each line (a share is as well measured
+    from 128 pixels as from 512, and the medians cost a quarter)."""
     sampled = np.ascontiguousarray(lines[:, :: max(1, lines.shape[1] // SAMPLES)]).astype(np.int16)
     med = np.sort(sampled, axis=1)[:, sampled.shape[1] // 2, None]
-    return (np.abs(sampled - med) <= FLAT_TOLERANCE).mean(axis=1) >= FLAT_SHARE, med[:, 0]
+    return (np.abs(sampled - med) <= tolerance).mean(axis=1) >= share, med[:, 0]
 
 
 def _from_edge(mask: np.ndarray, med: np.ndarray) -> int:
@@ -73,10 +81,61 @@ def _strip(mask: np.ndarray, med: np.ndarray) -> tuple[int, int]:
     return (start, end) if end - start >= MIN_PHOTO_SHARE * len(mask) else (0, len(mask))
 
 
+def _frame_end(uniform: np.ndarray, med: np.ndarray, limit: int) -> int:
+    """Where the last run of at least BAND_BACKGROUND uniform lines of one colour that lies within the first
+    ``limit`` lines ends (0 if there is none): the frame's inner edge on this side."""
+    end = i = 0
+    while i < limit:
+        j = i
+        while j < limit and uniform[j] and abs(int(med[j]) - int(med[i])) <= FLAT_TOLERANCE:
+            j += 1
+        if j - i >= BAND_BACKGROUND:
+            end = j
+        i = max(j, i + 1)
+    return end
+
+
+def _frame_axis(lines: np.ndarray) -> tuple[int, int]:
+    """The frame's inner edges along one axis: within what the stripping takes from each end (bars, background,
+    and whatever flat edge of the photo follows), only up to the last run of uniform lines."""
+    n = len(lines)
+    mask, med = _flat(lines)
+    start, stop = _from_edge(mask, med), n - _from_edge(mask[::-1], med[::-1])
+    uniform, umed = _flat(lines, UNIFORM_TOLERANCE, UNIFORM_SHARE)
+    return _frame_end(uniform, umed, start), n - _frame_end(uniform[::-1], umed[::-1], n - stop)
+
+
+def _framed(a: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) inside a drawn frame around the photo, or None without one."""
+    rows, cols = a.shape
+    top, bottom = _frame_axis(a)
+    if bottom - top < MIN_PHOTO_SHARE * rows:
+        return None
+    left, right = _frame_axis(a[top:bottom].T)
+    if right - left < MIN_PHOTO_SHARE * cols:
+        return None
+    if min(top, rows - bottom) < MIN_FRAME_SHARE * rows and min(left, cols - right) < MIN_FRAME_SHARE * cols:
+        return None
+    return left, top, right, bottom
+
+
 def photo_box(arr: np.ndarray) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of the photo inside a screenshot's chrome; the whole image if there is none."""
+    """(left, top, right, bottom) of the photo inside a screenshot's chrome; the whole image if there is none.
+
+    Inside a drawn frame (``_framed``: a chat bubble's photo, a letterboxed gallery view) the box is the frame's
+    inside, the photo whole, as its original is hashed whole: stripping the photo's own flat edges there as well
+    cut them at the screenshot's scale, not as the original's are cut (a band's allowance is a share of the
+    screen, not of the photo; a row's flatness takes in the chat background beside the photo), and 6 of 300
+    rounded chat screenshots of generated scenes ended 14-18 bits from their original, past the index's reach of
+    12 (none now). Without a frame (every camera photo: a camera's noise is never uniform) the stripped box, as
+    before, so the stored hashes of files processed before frames were told apart are what a new upload
+    computes."""
     a = np.asarray(arr)
-    top, bottom = _strip(*_flat(a))
-    left, right = _strip(*_flat(a[top:bottom].T))
+    framed = _framed(a)
+    if framed is not None:
+        left, top, right, bottom = framed
+    else:
+        top, bottom = _strip(*_flat(a))
+        left, right = _strip(*_flat(a[top:bottom].T))
     dx, dy = int((right - left) * INSET_SHARE), int((bottom - top) * INSET_SHARE)
     return left + dx, top + dy, right - dx, bottom - dy
