@@ -40,14 +40,16 @@ UNIFORM_SHARE = 0.97
 MIN_FRAME_SHARE = 0.03
 
 
-def _flat(lines: np.ndarray, tolerance: int = FLAT_TOLERANCE,
-          share: float = FLAT_SHARE) -> tuple[np.ndarray, np.ndarray]:
-    """Per line (row of ``lines``): whether at least ``share`` of its pixels lie within ``tolerance`` of the line's
-    median, and that median. Judged from ~SAMPLES evenly spaced pixels of each line (a share is as well measured
-    from 128 pixels as from 512, and the medians cost a quarter)."""
+def _lines(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per line (row of ``lines``): whether it is flat (FLAT_SHARE of its pixels within FLAT_TOLERANCE of the
+    line's median), whether it is uniform (UNIFORM_SHARE within UNIFORM_TOLERANCE: drawn), and that median. Judged
+    from ~SAMPLES evenly spaced pixels of each line (a share is as well measured from 128 pixels as from 512, and
+    the medians cost a quarter), sorted once for both."""
     sampled = np.ascontiguousarray(lines[:, :: max(1, lines.shape[1] // SAMPLES)]).astype(np.int16)
     med = np.sort(sampled, axis=1)[:, sampled.shape[1] // 2, None]
-    return (np.abs(sampled - med) <= tolerance).mean(axis=1) >= share, med[:, 0]
+    off = np.abs(sampled - med)
+    return ((off <= FLAT_TOLERANCE).mean(axis=1) >= FLAT_SHARE, (off <= UNIFORM_TOLERANCE).mean(axis=1) >= UNIFORM_SHARE,
+            med[:, 0])
 
 
 def _from_edge(mask: np.ndarray, med: np.ndarray) -> int:
@@ -75,12 +77,6 @@ def _from_edge(mask: np.ndarray, med: np.ndarray) -> int:
     return i
 
 
-def _strip(mask: np.ndarray, med: np.ndarray) -> tuple[int, int]:
-    """Start and end of the photo along one axis; the whole range when what is left is too short to trust."""
-    start, end = _from_edge(mask, med), len(mask) - _from_edge(mask[::-1], med[::-1])
-    return (start, end) if end - start >= MIN_PHOTO_SHARE * len(mask) else (0, len(mask))
-
-
 def _frame_end(uniform: np.ndarray, med: np.ndarray, limit: int) -> int:
     """Where the last run of at least BAND_BACKGROUND uniform lines of one colour that lies within the first
     ``limit`` lines ends (0 if there is none): the frame's inner edge on this side."""
@@ -95,47 +91,43 @@ def _frame_end(uniform: np.ndarray, med: np.ndarray, limit: int) -> int:
     return end
 
 
-def _frame_axis(lines: np.ndarray) -> tuple[int, int]:
-    """The frame's inner edges along one axis: within what the stripping takes from each end (bars, background,
-    and whatever flat edge of the photo follows), only up to the last run of uniform lines."""
+def _axis(lines: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Along one axis: where the stripping puts the photo (start and end of what is left; the whole range when that
+    is too short to trust), and the frame's inner edges: within what the stripping takes from each end (bars,
+    background, and whatever flat edge of the photo follows), up to the last run of uniform lines only."""
     n = len(lines)
-    mask, med = _flat(lines)
-    start, stop = _from_edge(mask, med), n - _from_edge(mask[::-1], med[::-1])
-    uniform, umed = _flat(lines, UNIFORM_TOLERANCE, UNIFORM_SHARE)
-    return _frame_end(uniform, umed, start), n - _frame_end(uniform[::-1], umed[::-1], n - stop)
-
-
-def _framed(a: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom) inside a drawn frame around the photo, or None without one."""
-    rows, cols = a.shape
-    top, bottom = _frame_axis(a)
-    if bottom - top < MIN_PHOTO_SHARE * rows:
-        return None
-    left, right = _frame_axis(a[top:bottom].T)
-    if right - left < MIN_PHOTO_SHARE * cols:
-        return None
-    if min(top, rows - bottom) < MIN_FRAME_SHARE * rows and min(left, cols - right) < MIN_FRAME_SHARE * cols:
-        return None
-    return left, top, right, bottom
+    flat, uniform, med = _lines(lines)
+    start, stop = _from_edge(flat, med), n - _from_edge(flat[::-1], med[::-1])
+    frame = _frame_end(uniform, med, start), n - _frame_end(uniform[::-1], med[::-1], n - stop)
+    return ((start, stop) if stop - start >= MIN_PHOTO_SHARE * n else (0, n)), frame
 
 
 def photo_box(arr: np.ndarray) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the photo inside a screenshot's chrome; the whole image if there is none.
 
-    Inside a drawn frame (``_framed``: a chat bubble's photo, a letterboxed gallery view) the box is the frame's
-    inside, the photo whole, as its original is hashed whole: stripping the photo's own flat edges there as well
-    cut them at the screenshot's scale, not as the original's are cut (a band's allowance is a share of the
-    screen, not of the photo; a row's flatness takes in the chat background beside the photo), and 6 of 300
-    rounded chat screenshots of generated scenes ended 14-18 bits from their original, past the index's reach of
-    12 (none now). Without a frame (every camera photo: a camera's noise is never uniform) the stripped box, as
-    before, so the stored hashes of files processed before frames were told apart are what a new upload
-    computes."""
-    a = np.asarray(arr)
-    framed = _framed(a)
-    if framed is not None:
-        left, top, right, bottom = framed
-    else:
-        top, bottom = _strip(*_flat(a))
-        left, right = _strip(*_flat(a[top:bottom].T))
+    Inside a drawn frame (a chat bubble's photo, a letterboxed gallery view: runs of uniform lines on two opposite
+    sides, each at least MIN_FRAME_SHARE) the box is the frame's inside, the photo whole, as its original is hashed
+    whole: stripping the photo's own flat edges there as well cut them at the screenshot's scale, not as the
+    original's are cut (a band's allowance is a share of the screen, not of the photo; a row's flatness takes in
+    the chat background beside the photo), and 6 of 300 rounded chat screenshots of generated scenes ended 14-18
+    bits from their original, past the index's reach of 12 (none now). Without a frame (every camera photo: a
+    camera's noise is never uniform) the stripped box, as before, so the stored hashes of files processed before
+    frames were told apart are what a new upload computes."""
+    stripped, frame = _boxes(np.asarray(arr))
+    left, top, right, bottom = frame or stripped
     dx, dy = int((right - left) * INSET_SHARE), int((bottom - top) * INSET_SHARE)
     return left + dx, top + dy, right - dx, bottom - dy
+
+
+Box = tuple[int, int, int, int]
+
+
+def _boxes(a: np.ndarray) -> tuple[Box, Box | None]:
+    """The photo as the stripping finds it, and inside its drawn frame (None without one), before the inset."""
+    rows, cols = a.shape
+    (top, bottom), (frame_top, frame_bottom) = _axis(a)
+    (left, right), (frame_left, frame_right) = _axis(a[top:bottom].T)
+    sides = min(frame_top, rows - frame_bottom) / rows, min(frame_left, cols - frame_right) / cols
+    framed = (max(sides) >= MIN_FRAME_SHARE and frame_bottom - frame_top >= MIN_PHOTO_SHARE * rows
+              and frame_right - frame_left >= MIN_PHOTO_SHARE * cols)
+    return (left, top, right, bottom), ((frame_left, frame_top, frame_right, frame_bottom) if framed else None)

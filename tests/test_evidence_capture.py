@@ -336,12 +336,12 @@ def test_a_drawn_frame_gives_the_photo_whole_and_no_camera_photo_has_one():
     """A chat bubble's or a letterboxed gallery's background is drawn: uniform lines on two opposite sides, inside
     which the box is the photo's own rectangle (less the 2 % inset). A camera's photo never has such a frame (its
     noise is never uniform), so its box is the stripped one it always had and stored hashes stay valid."""
-    from evidence.chrome import INSET_SHARE, _framed
+    from evidence.chrome import INSET_SHARE, _boxes
 
     for i in range(24):
         img = photos.scene(i) if i % 2 else photos.storefront(zlib.crc32(f"shop-{i}".encode()), i)
         original = photos.camera_jpeg(img, T0)
-        assert _framed(np.asarray(load_grey(original))) is None, i
+        assert _boxes(np.asarray(load_grey(original)))[1] is None, i
         for style in ("rounded", "letterbox"):
             grey = np.asarray(load_grey(jpeg(phone_screenshot(Image.open(io.BytesIO(original)), style))))
             scale = grey.shape[1] / 720  # the screen (720 x 1560) as the working image holds it
