@@ -31,13 +31,17 @@ MIN_PHOTO_SHARE = 0.15  # a shorter run is not trusted to be the photo (a landsc
 # a side removes nearly all of it. Always inset, chrome or not, so an original and its screenshot give the
 # same region.
 INSET_SHARE = 0.02
-# A frame drawn around the photo (a chat bubble's background, a gallery's letterbox): its background lines are
-# uniform to within JPEG's rounding, where even a clear sky or a white wall carries a camera's noise. A run of at
+# A frame drawn around the photo (a chat bubble's background): its background lines are uniform to within JPEG's
+# rounding, where even a clear sky or a white wall carries a camera's noise. A run of at
 # least BAND_BACKGROUND such lines of one colour, on two opposite sides and each at least MIN_FRAME_SHARE of the
 # image, is a frame.
 UNIFORM_TOLERANCE = 2
 UNIFORM_SHARE = 0.97
 MIN_FRAME_SHARE = 0.03
+# Uniform runs at the ends of the range do not frame: a camera clips a blown-out sky or a crushed shadow to exactly
+# 255 or 0 (uniform, on both sides of a backlit or night photo), and a letterbox's black bars are stripped well
+# as they always were. A chat's background is drawn in a colour (light grey, dark mode's near-black).
+CLIPPED = 3
 
 
 def _lines(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,14 +82,14 @@ def _from_edge(mask: np.ndarray, med: np.ndarray) -> int:
 
 
 def _frame_end(uniform: np.ndarray, med: np.ndarray, limit: int) -> int:
-    """Where the last run of at least BAND_BACKGROUND uniform lines of one colour that lies within the first
-    ``limit`` lines ends (0 if there is none): the frame's inner edge on this side."""
+    """Where the last run of at least BAND_BACKGROUND uniform lines of one colour, not clipped, that lies within
+    the first ``limit`` lines ends (0 if there is none): the frame's inner edge on this side."""
     end = i = 0
     while i < limit:
         j = i
         while j < limit and uniform[j] and abs(int(med[j]) - int(med[i])) <= FLAT_TOLERANCE:
             j += 1
-        if j - i >= BAND_BACKGROUND:
+        if j - i >= BAND_BACKGROUND and CLIPPED < med[i] < 255 - CLIPPED:
             end = j
         i = max(j, i + 1)
     return end
@@ -105,14 +109,15 @@ def _axis(lines: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
 def photo_box(arr: np.ndarray) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) of the photo inside a screenshot's chrome; the whole image if there is none.
 
-    Inside a drawn frame (a chat bubble's photo, a letterboxed gallery view: runs of uniform lines on two opposite
-    sides, each at least MIN_FRAME_SHARE) the box is the frame's inside, the photo whole, as its original is hashed
-    whole: stripping the photo's own flat edges there as well cut them at the screenshot's scale, not as the
-    original's are cut (a band's allowance is a share of the screen, not of the photo; a row's flatness takes in
-    the chat background beside the photo), and 6 of 300 rounded chat screenshots of generated scenes ended 14-18
-    bits from their original, past the index's reach of 12 (none now). Without a frame (every camera photo: a
-    camera's noise is never uniform) the stripped box, as before, so the stored hashes of files processed before
-    frames were told apart are what a new upload computes."""
+    Inside a drawn frame (a chat bubble's photo: runs of uniform lines of a colour on two opposite sides, each at
+    least MIN_FRAME_SHARE; not clipped black or white: CLIPPED) the box is the frame's inside, the photo whole, as
+    its original is hashed whole: stripping the photo's own flat edges there as well cut them at the screenshot's
+    scale, not as the original's are cut (a band's allowance is a share of the screen, not of the photo; a row's
+    flatness takes in the chat background beside the photo), and 6 of 300 rounded chat screenshots of generated scenes ended 14-18
+    bits from their original, past the index's reach of 12 (none now). Without a frame (camera photos: a camera's
+    noise is never uniform but where it clips) the stripped box, as before, so the stored hashes of files processed
+    before frames were told apart are what a new upload computes (those of screenshots stored before are not
+    recomputed: a new screenshot of the same photo still meets them in the other regions)."""
     stripped, frame = _boxes(np.asarray(arr))
     left, top, right, bottom = frame or stripped
     dx, dy = int((right - left) * INSET_SHARE), int((bottom - top) * INSET_SHARE)

@@ -55,7 +55,7 @@ def upload(*, db_session: Session, worker: User, claim_id: int, staged: StagedBl
     existing = db_session.scalar(select(Evidence).where(Evidence.claim_id == claim_id, Evidence.sha256 == info.sha256))
     if existing is not None:  # the same file twice on one claim is one piece of evidence
         if existing.withdrawn_at is not None:  # taken back, now sent again: it counts again
-            _lock_file(db_session, existing)
+            _lock_file_now(db_session, existing)
             existing.withdrawn_at = None
             db_session.commit()
         return existing
@@ -307,32 +307,35 @@ def for_claim(*, db_session: Session, user: User, claim_id: int) -> list[Evidenc
 
 def withdraw(*, db_session: Session, worker: User, evidence_id: int) -> Evidence:
     """The worker takes a file back before submitting (delete or retake). Decided under the claim's row lock,
-    which submit also takes, so a file is never withdrawn from a claim being submitted; a file being checked
-    right now is refused at once (``_lock_file``)."""
-    ev = get_for(db_session=db_session, user=worker, evidence_id=evidence_id)
+    which submit also takes, so a file is never withdrawn from a claim being submitted. The file's own lock is
+    taken first, in the order processing takes them (its file, then claims): a withdraw waits for the file's
+    check to finish instead of closing a lock cycle with it."""
+    get_for(db_session=db_session, user=worker, evidence_id=evidence_id)  # whose it is, before any lock
+    ev = db_session.scalars(select(Evidence).where(Evidence.id == evidence_id).with_for_update(key_share=True)
+                            .execution_options(populate_existing=True)).one()
     found = claims.get_own(db_session=db_session, worker=worker, claim_id=ev.claim_id, for_update=True)
     if found.state not in ("checked_in", "changes_requested"):
         raise Conflict(f"Files can be removed only before submission; the claim is {found.state}.",
                        code="evidence_locked")
     if ev.withdrawn_at is None:
-        _lock_file(db_session, ev)
         ev.withdrawn_at = utcnow()
     db_session.commit()
     return ev
 
 
 class FileBeingChecked(EvidencePending):
-    detail = "This file is being checked right now; try again in a moment."
+    detail = "This file is being checked right now; send it again in a moment."
 
 
-def _lock_file(db_session: Session, ev: Evidence) -> None:
-    """The file's row lock, taken after its claim's (withdraw, a withdrawn file sent again). Processing holds its
-    file's lock from the start, then locks claims and other files' rows to record matches: waiting here, the
-    claim's lock held, would close a cycle that PostgreSQL breaks by failing one side. A file locked now is
-    refused at once instead (409 evidence_processing, Retry-After): the phone retries in a moment."""
+def _lock_file_now(db_session: Session, ev: Evidence) -> None:
+    """The file's row lock, taken after its claim's (a withdrawn file sent again: the upload holds the claim from
+    its start). Processing holds its file's lock from the start, then locks claims: waiting here, the claim's lock
+    held, would close a cycle that PostgreSQL breaks by failing one side. A file locked now is refused at once
+    instead (409 evidence_processing, Retry-After). FOR NO KEY UPDATE: the key-share locks other files' processing
+    takes on it (their match rows refer to it) do not refuse it."""
     try:
-        with db_session.begin_nested():  # only this read is undone: the caller's transaction stays usable
-            db_session.execute(select(Evidence.id).where(Evidence.id == ev.id).with_for_update(nowait=True))
+        db_session.execute(select(Evidence.id).where(Evidence.id == ev.id).with_for_update(nowait=True,
+                                                                                         key_share=True))
     except OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
             raise FileBeingChecked(retry_after_s=2) from exc

@@ -426,11 +426,13 @@ def test_parallel_appeals_of_one_claim_file_exactly_one(server):
         assert s.scalar(select(func.count()).select_from(Appeal).where(Appeal.claim_id == claim_id)) == 1
 
 
-def test_a_file_being_checked_is_not_withdrawn_or_sent_again_in_a_lock_cycle(server):
-    """Processing holds its file's row lock from the start and takes claims' locks at the end; withdrawing a file,
-    or sending a withdrawn one again, holds the claim's lock and needs the file's. While a processor holds the file
-    both answer 409 evidence_processing at once (they used to wait, claim held, until PostgreSQL broke the cycle by
-    failing one side); the processor then takes the claim without waiting, and the retry goes through."""
+def test_a_file_being_checked_is_withdrawn_or_sent_again_without_a_lock_cycle(server):
+    """Processing holds its file's row lock from the start and takes claims' locks at the end. Withdrawing a file
+    takes the file's lock first, in that order: it waits for the check, holding nothing the processor needs, and
+    goes through once the check ends. Sending a withdrawn file again holds the claim from the upload's start: while
+    a processor holds the file it answers 409 evidence_processing at once. Before, both waited for the file with the
+    claim held, until PostgreSQL broke the cycle by failing one side; here the processor takes the claim without
+    waiting (lock_timeout 3 s), or the test fails."""
     import threading
 
     from sqlalchemy import text
@@ -454,23 +456,27 @@ def test_a_file_being_checked_is_not_withdrawn_or_sent_again_in_a_lock_cycle(ser
         with server.http() as c:
             return _upload(c, claim_id, headers, photo)
 
-    for verb, ok in ((withdraw, 200), (send_again, 201)):
+    def while_checked(verb, waits: bool):
         out: dict = {}
         processor = server.session()
         try:
             processor.execute(select(Evidence.id).where(Evidence.id == ev_id).with_for_update())  # process() begins
             caller = threading.Thread(target=lambda: out.update(r=verb()), daemon=True)
             caller.start()
-            caller.join(10)
-            assert not caller.is_alive(), f"{verb.__name__} waited for the file's lock, holding the claim's"
-            r = out["r"]
-            assert r.status_code == 409 and r.json()["code"] == "evidence_processing", r.text
-            assert int(r.headers["Retry-After"]) > 0
+            caller.join(1.5)
+            assert caller.is_alive() == waits, out
             processor.execute(text("SET LOCAL lock_timeout = '3s'"))
             processor.execute(select(Claim.id).where(Claim.id == claim_id).with_for_update())  # records matches
             processor.commit()
         finally:
             processor.close()
-        again = verb()
-        assert again.status_code == ok, again.text
-        assert (again.json()["withdrawn_at"] is None) == (verb is send_again)
+        caller.join(30)
+        return out["r"]
+
+    done = while_checked(withdraw, waits=True)
+    assert done.status_code == 200 and done.json()["withdrawn_at"], done.text
+    refused = while_checked(send_again, waits=False)
+    assert refused.status_code == 409 and refused.json()["code"] == "evidence_processing", refused.text
+    assert int(refused.headers["Retry-After"]) > 0
+    again = send_again()
+    assert again.status_code == 201 and again.json()["withdrawn_at"] is None, again.text

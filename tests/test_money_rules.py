@@ -163,6 +163,24 @@ def test_a_deposit_recorded_before_charge_causes_is_found_by_its_charge_after_mi
     assert again.status_code == 201 and again.json()["transaction_id"] == txn_id, again.text
     assert client.get("/v1/me/wallet", headers=m).json()["balances_fen"]["merchant_available"] == 250
 
+    # The SQL's number is Python's for a charge whose hash has its top bit set and one where it is clear (a signed
+    # shift would differ on the first); of two old credits of one charge, only the first is re-keyed.
+    refs = {"legacy-charge-1": 2, "legacy-charge-0": 1}  # sha256 begins 0b1... and 0b0...
+    rows = [LedgerTransaction(kind="deposit", cause_type="deposit", cause_id=-(k + 1) * 1000 - n, memo=f"provider {ref}")
+            for k, (ref, count) in enumerate(refs.items()) for n in range(count)]
+    db.add_all(rows)
+    db.flush()
+    db.execute(text(rekey))
+    try:
+        for ref, count in refs.items():
+            mine = sorted((r for r in rows if r.memo == f"provider {ref}"), key=lambda r: r.id)
+            got = [db.execute(select(LedgerTransaction.cause_type, LedgerTransaction.cause_id)
+                              .where(LedgerTransaction.id == r.id)).one() for r in mine]
+            assert got[0] == ("provider_charge", ledger.charge_cause_id(ref)), (ref, got)
+            assert all(g.cause_type == "deposit" for g in got[1:]), (ref, got)  # left, and listed by the migration
+    finally:
+        db.rollback()
+
 
 def _submitted(client, db, slots: int = 2):
     from tests.fieldwork import STORE as _STORE

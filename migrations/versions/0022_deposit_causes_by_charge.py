@@ -5,12 +5,15 @@ the SHA-256 of the charge's reference; ledger.service.charge_cause_id), so a req
 record expired gets the deposit already recorded back instead of a second credit. Deposits recorded before that
 rule had a sequence number as their cause ("deposit", n) and the reference only in their memo ("provider <ref>"):
 a retry of one of those, with the same amount, would not find it and would credit the charge again. They get the
-charge's cause here. Where two old transactions share one charge (a double credit made before the rule), only the
-first is re-keyed (the cause is unique); `fieldproof ledger check` and the provider's statement show the other.
+charge's cause here. Where two old transactions share one charge (a double credit made before the rule), or an
+old one's charge already has a credit recorded the new way, only one can hold the cause (it is unique): the others
+keep their old cause and are listed in the migration's output (transaction ids and the charge), for finance to
+check against the provider's statement; `fieldproof ledger check` does not see them (each is balanced).
 
 Revision ID: 0022_deposit_causes_by_charge
 Revises: 0021_claim_event_reason_text
 """
+import sqlalchemy as sa
 from alembic import op
 
 revision = '0022_deposit_causes_by_charge'
@@ -34,8 +37,20 @@ UPDATE ledger_transaction t SET cause_type = 'provider_charge', cause_id = c.cha
 """
 
 
+# Old deposits still under their old cause after REKEY: a second credit of one charge.
+LEFT = """
+SELECT id, substr(memo, 10) FROM ledger_transaction
+ WHERE kind = 'deposit' AND cause_type = 'deposit' AND memo LIKE 'provider %' ORDER BY id
+"""
+
+
 def upgrade() -> None:
     op.execute(REKEY)
+    left = op.get_bind().execute(sa.text(LEFT)).all()
+    if left:
+        print(f"0022: {len(left)} deposit(s) share a provider charge with another credit and keep their old cause; "
+              "check them against the provider's statement: " + ", ".join(f"transaction {i} (charge {ref})"
+                                                                       for i, ref in left[:50]))
 
 
 def downgrade() -> None:
