@@ -52,8 +52,8 @@ def _lines(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sampled = np.ascontiguousarray(lines[:, :: max(1, lines.shape[1] // SAMPLES)]).astype(np.int16)
     med = np.sort(sampled, axis=1)[:, sampled.shape[1] // 2, None]
     off = np.abs(sampled - med)
-    return ((off <= FLAT_TOLERANCE).mean(axis=1) >= FLAT_SHARE, (off <= UNIFORM_TOLERANCE).mean(axis=1) >= UNIFORM_SHARE,
-            med[:, 0])
+    flat = (off <= FLAT_TOLERANCE).mean(axis=1) >= FLAT_SHARE
+    return flat, (off <= UNIFORM_TOLERANCE).mean(axis=1) >= UNIFORM_SHARE, med[:, 0]
 
 
 def _from_edge(mask: np.ndarray, med: np.ndarray) -> int:
@@ -113,11 +113,11 @@ def photo_box(arr: np.ndarray) -> tuple[int, int, int, int]:
     least MIN_FRAME_SHARE; not clipped black or white: CLIPPED) the box is the frame's inside, the photo whole, as
     its original is hashed whole: stripping the photo's own flat edges there as well cut them at the screenshot's
     scale, not as the original's are cut (a band's allowance is a share of the screen, not of the photo; a row's
-    flatness takes in the chat background beside the photo), and 6 of 300 rounded chat screenshots of generated scenes ended 14-18
-    bits from their original, past the index's reach of 12 (none now). Without a frame (camera photos: a camera's
-    noise is never uniform but where it clips) the stripped box, as before, so the stored hashes of files processed
-    before frames were told apart are what a new upload computes (those of screenshots stored before are not
-    recomputed: a new screenshot of the same photo still meets them in the other regions)."""
+    flatness takes in the chat background beside the photo), and 6 of 300 rounded chat screenshots of generated
+    scenes ended 14-18 bits from their original, past the index's reach of 12 (none now). Without a frame (camera
+    photos: a camera's noise is never uniform but where it clips) the stripped box, as before, so the stored hashes
+    of files processed before frames were told apart are what a new upload computes (those of screenshots stored
+    before are not recomputed: a new screenshot of the same photo still meets them in the other regions)."""
     stripped, frame = _boxes(np.asarray(arr))
     left, top, right, bottom = frame or stripped
     dx, dy = int((right - left) * INSET_SHARE), int((bottom - top) * INSET_SHARE)

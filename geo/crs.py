@@ -167,11 +167,17 @@ def _shifted(lon: np.ndarray, lat: np.ndarray, src: str) -> np.ndarray:
     return out
 
 
+@lru_cache
+def _padded_bounds() -> tuple[float, float, float, float]:
+    west, south, east, north = _outline().bounds
+    return west - _PAD_DEG, south - _PAD_DEG, east + _PAD_DEG, north + _PAD_DEG
+
+
 def _near_china(lon, lat):
     """Within the outline's bounds padded by _PAD_DEG: farther out no point is shifted (and near the poles the
-    formulas' cos(lat) overflows)."""
-    west, south, east, north = _outline().bounds
-    return (west - _PAD_DEG <= lon) & (lon <= east + _PAD_DEG) & (south - _PAD_DEG <= lat) & (lat <= north + _PAD_DEG)
+    formulas' cos(lat) overflows). The bounds are read once per process: every check-in converts its fix."""
+    west, south, east, north = _padded_bounds()
+    return (west <= lon) & (lon <= east) & (south <= lat) & (lat <= north)
 
 
 def convert_arrays(lon, lat, src: str, dst: str) -> tuple[np.ndarray, np.ndarray]:

@@ -48,11 +48,12 @@ def confirm(*, db_session: Session, merchant: User, claim_id: int) -> Claim:
     """The merchant confirms the work; then it is sampled for a spot check or accepted and paid. Not while its
     files are still being checked (409 evidence_processing): the verdicts are what the merchant confirms on."""
     found, task = _merchant_claim(db_session, merchant, claim_id)
-    if _checks_running(db_session, claim_id):
+    running, unchecked = _evidence_checks(db_session, claim_id)
+    if running:
         raise EvidencePending(retry_after_s=10)
     claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=merchant.id,
                               confirmed_at=utcnow())
-    claim = _after_confirmation(db_session, claim, task, actor_id=merchant.id)
+    claim = _after_confirmation(db_session, claim, task, actor_id=merchant.id, unchecked=unchecked)
     db_session.commit()
     return claim
 
@@ -104,11 +105,12 @@ def _auto_confirm_one(db_session: Session, claim_id: int) -> bool:
                                .with_for_update(skip_locked=True))
     if locked is None:  # the merchant or another beat host got there first
         return False
-    if _checks_running(db_session, claim_id):  # confirmed by a later run, once its files are checked
+    running, unchecked = _evidence_checks(db_session, claim_id)
+    if running:  # confirmed by a later run, once its files are checked
         return False
     claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=None,
                               reason="auto-confirmed: no merchant action in time", confirmed_at=utcnow())
-    _after_confirmation(db_session, claim, db_session.get(Task, claim.task_id), actor_id=None)
+    _after_confirmation(db_session, claim, db_session.get(Task, claim.task_id), actor_id=None, unchecked=unchecked)
     return True
 
 
@@ -118,9 +120,12 @@ def _checks_since() -> datetime:
     return utcnow() - clock.machine_seconds(get_settings().evidence_check_wait_s)
 
 
-def _checks_running(db_session: Session, claim_id: int) -> bool:
-    """Some of the claim's files are still being checked, and not for long enough to call the checks stuck."""
-    return bool(db_session.scalar(select(hooks.unchecked_evidence(claim_id, _checks_since()))))
+def _evidence_checks(db_session: Session, claim_id: int) -> tuple[bool, bool]:
+    """Whether some of the claim's files are still being checked (not for long enough to call the checks stuck),
+    and whether any is unchecked at all (stuck ones too), in one statement."""
+    running, unchecked = db_session.execute(select(hooks.unchecked_evidence(claim_id, _checks_since()),
+                                                   hooks.unchecked_evidence(claim_id))).one()
+    return bool(running), bool(unchecked)
 
 
 def sampling_probability(risk_score: int, flags: list[str]) -> float:
@@ -137,10 +142,11 @@ def _draw(claim_id: int) -> float:
     return int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") / 2**64
 
 
-def _after_confirmation(db_session: Session, claim: Claim, task: Task, *, actor_id: int | None) -> Claim:
-    # A file whose duplicate search has not finished (only past evidence_check_wait_s: stuck, or a job that failed
-    # for good) could still prove a re-used photo (a hard flag): the claim is never paid unseen. Ops decide.
-    unchecked = bool(db_session.scalar(select(hooks.unchecked_evidence(claim.id))))
+def _after_confirmation(db_session: Session, claim: Claim, task: Task, *, actor_id: int | None,
+                        unchecked: bool) -> Claim:
+    # ``unchecked``: a file whose duplicate search has not finished (only past evidence_check_wait_s: stuck, or a
+    # job that failed for good) could still prove a re-used photo (a hard flag): the claim is never paid unseen.
+    # Ops decide.
     p = 1.0 if unchecked else sampling_probability(claim.risk_score, claim.flags)
     draw = _draw(claim.id)
     stratum = _stratum(claim, unchecked)
