@@ -16,11 +16,11 @@ from accounts.models import User
 from core.models import utcnow
 from ledger import service as ledger
 from ledger import withdrawals  # noqa: F401  (registers its reconciler with ledger.check)
-from ledger.models import LedgerAccount, Withdrawal
+from ledger.models import LedgerAccount, LedgerTransaction, Withdrawal
 from ledger.settings import get_ledger_settings
 from tasks import credit
 from tasks import service as task_service
-from tasks.models import Claim, CreditEvent, Task
+from tasks.models import Claim, CreditEvent, Task, TaskEvent
 from tests.fieldwork import fix, publish_approved, task_body
 from tests.helpers import PASSWORD, unique
 from tests.live import release_together
@@ -392,8 +392,6 @@ def _publish(server, task_id: int, headers: dict):
 def test_parallel_task_state_changes_leave_a_consistent_audit_trail(server):
     """Pause, resume and close released together: every change's audit row names the state it really left, so the
     trail reads as one chain (each row's from_state is the previous row's to_state)."""
-    from tasks.models import TaskEvent
-
     task, _, m_headers = _published(server, slots=2)
     verbs = ["pause", "resume", "close", "pause", "resume", "pause", "resume", "close"]
     results = release_together(server, len(verbs), lambda c, i: c.post(f"/v1/tasks/{task['id']}/{verbs[i]}",
@@ -480,3 +478,50 @@ def test_a_file_being_checked_is_withdrawn_or_sent_again_without_a_lock_cycle(se
     assert int(refused.headers["Retry-After"]) > 0
     again = send_again()
     assert again.status_code == 201 and again.json()["withdrawn_at"] is None, again.text
+
+
+def test_parallel_reserve_releases_return_a_closed_tasks_escrow_once(server):
+    """Several beat hosts releasing what closed tasks hold at once return the slot's money once; ledger and figure
+    agree. The task's row lock decides it; behind it the merchant's escrow balance (never negative) and the
+    figure's CHECK refuse a second release too (the test still passes with the lock taken out: it proves the
+    invariant, not which guard keeps it)."""
+    import threading
+
+    claim_id, _, _ = _claimed(server)
+    with server.session() as s:
+        task_id = s.scalar(select(Claim.task_id).where(Claim.id == claim_id))
+        s.execute(update(Claim).where(Claim.id == claim_id).values(state="rejected", resolved_at=utcnow()))
+        s.execute(update(Task).where(Task.id == task_id).values(starts_at=utcnow() - timedelta(days=2),
+                                                              ends_at=utcnow() - timedelta(minutes=1)))
+        s.commit()
+        assert task_service.settle_ended(db_session=s) >= 1
+        held = s.scalar(select(Task.escrow_fen).where(Task.id == task_id))
+        assert held > 0  # kept for the rejected claim, which may still be appealed
+        s.execute(update(Claim).where(Claim.id == claim_id).values(resolved_at=utcnow() - timedelta(days=8)))
+        s.commit()
+    n = 6
+    barrier, acted = threading.Barrier(n), [None] * n
+
+    def sweep(i: int) -> None:
+        with server.session() as s:
+            s.execute(select(1))  # connected before the barrier
+            s.commit()
+            barrier.wait(timeout=60)
+            acted[i] = task_service.release_reserves(db_session=s)
+
+    threads = [threading.Thread(target=sweep, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(isinstance(a, int) for a in acted), acted
+    with server.session() as s:
+        assert s.scalar(select(Task.escrow_fen).where(Task.id == task_id)) == 0
+        events = s.scalars(select(TaskEvent.id).where(TaskEvent.task_id == task_id,
+                                                      TaskEvent.reason.like("escrow no claim can use%"))).all()
+        assert len(events) == 1, events
+        released = s.scalar(select(func.count()).select_from(LedgerTransaction).where(
+            LedgerTransaction.kind == "escrow_release", LedgerTransaction.cause_type == "task_event",
+            LedgerTransaction.cause_id == events[0]))
+        assert released == 1
+        assert [p for p in ledger.check(s) if f"task {task_id}:" in p] == []
