@@ -36,7 +36,7 @@ from bench.common import figure, scale
 from evidence import features
 from evidence.sameness import Side, decide, pixels_of
 from evidence.hashing import (DIHEDRAL, PHASH_SIDE, TRANSPOSING, ImageHashes, _centre, _trim_box, grey_file,
-                              hash_image, load_grey, to_int)
+                              hash_grey, hash_image, load_grey, to_int)
 from evidence.match import REACH_THRESHOLD, compare
 from sim import photos
 from sim.transforms import TRANSFORMS, crop5, jpeg
@@ -66,10 +66,10 @@ def _rate(fn, paths: list[Path]) -> float:
 
 
 def _as_the_worker_does(p: Path) -> None:
-    # Intake's draft decode to the working image, then the processing job's hashing of it (every region's pHash +
-    # dHash and the dihedral variants). evidence.service._frames now reads the stored working image, so the two
-    # steps are timed through the functions they call.
-    hash_image(load_grey(p.read_bytes()), with_variants=True)
+    # Intake's draft decode to the working image, kept as PGM (evidence.hashing.grey_file); then the processing job
+    # reads it back and hashes it (every region's pHash + dHash and the dihedral variants), as
+    # evidence.service._frames does: the steps timed through the functions they call.
+    hash_grey(load_grey(grey_file(load_grey(p.read_bytes()))), with_variants=True)
 
 
 def _draft_decode(p: Path) -> None:

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from evidence import resample
 from evidence.chrome import photo_box
-from evidence.decode import decode_slot
+from evidence.decode import Slot, decode_slot
 
 WORK_SIDE = 256  # greyscale working size: 8× the 32 px pHash input, enough for the centred regions
 REGIONS = ("full", "core", "c80", "c64", "t85", "b85", "ui", "u90")
@@ -84,13 +84,16 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
 
-def decode_grey(img: Image.Image) -> Image.Image:
+def decode_grey(img: Image.Image, slot: Slot | None = None) -> Image.Image:
     """The one decode of an opened file: JPEGs via draft mode straight to a small greyscale image, other
-    formats in full; orientation applied, at most 2 × WORK_SIDE a side. Call it inside a decode slot; it
-    closes ``img``, so the full-size pixels are freed before the slot is released."""
+    formats in full; orientation applied, at most 2 × WORK_SIDE a side. Call it inside a decode slot (``slot``: told
+    how many pixels the decode holds); it closes ``img``, so the full-size pixels are freed before the slot is
+    released."""
     try:
         if img.format == "JPEG":
-            img.draft("L", (WORK_SIDE, WORK_SIDE))
+            img.draft("L", (WORK_SIDE, WORK_SIDE))  # the size it will decode to: ~1/8 a side for a phone photo
+        if slot is not None:
+            slot.pixels = img.size[0] * img.size[1]
         return _working_grey(img)
     finally:
         img.close()
@@ -117,11 +120,12 @@ def load_grey(source: bytes | str | Path | Image.Image) -> Image.Image:
     """Decode to a small greyscale image, orientation applied; JPEGs via draft mode, other formats in full
     within a decode slot (evidence.decode bounds their pixels and how many run at once)."""
     if isinstance(source, Image.Image):
-        with decode_slot():
+        with decode_slot() as slot:
+            slot.pixels = source.size[0] * source.size[1]  # the copies made of it (upright, greyscale) are this size
             return _working_grey(source)  # a video frame: already decoded, no draft
     img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-    with decode_slot():
-        return decode_grey(img)
+    with decode_slot() as slot:
+        return decode_grey(img, slot)
 
 
 def _longest_run(mask: np.ndarray, min_share: float = 0.3) -> tuple[int, int]:
@@ -183,10 +187,9 @@ def hash_grey(grey: Image.Image, *, with_variants: bool = False) -> ImageHashes:
         return _hash_parts(regions(grey), with_variants, _pillow_small)
     pixels = np.asarray(grey)
     boxes = region_boxes(pixels.astype(np.float32))
-    wide = pixels.astype(np.float64)  # the resizes' matrix products read it; crops are views
-    parts = {k: wide[top:bottom, left:right] for k, (left, top, right, bottom) in boxes.items()}
+    picture = resample.Picture(pixels, boxes.values())  # the regions' resizes share its copies and passes
     with resample.one_thread():
-        return _hash_parts(parts, with_variants, _small, same=boxes)
+        return _hash_parts({k: (picture, box) for k, box in boxes.items()}, with_variants, _small, same=boxes)
 
 
 def _pillow_small(part: Image.Image, size: tuple[int, int], transposed: bool = False,
@@ -197,8 +200,10 @@ def _pillow_small(part: Image.Image, size: tuple[int, int], transposed: bool = F
     return small.T if transposed else small
 
 
-def _small(part: np.ndarray, size: tuple[int, int], transposed: bool = False, name: str = "lanczos") -> np.ndarray:
-    return (resample.resize_transposed if transposed else resample.resize)(part, size, name)
+def _small(part: tuple[resample.Picture, resample.Box], size: tuple[int, int], transposed: bool = False,
+           name: str = "lanczos") -> np.ndarray:
+    picture, box = part  # the working image and a region's box
+    return (picture.resize_transposed if transposed else picture.resize)(box, size, name)
 
 
 def _hash_parts(parts: dict, with_variants: bool, small_of, same: dict | None = None) -> ImageHashes:

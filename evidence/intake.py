@@ -115,12 +115,12 @@ def _open_image(source, mime: str, max_pixels: int, sha256: str, size: int) -> M
             limit = min(max_pixels, decode.max_pixels(img.format))
             if w * h > limit:
                 raise DecompressionBomb(f"{w}×{h} pixels exceeds the {limit}-pixel limit for {img.format}.")
-            with decode.decode_slot():
+            with decode.decode_slot() as slot:
                 exif = read_exif(img)  # inside the slot: Pillow decodes a PNG in full to look for EXIF
                 # Decoding reads every byte of the image (truncation is caught) and is the only decode:
                 # JPEGs at 1/8 scale or so (DCT scaling skips most of the IDCT), others in full; the result
                 # is the small greyscale image hashing needs. The full-size pixels are freed inside the slot.
-                grey = decode_grey(img)
+                grey = decode_grey(img, slot)
     except (DecompressionBomb, PolyglotFile, decode.DecoderBusy):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

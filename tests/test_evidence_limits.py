@@ -159,3 +159,23 @@ def test_worst_accepted_image_many_at_once_stays_within_the_memory_budget():
     print(result)
     assert result["file_bytes"] < 1_000_000
     assert result["peak_mib"] <= result["budget_mib"], result
+
+
+def test_freed_memory_is_handed_back_after_large_decodes_only(monkeypatch):
+    """A trim walks the whole heap (1-2 ms in a big process): after a 12 MP JPEG drafted to its working size or a
+    stored working image it is skipped; after a full decode of a large PNG, or a decode that says nothing, it runs."""
+    from evidence.hashing import grey_file, load_grey
+    from evidence.intake import inspect_upload
+
+    trims = []
+    monkeypatch.setattr(decode, "_return_freed_memory", lambda: trims.append(1))
+    big_jpeg = jpeg(Image.open(io.BytesIO(photo())).convert("RGB").resize((4000, 3000)), 90)
+    grey = load_grey(big_jpeg)
+    load_grey(grey_file(grey))
+    inspect_upload(big_jpeg, max_bytes=25 << 20, max_pixels=50_000_000)
+    assert trims == []
+    inspect_upload(png((1200, 1000)), max_bytes=25 << 20, max_pixels=50_000_000)
+    assert len(trims) == 1
+    with decode.decode_slot():
+        pass
+    assert len(trims) == 2

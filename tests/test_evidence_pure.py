@@ -248,6 +248,36 @@ def test_resample_gives_pillows_bytes_for_random_sizes_crops_and_filters():
     assert resample.agrees_with_pillow()  # so hashing takes the matrix products here
 
 
+def test_resample_picture_shares_passes_and_still_gives_pillows_bytes():
+    """resample.Picture resizes many regions of one image, regions of the same columns sharing their horizontal
+    pass (computed over the rows all of them cover): every region's bytes are still Pillow's, whichever region asks
+    first, for both filters and through the transpose, including regions whose own pass order is vertical first."""
+    from evidence import resample
+
+    rng = np.random.default_rng(17)
+    sizes = (((32, 32), "lanczos", Image.Resampling.LANCZOS), ((9, 8), "lanczos", Image.Resampling.LANCZOS),
+             ((64, 64), "bicubic", Image.Resampling.BICUBIC))
+    for i in range(60):
+        rows, cols = int(rng.integers(40, 520)), int(rng.integers(40, 520))
+        pixels = rng.integers(0, 256, (rows, cols), dtype=np.uint8) if i % 2 else \
+            (np.add.outer(np.arange(rows), 3 * np.arange(cols)) % 256).astype(np.uint8)
+        boxes = []
+        for _ in range(3):  # column spans, each shared by a few regions with other rows (one of them very short)
+            left = int(rng.integers(0, cols // 2))
+            right = int(rng.integers(left + 1, cols + 1))
+            for _ in range(int(rng.integers(1, 4))):
+                top = int(rng.integers(0, rows - 1))
+                boxes.append((left, top, right, int(rng.integers(top + 1, rows + 1))))
+        picture = resample.Picture(pixels, boxes)
+        for j in rng.permutation(len(boxes)):
+            left, top, right, bottom = boxes[j]
+            image = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]))
+            for size, name, pil in sizes:
+                assert np.array_equal(picture.resize(boxes[j], size, name), np.asarray(image.resize(size, pil)))
+                flipped = np.asarray(image.transpose(Image.Transpose.TRANSPOSE).resize(size, pil)).T
+                assert np.array_equal(picture.resize_transposed(boxes[j], size, name), flipped)
+
+
 def test_hashing_falls_back_to_pillow_with_the_same_hashes(monkeypatch):
     """Where evidence.resample would not match the installed Pillow, hashing resizes with Pillow itself: the same
     hashes, variants and texture (and the fast path is the one taken when it matches)."""
