@@ -15,7 +15,7 @@ PLUGIN_MODULES = ["api.cli_geo", "api.cli_evidence", "api.cli_checkin", "api.cli
 
 # Commands that call domain services in this process, so tasks' hooks must be filled first (tasks.hooks);
 # the others stay light (`coords`, `hash`, `dedup`, `db`) or start processes that register for themselves.
-DOMAIN_COMMANDS = {"users", "checkin", "demo", "heatmap", "ledger"}
+DOMAIN_COMMANDS = {"users", "checkin", "demo", "heatmap", "ledger", "evidence"}
 
 
 def _db(args: argparse.Namespace) -> int:

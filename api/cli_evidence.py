@@ -1,5 +1,6 @@
 """`fieldproof hash FILE...` and `fieldproof dedup PATH... [--threshold N]` (same rule as the service: hashes, local
-features for pairs only within reach, and the same-capture / same-scene decision, printed as ``verdict``)."""
+features for pairs only within reach, and the same-capture / same-scene decision, printed as ``verdict``);
+`fieldproof evidence rehash` (stored photos' hashes brought up to the current hashing: evidence.rehash)."""
 from __future__ import annotations
 
 import argparse
@@ -111,8 +112,35 @@ def _dedup(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _rehash(args: argparse.Namespace) -> int:
+    # lazy: every fieldproof command loads this module; only this command needs these
+    from tqdm import tqdm
+    from core.db import session_scope
+    from evidence import rehash
+
+    total = {"checked": 0, "changed": 0, "failed": [], "last_id": args.after_id}
+    with session_scope() as db:
+        with tqdm(total=rehash.remaining(db, args.after_id), unit="photo", file=sys.stderr) as bar:
+            for step in rehash.rehash_all(db, args.after_id, args.batch):
+                total["checked"] += step.checked
+                total["changed"] += step.changed
+                total["failed"] += step.failed
+                total["last_id"] = step.last_id
+                bar.update(step.checked)
+                bar.set_postfix(changed=total["changed"], failed=len(total["failed"]))
+    print(json.dumps(total))
+    return 1 if total["failed"] else 0
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
 def register(sub) -> None:
-    """Add the ``hash`` and ``dedup`` commands."""
+    """Add the ``hash``, ``dedup`` and ``evidence rehash`` commands."""
     h = sub.add_parser("hash", help="perceptual hashes of photos and videos, one JSON line per file")
     h.add_argument("files", nargs="+")
     h.set_defaults(func=_hash)
@@ -120,3 +148,10 @@ def register(sub) -> None:
     d.add_argument("paths", nargs="+")
     d.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD)
     d.set_defaults(func=_dedup)
+    ev = sub.add_parser("evidence", help="stored evidence tools").add_subparsers(dest="evidence_command",
+                                                                                 required=True)
+    re_ = ev.add_parser("rehash", help="recompute stored photos' hashes with the current hashing (safe beside "
+                                       "running workers; resumable with --after-id)")
+    re_.add_argument("--batch", type=_positive, default=200, help="photos per transaction (default 200)")
+    re_.add_argument("--after-id", type=int, default=0, help="start after this evidence id (a stopped run's last_id)")
+    re_.set_defaults(func=_rehash)

@@ -44,6 +44,11 @@ def to_hex(value: int) -> str:
     return f"{value & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
+def to_signed(value: int) -> int:
+    """A 64-bit hash as PostgreSQL's signed bigint holds it."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
 def hamming(a: int, b: int) -> int:
     """Bits that differ between two 64-bit hashes."""
     return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()

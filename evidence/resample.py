@@ -8,7 +8,8 @@ clips to 0-255, and the second pass resamples the first one's rounded result. Th
 so float64 matrix products compute every one exactly, in any order: the same bytes from BLAS, in blocks of a few
 outputs that skip the inputs outside their filters' reach (hash_grey with variants: 13.4 → 5.2 ms of CPU). Every
 pass runs along the leading axis of a row-major array (the horizontal one down a transposed copy, which a
-working image's regions share, as regions of the same columns share that pass: ``Picture``; blocks of 4): 5.5 → 4.2 ms, side by side.
+working image's regions share, as regions of the same columns share that pass: ``Picture``; blocks of 4):
+5.5 → 4.2 ms, side by side.
 
 The coefficients are Pillow's (``precompute_coeffs`` and ``normalize_coeffs_8bpc`` in its Resample.c), computed in
 the same double-precision steps in the same order, ``sin`` from the same C library (``math.sin``); the passes run

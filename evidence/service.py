@@ -17,7 +17,7 @@ from core.partitions import LOCK_NOT_AVAILABLE
 from evidence import capture, index_store, pairs
 from evidence.decode import MAX_JPEG_PIXELS, decode_slot
 from evidence.exif import strip_and_orient
-from evidence.hashing import ImageHashes, grey_file, hash_grey, load_grey
+from evidence.hashing import ImageHashes, grey_file, hash_grey, load_grey, to_signed
 from evidence.intake import inspect_upload
 from evidence.models import Evidence, EvidenceHash, EvidenceMatch
 from evidence.schemas import SAME_SCENE_PREFIX, CaptureReceipt
@@ -157,14 +157,10 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     _record_matches(db_session, ev, found)
     reasons += ev.reasons
     ev.hashes = {"frames": [f.to_dict() for f in frames]}
-    ev.phash, ev.dhash = _signed(frames[0].phash["full"]), _signed(frames[0].dhash["full"])
-    db_session.add_all(EvidenceHash(evidence_id=ev.id, phash=_signed(h)) for f in frames for h in f.phash.values())
+    ev.phash, ev.dhash = to_signed(frames[0].phash["full"]), to_signed(frames[0].dhash["full"])
+    db_session.add_all(EvidenceHash(evidence_id=ev.id, phash=to_signed(h)) for f in frames for h in f.phash.values())
     ev.reasons, ev.state, ev.processed_at = sorted(set(reasons)), "processed", utcnow()
     db_session.flush()
-
-
-def _signed(h: int) -> int:
-    return h - (1 << 64) if h >= 1 << 63 else h
 
 
 def _duplicate_reason(method: str) -> str:
