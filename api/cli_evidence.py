@@ -4,7 +4,6 @@ features for pairs only within reach, and the same-capture / same-scene decision
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 from pathlib import Path
@@ -86,6 +85,33 @@ def _verdict(a: Path, b: Path, ma, mb, match) -> str:
     return verdict.kind if verdict else ""
 
 
+def _candidate_pairs(media: dict, reach: int) -> list[tuple[Path, Path]]:
+    """The pairs (in path order) the rule could match: some hash of one (a region, in some orientation) within
+    ``reach`` of a region hash of the other, as the service's index finds them. Every pair the rule accepts is
+    among them (each of its comparisons, the low-texture one too, is a distance of at most ``reach`` between such
+    hashes; identical files have identical hashes), so this gives the output of comparing every pair, in one
+    search per file instead of a comparison per pair (n² / 2 of ~0.2 ms: hours for 10,000 photos)."""
+    # lazy: every fieldproof command loads this module; only this command needs these
+    from evidence.index import HashIndex
+
+    keys = sorted(media)
+    owners, hashes = [], []
+    for i, f in enumerate(keys):
+        for frame in media[f][2]:
+            owners += [i] * len(frame.phash)
+            hashes += frame.phash.values()
+    index, pairs = HashIndex.from_arrays(owners, hashes), set()
+    for i, f in enumerate(keys):
+        queries = {h for frame in media[f][2] for var in (frame.variants or [frame.phash]) for h in var.values()}
+        near, _ = index.near(queries, reach)
+        pairs.update((min(i, j), max(i, j)) for j in near if j != i)
+    by_bytes: dict[str, list[int]] = {}
+    for i, f in enumerate(keys):  # identical files, whatever their hashes (a video's frames may be none)
+        by_bytes.setdefault(media[f][1], []).append(i)
+    pairs.update((i, j) for same in by_bytes.values() for n, i in enumerate(same) for j in same[n + 1:])
+    return [(keys[i], keys[j]) for i, j in sorted(pairs)]
+
+
 def _dedup(args: argparse.Namespace) -> int:
     # lazy: every fieldproof command loads this module; only this command needs these
     from tqdm import tqdm
@@ -98,12 +124,12 @@ def _dedup(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - one bad file is an error line, the batch goes on
             failed = True
             print(json.dumps({"path": str(f), "error": _error_text(exc)}), file=sys.stderr)
-    for a, b in itertools.combinations(sorted(media), 2):
+    reach = max(args.threshold, REACH_THRESHOLD)
+    for a, b in _candidate_pairs(media, reach):
         (_, sha_a, ha, _), (_, sha_b, hb, _) = media[a], media[b]
         if sha_a == sha_b:
             print(json.dumps({"a": str(a), "b": str(b), "distance": 0, "method": "sha256", "verdict": "same_capture"}))
             continue
-        reach = max(args.threshold, REACH_THRESHOLD)
         m = compare_media(ha, hb, args.threshold, reach) or compare_media(hb, ha, args.threshold, reach)
         verdict = _verdict(a, b, media[a], media[b], m) if m else ""
         if verdict:

@@ -188,6 +188,32 @@ def _cli(argv, capsys):
     return code, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
+def test_dedup_searches_candidates_and_misses_no_pair_comparing_every_pair_would_find(tmp_path):
+    """`fieldproof dedup` compares only the pairs the hash index brings within reach: over copies of photos by every
+    transform, other photos and same-scene shots, every pair the rule matches (either way round) is among them, and
+    far fewer pairs are compared than all of them."""
+    from api.cli_evidence import _candidate_pairs, _media
+    from evidence.match import REACH_THRESHOLD, compare_media
+
+    for i, src in enumerate(PHOTOS[:3]):
+        img = Image.open(src)
+        for how in ("crop5", "mirror", "screenshot_rounded", "wechat", "watermark_band"):
+            (tmp_path / f"{i}-{how}.jpg").write_bytes(jpeg(TRANSFORMS[how](img)))
+        (tmp_path / f"{i}.jpg").write_bytes(src.read_bytes())
+        (tmp_path / f"{i}-again.jpg").write_bytes(src.read_bytes())  # the same bytes twice
+    for v in range(3):
+        (tmp_path / f"shop-{v}.jpg").write_bytes(photos.camera_jpeg(photos.storefront(7, v)))
+    media = {f: _media(f, variants=True) for f in sorted(tmp_path.iterdir())}
+    keys = sorted(media)
+    every = [(a, b) for n, a in enumerate(keys) for b in keys[n + 1:]]
+    matched = {(a, b) for a, b in every if media[a][1] == media[b][1]
+               or compare_media(media[a][2], media[b][2], reach=REACH_THRESHOLD)
+               or compare_media(media[b][2], media[a][2], reach=REACH_THRESHOLD)}
+    found = _candidate_pairs(media, REACH_THRESHOLD)
+    assert matched <= set(found) and len(matched) >= 3 * 21 and found == sorted(found)
+    assert len(found) < len(every) / 2
+
+
 def test_cli_hash_and_dedup(tmp_path, capsys):
     img = Image.open(PHOTOS[0])
     (tmp_path / "orig.jpg").write_bytes(jpeg(img))
