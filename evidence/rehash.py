@@ -89,7 +89,7 @@ def _same(stored: dict | None, now: ImageHashes) -> bool:
 def _replace(db_session: Session, fresh: dict[int, ImageHashes]) -> None:
     db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": index_store.LOCK_KEY})
     for ev in db_session.scalars(select(Evidence).where(Evidence.id.in_(fresh), Evidence.state == "processed")
-                                 .order_by(Evidence.id).with_for_update()):
+                                 .order_by(Evidence.id).with_for_update(key_share=True)):
         now = fresh[ev.id]
         ev.hashes = {"frames": [now.to_dict()]}
         ev.phash, ev.dhash = to_signed(now.phash["full"]), to_signed(now.dhash["full"])
