@@ -9,11 +9,13 @@ Formats decoded in full (PNG, WebP, HEIC) are held to MAX_FULL_DECODE_PIXELS = 1
 MAX_JPEG_PIXELS = 50 MP. With ``decode_concurrency`` (default 2) decodes at once and freed pages handed
 back after each, decoding adds at most 2 × 183 = 366 MiB to a process (``budget_mib``), however many
 uploads are in flight (measured: 8 or 16 at once, 306 MiB). A decode waiting longer than ``decode_wait_s``
-is refused as busy (429).
+is refused as busy (429). JPEG's draft box keeps the file's proportions (``draft_box``), so a wide 50 MP photo is
+scaled as much as a 4:3 one. Videos are held to 4K (MAX_VIDEO_PIXELS), each sampled frame decoded to RGB in a slot.
 """
 from __future__ import annotations
 
 import ctypes
+import math
 import ctypes.util
 import threading
 from collections.abc import Iterator
@@ -26,6 +28,30 @@ MAX_JPEG_PIXELS = 50_000_000
 MAX_FULL_DECODE_PIXELS = 16_000_000
 PEAK_BYTES_PER_PIXEL = 12  # RGBA (4 bytes) plus the copies around it (measured 9-10)
 DECODE_PEAK_MIB = MAX_FULL_DECODE_PIXELS * PEAK_BYTES_PER_PIXEL // 2**20  # 183 MiB
+
+
+# Video frames are decoded in full (RGB for hashing) while the decoder keeps its reference frames: a video is held to
+# 4K (DCI 4096 × 2160, which covers UHD 3840 × 2160), what phones record at most by default; an 8192² clip made a
+# worker hold over 1.3 GB.
+MAX_VIDEO_PIXELS = 4096 * 2160
+
+
+def draft_box(size: tuple[int, int], side: int) -> tuple[int, int]:
+    """The box to ask a JPEG's ``draft`` for so that its longest side still reaches ``side``, in the file's
+    proportions. Pillow keeps *both* sides at least the box's, so a square box (side, side) leaves a wide photo
+    barely scaled (8660 × 5773 for a 4096 px copy: not at all; a 65000 × 769 panorama for any copy: not at all)."""
+    w, h = size
+    k = side / max(w, h, 1)
+    return (w, h) if k >= 1 else (max(1, math.ceil(w * k)), max(1, math.ceil(h * k)))
+
+
+def draft_pixels(size: tuple[int, int], box: tuple[int, int]) -> int:
+    """How many pixels a JPEG of ``size`` decodes to when drafted to ``box`` (Pillow's JpegImageFile.draft: the
+    largest of 1/8, 1/4, 1/2 that keeps both sides at least the box's)."""
+    w, h = size
+    scale = min(w // max(box[0], 1), h // max(box[1], 1))
+    s = next(a for a in (8, 4, 2, 1) if scale >= a or a == 1)
+    return -(-w // s) * -(-h // s)
 
 
 def max_pixels(fmt: str | None) -> int:

@@ -8,6 +8,8 @@ from typing import Any
 
 from PIL import ExifTags, Image, ImageOps
 
+from evidence.decode import draft_box
+
 GPS_IFD = 0x8825
 EXIF_IFD = 0x8769
 
@@ -81,7 +83,8 @@ def strip_and_orient(data: bytes, max_side: int | None = None, quality: int = 85
     """A served copy: orientation applied, no metadata at all (EXIF, GPS, XMP, ICC), re-encoded JPEG."""
     img = Image.open(io.BytesIO(data))
     if max_side and img.format == "JPEG":
-        img.draft("RGB", (max_side, max_side))  # DCT scaling: a 50 MP photo never sits in memory in full
+        # DCT scaling: a 50 MP photo never sits in memory in full, however wide it is
+        img.draft("RGB", draft_box(img.size, max_side))
     img = ImageOps.exif_transpose(img)
     img = img.convert("RGB")
     if max_side:

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from evidence import resample
 from evidence.chrome import photo_box
-from evidence.decode import Slot, decode_slot
+from evidence.decode import Slot, decode_slot, draft_box, draft_pixels
 
 WORK_SIDE = 256  # greyscale working size: 8× the 32 px pHash input, enough for the centred regions
 REGIONS = ("full", "core", "c80", "c64", "t85", "b85", "ui", "u90")
@@ -75,6 +75,13 @@ class ImageHashes:
                    d["texture"])
 
 
+# A JPEG drafted to a square box decodes to at most ~0.8 MP (a 50 MP photo of any usual shape at 1/8 a side); one
+# that would decode to more is a panorama whose short side kept the scale small (65000 × 769: 12.5 MP at 1/2).
+# Those are drafted in their own proportions instead (draft_box). Every other photo keeps the square box: its
+# working image, and so the hashes stored for it, stay as they were.
+PANORAMA_DRAFT_PIXELS = 4 * (2 * WORK_SIDE) ** 2
+
+
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
@@ -96,15 +103,20 @@ def decode_grey(img: Image.Image, slot: Slot | None = None) -> Image.Image:
     released."""
     try:
         if img.format == "JPEG":
-            img.draft("L", (WORK_SIDE, WORK_SIDE))  # the size it will decode to: ~1/8 a side for a phone photo
+            box = (WORK_SIDE, WORK_SIDE)
+            if draft_pixels(img.size, box) > PANORAMA_DRAFT_PIXELS:  # the square box would leave it barely scaled
+                box = draft_box(img.size, WORK_SIDE)
+            img.draft("L", box)  # the size it will decode to: ~1/8 a side for a phone photo
         if slot is not None:
             slot.pixels = img.size[0] * img.size[1]
-        return _working_grey(img)
+        return working_grey(img)
     finally:
         img.close()
 
 
-def _working_grey(img: Image.Image) -> Image.Image:
+def working_grey(img: Image.Image) -> Image.Image:
+    """An opened (or decoded) image as a working image: orientation applied, greyscale, at most 2 × WORK_SIDE a
+    side. Call it inside a decode slot."""
     upright = ImageOps.exif_transpose(img)
     grey = _to_8bit(upright) if upright.mode in HIGH_DEPTH_MODES else upright.convert("L")
     del upright  # free the full-size copy before the slot is released
@@ -127,7 +139,7 @@ def load_grey(source: bytes | str | Path | Image.Image) -> Image.Image:
     if isinstance(source, Image.Image):
         with decode_slot() as slot:
             slot.pixels = source.size[0] * source.size[1]  # the copies made of it (upright, greyscale) are this size
-            return _working_grey(source)  # a video frame: already decoded, no draft
+            return working_grey(source)  # a video frame: already decoded, no draft
     img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     with decode_slot() as slot:
         return decode_grey(img, slot)

@@ -5,8 +5,9 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from evidence.decode import MAX_VIDEO_PIXELS, decode_slot
 from evidence.errors import CorruptMedia
-from evidence.hashing import ImageHashes, hash_image
+from evidence.hashing import ImageHashes, hash_grey, working_grey
 
 MAX_DURATION_S = 600  # field videos are short clips; longer uploads are refused at intake
 
@@ -38,9 +39,17 @@ def probe(source: bytes | Path) -> tuple[int | None, int | None, float | None]:
         duration = float(container.duration / 1_000_000) if container.duration else None
         if duration and duration > MAX_DURATION_S:
             raise CorruptMedia(f"Videos may be at most {MAX_DURATION_S} s long.", code="video_too_long")
-        return stream.codec_context.width, stream.codec_context.height, duration
+        width, height = stream.codec_context.width, stream.codec_context.height
+        _within_limit(width or 0, height or 0)
+        return width, height, duration
     finally:
         container.close()
+
+
+def _within_limit(width: int, height: int) -> None:
+    if width * height > MAX_VIDEO_PIXELS:
+        raise CorruptMedia(f"The video is {width}×{height}; videos may be at most 4K (4096×2160 pixels).",
+                           code="video_too_large")
 
 
 def hash_video(data: bytes, *, fps: float = 1.0, max_frames: int = 60) -> list[FrameHash]:
@@ -55,7 +64,11 @@ def hash_video(data: bytes, *, fps: float = 1.0, max_frames: int = 60) -> list[F
         for frame in container.decode(stream):
             t = float(frame.time or 0.0)
             if frame.key_frame or t >= next_t:
-                frames.append(FrameHash(round(t, 3), hash_image(frame.to_image())))
+                _within_limit(frame.width, frame.height)  # a stream may change size past what probe read
+                with decode_slot() as slot:  # its RGB copy is the size of the frame: a decode like a photo's
+                    slot.pixels = frame.width * frame.height
+                    grey = working_grey(frame.to_image())
+                frames.append(FrameHash(round(t, 3), hash_grey(grey)))
                 next_t = t + 1.0 / fps
             if len(frames) >= max_frames:
                 break

@@ -179,3 +179,78 @@ def test_freed_memory_is_handed_back_after_large_decodes_only(monkeypatch):
     with decode.decode_slot():
         pass
     assert len(trims) == 2
+
+
+SERVE_PROBE = textwrap.dedent("""
+    import ctypes, json, sys
+    from evidence.exif import strip_and_orient
+    from evidence.intake import inspect_upload
+
+    data = open(sys.argv[1], "rb").read()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+    def hwm_kib():
+        return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+
+    peaks = {}
+    for name, work in (("intake", lambda: inspect_upload(data, max_bytes=25 << 20, max_pixels=50_000_000)),
+                       ("original", lambda: strip_and_orient(data, 4096)),
+                       ("large", lambda: strip_and_orient(data, 1600))):
+        open("/proc/self/clear_refs", "w").write("5")
+        base = hwm_kib()
+        work()
+        peaks[name] = (hwm_kib() - base) / 1024
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    print(json.dumps(peaks))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak RSS from /proc")
+@pytest.mark.parametrize("size", [(8660, 5773), (65000, 769)])
+def test_largest_jpegs_of_any_shape_are_served_and_taken_in_within_a_decodes_budget(tmp_path, size):
+    """A 50 MP JPEG (the most intake accepts) is scaled while decoding whatever its shape: a 3:2 photo served at
+    4096 px and a 65000 × 769 panorama (turned by EXIF) at any size were decoded whole (~400 MiB; the square draft
+    box kept their scale at 1), over the 183 MiB a decode may hold."""
+    img = Image.new("RGB", size, (120, 130, 140))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    path = tmp_path / "big.jpg"
+    img.save(path, "JPEG", quality=80, exif=exif.tobytes())
+    del img
+    out = subprocess.run([sys.executable, "-c", SERVE_PROBE, str(path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    peaks = json.loads(out.stdout)
+    print(size, peaks)
+    assert max(peaks.values()) <= decode.DECODE_PEAK_MIB, peaks
+
+
+def _video(size: tuple[int, int], frames: int = 2) -> bytes:
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("mpeg4", rate=2)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        frame = av.VideoFrame.from_image(Image.new("RGB", size, (90, 100, 110)))
+        for _ in range(frames):
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def test_videos_above_4k_are_refused_with_their_own_code(client, db):
+    from evidence.intake import inspect_upload
+    from evidence.video import hash_video
+
+    big = _video((4112, 2160))  # 16 px wider than DCI 4K
+    _, claim, w, _ = checked_in(client, db)
+    r = client.post(f"/v1/claims/{claim['id']}/evidence", files={"file": ("clip.mp4", big, "video/mp4")}, headers=w)
+    assert r.status_code == 422 and r.json()["code"] == "video_too_large", r.text
+    with pytest.raises(Exception) as refused:
+        hash_video(big)  # the worker's decode refuses it too (a stream can grow past what intake probed)
+    assert getattr(refused.value, "code", None) == "video_too_large"
+    uhd = _video((3840, 2160))
+    assert inspect_upload(uhd, max_bytes=25 << 20, max_pixels=50_000_000).kind == "video"
+    assert len(hash_video(uhd)) >= 1
