@@ -122,6 +122,7 @@ def role(*roles: str) -> Callable[[User], User]:
 Worker = Annotated[User, Depends(role("worker"))]
 Merchant = Annotated[User, Depends(role("merchant"))]
 Ops = Annotated[User, Depends(role("ops"))]
+MerchantOrOps = Annotated[User, Depends(role("merchant", "ops"))]  # a merchant's own task's data; ops any task's
 
 
 def read_db(query_class: str) -> Callable[..., Iterator[Session]]:

@@ -150,3 +150,17 @@ def test_coordinate_entry_converts_gcj02_to_wgs84(client, db):
     assert client.get("/v1/coords/convert?lat=91&lon=0", headers=m).status_code == 422
     assert client.get("/v1/coords/convert?lat=1&lon=1&src=utm", headers=m).status_code == 422
     assert client.get(f"/v1/coords/convert?lat={gl}&lon={go}").status_code == 401
+
+
+def test_ops_read_any_tasks_progress_and_submissions_other_merchants_and_workers_do_not(client, db):
+    task, claim, w, m = claimed(client, db)
+    _, ops = auth_for(client, db, "ops")
+    _, other = auth_for(client, db, "merchant")
+    progress = client.get(f"/v1/tasks/{task['id']}/progress", headers=ops)
+    assert progress.status_code == 200 and progress.json()["by_state"] == {"claimed": 1}, progress.text
+    queue = client.get(f"/v1/tasks/{task['id']}/submissions?state=claimed", headers=ops)
+    assert queue.status_code == 200 and [c["id"] for c in queue.json()] == [claim["id"]], queue.text
+    assert client.get(f"/v1/tasks/{task['id']}/progress", headers=m).status_code == 200
+    for path in (f"/v1/tasks/{task['id']}/progress", f"/v1/tasks/{task['id']}/submissions"):
+        assert client.get(path, headers=other).status_code == 404
+        assert client.get(path, headers=w).status_code == 403

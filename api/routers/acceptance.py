@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, DbSession, Id, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, Id, Merchant, MerchantOrOps, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read, submission_read
 from tasks import acceptance, claims, reviews
@@ -35,9 +35,10 @@ def submit(claim_id: Id, worker: Worker, idem: IdempotentRun):
 
 
 @router.get("/tasks/{task_id}/submissions", response_model=list[SubmissionRead])
-def submissions(task_id: Id, merchant: Merchant, db_session: DbSession, state: str | None = "submitted",
+def submissions(task_id: Id, merchant: MerchantOrOps, db_session: DbSession, state: str | None = "submitted",
                 limit: Annotated[int, Query(ge=1, le=200)] = 100):
-    """The claims of the merchant's task (default: those waiting for a decision), each with its rating."""
+    """The claims of the merchant's task (default: those waiting for a decision), each with its rating (ops: any
+    task's)."""
     found = claims.list_for_task(db_session=db_session, merchant=merchant, task_id=task_id, state=state, limit=limit)
     rated = acceptance.ratings_of(db_session, [c.id for c in found])
     return [submission_read(c, rated.get(c.id)) for c in found]

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from api.deps import CurrentUser, DbSession, HallReadDb, Id, Merchant, Ops, Worker
+from api.deps import CurrentUser, DbSession, HallReadDb, Id, Merchant, MerchantOrOps, Ops, Worker
 from api.idempotent import IdempotentRun
 from api.views import claim_read, task_read
 from geo import crs as geocrs
@@ -102,8 +102,8 @@ def close(task_id: Id, merchant: Merchant, idem: IdempotentRun):
 
 
 @router.get("/tasks/{task_id}/progress", response_model=TaskProgress)
-def progress(task_id: Id, merchant: Merchant, db_session: DbSession):
-    """Claim counts by state for the merchant's task."""
+def progress(task_id: Id, merchant: MerchantOrOps, db_session: DbSession):
+    """Claim counts by state for the merchant's task (ops: any task)."""
     return service.progress(db_session=db_session, merchant=merchant, task_id=task_id)
 
 
