@@ -29,6 +29,12 @@ class Idempotent:
         # The request's digest as an earlier release computed it, asked only on a mismatch (core.idempotency).
         self.earlier_digest: Callable[[], str] | None = None
 
+    def for_anonymous(self, name: str) -> "Idempotent":
+        """Scope the keys of a request made without an account by a name in its body (registration: the username
+        asked for), so unrelated clients' keys never meet: all of them are user 0."""
+        self.route = f"{self.route} as {hashlib.sha256(name.encode()).hexdigest()[:32]}"
+        return self
+
     def run(self, user_id: int | None, fn: Callable[[Session], Any], *, status_code: int = 200,
             authenticate: Callable[[Session], Any] | None = None) -> JSONResponse:
         """Run ``fn`` and commit; a replay of the same key and body returns the stored response.
@@ -182,12 +188,29 @@ def form_digest(parts: list[tuple[str, bytes | str]]) -> str:
     return h.hexdigest()
 
 
+def route_of(request: Request) -> str:
+    """The scope of a request's keys: its method, route and path parameters as the route reads them (an id is a
+    number: ``/claims/0123`` is claim 123, as ``/claims/123`` is), so a key cannot be replayed past its first result
+    by spelling the path another way, and a long spelling cannot outgrow the stored scope. The same string the raw
+    path gave for canonical paths, so records stored before stay found."""
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None)
+    if template is None:
+        return f"{request.method} {request.url.path}"
+    params = {k: str(int(v)) if isinstance(v, str) and v.isascii() and v.isdigit() else v
+              for k, v in request.path_params.items()}
+    try:
+        return f"{request.method} {template.format(**params)}"
+    except (KeyError, IndexError, ValueError):  # parameters the route's template does not name as read
+        return f"{request.method} {request.url.path}"
+
+
 async def keyed(request: Request, key: str | None, session: Session | None, *,
                 body: bytes | None = None) -> Idempotent:
     """The request's Idempotent for ``key`` (checked); ``body``: the raw body, when the caller has read it."""
     key = idempotency.check_key(key) if key is not None else None
     digest = (idempotency.body_hash(body) if body is not None else await _digest(request)) if key else ""
-    return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest=digest, session=session)
+    return Idempotent(route=route_of(request), key=key, digest=digest, session=session)
 
 
 async def idempotent(request: Request, db_session: DbSession,
@@ -214,7 +237,7 @@ async def idempotent_streamed(request: Request, factory: SessionFactory,
     has received the body (api.uploads.ReceivedForm.digest), before calling ``run``. No session is opened
     until then: a slow phone's upload holds no database connection while its body arrives."""
     key = idempotency.check_key(idempotency_key) if idempotency_key is not None else None
-    return Idempotent(route=f"{request.method} {request.url.path}", key=key, digest="", session=None,
+    return Idempotent(route=route_of(request), key=key, digest="", session=None,
                       factory=factory)
 
 

@@ -59,6 +59,7 @@ class PhoneWrites:
             return await self.app(scope, _then(first, receive), send)
         kind = match[2]
         scope["route"] = self.routes[f"/v1/claims/{{claim_id}}/{kind}"]
+        scope["path_params"] = {"claim_id": match[1]}  # as the router would set them (the key's scope reads them)
         request = Request(scope, _then(first, receive))
         idem: Idempotent = await keyed(request, headers.get("idempotency-key"), None, body=body)
         response = await fix_response(KINDS[kind], int(match[1]), fix, access, idem,

@@ -1,6 +1,7 @@
 """The HTTP edge: idempotency keys, rate limits, size caps, error format, health, metrics."""
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import threading
 
@@ -34,9 +35,35 @@ def test_idempotent_replay_returns_first_result_and_changes_nothing(client, db):
 
 
 def test_same_key_other_body_is_422(client):
-    assert _register(client, unique("idem"), "key-2").status_code == 201
-    r = _register(client, unique("idem"), "key-2")
+    name = unique("idem")
+    assert _register(client, name, "key-2").status_code == 201
+    r = _register(client, name, "key-2", role="merchant")
     assert r.status_code == 422 and r.json()["code"] == "idempotency_key_reused"
+
+
+def test_sign_ups_of_unrelated_clients_never_share_a_key(client):
+    """Registration has no account to scope its keys by: they are scoped by the username asked for, so two people
+    whose apps happen to send the same key both get their account (user 0 for both used to refuse the second)."""
+    first, second = _register(client, unique("idem"), "signup-1"), _register(client, unique("idem"), "signup-1")
+    assert first.status_code == second.status_code == 201, second.text
+    assert first.json()["id"] != second.json()["id"]
+
+
+def test_a_key_is_found_however_the_path_spells_the_id(client, db):
+    """The key's scope is the route and its parameters as read: /claims/000…0123 is claim 123, so a replay cannot
+    get past the first result (or be refused as too long) by padding the id."""
+    from tests.fieldwork import STORE, claimed, fix
+
+    _, claim, w, _ = claimed(client, db)
+    body = fix(STORE[0] + 0.0003, STORE[1])
+    keyed = {**w, "Idempotency-Key": "pad-1"}
+    first = client.post(f"/v1/claims/{claim['id']}/checkins", json=body, headers=keyed)
+    assert first.status_code == 201, first.text
+    padded = client.post(f"/v1/claims/{'0' * 400}{claim['id']}/checkins", json=body, headers=keyed)
+    assert padded.status_code == 201 and padded.json() == first.json(), padded.text
+    assert padded.headers.get("Idempotent-Replayed") == "true"
+    other = client.post(f"/v1/claims/0{claim['id']}/checkins", json=fix(STORE[0] + 0.0002, STORE[1]), headers=keyed)
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused", other.text
 
 
 def test_key_in_flight_is_409(client, connection, db):
@@ -46,11 +73,13 @@ def test_key_in_flight_is_409(client, connection, db):
 
     digest = idempotency.body_hash(b'{"a":1}')
     held, release = threading.Event(), threading.Event()
+    name = unique("idem")
+    route = f"POST /v1/auth/register as {hashlib.sha256(name.encode()).hexdigest()[:32]}"  # keys scoped by username
 
     def hold():
         # another connection, as another API process would have; it keeps the key until the test has asked
         with UnitOfWork() as uow:
-            idempotency.acquire(uow.session, user_id=0, route="POST /v1/auth/register", key="busy-key", digest=digest)
+            idempotency.acquire(uow.session, user_id=0, route=route, key="busy-key", digest=digest)
             held.set()
             release.wait(timeout=30)
 
@@ -58,7 +87,7 @@ def test_key_in_flight_is_409(client, connection, db):
     t.start()
     try:
         assert held.wait(timeout=30), "the first request never took the key"
-        r = _register(client, unique("idem"), "busy-key")
+        r = _register(client, name, "busy-key")
     finally:
         release.set()
         t.join()

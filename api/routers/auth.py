@@ -20,7 +20,8 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 def register(body: UserCreate, idem: IdempotentRun, request: Request):
     """Create a worker or merchant account (limited per IP and in total)."""
     limit_auth("register", client_ip(request))
-    return idem.run(None, lambda db: user_read(accounts.create(db_session=db, **body.model_dump())), status_code=201)
+    return idem.for_anonymous(body.username).run(
+        None, lambda db: user_read(accounts.create(db_session=db, **body.model_dump())), status_code=201)
 
 
 @router.post("/token", response_model=TokenPair)
