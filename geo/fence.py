@@ -121,9 +121,25 @@ def _parse_circle(data: dict, crs: str) -> Fence:
     return Fence("circle", _circle(wlon, wlat, r), (wlon, wlat), r, math.pi * r * r)
 
 
+def _positions(coordinates: Any, depth: int) -> None:
+    """Every position of a (Multi)Polygon's ``coordinates`` ``depth`` lists deep is numbers (``_number``: true is
+    not 1), as a circle's centre must be; anything else is a malformed geometry, refused alike in every CRS."""
+    level = [coordinates]
+    for _ in range(depth):
+        if not all(isinstance(x, (list, tuple)) for x in level):
+            raise InvalidGeofence("Malformed GeoJSON geometry: coordinates are not nested as the type says.")
+        level = [y for x in level for y in x]
+    for position in level:
+        if not isinstance(position, (list, tuple)) or not 2 <= len(position) <= 3:
+            raise InvalidGeofence("Malformed GeoJSON geometry: a position is [lon, lat] (an altitude is ignored).")
+        for v in position:
+            _number(v)
+
+
 def _parse_polygon(data: dict, crs: str) -> Fence:
+    _positions(data.get("coordinates"), 2 if data.get("type") == "Polygon" else 3)
     try:
-        geom = shape(data)
+        geom = shapely.force_2d(shape(data))  # an altitude says nothing about a fence on the ground
     except Exception as exc:  # shapely raises several types for malformed GeoJSON
         raise InvalidGeofence(f"Malformed GeoJSON geometry: {exc}.")
     if not isinstance(geom, (Polygon, MultiPolygon)) or geom.is_empty:

@@ -114,6 +114,24 @@ def test_small_repair_is_accepted_and_multipolygon_works():
     assert multi.kind == "polygon" and len(multi.geometry.geoms) == 2
 
 
+def test_polygon_positions_are_read_alike_in_every_crs():
+    """An altitude is dropped whatever the CRS (in WGS-84 it reached PostGIS and failed there as a generic error,
+    while GCJ-02 and BD-09 dropped it); true is not a coordinate (it read as 1), nor is a badly nested ring."""
+    lat, lon, d = 39.9087, 116.3975, 0.002
+    flat = [[lon, lat], [lon + d, lat], [lon + d, lat + d], [lon, lat + d], [lon, lat]]
+    high = [[x, y, 5.0] for x, y in flat]
+    for name in ("wgs84", "gcj02", "bd09"):
+        fence = parse_fence({"type": "Polygon", "coordinates": [high]}, name)
+        assert not fence.geometry.has_z
+        assert fence.geometry.equals(parse_fence({"type": "Polygon", "coordinates": [flat]}, name).geometry)
+        multi = parse_fence({"type": "MultiPolygon", "coordinates": [[high]]}, name)
+        assert not multi.geometry.has_z
+        for bad in ([[[True, lat]] + flat[1:]], [flat[0]], flat, [[[lon, lat, 1, 2]] + flat[1:]],
+                    [[[lon, "39.9"]] + flat[1:]]):
+            with pytest.raises(InvalidInput):
+                parse_fence({"type": "Polygon", "coordinates": bad}, name)
+
+
 def _run_cli(argv, stdin=None, monkeypatch=None, capsys=None):
     if stdin is not None:
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
