@@ -6,7 +6,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from checkin import signals as sig
 from checkin.models import Checkin, of_claim
+from checkin.settings import get_checkin_settings
+from core.models import utcnow
 from tasks import hooks
 from tasks.models import Claim
 
@@ -32,7 +35,31 @@ def review_checkins(db_session: Session, claim_id: int) -> list[dict[str, Any]]:
              "distance_m": f.distance_m, "reasons": f.reasons, "signals": f.signals} for f in fixes]
 
 
+def dwell_at_submit(db_session: Session, claim: Claim, task) -> None:
+    """A task asking for a minimum stay (``min_dwell_s``) whose claim is submitted without a check-out: the stay is
+    unverified (``no_checkout``: a check-out fix on site is what shows it), and short (``short_dwell``) if the
+    submission came sooner after the check-in than the minimum (server times: the phone's clock has no say). Signals
+    on the claim, never a refusal (a phone that lost signal at the door still gets paid after a look), each weighed
+    once however often the claim is submitted. The claim is locked by the caller (tasks.acceptance.submit)."""
+    if task.min_dwell_s is None or claim.checked_out_at is not None:
+        return
+    terms = of_claim(claim.id, claim.claimed_at)
+    arrived = db_session.scalar(select(Checkin.server_time).where(*terms, Checkin.kind == "in"))
+    if arrived is None:  # not checked in: the transition refuses the submit
+        return
+    s, found = get_checkin_settings(), {"no_checkout": None}
+    dwell = sig.dwell_seconds(arrived, utcnow())
+    if dwell < task.min_dwell_s:
+        found["short_dwell"] = None
+    weights = {"no_checkout": s.weight_no_checkout, "short_dwell": s.weight_short_dwell}
+    new = [code for code in found if code not in claim.flags]
+    if new:
+        claim.risk_score = min(100, claim.risk_score + sum(weights[c] for c in new))
+        claim.flags = sorted(set(claim.flags) | set(new))
+
+
 def register() -> None:
     """Fill checkin's slots in ``tasks.hooks``."""
+    hooks.register_submit_check("dwell", dwell_at_submit)
     hooks.register_claim_fix(claim_fix)
     hooks.register_review_detail("checkins", review_checkins)

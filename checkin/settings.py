@@ -88,6 +88,7 @@ class CheckinSettings(BaseSettings):
     weight_queued_upload_too_old: int = 25
     weight_at_fence_center: int = 35
     weight_short_dwell: int = 25
+    weight_no_checkout: int = 15  # a task asking for a minimum stay, submitted without a check-out (unverified)
     weight_outside_soft_fence: int = 30
 
 

@@ -44,6 +44,8 @@ _ROWS = [
     Reason("queued_upload_too_old", "soft", None, "离线缓存的签到上传过晚", "queued offline check-in sent too late"),
     Reason("outside_soft_fence", "hard", None, "签到位置在围栏之外（软围栏）", "checked in outside a soft fence"),
     Reason("short_dwell", "soft", None, "停留时间短于任务要求", "stayed shorter than the task requires"),
+    Reason("no_checkout", "soft", None, "任务要求停留时长，但没有签退，停留时间无法核实",
+           "the task asks for a minimum stay, but there was no check-out to show it"),
     Reason("exif_time_mismatch", "soft", None, "照片拍摄时间与签到时间不符", "photo time disagrees with the check-in"),
     Reason("exif_gps_far", "soft", None, "照片自带位置离签到地点很远", "photo's own location far from the check-in"),
     Reason("duplicate_evidence", "hard", "duplicate", "照片与之前提交的照片重复", "photo re-used from an earlier submission"),

@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-# Checks a claim must pass before it is submitted: each raises a domain error when it fails.
-SUBMIT_CHECKS = ("evidence_requirements",)
+# Checks a claim must pass before it is submitted: each raises a domain error when it fails, or adds its signals
+# to the claim (locked by then): the evidence requirements, the stay a task asks for (checkin).
+SUBMIT_CHECKS = ("evidence_requirements", "dwell")
 # Sections of the ops spot-check view, in the order they are shown: each gives rows for one claim.
 REVIEW_DETAILS = ("checkins", "evidence")
 

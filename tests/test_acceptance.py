@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from core.config import get_settings
+from checkin.settings import get_checkin_settings
 from core.models import utcnow
 from ledger import service as ledger
 from ledger.models import LedgerTransaction
@@ -219,3 +220,46 @@ def test_reasons_as_long_as_the_api_allows_are_recorded_whole(client, db):
     assert a.status_code == 201, a.text
     reasons = db.scalars(select(ClaimEvent.reason).where(ClaimEvent.claim_id == claim["id"])).all()
     assert f"work_not_done: {long_reject}" in reasons and any(long_appeal in (x or "") for x in reasons)
+
+
+def _submitted_without_checkout(client, db, stayed_s: int = 0, **task):
+    """A claim checked in ``stayed_s`` seconds before it is submitted (the fix's arrival moved back), no check-out."""
+    from checkin.models import Checkin
+
+    _, claim, w, _ = claimed(client, db, evidence={"photos_min": 0, "video": False}, **task)
+    assert client.post(f"/v1/claims/{claim['id']}/checkins", json=fix(STORE[0] + 0.0003, STORE[1]),
+                       headers=w).status_code == 201
+    db.execute(update(Checkin).where(Checkin.claim_id == claim["id"])
+               .values(server_time=Checkin.server_time - timedelta(seconds=stayed_s)))
+    db.commit()
+    risk = db.scalar(select(Claim.risk_score).where(Claim.id == claim["id"]))
+    r = client.post(f"/v1/claims/{claim['id']}/submit", headers=w)
+    assert r.status_code == 200, r.text
+    after = db.get(Claim, claim["id"])
+    db.refresh(after)
+    return after, risk
+
+
+def test_a_minimum_stay_without_a_check_out_is_a_signal_on_the_claim(client, db):
+    """A task asking for an hour on site, submitted right after the check-in without a check-out: the stay is
+    unverified and short (it was paid with no signal at all before); without a minimum stay nothing changes."""
+    s = get_checkin_settings()
+    claim, risk = _submitted_without_checkout(client, db, min_dwell_s=3600)
+    assert {"no_checkout", "short_dwell"} <= set(claim.flags)
+    assert claim.risk_score == min(100, risk + s.weight_no_checkout + s.weight_short_dwell)
+    plain, plain_risk = _submitted_without_checkout(client, db)
+    assert not {"no_checkout", "short_dwell"} & set(plain.flags) and plain.risk_score == plain_risk
+
+
+def test_a_minimum_stay_kept_before_submitting_is_only_unverified_and_weighed_once(client, db):
+    """Submitted two minutes after the check-in on a task asking for one: only no_checkout; sent back for changes
+    and submitted again, the claim's signal is not weighed twice."""
+    from tasks.hooks import run_submit_checks
+    from tasks.models import Task
+
+    claim, risk = _submitted_without_checkout(client, db, stayed_s=120, min_dwell_s=60)
+    assert "no_checkout" in claim.flags and "short_dwell" not in claim.flags
+    assert claim.risk_score == min(100, risk + get_checkin_settings().weight_no_checkout)
+    weighed = claim.risk_score
+    run_submit_checks(db, claim, db.get(Task, claim.task_id))
+    assert claim.risk_score == weighed and claim.flags.count("no_checkout") == 1
