@@ -7,9 +7,10 @@ and Redis (sim/cpu.py, from /proc), from a healthy stack until the day's uploads
 the simulated people made. CPU seconds rather than wall time, yet not immune to a busy machine: other load slows
 the simulated people (fewer requests in the day) while fixed costs stay, so the figure rises with the load (two
 runs of the same code on the first machine: 52.8 and 40.1 ms). Hence the baseline is measured here too, right
-before: the service as it was (BASELINE_COMMIT, checked out into a temporary git worktree of this repository, run
-with this venv against the same PostgreSQL and Redis) with the simulator's CPU meter of CPU_METER_COMMIT applied,
-the only change to it, as the first baseline was taken. A constant from another machine said 1.50 here where the
+before and again right after (both days pooled: ``run``): the service as it was (BASELINE_COMMIT, checked out
+into a temporary git worktree of this repository, run with this venv against the same PostgreSQL and Redis)
+with the simulator's CPU meter of CPU_METER_COMMIT applied, the only change to it, as the first baseline was
+taken. A constant from another machine said 1.50 here where the
 same-machine ratio was 1.22 (30 Nov 2026: 77915d4 measured 32.7 ms on the machine main measured 26.7 ms on).
 At full scale the day is the issue's 200 workers over 8 simulated hours; a quick run (FIELDPROOF_BENCH_SCALE < 1)
 uses a 20-worker, 2-hour day at x120 on both sides.
@@ -96,12 +97,31 @@ def baseline(args: list[str]) -> dict:
             remove_tree(tree)
 
 
+def _pooled(first: dict, second: dict) -> dict:
+    """Two baseline days as one: CPU seconds and requests added (per process too), so the per-request figure is the
+    pair's total CPU over their total requests; the day figures and errors of both."""
+    a, b = first["cpu"], second["cpu"]
+    requests, run_s = a["simulated_requests"] + b["simulated_requests"], a["run_s"] + b["run_s"]
+    by_process = {k: a["run_by_process_s"].get(k, 0) + b["run_by_process_s"].get(k, 0)
+                  for k in {*a["run_by_process_s"], *b["run_by_process_s"]}}
+    return {"cpu": {"simulated_requests": requests, "run_s": run_s, "run_by_process_s": by_process,
+                    "per_request_ms": round(1000 * run_s / requests, 2) if requests else None,
+                    "complete": a.get("complete", True) and b.get("complete", True),
+                    "days_per_request_ms": [a.get("per_request_ms"), b.get("per_request_ms")]},
+            **{k: first[k] + second[k] for k in ("errors_5xx", "transport_errors", "evidence_unprocessed")}}
+
+
 def run() -> dict:
-    """One simulated day of the service as it was, then one of this tree's; the per-request CPU of each."""
+    """A simulated day of the service as it was, one of this tree's, and the old one's again: this tree's
+    per-request CPU against the two baseline days pooled. The same old code read 31.4 to 51.9 ms a request from
+    one run to the next on this machine (the machine's speed drifts ±10-30 % within an hour): one baseline day
+    right before ours made the ratio mostly a draw of the baseline's day; days on both sides of ours even out a
+    drift in either direction."""
     key = "full" if scale() >= 1 else "quick"
     args = ARGS[key]
-    base = baseline(args)
+    before = baseline(args)
     rep = simulate(args)
+    base = _pooled(before, baseline(args))
     # The whole day's report (fraud caught, honest workers flagged, ...) is kept beside the figure it gave.
     (ROOT / "sim" / "reports" / f"bench_day_{key}.json").write_text(json.dumps(rep, indent=1, ensure_ascii=False))
     cpu, base_cpu = rep["cpu"], base["cpu"]
@@ -117,7 +137,9 @@ def run() -> dict:
               "errors_5xx": rep["errors_5xx"], "transport_errors": rep["transport_errors"],
               "ledger_ok": rep["ledger_check"]["ok"], "evidence_unprocessed": rep["evidence_unprocessed"],
               "servers_counted": sorted(cpu["run_by_process_s"]),
-              "baseline_from": f"{BASELINE_COMMIT} with the CPU meter of {CPU_METER_COMMIT}, this run",
+              "baseline_from": f"{BASELINE_COMMIT} with the CPU meter of {CPU_METER_COMMIT}, this run: a day "
+                               "before this tree's and one after, pooled",
+              "baseline_days_per_request_ms": base_cpu["days_per_request_ms"],
               "baseline_requests": base_cpu["simulated_requests"], "baseline_cpu_s": base_cpu["run_s"],
               "baseline_by_process_s": base_cpu["run_by_process_s"],
               "baseline_errors": {"5xx": base["errors_5xx"], "transport": base["transport_errors"],

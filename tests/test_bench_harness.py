@@ -139,3 +139,20 @@ def test_the_simulated_days_baseline_is_the_service_before_issue_15_with_only_th
         bench_sim.remove_tree(tree)
     listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
     assert str(tree) not in listed
+
+
+def test_sim_baseline_days_pool_their_cpu_and_requests():
+    """Two baseline days are one figure: total CPU over total requests (not the mean of two ratios), per process
+    too; errors of either day count."""
+    from bench.bench_sim import _pooled
+
+    def day(requests, by_process, **errors):
+        return {"cpu": {"simulated_requests": requests, "run_s": sum(by_process.values()),
+                        "run_by_process_s": by_process, "per_request_ms": 1000 * sum(by_process.values()) / requests},
+                "errors_5xx": errors.get("x5", 0), "transport_errors": 0, "evidence_unprocessed": errors.get("u", 0)}
+
+    pooled = _pooled(day(1000, {"api": 20.0, "worker": 10.0}), day(3000, {"api": 40.0, "postgres": 10.0}, u=2))
+    assert pooled["cpu"]["simulated_requests"] == 4000 and pooled["cpu"]["run_s"] == 80.0
+    assert pooled["cpu"]["per_request_ms"] == 20.0  # not the mean of 30 and 16.67
+    assert pooled["cpu"]["run_by_process_s"] == {"api": 60.0, "worker": 10.0, "postgres": 10.0}
+    assert pooled["cpu"]["days_per_request_ms"] == [30.0, 50.0 / 3] and pooled["evidence_unprocessed"] == 2
