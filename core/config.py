@@ -155,6 +155,15 @@ class Settings(BaseSettings):
     # jobs come back through the sweeper above and payouts through the payout sweep below.
     celery_task_time_limit_s: int = 120
     celery_visibility_timeout_s: int = 150
+    # A processing job holds the duplicate-search lock (every processor waits for it) and its file's row lock. A
+    # processor that stops mid-job (frozen, its host cut off: its connection stays open) held them for good and
+    # stalled every worker's evidence queue. PostgreSQL now ends such a session after this long idle inside the
+    # job's transaction once it asked for the lock (a live job is never idle that long there: its longest gap
+    # between statements is a few pixel checks, under a second), releasing both locks; the job is retried. A job
+    # waiting for the lock gives up after evidence_lock_wait_s (longer than the idle limit, so it outlasts a frozen
+    # holder; shorter than the task's soft time limit, so it fails cleanly and is retried, not killed mid-wait).
+    evidence_idle_in_transaction_s: float = 60.0
+    evidence_lock_wait_s: float = 90.0
     # A payout is locked while its provider call runs; one in 'paying' and unlocked this long is retried with
     # the same provider key (so it pays once), swept this often.
     payout_sweep_interval_s: float = 15.0

@@ -155,6 +155,15 @@ def _record_failure(db_session: Session, job_id: int, exc: Exception) -> None:
     db_session.commit()
 
 
+def lease_lapsed(*, db_session: Session, job_ids: list[int]) -> None:
+    """End the leases ``due_for_retry`` just gave jobs it then could not send (the broker went away): they are due
+    again at the next sweep instead of after a lease as long as their age (up to MAX_RESEND_LEASE_S)."""
+    if job_ids:
+        db_session.execute(update(Job).where(Job.id.in_(job_ids), Job.state == "pending")
+                           .values(leased_until=utcnow()).execution_options(synchronize_session=False))
+        db_session.commit()
+
+
 def due_for_retry(*, db_session: Session, limit: int = 500, queued: Collection[int] = ()) -> list[tuple[int, str]]:
     """Pending jobs whose lease expired: lease them again and return their ids and kinds. ``queued``: jobs whose
     message the caller saw still waiting in the broker (workers.broker): only delayed, not lost, so not re-sent.

@@ -451,3 +451,54 @@ def test_a_copy_processed_between_the_rounds_is_found_under_the_lock(server, mon
         reasons = dict(s.execute(select(Evidence.id, Evidence.reasons).where(Evidence.id.in_(ids))).all())
     assert sorted(rows) == sorted([(first_id, copy_id), (copy_id, first_id)])
     assert "duplicate_evidence" in reasons[copy_id] and "evidence_reused_later" in reasons[first_id], reasons
+
+
+def test_a_processor_that_stops_holding_the_lock_does_not_stall_the_others(server, monkeypatch):
+    """A worker frozen (or cut off) while it holds the duplicate-search lock, its connection still open: every other
+    processor waited on the lock for as long as it stayed frozen (a probe: 3 minutes, until it was resumed). Now its
+    session ends once it has been idle in the job's transaction for evidence_idle_in_transaction_s, the lock goes
+    with it, and the next file is processed while the frozen one still sleeps; the frozen file's job failed, and is
+    done on its retry."""
+    from core.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "evidence_idle_in_transaction_s", 2.0)
+    merchant, ops = _funded_merchant(server)
+    ids = []
+    for seed in (7474, 7575):
+        claim, worker = _checked_in_claim(server, merchant, ops)
+        ids.append(_upload(server, claim, worker, jpeg(photos.storefront(seed, 1))))
+    frozen_id, next_id = ids
+    holding, woke = threading.Event(), threading.Event()
+    real_record = evidence_service._record_matches
+
+    def record(db_session, ev, found):
+        if ev.id == frozen_id:  # under the lock, between two statements: the process stops here
+            holding.set()
+            threading.Event().wait(20)
+            woke.set()
+        return real_record(db_session, ev, found)
+
+    monkeypatch.setattr(evidence_service, "_record_matches", record)
+
+    def run(evidence_id: int) -> str:
+        with server.session() as s:
+            try:
+                return jobs.run(db_session=s, job_id=_job_of(server, evidence_id))
+            except Exception as exc:  # noqa: BLE001 - the frozen one's session was ended under it
+                return type(exc).__name__
+
+    with ThreadPoolExecutor(2) as pool:
+        frozen = pool.submit(run, frozen_id)
+        assert holding.wait(60), "the first job never took the lock"
+        assert pool.submit(run, next_id).result(timeout=60) == "done"
+        assert not woke.is_set(), "the next file waited for the frozen processor to wake"
+        assert frozen.result(timeout=60) != "done"
+    with server.session() as s:
+        states = dict(s.execute(select(Evidence.id, Evidence.state).where(Evidence.id.in_(ids))).all())
+        assert states == {frozen_id: "received", next_id: "processed"}
+        failed = s.get(jobs.Job, _job_of(server, frozen_id))
+        assert failed.state == "pending" and "idle" in (failed.last_error or ""), failed.last_error
+        s.execute(jobs.Job.__table__.update().where(jobs.Job.id == failed.id).values(leased_until=None))
+        s.commit()
+    monkeypatch.setattr(evidence_service, "_record_matches", real_record)
+    assert run(frozen_id) == "done"

@@ -297,7 +297,9 @@ def test_a_real_worker_tallies_each_tasks_cpu_in_redis(worker_process):
     run_job.delay(job.id)  # the nudge (the after-commit dispatch too, where workers.tasks set it up)
     try:
         assert wait_until(lambda: get_redis().get(marker) is not None, timeout=30.0)
-        assert wait_until(lambda: task_cpu(get_redis())["fieldproof.run_job"]["runs"] > before["runs"], timeout=10.0)
+        # the tally is written after the job's marker (task_postrun): absent at first on a fresh Redis
+        assert wait_until(lambda: task_cpu(get_redis()).get("fieldproof.run_job", before)["runs"] > before["runs"],
+                          timeout=10.0)
         after = task_cpu(get_redis())["fieldproof.run_job"]
         assert after["cpu_s"] - before["cpu_s"] >= 0.18 and after["ms_per_run"] is not None
     finally:
@@ -374,3 +376,45 @@ def test_the_broker_peek_reads_only_run_job_messages():
     assert job_id_of(json.dumps({**envelope, "headers": {"task": "fieldproof.auto_confirm"}})) is None
     for junk in (b"", b"{", b"[]", json.dumps({**envelope, "body": "%%%"}), json.dumps({"headers": None})):
         assert job_id_of(junk) is None
+
+
+def test_a_sweep_cut_short_by_the_broker_leaves_the_unsent_jobs_due_at_once(monkeypatch):
+    """The broker goes away during a sweep: the jobs it sent stay leased, the ones it could not send are due again
+    at the next sweep (they kept a new lease as long as their age, up to 10 minutes, and waited it out)."""
+    from datetime import timedelta
+
+    from workers import broker, tasks
+
+    marker = f"marker:{time.time_ns()}"
+    ids = [_committed_job(marker) for _ in range(3)]
+    try:
+        with session_scope() as db:
+            for job_id in ids:
+                db.get(jobs.Job, job_id).leased_until = jobs.utcnow() - timedelta(seconds=1)
+                db.get(jobs.Job, job_id).created_at = jobs.utcnow() - timedelta(minutes=30)
+            db.commit()
+        get_redis().delete("default")  # their messages lost
+        monkeypatch.setattr(broker, "waiting_jobs", lambda: set())
+        sent = []
+
+        def send(job_id, kind, retry_policy=None):
+            if job_id in ids and sent:
+                raise ConnectionError("broker gone")
+            sent.append(job_id)
+
+        monkeypatch.setattr(tasks, "send_job", send)
+        monkeypatch.setattr(jobs, "due_for_retry", lambda db_session, queued=(), _real=jobs.due_for_retry:
+                            [d for d in _real(db_session=db_session, queued=queued) if d[0] in ids])
+        first = tasks.resend_lost_jobs()
+        assert len(first) == 1 and first == sent
+        unsent = sorted(set(ids) - set(first))
+        with session_scope() as db:
+            leases = {j: db.get(jobs.Job, j).leased_until for j in ids}
+        assert leases[first[0]] > jobs.utcnow() + timedelta(minutes=5)  # sent: leased for its age
+        assert all(leases[j] <= jobs.utcnow() for j in unsent)  # not sent: due again now
+        monkeypatch.setattr(tasks, "send_job", lambda job_id, kind, retry_policy=None: sent.append(job_id))
+        assert sorted(tasks.resend_lost_jobs()) == unsent
+    finally:
+        with session_scope() as db:
+            db.execute(delete(jobs.Job).where(jobs.Job.id.in_(ids)))
+            db.commit()

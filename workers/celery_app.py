@@ -19,6 +19,8 @@ from workers.schedule import beat_schedule, scaled
 # exceed it, or Redis would hand a still-running task to a second worker (reasoning in core.config).
 TASK_TIME_LIMIT_S = get_settings().celery_task_time_limit_s
 VISIBILITY_TIMEOUT_S = max(get_settings().celery_visibility_timeout_s, TASK_TIME_LIMIT_S + 15)
+# Longer than a worker's wait for its next message (kombu's BRPOP: 1 s), short enough for a request to bear.
+BROKER_SOCKET_TIMEOUT_S = 3.0
 
 # The worker process runs domain code that relies on checkin's and evidence's hooks in tasks.
 checkin_hooks.register()
@@ -38,7 +40,12 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_time_limit=TASK_TIME_LIMIT_S,
     task_soft_time_limit=TASK_TIME_LIMIT_S - 15,
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+    # A broker that stops answering (its process frozen, a network partition: the socket stays open) held every
+    # publish for as long as it stayed so, and an upload's nudge is published after its commit in the request: a
+    # probe's uploads waited 25-72 s for a frozen Redis. Bounded now (BROKER_SOCKET_TIMEOUT_S); a nudge that fails
+    # is only a delay (workers.tasks.enqueue_job: the sweeper re-sends the job).
+    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S, "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+                              "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S},
     broker_connection_retry_on_startup=True,
     task_default_queue="default",  # every task names its own queue (workers.queues); this is only a fallback
     beat_schedule=scaled(beat_schedule(get_settings()), clock.rate(), get_settings().beat_min_interval_s),

@@ -44,8 +44,16 @@ def resend_lost_jobs() -> list[int]:
     waiting = broker.waiting_jobs()
     with session_scope() as db:
         due = jobs.due_for_retry(db_session=db, queued=waiting)
-    for job_id, kind in due:
-        send_job(job_id, kind)
+    for n, (job_id, kind) in enumerate(due):
+        try:
+            send_job(job_id, kind)
+        except Exception:  # noqa: BLE001 - the broker went away: what was not sent is due again at the next sweep
+            unsent = [j for j, _ in due[n:]]
+            with session_scope() as db:
+                jobs.lease_lapsed(db_session=db, job_ids=unsent)
+            log.warning("requeue_failed", sent=n, unsent=len(unsent))
+            due = due[:n]
+            break
     if due:
         log.info("requeued_jobs", count=len(due), still_queued=len(waiting))
     return [job_id for job_id, _ in due]
@@ -58,15 +66,22 @@ def purge_idempotency_records() -> int:
         return idempotency.purge_expired(db_session=db)
 
 
-def send_job(job_id: int, kind: str) -> None:
+# A nudge is published in the request that recorded the job, after its commit: one retry (a connection the broker
+# dropped is made again), then it gives up; the sweeper re-sends what a nudge did not (workers' own sends keep
+# Celery's default retries).
+NUDGE_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+
+def send_job(job_id: int, kind: str, retry_policy: dict | None = None) -> None:
     """Send ``run_job`` for one job to the queue of its kind (evidence jobs to the evidence workers)."""
-    run_job.apply_async((job_id,), queue=queue_for_job(kind))
+    run_job.apply_async((job_id,), queue=queue_for_job(kind), **({"retry_policy": retry_policy} if retry_policy
+                                                                  else {}))
 
 
 def enqueue_job(job_id: int, kind: str) -> None:
     """Nudge a worker after the job row committed; if this fails the sweeper catches it."""
     try:
-        send_job(job_id, kind)
+        send_job(job_id, kind, NUDGE_RETRY)
     except Exception:  # the DB row is the truth; a lost nudge is only a delay
         log.warning("enqueue_failed", job_id=job_id)
 
