@@ -145,16 +145,18 @@ def _rehash(args: argparse.Namespace) -> int:
     from evidence import rehash
 
     total = {"checked": 0, "changed": 0, "failed": [], "last_id": args.after_id}
-    with session_scope() as db:
-        with tqdm(total=rehash.remaining(db, args.after_id), unit="photo", file=sys.stderr) as bar:
-            for step in rehash.rehash_all(db, args.after_id, args.batch):
-                total["checked"] += step.checked
-                total["changed"] += step.changed
-                total["failed"] += step.failed
-                total["last_id"] = step.last_id
-                bar.update(step.checked)
-                bar.set_postfix(changed=total["changed"], failed=len(total["failed"]))
-    print(json.dumps(total))
+    try:  # the summary is printed however the run ends: its last_id is where another run resumes (--after-id)
+        with session_scope() as db:
+            with tqdm(total=rehash.remaining(db, args.after_id), unit="photo", file=sys.stderr) as bar:
+                for step in rehash.rehash_all(db, args.after_id, args.batch):
+                    total["checked"] += step.checked
+                    total["changed"] += step.changed
+                    total["failed"] += step.failed
+                    total["last_id"] = step.last_id
+                    bar.update(step.checked)
+                    bar.set_postfix(changed=total["changed"], failed=len(total["failed"]), last_id=step.last_id)
+    finally:
+        print(json.dumps(total))
     return 1 if total["failed"] else 0
 
 

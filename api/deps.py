@@ -10,6 +10,7 @@ import anyio
 import psycopg
 from fastapi import Depends, Path, Request
 from fastapi.security import OAuth2PasswordBearer
+from pydantic import BeforeValidator
 from sqlalchemy.orm import Session
 
 from accounts import service as accounts
@@ -24,7 +25,17 @@ from core.flow import Flow
 from core.models import utcnow
 
 # Every id in a path is a positive bigint: a larger number is a 422 here, never an overflow in PostgreSQL.
-Id = Annotated[int, Path(ge=1, le=BIGINT_MAX)]
+
+
+def _digits(value: Any) -> Any:
+    """A path id as written: ASCII digits only. Pydantic would also read "+12", "1_2", "12.0" or " 12" as 12, and an
+    idempotency key is scoped by the id as written (api.idempotent.route_of): one spelling per id."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("an id is written in digits only")
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_digits), Path(ge=1, le=BIGINT_MAX)]
 T = TypeVar("T")
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 

@@ -190,15 +190,16 @@ def form_digest(parts: list[tuple[str, bytes | str]]) -> str:
 
 def route_of(request: Request) -> str:
     """The scope of a request's keys: its method, route and path parameters as the route reads them (an id is a
-    number: ``/claims/0123`` is claim 123, as ``/claims/123`` is), so a key cannot be replayed past its first result
-    by spelling the path another way, and a long spelling cannot outgrow the stored scope. The same string the raw
-    path gave for canonical paths, so records stored before stay found."""
+    number: ``/claims/0123`` is claim 123, as ``/claims/123`` is; other spellings of a number are refused at the
+    edge: api.deps.Id), so a key cannot be replayed past its first result by spelling the path another way, and a
+    long spelling cannot outgrow the stored scope. The same string the raw path gave for canonical paths, so
+    records stored before stay found."""
     route = request.scope.get("route")
     template = getattr(route, "path_format", None)
     if template is None:
         return f"{request.method} {request.url.path}"
-    params = {k: str(int(v)) if isinstance(v, str) and v.isascii() and v.isdigit() else v
-              for k, v in request.path_params.items()}
+    params = {k: (v.lstrip("0") or "0") if isinstance(v, str) and v.isascii() and v.isdigit() else v
+              for k, v in request.path_params.items()}  # no int(): a 5,000-digit id must not raise here
     try:
         return f"{request.method} {template.format(**params)}"
     except (KeyError, IndexError, ValueError):  # parameters the route's template does not name as read

@@ -41,7 +41,7 @@ def dwell_at_submit(db_session: Session, claim: Claim, task) -> None:
     submission came sooner after the check-in than the minimum (server times: the phone's clock has no say). Signals
     on the claim, never a refusal (a phone that lost signal at the door still gets paid after a look), each weighed
     once however often the claim is submitted. The claim is locked by the caller (tasks.acceptance.submit)."""
-    if task.min_dwell_s is None or claim.checked_out_at is not None:
+    if not task.min_dwell_s or claim.checked_out_at is not None:  # 0: no minimum stay asked for
         return
     terms = of_claim(claim.id, claim.claimed_at)
     arrived = db_session.scalar(select(Checkin.server_time).where(*terms, Checkin.kind == "in"))

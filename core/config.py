@@ -158,12 +158,14 @@ class Settings(BaseSettings):
     # A processing job holds the duplicate-search lock (every processor waits for it) and its file's row lock. A
     # processor that stops mid-job (frozen, its host cut off: its connection stays open) held them for good and
     # stalled every worker's evidence queue. PostgreSQL now ends such a session after this long idle inside the
-    # job's transaction once it asked for the lock (a live job is never idle that long there: its longest gap
-    # between statements is a few pixel checks, under a second), releasing both locks; the job is retried. A job
+    # job's transaction once it asked for the lock (a live job is never idle that long there: between statements it
+    # only runs the pixel checks of the files processed meanwhile and reads their stored files, seconds at most),
+    # releasing both locks; the job is retried. The same holds for `fieldproof evidence rehash` under the lock. A job
     # waiting for the lock gives up after evidence_lock_wait_s (longer than the idle limit, so it outlasts a frozen
-    # holder; shorter than the task's soft time limit, so it fails cleanly and is retried, not killed mid-wait).
+    # holder; with up to 35 s of the job's own work before it, still within the task's soft time limit of 105 s, so
+    # it fails cleanly and is retried rather than killed mid-wait).
     evidence_idle_in_transaction_s: float = 60.0
-    evidence_lock_wait_s: float = 90.0
+    evidence_lock_wait_s: float = 70.0
     # A payout is locked while its provider call runs; one in 'paying' and unlocked this long is retried with
     # the same provider key (so it pays once), swept this often.
     payout_sweep_interval_s: float = 15.0

@@ -105,7 +105,7 @@ def decode_grey(img: Image.Image, slot: Slot | None = None) -> Image.Image:
         if img.format == "JPEG":
             box = (WORK_SIDE, WORK_SIDE)
             if draft_pixels(img.size, box) > PANORAMA_DRAFT_PIXELS:  # the square box would leave it barely scaled
-                box = draft_box(img.size, WORK_SIDE)
+                box = draft_box(img.size, 2 * WORK_SIDE)  # its long side still reaches a working image's
             img.draft("L", box)  # the size it will decode to: ~1/8 a side for a phone photo
         if slot is not None:
             slot.pixels = img.size[0] * img.size[1]

@@ -11,15 +11,28 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from core.config import get_settings
 from evidence.index import HashIndex
 from evidence.models import EvidenceHash
 
 LOCK_KEY = 7_146_031_001  # advisory lock id serialising duplicate search + insert
 _lock = threading.Lock()
 _state = {"index": HashIndex(), "loaded_upto": 0, "db": None}
+
+
+def lock_search(db_session: Session) -> None:
+    """Take the duplicate-search lock for the rest of the transaction. Whoever holds it must not hold it for good
+    if it stops (frozen, its host cut off, its connection still open): from here its session ends after a while
+    idle in this transaction, and a wait for the lock ends after a while (core.config: the job is retried)."""
+    s = get_settings()
+    db_session.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :idle, true), "
+                            "set_config('lock_timeout', :wait, true)"),
+                       {"idle": f"{int(s.evidence_idle_in_transaction_s * 1000)}ms",
+                        "wait": f"{int(s.evidence_lock_wait_s * 1000)}ms"})
+    db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
 
 
 def current(db_session: Session) -> HashIndex:

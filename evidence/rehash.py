@@ -9,8 +9,9 @@ rows the duplicate index is built from. Safe beside running workers and as often
 current is left alone, so a second run changes nothing.
 
 - Hashing runs outside any transaction; the replacement of a batch's changed files runs in one short transaction
-  under the duplicate-search lock (evidence.index_store.LOCK_KEY), as a processing job's insert does, so a file
-  being processed meanwhile sees either all of a file's old hash rows or all of its new ones. Workers' in-memory
+  under the duplicate-search lock (evidence.index_store.lock_search, with its timeouts: a run stopped there does not
+  hold the processors up for long), as a processing job's insert does, so a file being processed meanwhile sees
+  either all of a file's old hash rows or all of its new ones. Workers' in-memory
   indexes keep the old entries until they restart: a stale entry can only bring a file in as a candidate, which
   the comparison then judges by its current ``hashes``.
 - Only processed photos: a file still being processed gets current hashes from its own job; videos keep theirs
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from evidence import index_store
@@ -87,7 +88,7 @@ def _same(stored: dict | None, now: ImageHashes) -> bool:
 
 
 def _replace(db_session: Session, fresh: dict[int, ImageHashes]) -> None:
-    db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": index_store.LOCK_KEY})
+    index_store.lock_search(db_session)
     for ev in db_session.scalars(select(Evidence).where(Evidence.id.in_(fresh), Evidence.state == "processed")
                                  .order_by(Evidence.id).with_for_update(key_share=True)):
         now = fresh[ev.id]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from PIL import Image
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -145,15 +145,9 @@ def process(*, db_session: Session, evidence_id: int) -> None:
     # Then one processor at a time compares and inserts: the files processed meanwhile (hashes are inserted and
     # committed only under this lock, so the index misses none), so two copies processed at once still see each
     # other; each pair is recorded once, by whichever of the two is processed second.
-    # A processor that stops while it holds the lock must not hold it for good (core.config): its session ends
-    # after a while idle in this transaction; a waiting one gives up after a while (the job is retried). Both from
-    # here: what came before (a video's frames, the first round's pixel checks) is this file's own work.
-    s = get_settings()
-    db_session.execute(text("SELECT set_config('idle_in_transaction_session_timeout', :idle, true), "
-                            "set_config('lock_timeout', :wait, true)"),
-                       {"idle": f"{int(s.evidence_idle_in_transaction_s * 1000)}ms",
-                        "wait": f"{int(s.evidence_lock_wait_s * 1000)}ms"})
-    db_session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": index_store.LOCK_KEY})
+    # A processor that stops while it holds the lock must not hold it for good: lock_search's timeouts start here
+    # (what came before, a video's frames or the first round's pixel checks, is this file's own work).
+    index_store.lock_search(db_session)
     # Stored files read before the lock are read again: a processor that held it meanwhile may have added reasons
     # to them, which _record_matches must add to, not overwrite (flushed first, so nothing pending is dropped).
     # The file itself is not: its row lock, held since the start, kept every other processor off it.

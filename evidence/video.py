@@ -64,7 +64,7 @@ def hash_video(data: bytes, *, fps: float = 1.0, max_frames: int = 60) -> list[F
         for frame in container.decode(stream):
             t = float(frame.time or 0.0)
             if frame.key_frame or t >= next_t:
-                _within_limit(frame.width, frame.height)  # a stream may change size past what probe read
+                _within_limit(frame.width, frame.height)  # each sampled frame: a stream may grow past what probe read
                 with decode_slot() as slot:  # its RGB copy is the size of the frame: a decode like a photo's
                     slot.pixels = frame.width * frame.height
                     grey = working_grey(frame.to_image())

@@ -247,8 +247,9 @@ def test_a_minimum_stay_without_a_check_out_is_a_signal_on_the_claim(client, db)
     claim, risk = _submitted_without_checkout(client, db, min_dwell_s=3600)
     assert {"no_checkout", "short_dwell"} <= set(claim.flags)
     assert claim.risk_score == min(100, risk + s.weight_no_checkout + s.weight_short_dwell)
-    plain, plain_risk = _submitted_without_checkout(client, db)
-    assert not {"no_checkout", "short_dwell"} & set(plain.flags) and plain.risk_score == plain_risk
+    for over in ({}, {"min_dwell_s": 0}):  # no minimum stay asked for (0 says the same)
+        plain, plain_risk = _submitted_without_checkout(client, db, **over)
+        assert not {"no_checkout", "short_dwell"} & set(plain.flags) and plain.risk_score == plain_risk
 
 
 def test_a_minimum_stay_kept_before_submitting_is_only_unverified_and_weighed_once(client, db):

@@ -213,3 +213,22 @@ def test_healthz_reports_stopped_redis(client, monkeypatch, tmp_path):
     body = down.json()
     assert body["status"] == "degraded" and body["checks"]["redis"]["ok"] is False
     assert body["checks"]["database"]["ok"] is True
+
+
+@pytest.mark.parametrize("spelling", ["+{id}", "1_{id}", "{id}.0", " {id}", "{id}%20"])
+def test_an_id_is_written_in_digits_only(client, db, spelling):
+    """Pydantic reads "+12", "1_2", "12.0" as numbers; keys are scoped by the id as written, so each id has one
+    spelling (leading zeros aside): others are refused at the edge."""
+    from tests.fieldwork import claimed
+
+    _, claim, w, _ = claimed(client, db)
+    r = client.post(f"/v1/claims/{spelling.format(id=claim['id'])}/checkins", json={}, headers=w)
+    assert r.status_code == 422, r.text
+
+
+def test_a_five_thousand_digit_id_is_a_4xx_not_a_500(client, db):
+    from tests.fieldwork import claimed
+
+    _, claim, w, _ = claimed(client, db)
+    r = client.post(f"/v1/claims/{'0' * 5000}{claim['id']}/submit", headers={**w, "Idempotency-Key": "long-1"})
+    assert r.status_code < 500, r.text

@@ -254,3 +254,26 @@ def test_videos_above_4k_are_refused_with_their_own_code(client, db):
     uhd = _video((3840, 2160))
     assert inspect_upload(uhd, max_bytes=25 << 20, max_pixels=50_000_000).kind == "video"
     assert len(hash_video(uhd)) >= 1
+
+
+def test_draft_pixels_is_pillows_choice_and_ordinary_photos_keep_their_working_image():
+    """decode.draft_pixels says what Pillow's JPEG draft decodes to; every photo up to 4:1 keeps the square draft box
+    (its working image, so its stored hashes, unchanged), and a panorama past it still gets a full-size working
+    image (its long side 2 × WORK_SIDE), scaled while decoding."""
+    from evidence.hashing import PANORAMA_DRAFT_PIXELS, WORK_SIDE, decode_grey, working_grey
+
+    for size in ((4000, 3000), (4032, 3024), (3000, 4000), (1200, 900), (2000, 500), (8000, 2000), (640, 480),
+                 (2100, 500), (9000, 600), (65000, 769)):
+        data = jpeg(Image.new("RGB", size, (80, 90, 100)), 70)
+        img = Image.open(io.BytesIO(data))
+        predicted = decode.draft_pixels(img.size, (WORK_SIDE, WORK_SIDE))
+        img.draft("L", (WORK_SIDE, WORK_SIDE))
+        assert predicted == img.size[0] * img.size[1], size
+        ours = decode_grey(Image.open(io.BytesIO(data)))
+        if size[0] <= 4 * size[1] and size[1] <= 4 * size[0]:
+            assert predicted <= PANORAMA_DRAFT_PIXELS, size
+            square = Image.open(io.BytesIO(data))
+            square.draft("L", (WORK_SIDE, WORK_SIDE))
+            assert np.array_equal(np.asarray(ours), np.asarray(working_grey(square))), size
+        if predicted > PANORAMA_DRAFT_PIXELS:
+            assert max(ours.size) == min(2 * WORK_SIDE, max(size)), (size, ours.size)

@@ -66,9 +66,9 @@ def purge_idempotency_records() -> int:
         return idempotency.purge_expired(db_session=db)
 
 
-# A nudge is published in the request that recorded the job, after its commit: one retry (a connection the broker
-# dropped is made again), then it gives up; the sweeper re-sends what a nudge did not (workers' own sends keep
-# Celery's default retries).
+# A nudge is published by the process that recorded the job (a request, a job, a beat task), after its commit: one
+# retry (a connection the broker dropped is made again), then it gives up; the sweeper re-sends what a nudge did not
+# (its own sends keep Celery's default retries).
 NUDGE_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 
 
