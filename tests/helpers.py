@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 from accounts import service as accounts
@@ -66,3 +68,31 @@ RECENT_FIXES_SQL = """SELECT coalesce(json_agg(r ORDER BY r.client_time DESC), '
            ORDER BY client_time DESC LIMIT :n) r"""
 DEVICE_ACCOUNTS_SQL = """SELECT count(*) FROM (SELECT DISTINCT worker_id FROM checkin WHERE device_id = :device
     AND server_time BETWEEN :since AND :until AND worker_id <> :w LIMIT :cap) x"""
+
+
+@contextmanager
+def own_redis(folder) -> Iterator[tuple[subprocess.Popen, object, int]]:
+    """A redis-server of the test's own on a free port (nothing saved, files under ``folder``), answering before this
+    yields (process, client, port); stopped after (a test may shut it down, or freeze it, itself)."""
+    import redis as redis_lib
+
+    from core.localservices import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    client = redis_lib.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+
+    def answers() -> bool:
+        try:
+            return client.ping()
+        except redis_lib.ConnectionError:
+            return False
+
+    try:
+        assert wait_until(answers, timeout=10), "redis-server did not start"
+        yield proc, client, port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=10)

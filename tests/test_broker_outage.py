@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 
-import redis as redis_lib
 from sqlalchemy import select
 
 from core import jobs
-from core.localservices import free_port
 from evidence.models import Evidence
 from sim import photos
 from tests.evidence_transforms import jpeg
-from tests.helpers import wait_until
+from tests.helpers import own_redis
 from tests.live import live_server
 from tests.test_evidence_same_scene import LIMITS, _checked_in_claim, _funded_merchant, _upload
 
@@ -28,19 +25,7 @@ FROZEN_S = 60  # Redis stays frozen this long at most: an upload answered only a
 
 
 def test_an_upload_is_answered_while_the_broker_is_frozen_and_its_job_is_kept(test_database, tmp_path):
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    own = redis_lib.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
-
-    def answers() -> bool:
-        try:
-            return own.ping()
-        except redis_lib.ConnectionError:
-            return False
-
-    try:
-        assert wait_until(answers, timeout=10), "redis-server did not start"
+    with own_redis(tmp_path) as (proc, _, port):
         with live_server("brokerfreeze", {**LIMITS, "FIELDPROOF_REDIS_URL": f"redis://127.0.0.1:{port}/0"}) as srv:
             merchant, ops = _funded_merchant(srv)
             (first, w1), (second, w2) = (_checked_in_claim(srv, merchant, ops) for _ in range(2))
@@ -66,6 +51,3 @@ def test_an_upload_is_answered_while_the_broker_is_frozen_and_its_job_is_kept(te
                 job = s.scalar(select(jobs.Job).where(jobs.Job.kind == "evidence.process",
                                                       jobs.Job.payload["evidence_id"].as_integer() == evidence_id))
                 assert job is not None and job.state == "pending"  # the sweeper sends it if the nudge was lost
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

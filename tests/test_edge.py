@@ -2,18 +2,15 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import threading
 
 import pytest
-import redis as redis_lib
 from sqlalchemy import func, select
 
 from accounts.models import User
-from core import localservices
 from core.config import get_settings
 from core.idempotency import IdempotencyRecord
-from tests.helpers import PASSWORD, auth_for, freeze_rate_limit_clock, unique, wait_until
+from tests.helpers import PASSWORD, auth_for, freeze_rate_limit_clock, own_redis, unique
 
 
 def _register(client, name, key, role="worker"):
@@ -188,25 +185,12 @@ def test_metrics_and_openapi(client, db, monkeypatch):
 
 
 def test_healthz_reports_stopped_redis(client, monkeypatch, tmp_path):
-    port = localservices.free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    try:
-        own = redis_lib.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            try:
-                return own.ping()
-            except redis_lib.ConnectionError:
-                return False
-
-        assert wait_until(answers, timeout=10), "redis-server did not start"
+    with own_redis(tmp_path) as (proc, own, _):
         monkeypatch.setattr("core.health.get_redis", lambda: own)
         ok = client.get("/healthz")
         assert ok.status_code == 200 and ok.json()["status"] == "ok", ok.text
         assert ok.json()["checks"]["database"]["detail"].startswith("postgis")
         own.shutdown(nosave=True)
-    finally:
         proc.wait(timeout=10)
     down = client.get("/healthz")
     assert down.status_code == 503
