@@ -24,8 +24,6 @@ from core.db import new_session
 from core.flow import Flow
 from core.models import utcnow
 
-# Every id in a path is a positive bigint: a larger number is a 422 here, never an overflow in PostgreSQL.
-
 
 def _digits(value: Any) -> Any:
     """A path id as written: ASCII digits only. Pydantic would also read "+12", "1_2", "12.0" or " 12" as 12, and an
@@ -35,6 +33,7 @@ def _digits(value: Any) -> Any:
     return value
 
 
+# Every id in a path is a positive bigint: a larger number is a 422 here, never an overflow in PostgreSQL.
 Id = Annotated[int, BeforeValidator(_digits), Path(ge=1, le=BIGINT_MAX)]
 T = TypeVar("T")
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)

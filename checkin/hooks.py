@@ -47,15 +47,14 @@ def dwell_at_submit(db_session: Session, claim: Claim, task) -> None:
     arrived = db_session.scalar(select(Checkin.server_time).where(*terms, Checkin.kind == "in"))
     if arrived is None:  # not checked in: the transition refuses the submit
         return
-    s, found = get_checkin_settings(), {"no_checkout": None}
-    dwell = sig.dwell_seconds(arrived, utcnow())
-    if dwell < task.min_dwell_s:
-        found["short_dwell"] = None
-    weights = {"no_checkout": s.weight_no_checkout, "short_dwell": s.weight_short_dwell}
-    new = [code for code in found if code not in claim.flags]
+    s = get_checkin_settings()
+    # the submission stands in for the check-out: the check-out's own dwell rule says whether the stay was short
+    found = [sig.Signal("no_checkout", s.weight_no_checkout, "submitted without a check-out"),
+             *sig.evaluate_checkout(arrived, utcnow(), s, task.min_dwell_s)]
+    new = [x for x in found if x.code not in claim.flags]
     if new:
-        claim.risk_score = min(100, claim.risk_score + sum(weights[c] for c in new))
-        claim.flags = sorted(set(claim.flags) | set(new))
+        claim.risk_score = min(100, claim.risk_score + sum(x.weight for x in new))
+        claim.flags = sorted(set(claim.flags) | {x.code for x in new})
 
 
 def register() -> None:

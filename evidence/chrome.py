@@ -117,7 +117,8 @@ def photo_box(arr: np.ndarray) -> tuple[int, int, int, int]:
     scenes ended 14-18 bits from their original, past the index's reach of 12 (none now). Without a frame (camera
     photos: a camera's noise is never uniform but where it clips) the stripped box, as before, so the stored hashes
     of files processed before frames were told apart are what a new upload computes (those of screenshots stored
-    before are not recomputed: a new screenshot of the same photo still meets them in the other regions)."""
+    before are recomputed by `fieldproof evidence rehash`, evidence.rehash; until then a new screenshot of the same
+    photo still meets them in the other regions)."""
     stripped, frame = _boxes(np.asarray(arr))
     left, top, right, bottom = frame or stripped
     dx, dy = int((right - left) * INSET_SHARE), int((bottom - top) * INSET_SHARE)

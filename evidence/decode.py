@@ -15,8 +15,8 @@ scaled as much as a 4:3 one. Videos are held to 4K (MAX_VIDEO_PIXELS), each samp
 from __future__ import annotations
 
 import ctypes
-import math
 import ctypes.util
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager

@@ -86,7 +86,7 @@ class Alignment:
 # What a stored features file depends on besides the photo's bytes (pairs.features_key names it): the detector's
 # settings, the preparation of the pixels (``_photo``, evidence.chrome) and OpenCV's build. Bump
 # FEATURES_FORMAT when ``_photo`` or evidence.chrome change what ORB sees; the rest changes the name by itself.
-FEATURES_FORMAT = 2  # 2: a screenshot's drawn frame gives the photo whole (evidence.chrome._framed)
+FEATURES_FORMAT = 2  # 2: a screenshot's drawn frame gives the photo whole (evidence.chrome.photo_box)
 FEATURES_VERSION = hashlib.sha256(
     f"{FEATURES_FORMAT}:{ORB_FEATURES}:{FAST_THRESHOLD}:{MIN_SIDE}:{cv2.__version__}".encode()).hexdigest()[:8]
 
