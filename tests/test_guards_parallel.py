@@ -525,3 +525,31 @@ def test_parallel_reserve_releases_return_a_closed_tasks_escrow_once(server):
             LedgerTransaction.cause_id == events[0]))
         assert released == 1
         assert [p for p in ledger.check(s) if f"task {task_id}:" in p] == []
+
+
+def test_parallel_submits_without_a_check_out_weigh_the_stay_signals_once(server):
+    """A task asking for an hour on site, its claim checked in and submitted N times at once without a check-out:
+    one 200, the rest 409, and no_checkout + short_dwell added to the claim's risk once. The claim's row lock (taken
+    before the submit checks) orders the submits; a later one sees the claim submitted and its transition refuses
+    (which alone would also undo its signals: this shows the outcome, not which guard gives it)."""
+    from checkin.settings import get_checkin_settings
+
+    task, _, _ = _published(server, slots=1, min_dwell_s=3600, evidence={"photos_min": 0, "video": False})
+    worker = _users(server, "worker", 1)[0]
+    headers = _token(server, worker)
+    with server.http() as c:
+        claim_id = c.post(f"/v1/tasks/{task['id']}/claims", headers=headers).json()["id"]
+        assert c.post(f"/v1/claims/{claim_id}/checkins", json=fix(), headers=headers).status_code == 201
+    with server.session() as s:
+        before = s.get(Claim, claim_id).risk_score
+    n = 8
+    results = release_together(server, n, lambda c, i: c.post(
+        f"/v1/claims/{claim_id}/submit", headers={**headers, "Idempotency-Key": f"par-submit-{i}"}))
+    codes = _codes(results)
+    assert sorted(codes) == [200] + [409] * (n - 1), [r.text for r in results]
+    s_ = get_checkin_settings()
+    with server.session() as s:
+        claim = s.get(Claim, claim_id)
+        assert claim.state == "submitted"
+        assert claim.flags.count("no_checkout") == 1 and claim.flags.count("short_dwell") == 1, claim.flags
+        assert claim.risk_score == min(100, before + s_.weight_no_checkout + s_.weight_short_dwell)
