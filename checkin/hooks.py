@@ -23,7 +23,9 @@ def _of_claim(db_session: Session, claim_id: int) -> list | None:
 def claim_fix(db_session: Session, claim_id: int) -> hooks.ClaimFix | None:
     """The claim's check-in fix (kind 'in'), or None before the worker checked in."""
     terms = _of_claim(db_session, claim_id)
-    fix = None if terms is None else db_session.scalar(select(Checkin).where(*terms, Checkin.kind == "in"))
+    # the three values, not the whole fix (its signals and radio scan are most of the row)
+    fix = None if terms is None else db_session.execute(
+        select(Checkin.lat, Checkin.lon, Checkin.client_time).where(*terms, Checkin.kind == "in")).first()
     return None if fix is None else hooks.ClaimFix(lat=fix.lat, lon=fix.lon, client_time=fix.client_time)
 
 

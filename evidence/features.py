@@ -121,28 +121,38 @@ def _good_matches(da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarra
 class Photo:
     """A working image made ready for comparison once (chrome cut, enlarged when small: ``_photo``) with its ORB
     keypoints (their positions, N × 2 float32: all ``align`` reads of a keypoint), so a new upload compared with
-    several stored files finds its own keypoints only once."""
+    several stored files finds its own keypoints only once. ``box``: where in the working image the photo is
+    (chrome.photo_box), kept in the features file so a stored file's Photo is made without looking for it again."""
 
     pixels: np.ndarray
     points: np.ndarray
     descriptors: np.ndarray | None
+    box: tuple[int, int, int, int] | None = None
 
     @classmethod
     def of(cls, img: Image.Image) -> "Photo":
-        pixels = _photo(img)
+        arr = _grey(img)
+        box = photo_box(arr)
+        pixels = _photo(arr, box)
         points, descriptors = keypoints(pixels)
-        return cls(pixels, np.array([k.pt for k in points], np.float32).reshape(-1, 2), descriptors)
+        return cls(pixels, np.array([k.pt for k in points], np.float32).reshape(-1, 2), descriptors, box)
 
     @classmethod
     def with_features(cls, img: Image.Image, packed: bytes) -> "Photo | None":
         """The Photo of ``img`` with keypoints found before (``packed``, from ``features_file``) instead of found
         again: the same pixels, positions and descriptors as ``of`` (ORB is deterministic). None when ``packed`` is
         not a well-formed features file of a photo this size (the caller finds them again): a cache that cannot
-        be read never fails the job that reads it."""
-        pixels = _photo(img)
+        be read never fails the job that reads it. A file written before the box was kept (no ``box``) has the
+        photo looked for again, as ``of`` does."""
+        arr = _grey(img)
         try:
             with np.load(io.BytesIO(packed), allow_pickle=False) as f:
                 shape, points, descriptors = (np.asarray(f[name]) for name in ("shape", "points", "descriptors"))
+                kept = np.asarray(f["box"]) if "box" in f.files else None
+            box = photo_box(arr) if kept is None else _box_within(kept, arr.shape)
+            if box is None:
+                return None
+            pixels = _photo(arr, box)
             if (shape.shape != (2,) or tuple(shape.tolist()) != pixels.shape or points.dtype != np.float32
                     or points.ndim != 2 or points.shape[1] != 2 or descriptors.dtype != np.uint8
                     or descriptors.shape not in ((0,), (len(points), 32))
@@ -150,14 +160,25 @@ class Photo:
                 return None
         except Exception:  # noqa: BLE001 - whatever a damaged file makes numpy raise (zip, zlib, header, memory)
             return None
-        return cls(pixels, points, descriptors if len(descriptors) else None)
+        return cls(pixels, points, descriptors if len(descriptors) else None, box)
 
     def features_file(self) -> bytes:
-        """The keypoints, descriptors and the prepared pixels' shape, packed for ``with_features`` (~37 KB)."""
+        """The keypoints, descriptors, the prepared pixels' shape and the photo's box, packed for
+        ``with_features`` (~37 KB)."""
         buf = io.BytesIO()
+        extra = {} if self.box is None else {"box": np.array(self.box, np.int32)}
         np.savez(buf, shape=np.array(self.pixels.shape, np.int32), points=self.points,
-                 descriptors=self.descriptors if self.descriptors is not None else np.zeros(0, np.uint8))
+                 descriptors=self.descriptors if self.descriptors is not None else np.zeros(0, np.uint8), **extra)
         return buf.getvalue()
+
+
+def _box_within(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """A kept box, if it is four integers that cut a non-empty part of an image of ``shape``."""
+    if box.shape != (4,) or box.dtype.kind not in "iu":
+        return None
+    left, top, right, bottom = (int(v) for v in box)
+    h, w = shape[:2]
+    return (left, top, right, bottom) if 0 <= left < right <= w and 0 <= top < bottom <= h else None
 
 
 def align(query: Photo, stored: Photo) -> tuple[Alignment, np.ndarray | None]:
@@ -233,11 +254,15 @@ def _tile_median_correlation(a: np.ndarray, b: np.ndarray, valid: np.ndarray) ->
     return float(np.median(scores)) if len(scores) >= 4 else None
 
 
-def _photo(img: Image.Image) -> np.ndarray:
-    """The photo without phone chrome, enlarged when small (a photo in a tall screenshot's working image can be
-    ~160 px wide: too few ORB keypoints at that size, while enlarged it keeps its corners and blobs)."""
-    arr = np.asarray(img.convert("L"))
-    left, top, right, bottom = photo_box(arr)
+def _grey(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("L"))
+
+
+def _photo(arr: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The photo (``box`` of the greyscale working image: without phone chrome), enlarged when small (a photo in a
+    tall screenshot's working image can be ~160 px wide: too few ORB keypoints at that size, while enlarged it
+    keeps its corners and blobs)."""
+    left, top, right, bottom = box
     arr = arr[top:bottom, left:right]
     longest = max(arr.shape)
     if longest < MIN_SIDE:

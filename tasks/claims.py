@@ -5,7 +5,7 @@ import json
 from datetime import timedelta
 from functools import lru_cache
 
-from sqlalchemy import TextClause, select, text, update
+from sqlalchemy import TextClause, bindparam, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -40,15 +40,16 @@ def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
     # recover from; the slot by one guarded UPDATE. On a refusal the service only raises: the caller owns
     # the transaction and rolls it back (never this function), so nothing half-done is ever committed.
     expires = min(now + timedelta(seconds=get_settings().claim_checkin_window_s), task.ends_at)
-    new_id = db_session.scalar(
+    # The new row comes back whole (RETURNING the entity): no second round trip to read it.
+    claim = db_session.scalar(
         insert(Claim).values(task_id=task_id, worker_id=worker.id, state="claimed", expires_at=expires,
                              risk_score=0, flags=[])
         .on_conflict_do_nothing(index_elements=["task_id", "worker_id"],
                                 # A literal predicate: with bound parameters a generic (prepared) plan
                                 # cannot prove the partial index applies and PostgreSQL raises 42P10.
                                 index_where=text(in_list("state", ACTIVE_CLAIM_STATES)))
-        .returning(Claim.id))
-    if new_id is None:
+        .returning(Claim))
+    if claim is None:
         raise AlreadyClaimed()
     taken = db_session.execute(
         update(Task).where(Task.id == task_id, Task.state == "published", Task.slots_taken < Task.slots,
@@ -59,17 +60,21 @@ def claim(*, db_session: Session, worker: User, task_id: int) -> Claim:
         if state != "published" or ends_at <= now:
             raise TaskNotOpen(f"Task {task_id} is {state} and not open for claims.")
         raise SlotsFull()
-    audit(db_session, new_id, None, "claimed", worker.id)
+    audit(db_session, claim.id, None, "claimed", worker.id)
     db_session.commit()
-    return db_session.get(Claim, new_id)
+    return claim
+
+
+_EARLIER_CLAIMS = (select(Claim.state)
+                   .where(Claim.task_id == bindparam("task_id"), Claim.worker_id == bindparam("worker_id"))
+                   .order_by(Claim.id).with_for_update())
 
 
 def _refuse_if_done(db_session: Session, task_id: int, worker_id: int) -> None:
     """Refuse a second go at a task this worker already did. The worker's earlier claims on the task are
     row-locked: one moving to paid (or out of an active state) right now is waited for and read as committed,
     and a claim still active is caught by the unique partial index in the INSERT that follows."""
-    states = db_session.scalars(select(Claim.state).where(Claim.task_id == task_id, Claim.worker_id == worker_id)
-                                .order_by(Claim.id).with_for_update()).all()
+    states = db_session.scalars(_EARLIER_CLAIMS, {"task_id": task_id, "worker_id": worker_id}).all()
     if any(state in DONE_CLAIM_STATES for state in states):
         raise AlreadyDone()
 
@@ -178,6 +183,14 @@ def get_for(*, db_session: Session, user: User, claim_id: int, for_update: bool 
         if owner == user.id:
             return found
     raise ClaimNotFound()
+
+
+def readable_by(user: User):
+    """``get_for``'s rule as a condition on Claim joined to its Task, for reads of many claims at once."""
+    if user.role in ("ops", "admin"):
+        return true()
+    mine = Claim.worker_id == user.id
+    return or_(mine, Task.merchant_id == user.id) if user.role == "merchant" else mine
 
 
 def get_own(*, db_session: Session, worker: User, claim_id: int, for_update: bool = False) -> Claim:

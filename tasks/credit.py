@@ -6,7 +6,7 @@ clamped to 0..200. Each change is a ``credit_event`` row; the score is computed 
 """
 from __future__ import annotations
 
-from sqlalchemy import case, func, select
+from sqlalchemy import BigInteger, DateTime, bindparam, case, func, select
 from sqlalchemy.orm import Session
 
 from core.models import utcnow
@@ -38,12 +38,22 @@ def may_claim(task, credit_score: int) -> bool:
     return credit_score >= task.min_credit and (not task.premium or premium_ok(credit_score))
 
 
-def score(db_session: Session, worker_id: int) -> int:
-    """The worker's current credit, from its events with decay."""
-    age_days = func.extract("epoch", utcnow() - CreditEvent.at) / 86400.0
+def _score_stmt():
+    age_days = func.extract("epoch", bindparam("now", type_=DateTime(timezone=True)) - CreditEvent.at) / 86400.0
     weight = case((CreditEvent.delta < 0, CreditEvent.delta * func.power(0.5, age_days / HALF_LIFE_DAYS)),
                   else_=CreditEvent.delta)
-    total = db_session.scalar(select(func.coalesce(func.sum(weight), 0)).where(CreditEvent.worker_id == worker_id))
+    return (select(func.coalesce(func.sum(weight), 0))
+            .where(CreditEvent.worker_id == bindparam("worker_id", type_=BigInteger)))
+
+
+# Built once (the task hall and every claim read it): only the time and the worker change. Building the expression
+# anew cost ~0.7 ms of the API's CPU per read, three quarters of the read.
+_SCORE = _score_stmt()
+
+
+def score(db_session: Session, worker_id: int) -> int:
+    """The worker's current credit, from its events with decay."""
+    total = db_session.scalar(_SCORE, {"now": utcnow(), "worker_id": worker_id})
     return max(MIN, min(MAX, START + int(round(float(total)))))
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from dataclasses import dataclass
+from functools import lru_cache
 
 from geoalchemy2.shape import from_shape
 from shapely.geometry import Point
-from sqlalchemy import case, func, select, text, update
+from sqlalchemy import BigInteger, DateTime, Float, Integer, String, bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -331,22 +332,33 @@ def nearby(*, db_session: Session, lat: float, lon: float, crs: str, radius_m: f
            min_reward: int | None = None, limit: int = 50, premium_ok: bool = True) -> list[NearbyTask]:
     """Published tasks with free slots within radius, nearest first (KNN on the partial GiST index)."""
     wlat, wlon = geocrs.to_wgs84(lat, lon, crs)
-    here = point_geog(wlon, wlat)
+    params = {"lon": wlon, "lat": wlat, "radius_m": radius_m, "now": utcnow(), "limit": limit, "type": type,
+              "min_reward": min_reward}
+    stmt = _nearby_stmt(bool(type), bool(min_reward), premium_ok)
+    return [NearbyTask(task, d) for task, d in db_session.execute(stmt, params)]
+
+
+@lru_cache(maxsize=8)
+def _nearby_stmt(by_type: bool, by_reward: bool, premium_ok: bool):
+    """The hall's query for one set of filters, built once: only bound values change per request. A statement
+    built anew per request cost the API ~1 ms of CPU (building it, then its cache key), as much as running it."""
+    here = point_geog(bindparam("lon", type_=Float), bindparam("lat", type_=Float))
     # To the fence's edge, 0 inside, as the check-in measures it (a circle exactly, from its centre and radius), so
     # the hall and the check-in never disagree; nearest first still goes by the centre (the KNN index).
     dist = case((Task.radius_m.is_not(None), func.greatest(0.0, func.ST_Distance(Task.center, here) - Task.radius_m)),
                 else_=func.ST_Distance(Task.fence, here)).label("distance_m")
     stmt = (select(Task, dist)
-            .where(Task.state == "published", Task.slots_taken < Task.slots, Task.ends_at > utcnow(),
-                   func.ST_DWithin(Task.center, here, radius_m))
-            .order_by(Task.center.op("<->")(here)).limit(limit))
-    if type:
-        stmt = stmt.where(Task.type == type)
-    if min_reward:
-        stmt = stmt.where(Task.reward_fen >= min_reward)
+            .where(Task.state == "published", Task.slots_taken < Task.slots,
+                   Task.ends_at > bindparam("now", type_=DateTime(timezone=True)),
+                   func.ST_DWithin(Task.center, here, bindparam("radius_m", type_=Float)))
+            .order_by(Task.center.op("<->")(here)).limit(bindparam("limit", type_=Integer)))
+    if by_type:
+        stmt = stmt.where(Task.type == bindparam("type", type_=String))
+    if by_reward:
+        stmt = stmt.where(Task.reward_fen >= bindparam("min_reward", type_=BigInteger))
     if not premium_ok:
         stmt = stmt.where(Task.premium.is_(False))
-    return [NearbyTask(task, d) for task, d in db_session.execute(stmt)]
+    return stmt
 
 
 def hall(*, db_session: Session, worker: User, lat: float, lon: float, crs: str, radius_m: float,

@@ -33,8 +33,8 @@ JPEG = {"response_class": Response,
 def match_read(match, traced) -> MatchRead:
     """A duplicate, with its claim and task when the viewer may see them."""
     found = traced.get(match.matched_evidence_id)
-    where = {} if found is None else {"own": True, "claim_id": found[0].id, "task_id": found[1].id,
-                                      "task_title": found[1].title}
+    where = {} if found is None else {"own": True, "claim_id": found.claim_id, "task_id": found.task_id,
+                                      "task_title": found.task_title}
     return MatchRead(matched_evidence_id=match.matched_evidence_id, distance=match.distance, method=match.method,
                      **where)
 
