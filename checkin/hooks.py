@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from checkin import signals as sig
-from checkin.models import Checkin, of_claim
+from checkin.models import Checkin, of_claim, of_claims
 from checkin.settings import get_checkin_settings
 from core.models import utcnow
 from tasks import hooks
@@ -29,12 +29,18 @@ def claim_fix(db_session: Session, claim_id: int) -> hooks.ClaimFix | None:
     return None if fix is None else hooks.ClaimFix(lat=fix.lat, lon=fix.lon, client_time=fix.client_time)
 
 
-def review_checkins(db_session: Session, claim_id: int) -> list[dict[str, Any]]:
-    """The claim's fixes with their verdicts and reasons, for the ops spot-check view."""
-    terms = _of_claim(db_session, claim_id)
-    fixes = [] if terms is None else db_session.scalars(select(Checkin).where(*terms).order_by(Checkin.id)).all()
-    return [{"id": f.id, "kind": f.kind, "lat": f.lat, "lon": f.lon, "verdict": f.verdict,
-             "distance_m": f.distance_m, "reasons": f.reasons, "signals": f.signals} for f in fixes]
+def review_checkins(db_session: Session, claim_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The claims' fixes with their verdicts and reasons, for the ops spot-check view: a page of claims in two
+    statements (their creation times, then every fix)."""
+    out: dict[int, list[dict[str, Any]]] = {cid: [] for cid in claim_ids}
+    claimed = db_session.execute(select(Claim.id, Claim.claimed_at).where(Claim.id.in_(claim_ids))).all()
+    if not claimed:
+        return out
+    terms = of_claims([cid for cid, _ in claimed], min(at for _, at in claimed))
+    for f in db_session.scalars(select(Checkin).where(*terms).order_by(Checkin.id)):
+        out[f.claim_id].append({"id": f.id, "kind": f.kind, "lat": f.lat, "lon": f.lon, "verdict": f.verdict,
+                                "distance_m": f.distance_m, "reasons": f.reasons, "signals": f.signals})
+    return out
 
 
 def dwell_at_submit(db_session: Session, claim: Claim, task) -> None:

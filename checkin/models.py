@@ -88,8 +88,16 @@ def of_claim(claim_id: int, claimed_at: datetime) -> list[ColumnElement[bool]]:
     minutes of slack). The bounds are values, not a subquery, so the planner itself leaves the other months out: a
     read-only request's session ends in a rollback, after which psycopg prepares the statement afresh, so no cached
     generic plan would do it."""
-    return [Checkin.claim_id == claim_id,
-            Checkin.server_time.between(claimed_at - CLAIM_FIX_SLACK, utcnow() + FIX_CLOCK_SLACK)]
+    return [Checkin.claim_id == claim_id, _since_claimed(claimed_at)]
+
+
+def of_claims(claim_ids: list[int], earliest_claimed_at: datetime) -> list[ColumnElement[bool]]:
+    """``of_claim`` for several claims at once: their ids, bounded from the earliest one's creation."""
+    return [Checkin.claim_id.in_(claim_ids), _since_claimed(earliest_claimed_at)]
+
+
+def _since_claimed(claimed_at: datetime) -> ColumnElement[bool]:
+    return Checkin.server_time.between(claimed_at - CLAIM_FIX_SLACK, utcnow() + FIX_CLOCK_SLACK)
 
 
 class RadioSite(Base):

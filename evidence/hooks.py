@@ -37,17 +37,22 @@ def unchecked_evidence(claim_id: Any, arrived_after: datetime | None = None) -> 
     return select(Evidence.id).where(*terms).exists()
 
 
-def review_evidence(db_session: Session, claim_id: int) -> list[dict[str, Any]]:
-    """The claim's files with their reasons and near-duplicate matches, for the ops spot-check view."""
-    files = db_session.scalars(select(Evidence).where(Evidence.claim_id == claim_id).order_by(Evidence.id)).all()
+def review_evidence(db_session: Session, claim_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The claims' files with their reasons and near-duplicate matches, for the ops spot-check view: a page of
+    claims in two statements (every file, then every file's matches)."""
+    files = db_session.scalars(select(Evidence).where(Evidence.claim_id.in_(claim_ids))
+                               .order_by(Evidence.claim_id, Evidence.id)).all()
     matches: dict[int, list[dict[str, Any]]] = {ev.id: [] for ev in files}
-    if files:  # every file's matches in one statement, not one per file
+    if files:
         for m in db_session.scalars(select(EvidenceMatch).where(EvidenceMatch.evidence_id.in_(list(matches)))
                                     .order_by(EvidenceMatch.evidence_id, EvidenceMatch.id)):
             matches[m.evidence_id].append({"matched_evidence_id": m.matched_evidence_id, "distance": m.distance,
                                            "method": m.method})
-    return [{"id": ev.id, "kind": ev.kind, "sha256": ev.sha256, "reasons": ev.reasons, "matches": matches[ev.id],
-             "withdrawn": ev.withdrawn_at is not None} for ev in files]
+    out: dict[int, list[dict[str, Any]]] = {cid: [] for cid in claim_ids}
+    for ev in files:
+        out[ev.claim_id].append({"id": ev.id, "kind": ev.kind, "sha256": ev.sha256, "reasons": ev.reasons,
+                                 "matches": matches[ev.id], "withdrawn": ev.withdrawn_at is not None})
+    return out
 
 
 def register() -> None:

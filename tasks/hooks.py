@@ -23,7 +23,8 @@ REVIEW_DETAILS = ("checkins", "evidence")
 UNCHECKED_EVIDENCE = "unchecked_evidence"
 
 SubmitCheck = Callable[..., None]  # (db_session, claim, task) -> None, raises when the claim may not be submitted
-ReviewDetail = Callable[[Session, int], list[dict[str, Any]]]  # (db_session, claim_id) -> rows
+# (db_session, claim_ids) -> rows by claim id (every id a key): a page of spot checks in one read per section
+ReviewDetail = Callable[[Session, list[int]], dict[int, list[dict[str, Any]]]]
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,11 @@ def run_submit_checks(db_session: Session, claim, task) -> None:
         check(db_session, claim, task)
 
 
-def review_details(db_session: Session, claim_id: int) -> dict[str, list[dict[str, Any]]]:
-    """Every spot-check section for a claim, keyed by slot name, in ``REVIEW_DETAILS`` order."""
+def review_details(db_session: Session, claim_ids: list[int]) -> dict[int, dict[str, list[dict[str, Any]]]]:
+    """Every spot-check section of each claim, by claim id, then by slot name in ``REVIEW_DETAILS`` order."""
     fns = _filled(_review_details, REVIEW_DETAILS)
-    return {name: fn(db_session, claim_id) for name, fn in zip(REVIEW_DETAILS, fns)}
+    sections = [fn(db_session, claim_ids) for fn in fns]
+    return {cid: {name: rows[cid] for name, rows in zip(REVIEW_DETAILS, sections)} for cid in claim_ids}
 
 
 def claim_fix(db_session: Session, claim_id: int) -> ClaimFix | None:

@@ -112,12 +112,20 @@ def decide_appeal(*, db_session: Session, ops: User, appeal_id: int, overturn: b
 
 def spot_check_detail(*, db_session: Session, check: SpotCheck) -> dict:
     """A spot check with the claim, its fixes (with reasons) and evidence (with matches) for ops."""
-    claim = db_session.get(Claim, check.claim_id)
-    return {"id": check.id, "claim_id": check.claim_id, "probability": check.probability, "stratum": check.stratum,
-            "state": check.state, "verdict_reason": check.verdict_reason,
-            "claim": {c.key: getattr(claim, c.key) for c in Claim.__table__.columns},
-            # "checkins" and "evidence": sections registered by checkin and evidence (tasks.hooks).
-            **hooks.review_details(db_session, claim.id)}
+    return spot_check_details(db_session=db_session, checks=[check])[0]
+
+
+def spot_check_details(*, db_session: Session, checks: list[SpotCheck]) -> list[dict]:
+    """``spot_check_detail`` of each check, in order: a page of the queue in a statement per part (claims, fixes,
+    files, matches), not one per part and check."""
+    ids = [c.claim_id for c in checks]
+    claims_by_id = {c.id: c for c in db_session.scalars(select(Claim).where(Claim.id.in_(ids)))} if ids else {}
+    # "checkins" and "evidence": sections registered by checkin and evidence (tasks.hooks).
+    sections = hooks.review_details(db_session, ids) if ids else {}
+    return [{"id": check.id, "claim_id": check.claim_id, "probability": check.probability,
+             "stratum": check.stratum, "state": check.state, "verdict_reason": check.verdict_reason,
+             "claim": {c.key: getattr(claims_by_id[check.claim_id], c.key) for c in Claim.__table__.columns},
+             **sections[check.claim_id]} for check in checks]
 
 
 def complain(*, db_session: Session, merchant: User, claim_id: int, reason: str) -> Appeal:

@@ -264,3 +264,37 @@ def test_a_minimum_stay_kept_before_submitting_is_only_unverified_and_weighed_on
     weighed = claim.risk_score
     run_submit_checks(db, claim, db.get(Task, claim.task_id))
     assert claim.risk_score == weighed and claim.flags.count("no_checkout") == 1
+
+
+def test_a_page_of_spot_checks_costs_the_same_statements_as_one_and_shows_each_the_same(client, db, no_sampling):
+    """tasks.reviews.spot_check_details reads a page of the queue in a statement per part (claims, their fixes,
+    files, matches: tasks.hooks.review_details), not one per part and check; each check reads as it does alone."""
+    from sqlalchemy import event
+
+    from tasks import reviews
+    from tasks.models import SpotCheck
+
+    ids = []
+    for _ in range(3):
+        _, claim, _, m = submitted(client, db, mock_location=True)
+        assert client.post(f"/v1/submissions/{claim['id']}/confirm", headers=m).json()["state"] == "spot_check"
+        ids.append(claim["id"])
+    checks = list(db.scalars(select(SpotCheck).where(SpotCheck.claim_id.in_(ids)).order_by(SpotCheck.id)))
+    engine, counted = db.get_bind().engine, []
+
+    def count(*_args, **_kw):
+        counted.append(1)
+
+    def statements(page):
+        counted.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            return reviews.spot_check_details(db_session=db, checks=page), len(counted)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+
+    alone = [statements([c]) for c in checks]
+    page, n = statements(checks)
+    assert n == alone[0][1] and all(k == n for _, k in alone), (n, [k for _, k in alone])
+    assert page == [one[0][0] for one in alone]
+    assert all(d["checkins"] and "mock_location" in d["checkins"][0]["reasons"] for d in page)

@@ -319,3 +319,34 @@ def test_hashing_falls_back_to_pillow_with_the_same_hashes(monkeypatch):
     assert [(h.phash, h.dhash, h.variants, h.texture) for h in fast] == \
         [(h.phash, h.dhash, h.variants, h.texture) for h in slow]
 
+
+
+def test_a_stored_files_photo_box_is_kept_with_its_keypoints_and_gives_the_same_photo():
+    """features.Photo.features_file keeps the photo's box (chrome.photo_box) with the keypoints, so a stored file's
+    Photo is made without looking for the box again: the same pixels and keypoints as Photo.of, for a camera photo
+    and for a screenshot with chrome; a file written before the box was kept still reads (the box looked for);
+    a box that does not fit the image is refused like any damaged file."""
+    from evidence.features import Photo
+
+    def working(data: bytes):
+        return inspect_upload(data, max_bytes=10**8, max_pixels=10**9).grey
+
+    camera = working(photos.camera_jpeg(photos.storefront(3, 5)))
+    shot = working(photos.reuse(photos.camera_jpeg(photos.storefront(4, 2)), "screenshot_statusbar"))
+    for grey in (camera, shot):
+        made = Photo.of(grey)
+        assert made.box is not None
+        kept = Photo.with_features(grey, made.features_file())
+        assert kept.box == made.box and np.array_equal(kept.pixels, made.pixels)
+        assert np.array_equal(kept.points, made.points) and np.array_equal(kept.descriptors, made.descriptors)
+        old = io.BytesIO()  # as files were written before the box was kept
+        np.savez(old, shape=np.array(made.pixels.shape, np.int32), points=made.points, descriptors=made.descriptors)
+        before = Photo.with_features(grey, old.getvalue())
+        assert before.box == made.box and np.array_equal(before.pixels, made.pixels)
+        w, h = grey.size
+        for box in ((0, 0, w + 1, h), (5, 5, 5, 9), (-1, 0, w, h)):
+            bad = io.BytesIO()
+            np.savez(bad, shape=np.array(made.pixels.shape, np.int32), points=made.points,
+                     descriptors=made.descriptors, box=np.array(box, np.int32))
+            assert Photo.with_features(grey, bad.getvalue()) is None
+    assert Photo.of(shot).box != (0, 0, *shot.size)  # the screenshot's chrome is cut: the box matters

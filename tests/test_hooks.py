@@ -19,7 +19,7 @@ def test_missing_registration_fails_loudly(empty_hooks):
     with pytest.raises(hooks.HookMissing, match="evidence_requirements"):
         hooks.run_submit_checks(None, None, None)
     with pytest.raises(hooks.HookMissing):
-        hooks.review_details(None, 1)
+        hooks.review_details(None, [1])
     with pytest.raises(hooks.HookMissing):
         hooks.claim_fix(None, 1)
     with pytest.raises(hooks.HookMissing):

@@ -164,3 +164,49 @@ def test_ops_read_any_tasks_progress_and_submissions_other_merchants_and_workers
     for path in (f"/v1/tasks/{task['id']}/progress", f"/v1/tasks/{task['id']}/submissions"):
         assert client.get(path, headers=other).status_code == 404
         assert client.get(path, headers=w).status_code == 403
+
+
+def test_a_files_traced_duplicates_are_one_statement_and_each_viewer_traces_only_what_it_may_read(client, db):
+    """evidence.service.matched_claims reads every match's claim and task in one statement (it read two or three
+    per match), with claims.get_for's rule in SQL (claims.readable_by): the task's merchant, the claim's worker,
+    ops; nobody else."""
+    from sqlalchemy import event
+
+    from accounts.models import User
+    from evidence import service as evidence_service
+    from evidence.models import Evidence
+    from tasks.models import Task
+    from tests.helpers import make_user
+
+    task_a, claim_a, worker_a, _, m = _submitted_with_photo(client, db)
+    task_b, claim_b, _, _, _ = _submitted_with_photo(client, db, merchant_headers=m)
+    _, claim_c, worker_c, _, _ = _submitted_with_photo(client, db)  # another merchant's task
+    file_of = {c["id"]: db.scalar(select(Evidence.id).where(Evidence.claim_id == c["id"]))
+               for c in (claim_a, claim_b, claim_c)}
+    matched = [file_of[claim_a["id"]], file_of[claim_b["id"]]]
+    merchant_a = db.get(User, task_a["merchant_id"])
+    other_merchant = db.get(User, db.get(Task, claim_c["task_id"]).merchant_id)
+    ops = make_user(db, "ops")
+    viewers = (("merchant_a", merchant_a), ("ops", ops), ("worker_a", worker_a), ("worker_c", worker_c),
+               ("merchant_c", other_merchant))
+    assert all(user.role and user.id for _, user in viewers)  # loaded before counting
+    statements = []
+    engine = db.get_bind().engine
+
+    def count(*_args, **_kw):
+        statements.append(1)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        by_viewer = {name: evidence_service.matched_claims(db_session=db, user=user, matched_ids=matched)
+                     for name, user in viewers}
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 5  # one per read, whatever the number of matches
+    both = {file_of[claim_a["id"]]: (claim_a["id"], task_a["id"], task_a["title"]),
+            file_of[claim_b["id"]]: (claim_b["id"], task_b["id"], task_b["title"])}
+    assert {k: tuple(v) for k, v in by_viewer["merchant_a"].items()} == both
+    assert {k: tuple(v) for k, v in by_viewer["ops"].items()} == both
+    assert {k: tuple(v) for k, v in by_viewer["worker_a"].items()} == {
+        file_of[claim_a["id"]]: both[file_of[claim_a["id"]]]}
+    assert by_viewer["worker_c"] == {} and by_viewer["merchant_c"] == {}

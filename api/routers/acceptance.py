@@ -68,8 +68,8 @@ def request_changes(claim_id: Id, body: ChangesRequest, merchant: Merchant, idem
 @router.get("/spot-checks", response_model=list[SpotCheckRead])
 def spot_checks(ops: Ops, db_session: DbSession, limit: Annotated[int, Query(ge=1, le=200)] = 50):
     """The open spot-check queue with fence, fixes, evidence and reasons."""
-    return [reviews.spot_check_detail(db_session=db_session, check=c)
-            for c in reviews.open_spot_checks(db_session=db_session, ops=ops, limit=limit)]
+    return reviews.spot_check_details(db_session=db_session,
+                                      checks=reviews.open_spot_checks(db_session=db_session, ops=ops, limit=limit))
 
 
 @router.get("/spot-checks/report")
