@@ -18,7 +18,9 @@ from sqlalchemy import BigInteger, DateTime, Integer, String, delete, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from core import flow
 from core.config import get_settings
+from core.db import driver_connection
 from core.errors import Conflict, InvalidInput
 from core.flow import Stmt, sql
 from core.models import Base, created_at, utcnow
@@ -126,10 +128,16 @@ def _store_params(user_id: int, route: str, key: str, digest: str, status_code: 
 
 def acquire(db_session: Session, *, user_id: int, route: str, key: str, digest: str,
             earlier: Callable[[], str] | None = None) -> StoredResponse | None:
-    """Lock the key for this transaction; return the stored response if the request already ran."""
-    locked = db_session.execute(_LOCK, {"k": _lock_id(user_id, route, key)}).scalar_one()
-    rec = db_session.execute(_READ, {"user_id": user_id, "route": route, "key": key}).first() if locked else None
-    return _decide(locked, rec, digest, earlier)
+    """Lock the key for this transaction; return the stored response if the request already ran. The lock and the
+    read go in one round trip (a pipelined batch, core.flow: PostgreSQL still runs the read after the lock is held,
+    with its own snapshot); the read's answer counts only if the lock was taken."""
+    lock_rows, read_rows = flow.run(driver_connection(db_session), _acquire_flow(user_id, route, key))
+    locked = lock_rows[0][0]
+    return _decide(locked, read_rows[0] if locked and read_rows else None, digest, earlier)
+
+
+def _acquire_flow(user_id: int, route: str, key: str) -> flow.Flow[list[flow.Rows]]:
+    return (yield flow.Batch(acquire_stmts(user_id=user_id, route=route, key=key)))
 
 
 def store(db_session: Session, *, user_id: int, route: str, key: str, digest: str,

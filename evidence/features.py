@@ -121,13 +121,15 @@ def _good_matches(da: np.ndarray, db: np.ndarray) -> tuple[np.ndarray, np.ndarra
 class Photo:
     """A working image made ready for comparison once (chrome cut, enlarged when small: ``_photo``) with its ORB
     keypoints (their positions, N × 2 float32: all ``align`` reads of a keypoint), so a new upload compared with
-    several stored files finds its own keypoints only once. ``box``: where in the working image the photo is
-    (chrome.photo_box), kept in the features file so a stored file's Photo is made without looking for it again."""
+    several stored files finds its own keypoints only once. ``box``: where in the working image (of ``source``
+    shape) the photo is (chrome.photo_box), kept in the features file so a stored file's Photo is made without
+    looking for it again."""
 
     pixels: np.ndarray
     points: np.ndarray
     descriptors: np.ndarray | None
     box: tuple[int, int, int, int] | None = None
+    source: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, img: Image.Image) -> "Photo":
@@ -135,7 +137,8 @@ class Photo:
         box = photo_box(arr)
         pixels = _photo(arr, box)
         points, descriptors = keypoints(pixels)
-        return cls(pixels, np.array([k.pt for k in points], np.float32).reshape(-1, 2), descriptors, box)
+        return cls(pixels, np.array([k.pt for k in points], np.float32).reshape(-1, 2), descriptors, box,
+                   arr.shape)
 
     @classmethod
     def with_features(cls, img: Image.Image, packed: bytes) -> "Photo | None":
@@ -148,8 +151,9 @@ class Photo:
         try:
             with np.load(io.BytesIO(packed), allow_pickle=False) as f:
                 shape, points, descriptors = (np.asarray(f[name]) for name in ("shape", "points", "descriptors"))
-                kept = np.asarray(f["box"]) if "box" in f.files else None
-            box = photo_box(arr) if kept is None else _box_within(kept, arr.shape)
+                kept = (np.asarray(f["box"]), np.asarray(f["source"])) if "box" in f.files else None
+            # a kept box counts only for the working image it was found in (the file is of that image alone)
+            box = photo_box(arr) if kept is None else _box_within(*kept, arr.shape)
             if box is None:
                 return None
             pixels = _photo(arr, box)
@@ -160,21 +164,23 @@ class Photo:
                 return None
         except Exception:  # noqa: BLE001 - whatever a damaged file makes numpy raise (zip, zlib, header, memory)
             return None
-        return cls(pixels, points, descriptors if len(descriptors) else None, box)
+        return cls(pixels, points, descriptors if len(descriptors) else None, box, arr.shape)
 
     def features_file(self) -> bytes:
         """The keypoints, descriptors, the prepared pixels' shape and the photo's box, packed for
         ``with_features`` (~37 KB)."""
         buf = io.BytesIO()
-        extra = {} if self.box is None else {"box": np.array(self.box, np.int32)}
+        extra = {} if self.box is None else {"box": np.array(self.box, np.int32),
+                                             "source": np.array(self.source, np.int32)}
         np.savez(buf, shape=np.array(self.pixels.shape, np.int32), points=self.points,
                  descriptors=self.descriptors if self.descriptors is not None else np.zeros(0, np.uint8), **extra)
         return buf.getvalue()
 
 
-def _box_within(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
-    """A kept box, if it is four integers that cut a non-empty part of an image of ``shape``."""
-    if box.shape != (4,) or box.dtype.kind not in "iu":
+def _box_within(box: np.ndarray, source: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """A kept box, if it was found in an image of ``shape`` (``source``) and is four integers that cut a non-empty
+    part of it."""
+    if box.shape != (4,) or box.dtype.kind not in "iu" or source.shape != (2,) or tuple(source.tolist()) != shape:
         return None
     left, top, right, bottom = (int(v) for v in box)
     h, w = shape[:2]

@@ -347,6 +347,11 @@ def test_a_stored_files_photo_box_is_kept_with_its_keypoints_and_gives_the_same_
         for box in ((0, 0, w + 1, h), (5, 5, 5, 9), (-1, 0, w, h)):
             bad = io.BytesIO()
             np.savez(bad, shape=np.array(made.pixels.shape, np.int32), points=made.points,
-                     descriptors=made.descriptors, box=np.array(box, np.int32))
+                     descriptors=made.descriptors, box=np.array(box, np.int32), source=np.array((h, w), np.int32))
             assert Photo.with_features(grey, bad.getvalue()) is None
+        # the box of another working image (its size) is refused, however well it would fit this one
+        other = io.BytesIO()
+        np.savez(other, shape=np.array(made.pixels.shape, np.int32), points=made.points,
+                 descriptors=made.descriptors, box=np.array(made.box, np.int32), source=np.array((h + 1, w), np.int32))
+        assert Photo.with_features(grey, other.getvalue()) is None
     assert Photo.of(shot).box != (0, 0, *shot.size)  # the screenshot's chrome is cut: the box matters
