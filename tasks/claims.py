@@ -86,11 +86,15 @@ def audit(db_session: Session, claim_id: int, from_state: str | None, to_state: 
                               reason=reason, data=data))
 
 
+_CLAIM_COLUMNS = tuple(Claim.__table__.c.keys())
+
+
 @lru_cache(maxsize=128)
-def _move_sql(n_from: int, columns: tuple[str, ...], guarded: bool = False) -> TextClause:
+def _move_sql(n_from: int, columns: tuple[str, ...], guarded: bool = False, whole: bool = False) -> TextClause:
     """The guarded UPDATE and its audit row as one statement, for a set of columns (names from code only).
     ``guarded``: a move the guard refuses fails the statement itself (``fieldproof_guard``, SQLSTATE FPG01), so
-    nothing sent after it in a pipeline runs, a COMMIT included (core.flow, Stmt.refusal)."""
+    nothing sent after it in a pipeline runs, a COMMIT included (core.flow, Stmt.refusal). ``whole``: the statement
+    returns the changed claim row (every column, in the table's order) instead of the prior state."""
     unknown = set(columns) - set(Claim.__table__.c.keys())
     if unknown:
         raise ValueError(f"not claim columns: {sorted(unknown)}")
@@ -98,13 +102,20 @@ def _move_sql(n_from: int, columns: tuple[str, ...], guarded: bool = False) -> T
     froms = ", ".join(f":from_{i}" for i in range(n_from))
     # The self-join reads the row as it was before the UPDATE, so the audit names the real prior state; the
     # guard stays on the updated row, which PostgreSQL re-checks if a concurrent change got there first.
+    row = "".join(f", claim.{c}" for c in _CLAIM_COLUMNS) if whole else ""
     moved = f"""moved AS (UPDATE claim SET {sets} FROM claim AS before
                         WHERE claim.id = :claim_id AND claim.state IN ({froms}) AND before.id = claim.id
-                    RETURNING before.state AS prior)"""
+                    RETURNING before.state AS prior{row})"""
     audit = """INSERT INTO claim_event (claim_id, from_state, to_state, actor_id, reason, data, at)
         SELECT CAST(:claim_id AS bigint), prior, CAST(:to_state AS text), CAST(:actor_id AS bigint),
                CAST(:reason AS text), CAST(:data AS jsonb), CAST(:at AS timestamptz) FROM moved
         RETURNING from_state"""
+    if whole:
+        # A data-modifying CTE runs to completion even when the main query does not read it: the audit row is
+        # written, and the claim row comes back from the UPDATE itself.
+        cols = ", ".join(f"moved.{c}" for c in _CLAIM_COLUMNS)
+        return text(f"WITH {moved},\n             audit AS ({audit})\n        SELECT {cols} FROM moved"
+                    ).columns(*Claim.__table__.c)
     if not guarded:
         return text(f"WITH {moved}\n        {audit}")
     # The guard's one-row side is always read (a LEFT JOIN keeps it whatever the plan), so it raises on an empty
@@ -160,37 +171,51 @@ def moved(rows: list, claim_id: int, from_states: tuple[str, ...], current: str 
 
 def transition(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
                actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> Claim:
-    """``move`` (flushing pending changes first), then the changed Claim."""
+    """``move`` (flushing pending changes first), returning the changed Claim from the same statement: the Claim
+    already in the session is updated in place (populate_existing), with no reload."""
     db_session.flush()
-    move(db_session, claim_id, from_states, to_state, actor_id=actor_id, reason=reason, data=data, **values)
-    obj = db_session.get(Claim, claim_id)
-    if obj is not None:
-        # The UPDATE bypassed the identity map: expire so the next attribute access reloads (lazily).
-        db_session.expire(obj)
-    return obj
+    params = _move_params(claim_id, from_states, to_state, actor_id, reason, data, values)
+    found = db_session.scalars(select(Claim).from_statement(_move_sql(len(from_states), tuple(values), whole=True)),
+                               params, execution_options={"populate_existing": True}).first()
+    if found is None:
+        raise _refused(claim_id, from_states, db_session.scalar(select(Claim.state).where(Claim.id == claim_id)))
+    return found
 
 
 def get_for(*, db_session: Session, user: User, claim_id: int, for_update: bool = False) -> Claim:
-    """A claim the user may see: its worker, the task's merchant, or ops. Others get 404."""
-    stmt = select(Claim).where(Claim.id == claim_id)
-    found = db_session.scalar(stmt.with_for_update() if for_update else stmt)
+    """A claim the user may see (``readable_by``: its worker, the task's merchant, or ops), read in one statement;
+    others get 404. ``for_update`` locks the claim's row only (never its task's)."""
+    found = db_session.scalar(_claim_for(_reader_kind(user.role), for_update), {"claim_id": claim_id, "uid": user.id})
     if found is None:
         raise ClaimNotFound()
-    if user.role in ("ops", "admin") or found.worker_id == user.id:
-        return found
-    if user.role == "merchant":
-        owner = db_session.scalar(select(Task.merchant_id).where(Task.id == found.task_id))
-        if owner == user.id:
-            return found
-    raise ClaimNotFound()
+    return found
+
+
+def _reader_kind(role: str) -> str:
+    return "all" if role in ("ops", "admin") else "merchant" if role == "merchant" else "own"
+
+
+def _rule(kind: str, uid):
+    """Who reads a claim, as a condition on Claim joined to its Task: ops (and admins) every claim, a merchant
+    its tasks' claims and its own, anyone else its own."""
+    if kind == "all":
+        return true()
+    mine = Claim.worker_id == uid
+    return or_(mine, Task.merchant_id == uid) if kind == "merchant" else mine
+
+
+@lru_cache(maxsize=8)
+def _claim_for(kind: str, for_update: bool):
+    """``get_for``'s statement for a kind of reader, built once with bound values (claim_id, uid)."""
+    stmt = select(Claim).where(Claim.id == bindparam("claim_id"), _rule(kind, bindparam("uid")))
+    if kind == "merchant":
+        stmt = stmt.join(Task, Task.id == Claim.task_id)
+    return stmt.with_for_update(of=Claim) if for_update else stmt
 
 
 def readable_by(user: User):
     """``get_for``'s rule as a condition on Claim joined to its Task, for reads of many claims at once."""
-    if user.role in ("ops", "admin"):
-        return true()
-    mine = Claim.worker_id == user.id
-    return or_(mine, Task.merchant_id == user.id) if user.role == "merchant" else mine
+    return _rule(_reader_kind(user.role), user.id)
 
 
 def get_own(*, db_session: Session, worker: User, claim_id: int, for_update: bool = False) -> Claim:

@@ -194,3 +194,94 @@ def test_a_move_the_guard_refuses_fails_in_postgresql_and_writes_no_audit_row(cl
     events = db.scalars(select(ClaimEvent.to_state).where(ClaimEvent.claim_id == claim["id"])
                         .order_by(ClaimEvent.id)).all()
     assert len(events) == events_before + 1 and events[-1] == "cancelled"
+
+
+def test_get_for_reads_in_one_statement_and_locks_the_claim_not_its_task(committed_race):
+    """claims.get_for decides who may read a claim in its one statement (claims.readable_by's rule); with
+    ``for_update`` it locks the claim's row only, so a merchant confirming does not hold its task's row."""
+    from psycopg.errors import LockNotAvailable
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    task_id, worker_ids, merchant_id = committed_race
+    s = new_session()
+    try:
+        mine = claims.claim(db_session=s, worker=s.get(User, worker_ids[0]), task_id=task_id).id
+        stranger = User(username=unique("race_x"), password_hash="x", role="merchant", display_name="x")
+        ops = User(username=unique("race_o"), password_hash="x", role="ops", display_name="o")
+        s.add_all([stranger, ops])
+        s.commit()
+        readers = {"merchant": s.get(User, merchant_id), "worker": s.get(User, worker_ids[0]), "ops": ops,
+                   "other_worker": s.get(User, worker_ids[1]), "other_merchant": stranger}
+        assert all(u.id and u.role for u in readers.values())
+        engine, counted = s.get_bind(), []
+
+        def count(*_args, **_kw):
+            counted.append(1)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            seen = {}
+            for name, user in readers.items():
+                try:
+                    seen[name] = claims.get_for(db_session=s, user=user, claim_id=mine).id
+                except FieldproofError as exc:
+                    seen[name] = exc.code
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert seen == {"merchant": mine, "worker": mine, "ops": mine, "other_worker": "claim_not_found",
+                        "other_merchant": "claim_not_found"}, seen
+        assert len(counted) == len(readers)  # one statement each, the task's owner included
+
+        other = new_session()
+        try:
+            claims.get_for(db_session=s, user=readers["merchant"], claim_id=mine, for_update=True)
+            other.execute(select(Task.id).where(Task.id == task_id).with_for_update(nowait=True)).one()
+            other.rollback()
+            with pytest.raises(OperationalError) as held:
+                other.execute(select(Claim.id).where(Claim.id == mine).with_for_update(nowait=True)).one()
+            assert isinstance(held.value.orig, LockNotAvailable)
+            other.rollback()
+            s.rollback()
+            with pytest.raises(FieldproofError):  # refused: nothing locked
+                claims.get_for(db_session=s, user=stranger, claim_id=mine, for_update=True)
+            other.execute(select(Claim.id).where(Claim.id == mine).with_for_update(nowait=True)).one()
+            other.rollback()
+        finally:
+            other.close()
+    finally:
+        s.rollback()
+        s.close()
+
+
+def test_transition_returns_the_changed_claim_from_its_statement(client, db):
+    """claims.transition writes the move and its audit row and reads the changed claim back in one statement: the
+    Claim already in the session is updated in place, no reload; a refused move names the state it met."""
+    from sqlalchemy import event
+
+    _, claim, _, _ = claimed(client, db)
+    held = db.get(Claim, claim["id"])
+    assert held.state == "claimed" and held.resolved_at is None
+    engine, counted = db.get_bind().engine, []
+
+    def count(*_args, **_kw):
+        counted.append(1)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        moved = claims.transition(db, claim["id"], ("claimed",), "cancelled", actor_id=None, reason="test",
+                                  resolved_at=utcnow())
+        state, resolved = moved.state, moved.resolved_at
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(counted) == 1
+    assert moved is held and state == "cancelled" and resolved is not None
+    stored = db.execute(select(Claim.state, Claim.resolved_at).where(Claim.id == claim["id"])).one()
+    assert tuple(stored) == ("cancelled", resolved)
+    events = db.execute(select(ClaimEvent.from_state, ClaimEvent.to_state, ClaimEvent.reason)
+                        .where(ClaimEvent.claim_id == claim["id"]).order_by(ClaimEvent.id)).all()
+    assert [tuple(e) for e in events] == [(None, "claimed", None), ("claimed", "cancelled", "test")]
+    with pytest.raises(FieldproofError) as refused:
+        claims.transition(db, claim["id"], ("claimed",), "expired", actor_id=None)
+    assert "cancelled" in str(refused.value)
+    assert db.scalar(select(func.count()).select_from(ClaimEvent).where(ClaimEvent.claim_id == claim["id"])) == 2
