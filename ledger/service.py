@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, bindparam, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -47,6 +48,34 @@ def lock_accounts(db_session: Session, account_ids) -> dict[int, LedgerAccount]:
                                                 .execution_options(populate_existing=True))}
 
 
+AccountKey = tuple[int | None, str]  # (owner id, or None for the platform's; kind)
+
+
+@lru_cache(maxsize=32)
+def _accounts_locked(keys: tuple[tuple[bool, str], ...]):
+    """``lock_accounts_of``'s statement for accounts of these (platform?, kind) shapes: owners bound (o0, o1, ...),
+    kinds are code's own names; rows locked in id order, refreshed (as ``lock_accounts``)."""
+    return (select(LedgerAccount)
+            .where(or_(*(and_(LedgerAccount.owner_id.is_(None) if platform
+                              else LedgerAccount.owner_id == bindparam(f"o{i}"), LedgerAccount.kind == kind)
+                         for i, (platform, kind) in enumerate(keys))))
+            .order_by(LedgerAccount.id).with_for_update().execution_options(populate_existing=True))
+
+
+def lock_accounts_of(db_session: Session, keys: list[AccountKey]) -> dict[AccountKey, LedgerAccount]:
+    """``lock_accounts`` for accounts named by (owner, kind), found and locked in one statement (in id order, like
+    every transfer); an account not made yet is made first (``account``), then all are locked."""
+    stmt = _accounts_locked(tuple((owner is None, kind) for owner, kind in keys))
+    params = {f"o{i}": owner for i, (owner, _) in enumerate(keys) if owner is not None}
+    rows = {(r.owner_id, r.kind): r for r in db_session.scalars(stmt, params)}
+    if len(rows) < len(set(keys)):  # first use of some account: made, then the same lock over all of them
+        for owner, kind in keys:
+            if (owner, kind) not in rows:
+                account(db_session, owner, kind)
+        rows = {(r.owner_id, r.kind): r for r in db_session.scalars(stmt, params)}
+    return rows
+
+
 def _require_balanced(legs: list[Leg]) -> None:
     if not legs or sum(a for _, a in legs) != 0 or any(not isinstance(a, int) or a == 0 for _, a in legs):
         raise UnbalancedTransaction(f"Legs {legs} do not balance.")
@@ -61,17 +90,24 @@ def _require_covered(acc: LedgerAccount, amount: int) -> None:
 
 def posted(db_session: Session, kind: str, cause: tuple[str, int]) -> LedgerTransaction | None:
     """The transaction of ``kind`` already recorded for ``cause`` (each is recorded once), if any."""
-    return db_session.scalar(select(LedgerTransaction).where(
-        LedgerTransaction.kind == kind, LedgerTransaction.cause_type == cause[0], LedgerTransaction.cause_id == cause[1]))
+    return db_session.scalar(_POSTED, {"kind": kind, "cause_type": cause[0], "cause_id": cause[1]})
+
+
+_POSTED = select(LedgerTransaction).where(LedgerTransaction.kind == bindparam("kind"),
+                                          LedgerTransaction.cause_type == bindparam("cause_type"),
+                                          LedgerTransaction.cause_id == bindparam("cause_id"))
 
 
 def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, legs: list[Leg],
-             memo: str = "") -> LedgerTransaction:
-    """The one place postings are written: balanced, never negative, once per (kind, cause)."""
+             memo: str = "", locked: dict[int, LedgerAccount] | None = None) -> LedgerTransaction:
+    """The one place postings are written: balanced, never negative, once per (kind, cause). ``locked``: the legs'
+    accounts by id, already locked by the caller in this transaction (``lock_accounts_of``)."""
     _require_balanced(legs)
     if posted(db_session, kind, (cause_type, cause_id)) is not None:
         raise AlreadyPosted(f"{kind} for {cause_type} {cause_id} is already recorded.")
-    rows = lock_accounts(db_session, {a for a, _ in legs})
+    if locked is None or any(a not in locked for a, _ in legs):
+        locked = lock_accounts(db_session, {a for a, _ in legs})
+    rows = locked
     for acc_id, amount in legs:
         _require_covered(rows[acc_id], amount)
     txn = LedgerTransaction(kind=kind, cause_type=cause_type, cause_id=cause_id, memo=memo)
@@ -210,10 +246,15 @@ def _payout_legs(acc, merchant_id: int, worker_id: int, reward_fen: int, commiss
 
 def pay_claim(db_session: Session, *, merchant_id: int, worker_id: int, claim_id: int, reward_fen: int,
               commission_fen: int) -> LedgerTransaction:
-    """Pay an accepted claim from escrow: reward to the worker, commission to the platform. Once per claim."""
-    legs = _payout_legs(lambda owner, kind: account(db_session, owner, kind), merchant_id, worker_id, reward_fen,
-                        commission_fen)
-    return transfer(db_session, kind="claim_payout", cause_type="claim", cause_id=claim_id, legs=legs)
+    """Pay an accepted claim from escrow: reward to the worker, commission to the platform. Once per claim. The
+    three accounts are found and locked in one statement (they were four: one to find each, one to lock)."""
+    keys = [(merchant_id, "merchant_escrow"), (worker_id, "worker_available")]
+    if commission_fen:
+        keys.append((None, "platform_revenue"))
+    rows = lock_accounts_of(db_session, keys)
+    legs = _payout_legs(lambda owner, kind: rows[owner, kind].id, merchant_id, worker_id, reward_fen, commission_fen)
+    return transfer(db_session, kind="claim_payout", cause_type="claim", cause_id=claim_id, legs=legs,
+                    locked={r.id: r for r in rows.values()})
 
 
 def pay_claims(db_session: Session, payouts: list[tuple[int, int, int, int, int]]) -> int:

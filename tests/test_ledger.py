@@ -351,3 +351,77 @@ def test_a_transfer_never_trusts_an_account_the_session_held_from_before_another
         assert ledger.check(b) == []
     finally:
         a.close(), b.close()
+
+
+def test_payouts_released_at_one_barrier_never_overdraw_escrow_and_pay_each_claim_once():
+    """ledger.pay_claim finds and locks its three accounts in one statement (lock_accounts_of): 24 payouts released
+    together (8 claims, each raced three times) from an escrow that covers 5: each paid claim is paid once, 5 are
+    paid, the escrow ends at 0 and never below, and the ledger checks clean."""
+    s = new_session()
+    m = User(username=unique("bar_m"), password_hash="x", role="merchant", display_name="m")
+    workers = [User(username=unique("bar_w"), password_hash="x", role="worker", display_name="w") for _ in range(8)]
+    s.add_all([m, *workers])
+    s.commit()
+    _fund(s, m.id, 5 * 1050)
+    ledger.hold_escrow(s, merchant_id=m.id, cause=("t", m.id), amount_fen=5 * 1050)
+    s.commit()
+    ids = [w.id for w in workers]
+    s.close()
+    barrier, results, lock = threading.Barrier(24), [], threading.Lock()
+
+    def go(i: int) -> None:
+        sess = new_session()
+        try:
+            barrier.wait(timeout=30)
+            ledger.pay_claim(sess, merchant_id=m.id, worker_id=ids[i % 8], claim_id=m.id * 100 + i % 8,
+                             reward_fen=1000, commission_fen=50)
+            sess.commit()
+            outcome = "paid"
+        except FieldproofError as exc:
+            sess.rollback()
+            outcome = exc.code
+        finally:
+            sess.close()
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(24)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    s = new_session()
+    try:
+        assert len(results) == 24 and results.count("paid") == 5, results
+        assert set(results) <= {"paid", "insufficient_funds", "already_posted"}, results
+        paid = s.execute(select(LedgerTransaction.cause_id, func.count()).where(
+            LedgerTransaction.kind == "claim_payout", LedgerTransaction.cause_id.between(m.id * 100, m.id * 100 + 7))
+            .group_by(LedgerTransaction.cause_id)).all()
+        assert len(paid) == 5 and all(n == 1 for _, n in paid)
+        assert ledger.balances(s, m.id)["merchant_escrow"] == 0
+        assert sum(ledger.balances(s, w).get("worker_available", 0) for w in ids) == 5 * 1000
+        low = s.scalar(select(func.min(Posting.balance_after_fen)).where(
+            Posting.account_id == ledger.account(s, m.id, "merchant_escrow")))
+        assert low == 0
+        assert ledger.check(s) == []
+    finally:
+        _cleanup(s, [m.id, *ids])
+
+
+def test_lock_accounts_of_finds_and_locks_in_one_statement_and_makes_missing_ones(db):
+    from sqlalchemy import event
+
+    m, w = make_user(db, "merchant"), make_user(db, "worker")
+    keys = [(m.id, "merchant_escrow"), (w.id, "worker_available"), (None, "platform_revenue")]
+    first = ledger.lock_accounts_of(db, keys)  # the worker's and merchant's accounts made on first use
+    assert set(first) == set(keys) and all(first[k].kind == k[1] and first[k].owner_id == k[0] for k in keys)
+    engine, counted = db.get_bind().engine, []
+
+    def count(*_args, **_kw):
+        counted.append(1)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        again = ledger.lock_accounts_of(db, list(reversed(keys)))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(counted) == 1 and {k: a.id for k, a in again.items()} == {k: a.id for k, a in first.items()}
+    assert {k: ledger.account(db, *k) for k in keys} == {k: a.id for k, a in first.items()}
