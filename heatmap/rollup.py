@@ -92,11 +92,21 @@ class _Batch:
         _upsert(db_session, HeatCellDay, "day", days, day_hists)
 
 
+def _literal(values: list) -> str:
+    """A PostgreSQL array literal of numbers, dates or times: no element of these needs quoting (ISO times have no
+    spaces), and one join costs a fraction of the driver dumping each element of a list parameter (psycopg checks
+    every element of a text-format array for quoting: ~40 % of a roll-up's client CPU, measured)."""
+    if values and isinstance(values[0], (date, datetime)):
+        return "{" + ",".join(v.isoformat() for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def _arrays(model, values: dict[str, list], types: dict | None = None):
-    """A table-valued unnest of parallel arrays typed like ``model``'s columns (or ``types``): one round trip,
-    one parameter per column, any number of rows."""
+    """A table-valued unnest of parallel arrays typed like ``model``'s columns (or ``types``, sent as a list
+    parameter): one round trip, one parameter per column, any number of rows."""
     types = types or {}
-    cols = [bindparam(name, vals, type_=ARRAY(types.get(name, model.__table__.c[name].type)))
+    cols = [bindparam(name, vals, type_=ARRAY(types[name])) if name in types
+            else cast(bindparam(name, _literal(vals), type_=Text), ARRAY(model.__table__.c[name].type))
             for name, vals in values.items()]
     return func.unnest(*cols).table_valued(*values.keys()).render_derived(name="batch")
 
@@ -205,12 +215,15 @@ def roll_up(*, db_session: Session, batch: int = 20_000, settle_s: float | None 
 
 
 def catch_up(*, db_session: Session, batch: int = 20_000, budget_s: float = 45.0) -> int:
-    """Roll up batch after batch until nothing settled is left or the time budget (under the beat interval) is spent."""
+    """Roll up batch after batch until nothing settled is left or the time budget (under the beat interval) is spent.
+    A run that read less than a batch has folded everything settled when it read: the rows that settle after it
+    are the next run's (another pass for them cost a run's fixed cost again, ~10-15 ms of CPU, for a few rows:
+    in the simulated day, whose clock runs ~70x, 895 passes over 97 runs, 482 of them folding ~4 rows each)."""
     deadline, total = time.monotonic() + budget_s, 0
     while time.monotonic() < deadline:
         n = roll_up(db_session=db_session, batch=batch)
         total += n
-        if not n:
+        if n < batch:  # neither source filled its batch (a full one alone makes n >= batch)
             break
     return total
 

@@ -101,11 +101,14 @@ def auto_confirm_due(*, db_session: Session, limit: int = 500) -> int:
 
 
 def _auto_confirm_one(db_session: Session, claim_id: int) -> bool:
-    locked = db_session.scalar(select(Claim.id).where(Claim.id == claim_id, Claim.state == "submitted")
-                               .with_for_update(skip_locked=True))
+    # The claim's lock and its files' checks in one statement (the checks read with the statement's snapshot,
+    # taken as the lock is: SKIP LOCKED never waits).
+    locked = db_session.execute(select(Claim.id, *_check_columns(Claim.id))
+                                .where(Claim.id == claim_id, Claim.state == "submitted")
+                                .with_for_update(of=Claim, skip_locked=True)).first()
     if locked is None:  # the merchant or another beat host got there first
         return False
-    running, unchecked = _evidence_checks(db_session, claim_id)
+    _, running, unchecked = locked
     if running:  # confirmed by a later run, once its files are checked
         return False
     claim = claims.transition(db_session, claim_id, ("submitted",), "confirmed", actor_id=None,
@@ -123,9 +126,13 @@ def _checks_since() -> datetime:
 def _evidence_checks(db_session: Session, claim_id: int) -> tuple[bool, bool]:
     """Whether some of the claim's files are still being checked (not for long enough to call the checks stuck),
     and whether any is unchecked at all (stuck ones too), in one statement."""
-    running, unchecked = db_session.execute(select(hooks.unchecked_evidence(claim_id, _checks_since()),
-                                                   hooks.unchecked_evidence(claim_id))).one()
+    running, unchecked = db_session.execute(select(*_check_columns(claim_id))).one()
     return bool(running), bool(unchecked)
+
+
+def _check_columns(claim_id) -> tuple:
+    """``_evidence_checks``' two answers as columns, for a claim id or a claim id column."""
+    return hooks.unchecked_evidence(claim_id, _checks_since()), hooks.unchecked_evidence(claim_id)
 
 
 def sampling_probability(risk_score: int, flags: list[str]) -> float:

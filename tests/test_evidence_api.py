@@ -198,3 +198,40 @@ def test_a_withdrawn_file_is_not_served_to_a_merchant_through_a_duplicate_match(
     assert client.get(path, headers=m2).status_code == 404
     _, ops = auth_for(client, db, "ops")
     assert client.get(path, headers=ops).status_code == 200
+
+
+def test_beat_sends_a_claim_whose_checks_are_stuck_to_a_spot_check_not_to_payment(client, db, monkeypatch):
+    """tasks.acceptance._auto_confirm_one reads the claim's lock and its files' checks in one statement: a file still
+    being checked leaves the claim for a later run; one stuck past evidence_check_wait_s sends it to a spot check
+    (stratum 'unchecked', p = 1), never to payment."""
+    from datetime import timedelta
+
+    from sqlalchemy import event, update
+
+    from core.config import get_settings
+    from core.models import utcnow
+    from tasks import acceptance
+    from tasks.models import SpotCheck
+
+    monkeypatch.setattr(get_settings(), "spot_check_base_rate", 0.0)
+    _, claim, w, _ = checked_in(client, db)
+    photo = upload(client, claim, w, (PHOTOS / "coffee.jpg").read_bytes()).json()
+    assert client.post(f"/v1/claims/{claim['id']}/submit", headers=w).status_code == 200
+    db.execute(update(Claim).where(Claim.id == claim["id"]).values(submitted_at=utcnow() - timedelta(days=2)))
+    engine, counted = db.get_bind().engine, []
+
+    def count(*_args, **_kw):
+        counted.append(1)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert acceptance._auto_confirm_one(db, claim["id"]) is False
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(counted) == 1  # the lock and both checks
+    db.execute(update(Evidence).where(Evidence.id == photo["id"]).values(
+        created_at=utcnow() - timedelta(seconds=get_settings().evidence_check_wait_s + 60)))
+    assert acceptance._auto_confirm_one(db, claim["id"]) is True
+    assert db.get(Claim, claim["id"]).state == "spot_check"
+    check = db.scalar(select(SpotCheck).where(SpotCheck.claim_id == claim["id"]))
+    assert check.stratum == "unchecked" and check.probability == 1.0

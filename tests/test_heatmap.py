@@ -225,3 +225,49 @@ def test_catch_up_folds_batch_after_batch_in_one_run(client, db):
     waiting = heatmap.pending(db_session=db)
     assert waiting >= 3
     assert heatmap.catch_up(db_session=db, batch=1) == waiting and heatmap.pending(db_session=db) == 0
+
+
+def test_catch_up_stops_after_a_pass_that_read_less_than_a_batch(client, db, monkeypatch):
+    """A pass that read less than a batch folded everything settled: no second pass for the rows that settle after
+    it (each pass costs a run's fixed cost again); a full batch is followed by another pass."""
+    from heatmap import rollup
+
+    passes, real = [], rollup.roll_up
+
+    def counted(**kw):
+        passes.append(real(**kw))
+        return passes[-1]
+
+    monkeypatch.setattr(rollup, "roll_up", counted)
+    _worker_fixes(client, db, 3)
+    waiting = heatmap.pending(db_session=db)
+    assert 3 <= waiting < 100
+    assert heatmap.catch_up(db_session=db, batch=100) == waiting and heatmap.pending(db_session=db) == 0
+    assert passes == [waiting]
+    _worker_fixes(client, db, 3)
+    passes.clear()
+    waiting = heatmap.pending(db_session=db)
+    assert heatmap.catch_up(db_session=db, batch=2) == waiting and heatmap.pending(db_session=db) == 0
+    assert len(passes) >= 2 and passes[-1] < 2 and all(n >= 2 for n in passes[:-1]), passes
+
+
+def test_roll_up_arrays_reach_postgresql_exactly(db):
+    """heatmap.rollup._arrays sends numbers, days and hours as array literals: every value comes back as sent (floats
+    to the last bit, 64-bit cells, aware hours), with the one list parameter (dwell histograms) as before."""
+    from datetime import date, datetime, timezone
+
+    from sqlalchemy import Text
+
+    from heatmap import rollup
+    from heatmap.models import HeatCellDay, HeatCellHour
+
+    hours = [datetime(2026, 12, 1, 5, tzinfo=timezone.utc), datetime(2031, 1, 2, 23, tzinfo=timezone.utc)]
+    values = {"res": [5, 9], "cell": [2**62 + 12345, 617700169958293503], "hour": hours,
+              "lat": [0.1 + 0.2, -33.123456789012345], "lon": [121.47370000000001, 1e-07], "workers": [0, 2**31 - 1],
+              "dwell_hist": ["{1,2}", "{}"]}
+    tv = rollup._arrays(HeatCellHour, values, {"dwell_hist": Text})
+    rows = db.execute(select(*[tv.c[k] for k in values])).all()
+    assert [tuple(r) for r in rows] == list(zip(*values.values()))
+    days = {"day": [date(2026, 12, 1), date(1999, 12, 31)], "checkins": [3, 4]}
+    tv = rollup._arrays(HeatCellDay, days)
+    assert [tuple(r) for r in db.execute(select(*[tv.c[k] for k in days]))] == list(zip(*days.values()))
