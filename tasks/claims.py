@@ -5,7 +5,7 @@ import json
 from datetime import timedelta
 from functools import lru_cache
 
-from sqlalchemy import TextClause, bindparam, or_, select, text, true, update
+from sqlalchemy import TextClause, TextualSelect, bindparam, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -90,11 +90,12 @@ _CLAIM_COLUMNS = tuple(Claim.__table__.c.keys())
 
 
 @lru_cache(maxsize=128)
-def _move_sql(n_from: int, columns: tuple[str, ...], guarded: bool = False, whole: bool = False) -> TextClause:
+def _move_sql(n_from: int, columns: tuple[str, ...], whole: bool = False) -> TextClause | TextualSelect:
     """The guarded UPDATE and its audit row as one statement, for a set of columns (names from code only).
-    ``guarded``: a move the guard refuses fails the statement itself (``fieldproof_guard``, SQLSTATE FPG01), so
-    nothing sent after it in a pipeline runs, a COMMIT included (core.flow, Stmt.refusal). ``whole``: the statement
-    returns the changed claim row (every column, in the table's order) instead of the prior state."""
+    ``move_stmt``'s: a move the guard refuses fails the statement itself (``fieldproof_guard``, SQLSTATE FPG01), so
+    nothing sent after it in a pipeline runs, a COMMIT included (core.flow, Stmt.refusal). ``whole``
+    (``transition``'s): the statement returns the changed claim row (every column, in the table's order), or no row
+    when the guard matched nothing."""
     unknown = set(columns) - set(Claim.__table__.c.keys())
     if unknown:
         raise ValueError(f"not claim columns: {sorted(unknown)}")
@@ -116,8 +117,6 @@ def _move_sql(n_from: int, columns: tuple[str, ...], guarded: bool = False, whol
         cols = ", ".join(f"moved.{c}" for c in _CLAIM_COLUMNS)
         return text(f"WITH {moved},\n             audit AS ({audit})\n        SELECT {cols} FROM moved"
                     ).columns(*Claim.__table__.c)
-    if not guarded:
-        return text(f"WITH {moved}\n        {audit}")
     # The guard's one-row side is always read (a LEFT JOIN keeps it whatever the plan), so it raises on an empty
     # move before any row is returned; data-modifying CTEs run once, to completion, whoever reads them.
     return text(f"""WITH {moved},
@@ -139,30 +138,20 @@ def _refused(claim_id: int, from_states: tuple[str, ...], current: str | None) -
     return InvalidTransition(f"Claim {claim_id} is {current}; this needs {' or '.join(from_states)}.", state=current)
 
 
-def move(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
-         actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> str:
-    """Guarded claim state change (``WHERE state IN from_states``) plus its audit row, in one statement;
-    returns the prior state. Loads nothing: use ``transition`` for the changed Claim."""
-    params = _move_params(claim_id, from_states, to_state, actor_id, reason, data, values)
-    prior = db_session.execute(_move_sql(len(from_states), tuple(values)), params).scalar()
-    if prior is None:
-        raise _refused(claim_id, from_states, db_session.scalar(select(Claim.state).where(Claim.id == claim_id)))
-    return prior
-
-
 def move_stmt(claim_id: int, from_states: tuple[str, ...], to_state: str, *, actor_id: int | None,
               reason: str | None = None, data: dict | None = None, current: str | None = None,
               **values) -> Stmt:
-    """``move`` as a statement for a pipelined flow (core.flow); ``moved`` reads its rows. The guard refuses in
+    """A guarded claim state change (``WHERE state IN from_states``) with its audit row, as one statement for a
+    pipelined flow (core.flow); ``moved`` reads its rows. The guard refuses in
     PostgreSQL (``current``: the state the flow last read, for the refusal's message), so the statement can ride
     in a batch that commits (Batch.commit)."""
-    return Stmt(sql(_move_sql(len(from_states), tuple(values), guarded=True)),
+    return Stmt(sql(_move_sql(len(from_states), tuple(values))),
                 _move_params(claim_id, from_states, to_state, actor_id, reason, data, values), writes=True,
                 refusal=_refused(claim_id, from_states, current))
 
 
 def moved(rows: list, claim_id: int, from_states: tuple[str, ...], current: str | None) -> str:
-    """The prior state from ``move_stmt``'s rows; the refusal ``move`` raises when the guard matched nothing
+    """The prior state from ``move_stmt``'s rows; the refusal ``transition`` raises when the guard matched nothing
     (``current``: the state the flow last read)."""
     if not rows or rows[0][0] is None:  # the guard's side of the join with no move (see _move_sql)
         raise _refused(claim_id, from_states, current)
@@ -171,8 +160,9 @@ def moved(rows: list, claim_id: int, from_states: tuple[str, ...], current: str 
 
 def transition(db_session: Session, claim_id: int, from_states: tuple[str, ...], to_state: str, *,
                actor_id: int | None, reason: str | None = None, data: dict | None = None, **values) -> Claim:
-    """``move`` (flushing pending changes first), returning the changed Claim from the same statement: the Claim
-    already in the session is updated in place (populate_existing), with no reload."""
+    """Guarded claim state change (``WHERE state IN from_states``) plus its audit row, in one statement (flushing
+    pending changes first) that also returns the changed Claim: the Claim already in the session is updated in
+    place (populate_existing), with no reload."""
     db_session.flush()
     params = _move_params(claim_id, from_states, to_state, actor_id, reason, data, values)
     found = db_session.scalars(select(Claim).from_statement(_move_sql(len(from_states), tuple(values), whole=True)),
