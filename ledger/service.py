@@ -105,9 +105,7 @@ def transfer(db_session: Session, *, kind: str, cause_type: str, cause_id: int, 
     _require_balanced(legs)
     if posted(db_session, kind, (cause_type, cause_id)) is not None:
         raise AlreadyPosted(f"{kind} for {cause_type} {cause_id} is already recorded.")
-    if locked is None or any(a not in locked for a, _ in legs):
-        locked = lock_accounts(db_session, {a for a, _ in legs})
-    rows = locked
+    rows = lock_accounts(db_session, {a for a, _ in legs}) if locked is None else locked
     for acc_id, amount in legs:
         _require_covered(rows[acc_id], amount)
     txn = LedgerTransaction(kind=kind, cause_type=cause_type, cause_id=cause_id, memo=memo)
@@ -214,8 +212,8 @@ def require_security_deposit(db_session: Session, merchant_id: int) -> None:
     (publishing then holds escrow from them)."""
     need = get_ledger_settings().security_deposit_fen
     kinds = ("merchant_deposit", "merchant_available", "merchant_escrow")
-    ids = {kind: account(db_session, merchant_id, kind) for kind in kinds}
-    have = lock_accounts(db_session, set(ids.values()))[ids["merchant_deposit"]].balance_fen
+    locked = lock_accounts_of(db_session, [(merchant_id, kind) for kind in kinds])
+    have = locked[merchant_id, "merchant_deposit"].balance_fen
     if have < need:
         raise SecurityDepositRequired(f"Publishing needs a security deposit of {need} fen; you have {have} fen.",
                                       needed_fen=need, balance_fen=have)

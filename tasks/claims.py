@@ -96,7 +96,7 @@ def _move_sql(n_from: int, columns: tuple[str, ...], whole: bool = False) -> Tex
     nothing sent after it in a pipeline runs, a COMMIT included (core.flow, Stmt.refusal). ``whole``
     (``transition``'s): the statement returns the changed claim row (every column, in the table's order), or no row
     when the guard matched nothing."""
-    unknown = set(columns) - set(Claim.__table__.c.keys())
+    unknown = set(columns) - set(_CLAIM_COLUMNS)
     if unknown:
         raise ValueError(f"not claim columns: {sorted(unknown)}")
     sets = ", ".join(["state = :to_state"] + [f"{c} = :v_{c}" for c in columns])
